@@ -1,0 +1,335 @@
+//! The load hot path: hyper 1.x connection-level clients (HTTP/1.1 keep-alive, HTTP/2), over
+//! TCP or rustls. Each worker owns one connection at a time; a failed connection is dropped
+//! and the next request opens a new one. No pooling logic lives here (see `engine::Pool`).
+
+use super::errors::ErrorClass;
+use crate::error::Error;
+use crate::plan::{HttpVersion, RequestPlan, TargetPlan};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// One open connection, ready for requests.
+pub enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Conn {
+    fn is_closed(&self) -> bool {
+        match self {
+            Conn::H1(s) => s.is_closed(),
+            Conn::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// A request prepared once, cloned per send.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+pub struct Client {
+    addrs: Vec<SocketAddr>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    http: HttpVersion,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    requests: Vec<Prepared>,
+}
+
+impl Client {
+    /// Resolves the target once and prepares every request of the mix.
+    pub async fn new(target: &TargetPlan, requests: &[RequestPlan]) -> Result<Client, Error> {
+        let host = target.base.host().unwrap_or("localhost").to_string();
+        let https = target.base.scheme_str() == Some("https");
+        let port = target
+            .base
+            .port_u16()
+            .unwrap_or(if https { 443 } else { 80 });
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare_host.as_str(), port))
+            .await
+            .map_err(|e| Error::input(format!("cannot resolve target host '{host}': {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::input(format!("target host '{host}' has no address")));
+        }
+        let tls = if https {
+            let name = ServerName::try_from(bare_host.clone())
+                .map_err(|_| Error::input(format!("'{host}' is not a valid TLS server name")))?;
+            Some((TlsConnector::from(tls_config(target)?), name))
+        } else {
+            None
+        };
+        let authority = match target.base.port_u16() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let host_value = HeaderValue::from_str(&authority)
+            .map_err(|_| Error::input(format!("'{authority}' is not a valid Host header")))?;
+        let prepared = requests
+            .iter()
+            .map(|r| prepare(target, r, &host_value))
+            .collect::<Result<_, _>>()?;
+        Ok(Client {
+            addrs,
+            tls,
+            http: target.http,
+            connect_timeout: target.connect_timeout,
+            request_timeout: target.request_timeout,
+            requests: prepared,
+        })
+    }
+
+    /// Sends request `index` of the mix on `conn` (opening one if needed) and reads the whole
+    /// response. On any failure the connection is dropped.
+    pub async fn send(&self, conn: &mut Option<Conn>, index: usize) -> Result<u16, ErrorClass> {
+        let result = tokio::time::timeout(self.request_timeout, self.send_inner(conn, index)).await;
+        let outcome = result.unwrap_or(Err(ErrorClass::RequestTimeout));
+        if outcome.is_err() {
+            *conn = None;
+        }
+        outcome
+    }
+
+    async fn send_inner(&self, slot: &mut Option<Conn>, index: usize) -> Result<u16, ErrorClass> {
+        if slot.as_ref().is_none_or(Conn::is_closed) {
+            *slot = Some(self.connect().await?);
+        }
+        let conn = slot.as_mut().expect("connection was just opened");
+        // A keep-alive connection the server closed while idle is not a failed request:
+        // open a new one and send there.
+        if !ready(conn).await {
+            *conn = self.connect().await?;
+            if !ready(conn).await {
+                return Err(ErrorClass::ConnectionReset);
+            }
+        }
+        let prepared = &self.requests[index];
+        let mut request = Request::new(Full::new(prepared.body.clone()));
+        *request.method_mut() = prepared.method.clone();
+        *request.uri_mut() = prepared.uri.clone();
+        *request.headers_mut() = prepared.headers.clone();
+        let response = match conn {
+            Conn::H1(s) => s.send_request(request).await,
+            Conn::H2(s) => s.send_request(request).await,
+        }
+        .map_err(|e| ErrorClass::of_request(&e))?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|_| ErrorClass::BodyRead)?;
+        }
+        Ok(status)
+    }
+
+    async fn connect(&self) -> Result<Conn, ErrorClass> {
+        let tcp = self.connect_tcp().await?;
+        match &self.tls {
+            None => handshake(tcp, self.http).await,
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(
+                    self.connect_timeout,
+                    connector.connect(name.clone(), tcp),
+                )
+                .await
+                .map_err(|_| ErrorClass::ConnectTimeout)?
+                .map_err(|_| ErrorClass::Tls)?;
+                handshake(tls, self.http).await
+            }
+        }
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, ErrorClass> {
+        let mut last = ErrorClass::ConnectOther;
+        for addr in &self.addrs {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => last = ErrorClass::of_connect(&e),
+                Err(_) => last = ErrorClass::ConnectTimeout,
+            }
+        }
+        Err(last)
+    }
+}
+
+async fn ready(conn: &mut Conn) -> bool {
+    match conn {
+        Conn::H1(s) => s.ready().await.is_ok(),
+        Conn::H2(s) => s.ready().await.is_ok(),
+    }
+}
+
+async fn handshake<IO>(io: IO, http: HttpVersion) -> Result<Conn, ErrorClass>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    match http {
+        HttpVersion::Http1 => {
+            let (sender, connection) = http1::handshake(io)
+                .await
+                .map_err(|e| ErrorClass::of_request(&e))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(Conn::H1(sender))
+        }
+        HttpVersion::Http2 => {
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| ErrorClass::of_request(&e))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(Conn::H2(sender))
+        }
+    }
+}
+
+/// Joins the request path to the target's base URL. HTTP/1.1 sends the origin form
+/// (`/path?q`) with a Host header; HTTP/2 needs the absolute form.
+fn prepare(
+    target: &TargetPlan,
+    request: &RequestPlan,
+    host: &HeaderValue,
+) -> Result<Prepared, Error> {
+    let base = &target.base;
+    let base_path = base.path().trim_end_matches('/');
+    let path = if request.path.is_empty() {
+        match base.query() {
+            Some(q) => format!("{}?{q}", base.path()),
+            None => base.path().to_string(),
+        }
+    } else if request.path.starts_with('?') {
+        format!("{}{}", base.path(), request.path)
+    } else {
+        format!("{base_path}{}", request.path)
+    };
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path
+    };
+    let text = match target.http {
+        HttpVersion::Http1 => path,
+        HttpVersion::Http2 => format!(
+            "{}://{}{path}",
+            base.scheme_str().unwrap_or("http"),
+            base.authority().map(|a| a.as_str()).unwrap_or("localhost")
+        ),
+    };
+    let uri: Uri = text.parse().map_err(|_| {
+        Error::input(format!(
+            "request '{}': '{text}' is not a valid path",
+            request.name
+        ))
+    })?;
+    let mut headers = HeaderMap::new();
+    if target.http == HttpVersion::Http1 {
+        headers.insert(header::HOST, host.clone());
+    }
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("knee/", env!("CARGO_PKG_VERSION"))),
+    );
+    for (name, value) in &request.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    Ok(Prepared {
+        method: request.method.clone(),
+        uri,
+        headers,
+        body: request.body.clone(),
+    })
+}
+
+fn tls_config(target: &TargetPlan) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(e.into()))?;
+    let mut config = if target.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            .with_no_client_auth()
+    } else {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = match target.http {
+        HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+        HttpVersion::Http2 => vec![b"h2".to_vec()],
+    };
+    Ok(Arc::new(config))
+}
+
+/// `--insecure`: accepts any certificate, still checks the handshake signatures.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,261 @@
+//! Workers emit one plain `Record` per request; the step's collector folds them into a
+//! `StepRecorder` (fixed-size histograms and counters: nothing per request is kept), which
+//! becomes a `StepResult` when the step ends.
+
+use super::errors::ErrorClass;
+use crate::plan::StepSpec;
+use crate::slo::{Slo, StepFigures};
+use crate::step::{GeneratorHealth, Percentiles, StepResult};
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Histogram range: 1 µs to 60 s, 3 significant digits.
+pub const HIST_MAX_US: u64 = 60_000_000;
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("static histogram bounds are valid")
+}
+
+fn record_us(hist: &mut Histogram<u64>, d: Duration) {
+    hist.saturating_record((d.as_micros() as u64).clamp(1, HIST_MAX_US));
+}
+
+/// What happened to one request.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome {
+    /// A whole response arrived, with this status.
+    Response(u16),
+    Failed(ErrorClass),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    pub intended: Instant,
+    /// None when the request was never sent.
+    pub sent: Option<Instant>,
+    pub done: Instant,
+    pub outcome: Outcome,
+}
+
+/// The step's time line: warm-up, then the counted part.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeline {
+    pub start: Instant,
+    pub counted_from: Instant,
+    pub end: Instant,
+}
+
+impl Timeline {
+    pub fn new(spec: &StepSpec, start: Instant) -> Self {
+        let counted_from = start + spec.warmup;
+        Timeline {
+            start,
+            counted_from,
+            end: counted_from + spec.duration,
+        }
+    }
+}
+
+pub struct StepRecorder {
+    timeline: Timeline,
+    pub latency: Histogram<u64>,
+    pub service: Histogram<u64>,
+    pub send_lag: Histogram<u64>,
+    lag_bound: Duration,
+    requests: u64,
+    responses_in_window: u64,
+    ok_in_window: u64,
+    errors: u64,
+    error_classes: [u64; ErrorClass::ALL.len()],
+    status_codes: BTreeMap<u16, u64>,
+    late_sends: u64,
+    warmup_requests: u64,
+}
+
+/// Live figures for the progress bar.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Live {
+    pub requests: u64,
+    pub errors: u64,
+    pub achieved_rps: f64,
+    pub p99_ms: f64,
+}
+
+impl StepRecorder {
+    pub fn new(timeline: Timeline, lag_bound: Duration) -> Self {
+        StepRecorder {
+            timeline,
+            latency: new_histogram(),
+            service: new_histogram(),
+            send_lag: new_histogram(),
+            lag_bound,
+            requests: 0,
+            responses_in_window: 0,
+            ok_in_window: 0,
+            errors: 0,
+            error_classes: [0; ErrorClass::ALL.len()],
+            status_codes: BTreeMap::new(),
+            late_sends: 0,
+            warmup_requests: 0,
+        }
+    }
+
+    pub fn add(&mut self, r: &Record) {
+        // Throughput counts completions inside the counted window, whichever request they
+        // answer: past capacity, responses to queued requests arrive after the window.
+        if let Outcome::Response(status) = r.outcome {
+            if r.done >= self.timeline.counted_from && r.done < self.timeline.end {
+                self.responses_in_window += 1;
+                if ErrorClass::of_status(status).is_none() {
+                    self.ok_in_window += 1;
+                }
+            }
+        }
+        if r.intended < self.timeline.counted_from {
+            self.warmup_requests += 1;
+            return;
+        }
+        self.requests += 1;
+        if let Some(sent) = r.sent {
+            let lag = sent.saturating_duration_since(r.intended);
+            record_us(&mut self.send_lag, lag);
+            if lag > self.lag_bound {
+                self.late_sends += 1;
+            }
+        }
+        match r.outcome {
+            Outcome::Response(status) => {
+                *self.status_codes.entry(status).or_insert(0) += 1;
+                // Every response counts in latency, errors included: a fast 503 is still a
+                // response the user waited for.
+                record_us(
+                    &mut self.latency,
+                    r.done.saturating_duration_since(r.intended),
+                );
+                if let Some(sent) = r.sent {
+                    record_us(&mut self.service, r.done.saturating_duration_since(sent));
+                }
+                if let Some(class) = ErrorClass::of_status(status) {
+                    self.count_error(class);
+                }
+            }
+            Outcome::Failed(class) => self.count_error(class),
+        }
+    }
+
+    fn count_error(&mut self, class: ErrorClass) {
+        self.errors += 1;
+        self.error_classes[class.index()] += 1;
+    }
+
+    fn counted_seconds(&self, now: Instant) -> f64 {
+        let until = now.min(self.timeline.end);
+        until
+            .saturating_duration_since(self.timeline.counted_from)
+            .as_secs_f64()
+    }
+
+    pub fn live(&self, now: Instant) -> Live {
+        let seconds = self.counted_seconds(now);
+        Live {
+            requests: self.requests + self.warmup_requests,
+            errors: self.errors,
+            achieved_rps: if seconds > 0.0 {
+                self.responses_in_window as f64 / seconds
+            } else {
+                0.0
+            },
+            p99_ms: percentiles(&self.latency).p99,
+        }
+    }
+
+    /// The step's result. `ended` is when the schedule stopped (early on Ctrl-C).
+    pub fn finish(
+        &self,
+        spec: &StepSpec,
+        slo: &Slo,
+        ended: Instant,
+        generator: GeneratorHealth,
+        partial: bool,
+        unfinished: u64,
+    ) -> StepResult {
+        let duration_s = self.counted_seconds(ended).max(1e-9);
+        let achieved_rps = self.responses_in_window as f64 / duration_s;
+        // A partial step's offered rate was offered for a shorter time: judge it by that.
+        let offered_rps = spec.offered_rps();
+        let slo_failures = if generator.limited {
+            vec![format!(
+                "generator-limited: {}",
+                generator.limited_reason.clone().unwrap_or_default()
+            )]
+        } else {
+            slo.failures(&StepFigures {
+                latency_us: &self.latency,
+                requests: self.requests,
+                errors: self.errors,
+                achieved_rps,
+                offered_rps,
+            })
+        };
+        StepResult {
+            name: spec.name.clone(),
+            phase: spec.phase,
+            offered_rps,
+            concurrency: match spec.load {
+                crate::plan::Load::Concurrency(n) => Some(n),
+                crate::plan::Load::Rate { .. } => None,
+            },
+            duration_s,
+            warmup_s: spec.warmup.as_secs_f64(),
+            requests: self.requests,
+            achieved_rps,
+            ok_rps: self.ok_in_window as f64 / duration_s,
+            errors: self.errors,
+            error_rate: if self.requests > 0 {
+                self.errors as f64 / self.requests as f64
+            } else {
+                0.0
+            },
+            error_classes: ErrorClass::ALL
+                .iter()
+                .filter(|c| self.error_classes[c.index()] > 0)
+                .map(|c| (c.as_str().to_string(), self.error_classes[c.index()]))
+                .collect(),
+            status_codes: self
+                .status_codes
+                .iter()
+                .map(|(code, n)| (code.to_string(), *n))
+                .collect(),
+            latency_ms: percentiles(&self.latency),
+            service_ms: percentiles(&self.service),
+            generator: GeneratorHealth {
+                late_sends: self.late_sends,
+                not_sent: self.error_classes[ErrorClass::NotSent.index()],
+                ..generator
+            },
+            holds: slo_failures.is_empty(),
+            slo_failures,
+            partial,
+            warmup_requests: self.warmup_requests,
+            unfinished,
+            observed: None,
+        }
+    }
+}
+
+/// Summary percentiles of a microsecond histogram, in milliseconds.
+pub fn percentiles(hist: &Histogram<u64>) -> Percentiles {
+    if hist.is_empty() {
+        return Percentiles::default();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Percentiles {
+        mean: hist.mean() / 1000.0,
+        p50: ms(hist.value_at_quantile(0.50)),
+        p90: ms(hist.value_at_quantile(0.90)),
+        p99: ms(hist.value_at_quantile(0.99)),
+        p999: ms(hist.value_at_quantile(0.999)),
+        max: ms(hist.max()),
+    }
+}

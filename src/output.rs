@@ -1,0 +1,185 @@
+//! The run folder: `steps.jsonl` appended and flushed as each step ends (a crash loses at most
+//! the current step), `hist/<step>.hgrm` per step, and `run.json` at the end.
+
+use crate::error::Error;
+use crate::plan::{OutDir, RunPlan};
+use crate::redact::{redact_command, redact_url};
+use crate::slo::Slo;
+use crate::step::{StepResult, SCHEMA_VERSION};
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Everything about a run (`run.json`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema_version: u32,
+    pub knee_version: String,
+    pub name: String,
+    pub kind: String,
+    /// The command line, secrets redacted.
+    pub command: Vec<String>,
+    /// The target URL, secrets redacted.
+    pub target: String,
+    pub slo: Slo,
+    pub started_at: String,
+    pub finished_at: String,
+    pub steps: Vec<StepResult>,
+    pub interrupted: bool,
+    /// Every counted step held its SLO.
+    pub slo_held: bool,
+    /// Steps where the generator, not the target, was the limit.
+    pub generator_limited_steps: Vec<String>,
+}
+
+pub struct RunFolder {
+    pub dir: PathBuf,
+    steps: File,
+}
+
+impl RunFolder {
+    pub fn create(out: &OutDir, name: &str, started: SystemTime) -> Result<RunFolder, Error> {
+        let dir = match out {
+            OutDir::Exact(dir) => dir.clone(),
+            OutDir::Reports(base) => base.join(format!("{}-{name}", folder_timestamp(started))),
+        };
+        fs::create_dir_all(dir.join("hist"))
+            .with_context(|| format!("cannot create run folder {}", dir.display()))?;
+        let steps_path = dir.join("steps.jsonl");
+        let steps = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&steps_path)
+            .with_context(|| format!("cannot create {}", steps_path.display()))?;
+        Ok(RunFolder { dir, steps })
+    }
+
+    /// Appends one step and pushes it to disk before the next step starts.
+    pub fn append_step(
+        &mut self,
+        step: &StepResult,
+        latency: &Histogram<u64>,
+    ) -> Result<(), Error> {
+        let mut line = serde_json::to_string(step).context("cannot encode step")?;
+        line.push('\n');
+        self.steps
+            .write_all(line.as_bytes())
+            .and_then(|_| self.steps.sync_data())
+            .with_context(|| format!("cannot write {}", self.dir.join("steps.jsonl").display()))?;
+        let hist_path = self.dir.join("hist").join(format!("{}.hgrm", step.name));
+        fs::write(&hist_path, percentile_distribution(latency))
+            .with_context(|| format!("cannot write {}", hist_path.display()))?;
+        Ok(())
+    }
+
+    pub fn write_run(&self, record: &RunRecord) -> Result<PathBuf, Error> {
+        let path = self.dir.join("run.json");
+        let text = serde_json::to_string_pretty(record).context("cannot encode run.json")?;
+        // Write then rename, so run.json is never half-written.
+        let tmp = self.dir.join("run.json.tmp");
+        fs::write(&tmp, text + "\n")
+            .and_then(|_| fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl RunRecord {
+    pub fn new(
+        plan: &RunPlan,
+        started: SystemTime,
+        steps: Vec<StepResult>,
+        interrupted: bool,
+    ) -> Self {
+        let slo_held = !steps.is_empty() && steps.iter().all(|s| s.holds);
+        RunRecord {
+            schema_version: SCHEMA_VERSION,
+            knee_version: env!("CARGO_PKG_VERSION").to_string(),
+            name: plan.name.clone(),
+            kind: plan.kind.as_str().to_string(),
+            command: redact_command(&plan.command),
+            target: redact_url(&plan.target.base.to_string()),
+            slo: plan.slo.clone(),
+            started_at: humantime::format_rfc3339_millis(started).to_string(),
+            finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            generator_limited_steps: steps
+                .iter()
+                .filter(|s| s.generator.limited)
+                .map(|s| s.name.clone())
+                .collect(),
+            steps,
+            interrupted,
+            slo_held,
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<RunRecord, Error> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| Error::input(format!("{}: cannot read: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::input(format!(
+                "{}:{}:{}: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+}
+
+/// `20261126T161418Z`: sortable, and valid in file names everywhere.
+fn folder_timestamp(at: SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(at).to_string(); // 2026-11-26T16:14:18Z
+    text.replace(['-', ':'], "")
+}
+
+/// HdrHistogram's percentile-distribution text (as `outputPercentileDistribution` prints it),
+/// values in milliseconds, so the usual plotters and `hdr-plot` read it.
+pub fn percentile_distribution(hist: &Histogram<u64>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    for v in hist.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        let value_ms = v.value_iterated_to() as f64 / 1000.0;
+        if q < 1.0 {
+            let _ = writeln!(
+                out,
+                "{value_ms:12.3} {q:14.12} {total:10} {:14.2}",
+                1.0 / (1.0 - q)
+            );
+        } else {
+            let _ = writeln!(out, "{value_ms:12.3} {q:14.12} {total:10}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+        hist.mean() / 1000.0,
+        hist.stdev() / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        hist.max() as f64 / 1000.0,
+        hist.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        hist.buckets(),
+        (2 * 10u64.pow(u32::from(hist.sigfig()))).next_power_of_two()
+    );
+    out
+}

@@ -1,0 +1,229 @@
+//! The validated plan: what the command line and the TOML profile become once checked.
+//! Nothing downstream re-parses strings; the engine, the run folder and the terminal only
+//! see these types.
+
+use crate::slo::Slo;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Uri};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The highest rate one generator process accepts; above it, use shards.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// The most concurrent connections one generator process accepts.
+pub const MAX_CONNECTIONS: usize = 20_000;
+
+/// What the user asked knee to do.
+#[derive(Debug)]
+pub enum Job {
+    Run(Box<RunPlan>),
+    Demo(DemoConfig),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Hold the expected peak rate; does it meet the SLO?
+    Load,
+    /// Push through rising steps past the knee.
+    Stress,
+    /// Hold one rate for a long time, summarized in windows.
+    Soak,
+    /// Plain rate (or concurrency) steps.
+    Steps,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Load => "load",
+            Kind::Stress => "stress",
+            Kind::Soak => "soak",
+            Kind::Steps => "steps",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RunPlan {
+    pub name: String,
+    pub kind: Kind,
+    pub target: TargetPlan,
+    pub requests: Vec<RequestPlan>,
+    pub steps: Vec<StepSpec>,
+    pub slo: Slo,
+    /// No SLO was given; `slo` is `Slo::default_for_run()`.
+    pub slo_is_default: bool,
+    pub out: OutDir,
+    /// Spawn `knee demo` and aim the target at it.
+    pub demo: Option<DemoConfig>,
+    /// The command line, for the run folder (redacted before it is written).
+    pub command: Vec<String>,
+    /// Draw the live progress bar (off in tests and when `--quiet`).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutDir {
+    /// `reports/<utc-timestamp>-<name>/`
+    Reports(PathBuf),
+    /// `--out DIR`, used as is.
+    Exact(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetPlan {
+    /// Scheme and authority (and a base path) of the target; request paths are joined to it.
+    pub base: Uri,
+    pub http: HttpVersion,
+    /// Accept any TLS certificate (self-signed staging boxes).
+    pub insecure: bool,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Upper bound of the connection pool in the open model.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestPlan {
+    pub name: String,
+    pub method: Method,
+    /// Path and query, joined to the target base.
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    pub weight: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrivals {
+    /// Evenly spaced sends: rate r gives one send every 1/r s.
+    Uniform,
+    /// Exponential gaps with mean 1/r: bursts like real independent users.
+    Poisson,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Load {
+    /// Open model: requests leave on a schedule, whatever the target does.
+    Rate { rps: f64, arrivals: Arrivals },
+    /// Closed model: N connections each send the next request when the last one ends.
+    Concurrency(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Probe,
+    Search,
+    Hold,
+    Step,
+    Window,
+    Recovery,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepSpec {
+    pub name: String,
+    pub phase: Phase,
+    pub load: Load,
+    /// Measured but not counted: connections open, caches warm.
+    pub warmup: Duration,
+    /// The counted part of the step.
+    pub duration: Duration,
+}
+
+impl StepSpec {
+    pub fn offered_rps(&self) -> Option<f64> {
+        match self.load {
+            Load::Rate { rps, .. } => Some(rps),
+            Load::Concurrency(_) => None,
+        }
+    }
+}
+
+/// Default warm-up when none is given: a fifth of the step, at most one second.
+pub fn default_warmup(duration: Duration) -> Duration {
+    (duration / 5).min(Duration::from_secs(1))
+}
+
+/// Builds the named steps of a plan from its kind and load.
+pub fn build_steps(
+    kind: Kind,
+    loads: &[Load],
+    warmup: Option<Duration>,
+    duration: Duration,
+    window: Option<Duration>,
+) -> Vec<StepSpec> {
+    let warmup = warmup.unwrap_or_else(|| default_warmup(duration));
+    let name_of = |load: &Load| match load {
+        Load::Rate { rps, .. } => format!("rate-{}", fmt_rate(*rps)),
+        Load::Concurrency(n) => format!("conc-{n}"),
+    };
+    if kind == Kind::Soak {
+        // One load held for the whole duration, recorded in windows; only the first one warms up.
+        let window = window.unwrap_or(Duration::from_secs(60)).min(duration);
+        let count = (duration.as_secs_f64() / window.as_secs_f64()).ceil() as usize;
+        return (0..count)
+            .map(|i| StepSpec {
+                name: format!("window-{:03}", i + 1),
+                phase: Phase::Window,
+                load: loads[0],
+                warmup: if i == 0 { warmup } else { Duration::ZERO },
+                duration: window.min(duration.saturating_sub(window * i as u32)),
+            })
+            .collect();
+    }
+    loads
+        .iter()
+        .map(|load| StepSpec {
+            name: name_of(load),
+            phase: Phase::Step,
+            load: *load,
+            warmup,
+            duration,
+        })
+        .collect()
+}
+
+/// "500", "12.5": a rate as short as it can be written.
+pub fn fmt_rate(rps: f64) -> String {
+    if rps.fract() == 0.0 {
+        format!("{rps:.0}")
+    } else {
+        format!("{rps:.1}")
+    }
+}
+
+/// Options of the embedded demo target.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub port: u16,
+    /// Slots of the `/pool` endpoint; each request holds one for `hold`.
+    pub slots: usize,
+    pub hold: Duration,
+    /// CPU burnt by one `/cpu` request.
+    pub cpu_work: Duration,
+    /// Print what each endpoint can take and exit.
+    pub explain: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            port: 0,
+            slots: 8,
+            hold: Duration::from_millis(20),
+            cpu_work: Duration::from_millis(2),
+            explain: false,
+        }
+    }
+}

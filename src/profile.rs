@@ -1,0 +1,473 @@
+//! TOML profiles (`knee run PROFILE.toml`). Every value is checked while it is read, so a bad
+//! one is reported as `file:line:col: problem` with the position of the value itself; checks
+//! that involve several values point at their table. The result is a `ProfileSpec` with no
+//! strings left to interpret.
+
+use crate::error::Error;
+use crate::plan::{Arrivals, HttpVersion, Kind, Load, MAX_CONNECTIONS, MAX_RATE};
+use crate::slo::Slo;
+use crate::units::parse_duration;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A profile once read and checked: what `plan` merges with the command line.
+#[derive(Debug)]
+pub struct ProfileSpec {
+    pub name: Option<String>,
+    pub kind: Kind,
+    pub url: String,
+    pub http: Option<HttpVersion>,
+    pub insecure: bool,
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
+    pub requests: Vec<RequestSpec>,
+    pub loads: Vec<Load>,
+    pub warmup: Option<Duration>,
+    pub duration: Duration,
+    pub window: Option<Duration>,
+    pub slo: Slo,
+}
+
+/// One entry of the request mix, before it is joined to the target.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub weight: u32,
+}
+
+// ---- the file as written -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: Option<String>,
+    kind: Option<Kind>,
+    target: RawTarget,
+    #[serde(default)]
+    requests: Vec<Spanned<RawRequest>>,
+    load: Spanned<RawLoad>,
+    #[serde(default)]
+    slo: BTreeMap<String, Spanned<SloValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    url: Spanned<String>,
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    body: Option<String>,
+    body_file: Option<Spanned<String>>,
+    timeout: Option<DurationValue>,
+    connect_timeout: Option<DurationValue>,
+    http: Option<HttpValue>,
+    #[serde(default)]
+    insecure: bool,
+    max_connections: Option<Bounded<1, MAX_CONNECTIONS>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    name: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    body: Option<String>,
+    body_file: Option<Spanned<String>>,
+    weight: Option<Bounded<1, 1_000_000>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    model: Option<Model>,
+    arrivals: Option<Arrivals>,
+    rate: Option<Spanned<f64>>,
+    rates: Option<Vec<Spanned<f64>>>,
+    concurrency: Option<OneOrMany<Bounded<1, MAX_CONNECTIONS>>>,
+    warmup: Option<DurationValue>,
+    duration: Option<DurationValue>,
+    window: Option<DurationValue>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Model {
+    Open,
+    Closed,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SloValue {
+    Text(String),
+    Number(f64),
+}
+
+/// "5s", "250ms": checked while read, so a bad one points at itself.
+struct DurationValue(Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(DurationValue)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// An integer within [MIN, MAX].
+struct Bounded<const MIN: usize, const MAX: usize>(usize);
+
+impl<'de, const MIN: usize, const MAX: usize> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(d)?;
+        if value < MIN as i64 || value > MAX as i64 {
+            return Err(de::Error::custom(format!(
+                "{value} is out of range ({MIN} to {MAX})"
+            )));
+        }
+        Ok(Bounded(value as usize))
+    }
+}
+
+struct HttpValue(HttpVersion);
+
+impl<'de> Deserialize<'de> for HttpValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_http_version(&text)
+            .map(HttpValue)
+            .map_err(de::Error::custom)
+    }
+}
+
+pub fn parse_http_version(text: &str) -> Result<HttpVersion, String> {
+    match text {
+        "1" | "1.1" | "http1" | "http/1.1" => Ok(HttpVersion::Http1),
+        "2" | "h2" | "http2" => Ok(HttpVersion::Http2),
+        other => Err(format!(
+            "unknown HTTP version '{other}' (use \"1.1\" or \"2\")"
+        )),
+    }
+}
+
+/// Rates must be positive and at most `MAX_RATE`.
+pub fn check_rate(rate: f64) -> Result<f64, String> {
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err(format!("rate {rate} must be above 0 requests/s"));
+    }
+    if rate > MAX_RATE {
+        return Err(format!(
+            "rate {rate} is above the {MAX_RATE} requests/s one generator can offer"
+        ));
+    }
+    Ok(rate)
+}
+
+// ---- reading and checking -------------------------------------------------------------
+
+/// Where a problem is: the file, and the text to turn byte offsets into line:col.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error_at(&self, span: Option<Range<usize>>, message: &str) -> Error {
+        let message = message.trim().replace('\n', " ");
+        match span {
+            Some(span) => {
+                let (line, col) = line_col(self.text, span.start);
+                Error::input(format!("{}:{line}:{col}: {message}", self.path.display()))
+            }
+            None => Error::input(format!("{}: {message}", self.path.display())),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+pub fn load(path: &Path) -> Result<ProfileSpec, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::input(format!("{}: cannot read profile: {e}", path.display())))?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
+    let src = Source { path, text };
+    let raw: RawProfile = toml::from_str(text).map_err(|e| src.error_at(e.span(), e.message()))?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let kind = raw.kind.unwrap_or(Kind::Steps);
+
+    let target = &raw.target;
+    let default_request = RawRequestDefaults {
+        method: target.method.clone().unwrap_or_else(|| "GET".to_string()),
+        headers: expand_headers(&src, &target.headers)?,
+        body: read_body(
+            &src,
+            base_dir,
+            target.body.as_deref(),
+            target.body_file.as_ref(),
+        )?,
+    };
+    let requests = if raw.requests.is_empty() {
+        vec![RequestSpec {
+            name: "default".to_string(),
+            method: default_request.method.clone(),
+            path: String::new(),
+            headers: default_request.headers.clone(),
+            body: default_request.body.clone(),
+            weight: 1,
+        }]
+    } else {
+        raw.requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| request_spec(&src, base_dir, i, r.get_ref(), &default_request))
+            .collect::<Result<_, _>>()?
+    };
+
+    let (loads, duration) = check_load(&src, kind, &raw.load)?;
+    let load = raw.load.get_ref();
+    let mut slo = Slo::default();
+    for (key, value) in &raw.slo {
+        let text = match value.get_ref() {
+            SloValue::Text(t) => t.clone(),
+            SloValue::Number(n) => n.to_string(),
+        };
+        slo.add_term(key, &text)
+            .map_err(|e| src.error_at(Some(value.span()), &e))?;
+    }
+    Ok(ProfileSpec {
+        name: raw.name,
+        kind,
+        url: target.url.get_ref().clone(),
+        http: target.http.as_ref().map(|h| h.0),
+        insecure: target.insecure,
+        timeout: target.timeout.as_ref().map(|d| d.0),
+        connect_timeout: target.connect_timeout.as_ref().map(|d| d.0),
+        max_connections: target.max_connections.as_ref().map(|m| m.0),
+        requests,
+        loads,
+        warmup: load.warmup.as_ref().map(|d| d.0),
+        duration,
+        window: load.window.as_ref().map(|d| d.0),
+        slo,
+    })
+}
+
+struct RawRequestDefaults {
+    method: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn request_spec(
+    src: &Source,
+    base_dir: &Path,
+    index: usize,
+    raw: &RawRequest,
+    defaults: &RawRequestDefaults,
+) -> Result<RequestSpec, Error> {
+    // Request headers extend (and override) the target's.
+    let mut headers = defaults.headers.clone();
+    for (name, value) in expand_headers(src, &raw.headers)? {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        headers.push((name, value));
+    }
+    let body = if raw.body.is_some() || raw.body_file.is_some() {
+        read_body(src, base_dir, raw.body.as_deref(), raw.body_file.as_ref())?
+    } else {
+        defaults.body.clone()
+    };
+    Ok(RequestSpec {
+        name: raw
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("request-{}", index + 1)),
+        method: raw
+            .method
+            .clone()
+            .unwrap_or_else(|| defaults.method.clone()),
+        path: raw.path.clone().unwrap_or_default(),
+        headers,
+        body,
+        weight: raw.weight.as_ref().map_or(1, |w| w.0 as u32),
+    })
+}
+
+/// Expands `${VAR}` in header values from the environment (tokens stay out of profiles).
+fn expand_headers(
+    src: &Source,
+    headers: &BTreeMap<String, Spanned<String>>,
+) -> Result<Vec<(String, String)>, Error> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let expanded =
+                expand_env(value.get_ref()).map_err(|e| src.error_at(Some(value.span()), &e))?;
+            Ok((name.clone(), expanded))
+        })
+        .collect()
+}
+
+/// `${NAME}` → the variable's value; a missing variable is an error, not an empty string.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed '${{' in '{text}'"))?;
+        let name = &after[..end];
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn read_body(
+    src: &Source,
+    base_dir: &Path,
+    body: Option<&str>,
+    body_file: Option<&Spanned<String>>,
+) -> Result<Vec<u8>, Error> {
+    match (body, body_file) {
+        (Some(_), Some(file)) => {
+            Err(src.error_at(Some(file.span()), "give either body or body_file, not both"))
+        }
+        (Some(text), None) => Ok(text.as_bytes().to_vec()),
+        (None, Some(file)) => {
+            let path: PathBuf = base_dir.join(file.get_ref());
+            std::fs::read(&path).map_err(|e| {
+                src.error_at(
+                    Some(file.span()),
+                    &format!("cannot read body_file {}: {e}", path.display()),
+                )
+            })
+        }
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+fn check_load(
+    src: &Source,
+    kind: Kind,
+    load: &Spanned<RawLoad>,
+) -> Result<(Vec<Load>, Duration), Error> {
+    let at = |msg: &str| src.error_at(Some(load.span()), &format!("[load] {msg}"));
+    let raw = load.get_ref();
+    let arrivals = raw.arrivals.unwrap_or(Arrivals::Uniform);
+    // Rates are checked one by one so an error points at the bad element of a list.
+    let rates: Vec<f64> = raw
+        .rate
+        .iter()
+        .chain(raw.rates.iter().flatten())
+        .map(|r| check_rate(*r.get_ref()).map_err(|e| src.error_at(Some(r.span()), &e)))
+        .collect::<Result<_, _>>()?;
+    let concurrency: Vec<u32> = match &raw.concurrency {
+        None => Vec::new(),
+        Some(OneOrMany::One(c)) => vec![c.0 as u32],
+        Some(OneOrMany::Many(cs)) => cs.iter().map(|c| c.0 as u32).collect(),
+    };
+    let model = raw.model.unwrap_or(if concurrency.is_empty() {
+        Model::Open
+    } else {
+        Model::Closed
+    });
+    let loads: Vec<Load> = match model {
+        Model::Open if !concurrency.is_empty() => {
+            return Err(at(
+                "concurrency belongs to model = \"closed\"; the open model takes rate or rates",
+            ))
+        }
+        Model::Closed if !rates.is_empty() => {
+            return Err(at(
+                "rate/rates belong to model = \"open\"; the closed model takes concurrency",
+            ))
+        }
+        Model::Open => rates
+            .into_iter()
+            .map(|rps| Load::Rate { rps, arrivals })
+            .collect(),
+        Model::Closed => concurrency.into_iter().map(Load::Concurrency).collect(),
+    };
+    if loads.is_empty() {
+        return Err(at(
+            "needs rate = N, rates = [..] (open model) or concurrency = N (closed model)",
+        ));
+    }
+    if matches!(kind, Kind::Load | Kind::Soak) && loads.len() > 1 {
+        return Err(at(&format!(
+            "kind = \"{}\" holds one load; give a single rate or concurrency",
+            kind.as_str()
+        )));
+    }
+    let duration = raw
+        .duration
+        .as_ref()
+        .map(|d| d.0)
+        .ok_or_else(|| at("needs duration = \"10s\" (the length of each step)"))?;
+    if duration.is_zero() {
+        return Err(at("duration must be above 0"));
+    }
+    Ok((loads, duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters() {
+        let text = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        assert_eq!(line_col(text, text.find('"').unwrap()), (2, 6));
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("KNEE_TEST_TOKEN_X", "abc");
+        assert_eq!(
+            expand_env("Bearer ${KNEE_TEST_TOKEN_X}!").unwrap(),
+            "Bearer abc!"
+        );
+        assert!(expand_env("${KNEE_SURELY_UNSET_VAR}")
+            .unwrap_err()
+            .contains("not set"));
+        assert!(expand_env("${OPEN").unwrap_err().contains("unclosed"));
+    }
+}

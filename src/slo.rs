@@ -1,0 +1,235 @@
+//! Service-level objectives: the thresholds a step must meet to *hold*.
+//! One parser serves `--slo p99=50ms,errors=1%` and the profile's `[slo]` table, so both
+//! accept the same terms. Checks run on the step's full histogram (any percentile), never on
+//! pre-computed summary figures.
+
+use crate::units::{parse_duration, parse_fraction};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// A step fails when achieved throughput is below this share of the offered rate (open model).
+pub const MIN_ACHIEVED_SHARE: f64 = 0.97;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    /// Latency bounds on the corrected latency (from the intended send time).
+    pub latency: Vec<LatencyBound>,
+    /// Highest allowed share of requests that ended in an error (0.01 = 1 %).
+    pub max_error_rate: Option<f64>,
+    /// Lowest allowed achieved throughput, requests per second.
+    pub min_rps: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyBound {
+    /// 50, 90, 99, 99.9 ...; 100 means the maximum.
+    pub percentile: f64,
+    pub limit_ms: f64,
+}
+
+impl LatencyBound {
+    pub fn label(&self) -> String {
+        if self.percentile >= 100.0 {
+            "max".to_string()
+        } else {
+            format!("p{}", self.percentile)
+        }
+    }
+}
+
+/// What a step measured, as far as the SLO needs it.
+pub struct StepFigures<'a> {
+    pub latency_us: &'a Histogram<u64>,
+    pub requests: u64,
+    pub errors: u64,
+    pub achieved_rps: f64,
+    pub offered_rps: Option<f64>,
+}
+
+impl Slo {
+    /// Parses `p99=50ms,errors=1%,min_rps=100`.
+    pub fn parse_list(text: &str) -> Result<Slo, String> {
+        let mut slo = Slo::default();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (key, value) = term
+                .split_once('=')
+                .ok_or_else(|| format!("SLO term '{term}' is not KEY=VALUE (e.g. p99=50ms)"))?;
+            slo.add_term(key.trim(), value.trim())?;
+        }
+        Ok(slo)
+    }
+
+    /// Adds one term: `p99`/`p99.9`/`p50`/`max` = duration, `errors` = percentage,
+    /// `min_rps` = number.
+    pub fn add_term(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "errors" | "error_rate" => self.max_error_rate = Some(parse_fraction(value)?),
+            "min_rps" | "throughput" => {
+                let rps: f64 = value
+                    .parse()
+                    .map_err(|_| format!("SLO {key} = '{value}' is not a number"))?;
+                if !(rps.is_finite() && rps > 0.0) {
+                    return Err(format!("SLO {key} = '{value}' must be above 0"));
+                }
+                self.min_rps = Some(rps);
+            }
+            _ => {
+                let percentile = parse_percentile_key(key)?;
+                let limit = parse_duration(value).map_err(|e| format!("SLO {key}: {e}"))?;
+                self.latency.retain(|b| b.percentile != percentile);
+                self.latency.push(LatencyBound {
+                    percentile,
+                    limit_ms: limit.as_secs_f64() * 1000.0,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The SLO of a run that declares none: at most 1 % errors (and, in the open model,
+    /// achieved ≥ 97 % of offered, which every step is held to).
+    pub fn default_for_run() -> Slo {
+        Slo {
+            max_error_rate: Some(0.01),
+            ..Slo::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latency.is_empty() && self.max_error_rate.is_none() && self.min_rps.is_none()
+    }
+
+    /// Every way the step missed its objectives, as short human sentences. Empty = it held.
+    pub fn failures(&self, step: &StepFigures) -> Vec<String> {
+        let mut failures = Vec::new();
+        if let Some(offered) = step.offered_rps {
+            if step.achieved_rps < offered * MIN_ACHIEVED_SHARE {
+                failures.push(format!(
+                    "achieved {:.1}/s < {:.0}% of offered {:.1}/s",
+                    step.achieved_rps,
+                    MIN_ACHIEVED_SHARE * 100.0,
+                    offered
+                ));
+            }
+        }
+        if step.requests == 0 {
+            failures.push("no request completed".to_string());
+            return failures;
+        }
+        if let Some(max_rate) = self.max_error_rate {
+            let rate = step.errors as f64 / step.requests as f64;
+            if rate > max_rate {
+                failures.push(format!(
+                    "errors {:.2}% > {:.2}%",
+                    rate * 100.0,
+                    max_rate * 100.0
+                ));
+            }
+        }
+        if let Some(min_rps) = self.min_rps {
+            if step.achieved_rps < min_rps {
+                failures.push(format!(
+                    "throughput {:.1}/s < {min_rps}/s",
+                    step.achieved_rps
+                ));
+            }
+        }
+        for bound in &self.latency {
+            let value_ms = percentile_ms(step.latency_us, bound.percentile);
+            if !step.latency_us.is_empty() && value_ms > bound.limit_ms {
+                failures.push(format!(
+                    "{} {:.2}ms > {}ms",
+                    bound.label(),
+                    value_ms,
+                    bound.limit_ms
+                ));
+            }
+        }
+        failures
+    }
+}
+
+/// The value at a percentile of a microsecond histogram, in milliseconds.
+pub fn percentile_ms(hist: &Histogram<u64>, percentile: f64) -> f64 {
+    if hist.is_empty() {
+        return 0.0;
+    }
+    let us = if percentile >= 100.0 {
+        hist.max()
+    } else {
+        hist.value_at_quantile(percentile / 100.0)
+    };
+    us as f64 / 1000.0
+}
+
+fn parse_percentile_key(key: &str) -> Result<f64, String> {
+    if key == "max" {
+        return Ok(100.0);
+    }
+    let unknown =
+        || format!("unknown SLO term '{key}' (use p50, p90, p99, p99.9, max, errors, min_rps)");
+    let digits = key.strip_prefix('p').ok_or_else(unknown)?;
+    // "p999" is the common spelling of p99.9.
+    let percentile: f64 = match digits {
+        "999" => 99.9,
+        "9999" => 99.99,
+        _ => digits.parse().map_err(|_| unknown())?,
+    };
+    if !(percentile > 0.0 && percentile < 100.0) {
+        return Err(format!(
+            "SLO percentile '{key}' must be between p0 and p100"
+        ));
+    }
+    Ok(percentile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_terms() {
+        let slo = Slo::parse_list("p99=50ms, errors=1%,p99.9=0.2s,max=1s,min_rps=10").unwrap();
+        assert_eq!(slo.max_error_rate, Some(0.01));
+        assert_eq!(slo.min_rps, Some(10.0));
+        let labels: Vec<_> = slo
+            .latency
+            .iter()
+            .map(|b| (b.label(), b.limit_ms))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("p99".to_string(), 50.0),
+                ("p99.9".to_string(), 200.0),
+                ("max".to_string(), 1000.0)
+            ]
+        );
+        assert!(Slo::parse_list("p99").unwrap_err().contains("KEY=VALUE"));
+        assert!(Slo::parse_list("q99=1ms")
+            .unwrap_err()
+            .contains("unknown SLO term"));
+        assert!(Slo::parse_list("p99=fast").is_err());
+    }
+
+    #[test]
+    fn checks_a_step() {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for us in 1..=1000u64 {
+            hist.record(us * 100).unwrap(); // 0.1 ms .. 100 ms, uniform
+        }
+        let slo = Slo::parse_list("p50=60ms,p99=50ms,errors=1%").unwrap();
+        let figures = StepFigures {
+            latency_us: &hist,
+            requests: 1000,
+            errors: 20,
+            achieved_rps: 95.0,
+            offered_rps: Some(100.0),
+        };
+        let failures = slo.failures(&figures);
+        assert_eq!(failures.len(), 3, "{failures:?}");
+        assert!(failures[0].starts_with("achieved 95.0/s"));
+        assert!(failures[1].starts_with("errors 2.00%"));
+        assert!(failures[2].starts_with("p99 99."));
+    }
+}

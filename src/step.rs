@@ -1,0 +1,85 @@
+//! The per-step result: the machine-readable contract of `steps.jsonl` and `run.json`
+//! (see BRIEF). Field names are stable; add fields freely, rename none without bumping
+//! `SCHEMA_VERSION`. Times are milliseconds as floats, rates per second.
+
+use crate::plan::Phase;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepResult {
+    pub name: String,
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_rps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Counted part of the step (after warm-up), seconds.
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// Requests whose intended send time fell in the counted part, whatever their outcome.
+    pub requests: u64,
+    /// Responses received (any status) per second of the counted part.
+    pub achieved_rps: f64,
+    /// Responses that were not errors, per second.
+    pub ok_rps: f64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub error_classes: BTreeMap<String, u64>,
+    pub status_codes: BTreeMap<String, u64>,
+    /// From the intended send time (no coordinated omission).
+    pub latency_ms: Percentiles,
+    /// From the actual send.
+    pub service_ms: Percentiles,
+    pub generator: GeneratorHealth,
+    /// The step met its SLO (and, in the open model, achieved ≥ 97 % of offered).
+    pub holds: bool,
+    pub slo_failures: Vec<String>,
+    /// Cut short (Ctrl-C).
+    pub partial: bool,
+    pub warmup_requests: u64,
+    /// Requests in flight when the step was cut short; not counted anywhere else.
+    pub unfinished: u64,
+    /// What the samplers observed during the step (later issues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GeneratorHealth {
+    /// Actual send − intended send, over all sent requests (includes waiting for a free
+    /// connection, which a slow target causes).
+    pub send_lag_p50_ms: f64,
+    pub send_lag_p99_ms: f64,
+    pub send_lag_max_ms: f64,
+    /// How late the scheduler itself handed requests out: the generator's own lateness.
+    pub dispatch_lag_p99_ms: f64,
+    /// Requests sent later than the lateness bound after their intended time.
+    pub late_sends: u64,
+    /// The lateness bound used for `late_sends` and `limited`, ms.
+    pub lag_bound_ms: f64,
+    /// Requests never sent (backlog full or drain deadline passed).
+    pub not_sent: u64,
+    /// CPU used by the generator's threads, in cores.
+    pub cpu_cores: f64,
+    /// Cores the generator may use.
+    pub cpu_available: f64,
+    /// Connections open at the end of the step.
+    pub connections: u64,
+    /// The generator, not the target, was the limit: this step says nothing about the target.
+    pub limited: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited_reason: Option<String>,
+}

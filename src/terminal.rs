@@ -1,0 +1,182 @@
+//! What a person sees: a live progress bar per step (indicatif, on stderr, hidden when not a
+//! terminal), a line per finished step, and a summary table with the SLO verdict at the end.
+
+use crate::engine::record::Live;
+use crate::engine::LiveSink;
+use crate::plan::{fmt_rate, StepSpec};
+use crate::step::StepResult;
+use crate::units::fmt_ms;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Terminal {
+    show_bar: bool,
+}
+
+impl Terminal {
+    pub fn new(show_bar: bool) -> Self {
+        Terminal { show_bar }
+    }
+
+    /// Starts the bar of one step; the engine feeds it live figures.
+    pub fn step_started(&self, index: usize, total: usize, spec: &StepSpec) -> Arc<StepBar> {
+        let target = if self.show_bar {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let length = (spec.warmup + spec.duration).as_millis() as u64;
+        let bar = ProgressBar::with_draw_target(Some(length), target);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:.bold} [{bar:24}] {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("[{}/{total}] {}", index + 1, spec.name));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Arc::new(StepBar {
+            bar,
+            offered: spec.offered_rps(),
+            length,
+        })
+    }
+
+    /// One line per finished step, kept above the bars.
+    pub fn step_finished(&self, bar: &StepBar, step: &StepResult) {
+        bar.bar.finish_and_clear();
+        eprintln!("{}", step_line(step));
+        if step.generator.limited {
+            eprintln!(
+                "  !! GENERATOR-LIMITED: {} -- this step says nothing about the target",
+                step.generator.limited_reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
+pub struct StepBar {
+    bar: ProgressBar,
+    offered: Option<f64>,
+    length: u64,
+}
+
+impl LiveSink for StepBar {
+    fn update(&self, live: Live) {
+        let elapsed = self.bar.elapsed().as_millis() as u64;
+        self.bar.set_position(elapsed.min(self.length));
+        let offered = self
+            .offered
+            .map_or(String::new(), |o| format!("offered {}/s ", fmt_rate(o)));
+        self.bar.set_message(format!(
+            "{offered}achieved {:.0}/s  p99 {}  errors {}",
+            live.achieved_rps,
+            fmt_ms(live.p99_ms),
+            live.errors
+        ));
+    }
+}
+
+fn step_line(step: &StepResult) -> String {
+    let load = match (step.offered_rps, step.concurrency) {
+        (Some(rps), _) => format!("offered {}/s", fmt_rate(rps)),
+        (None, Some(c)) => format!("concurrency {c}"),
+        _ => String::new(),
+    };
+    let verdict = if step.holds {
+        "holds".to_string()
+    } else {
+        format!("FAILS: {}", step.slo_failures.join("; "))
+    };
+    format!(
+        "{:<14} {load}, achieved {:.1}/s, p50 {} p99 {} max {}, errors {} ({:.2}%){}  {verdict}",
+        step.name,
+        step.achieved_rps,
+        fmt_ms(step.latency_ms.p50),
+        fmt_ms(step.latency_ms.p99),
+        fmt_ms(step.latency_ms.max),
+        step.errors,
+        step.error_rate * 100.0,
+        if step.partial { " [partial]" } else { "" },
+    )
+}
+
+/// The summary table printed at the end of a run.
+pub fn summary_table(steps: &[StepResult]) -> String {
+    let header = [
+        "step",
+        "offered/s",
+        "conc",
+        "achieved/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "errors",
+        "gen lag p99",
+        "holds",
+    ];
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.offered_rps.map_or("-".into(), fmt_rate),
+                s.concurrency.map_or("-".into(), |c| c.to_string()),
+                format!("{:.1}", s.achieved_rps),
+                fmt_ms(s.latency_ms.p50),
+                fmt_ms(s.latency_ms.p90),
+                fmt_ms(s.latency_ms.p99),
+                fmt_ms(s.latency_ms.p999),
+                fmt_ms(s.latency_ms.max),
+                format!("{} ({:.1}%)", s.errors, s.error_rate * 100.0),
+                format!(
+                    "{}{}",
+                    fmt_ms(s.generator.send_lag_p99_ms),
+                    if s.generator.limited { " LIMITED" } else { "" }
+                ),
+                match (s.holds, s.partial) {
+                    (_, true) => "partial".into(),
+                    (true, _) => "yes".into(),
+                    (false, _) => "NO".into(),
+                },
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// A plain aligned text table: first column left, the rest right.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                if i == 0 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,244 @@
+//! The engine against targets of known behaviour: rate accuracy, latency accuracy, and
+//! latency measured from the intended send time (no coordinated omission).
+
+use crate::util::*;
+use knee::Outcome;
+use std::time::Duration;
+
+#[test]
+fn open_model_delivers_the_offered_rate() {
+    let _serial = serial();
+    let target = http_target(Http::Fast);
+    let out = TempDir::new("rate");
+    let url = target.url("/");
+    let (outcome, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "2000",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+        ],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Passed);
+    let record = record.expect("run.json written");
+    let step = &record.steps[0];
+    let achieved = step.achieved_rps;
+    assert!(
+        (achieved - 2000.0).abs() <= 2000.0 * 0.03,
+        "achieved {achieved}/s is not within 3% of 2000/s"
+    );
+    assert!(
+        step.requests >= 1940 && step.requests <= 2060,
+        "{} requests",
+        step.requests
+    );
+    assert_eq!(step.errors, 0);
+    assert_eq!(step.status_codes.get("200").copied(), Some(step.requests));
+    assert!(
+        !step.generator.limited,
+        "{:?}",
+        step.generator.limited_reason
+    );
+    // The steps.jsonl line carries the same step.
+    let lines = read_steps_jsonl(out.path());
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["requests"].as_u64(), Some(step.requests));
+    assert!(out.join("hist/rate-2000.hgrm").exists());
+}
+
+#[test]
+fn fixed_sleep_target_reports_its_latency() {
+    let _serial = serial();
+    let target = http_target(Http::Sleep(Duration::from_millis(20)));
+    let out = TempDir::new("sleep");
+    let url = target.url("/");
+    let (outcome, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--slo",
+            "p50=25ms",
+        ],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Passed);
+    let step = &record.unwrap().steps[0];
+    let p50 = step.latency_ms.p50;
+    assert!(
+        (20.0..=23.0).contains(&p50),
+        "p50 {p50}ms is not within 20..23ms"
+    );
+    assert!(step.service_ms.p50 >= 20.0 && step.service_ms.p50 <= p50 + 0.01);
+}
+
+#[test]
+fn a_stall_shows_in_latency_from_the_intended_send_time() {
+    let _serial = serial();
+    let target = http_target(Http::Stall {
+        from: Duration::from_millis(300),
+        length: Duration::from_millis(300),
+    });
+    let out = TempDir::new("stall");
+    let url = target.url("/");
+    // Two connections: the requests due during the stall queue in the generator.
+    let (outcome, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "400",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--max-connections",
+            "2",
+        ],
+    );
+    assert!(outcome.is_ok());
+    let step = &record.unwrap().steps[0];
+    assert!(
+        step.latency_ms.p99 >= 200.0,
+        "latency p99 {}ms misses the stall",
+        step.latency_ms.p99
+    );
+    assert!(
+        step.service_ms.p99 < 100.0,
+        "service p99 {}ms: the queued requests were served fast once sent",
+        step.service_ms.p99
+    );
+    // About 400/s x 0.3 s = 120 requests were due while both connections were stuck.
+    assert!(
+        step.generator.late_sends >= 60,
+        "late sends {}",
+        step.generator.late_sends
+    );
+    assert!(step.generator.send_lag_max_ms >= 200.0);
+    // A stall on the target is not the generator's fault.
+    assert!(
+        !step.generator.limited,
+        "{:?}",
+        step.generator.limited_reason
+    );
+}
+
+#[test]
+fn closed_model_keeps_n_requests_in_flight() {
+    let _serial = serial();
+    let target = http_target(Http::Sleep(Duration::from_millis(10)));
+    let out = TempDir::new("closed");
+    let url = target.url("/");
+    let (outcome, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--concurrency",
+            "4,8",
+            "--duration",
+            "600ms",
+            "--warmup",
+            "100ms",
+        ],
+    );
+    assert!(outcome.is_ok());
+    let steps = record.unwrap().steps;
+    assert_eq!(steps.len(), 2);
+    // Little's law: throughput = concurrency / latency, about 4/10.1ms and 8/10.1ms.
+    for (step, n) in steps.iter().zip([4.0, 8.0]) {
+        assert_eq!(step.concurrency, Some(n as u32));
+        let expected = n / (step.latency_ms.mean / 1000.0);
+        assert!(
+            (step.achieved_rps - expected).abs() < expected * 0.15,
+            "{}: achieved {} vs {expected} expected",
+            step.name,
+            step.achieved_rps
+        );
+        assert!(
+            step.achieved_rps > n * 60.0,
+            "{} too slow: {}",
+            step.name,
+            step.achieved_rps
+        );
+    }
+}
+
+#[test]
+fn poisson_arrivals_average_the_rate() {
+    let _serial = serial();
+    let target = http_target(Http::Fast);
+    let out = TempDir::new("poisson");
+    let url = target.url("/");
+    let (_, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "500",
+            "--duration",
+            "1s",
+            "--arrivals",
+            "poisson",
+        ],
+    );
+    let step = &record.unwrap().steps[0];
+    // Poisson counts over 1 s at 500/s have a standard deviation of about 22.
+    assert!(
+        (400..=600).contains(&step.requests),
+        "{} requests",
+        step.requests
+    );
+}
+
+#[test]
+fn a_weighted_mix_sends_each_request_in_proportion() {
+    let _serial = serial();
+    // The test target answers 404 on /missing and 200 elsewhere.
+    let target = http_target(Http::Fast);
+    let dir = TempDir::new("mix");
+    let profile = dir.join("mix.toml");
+    let text = format!(
+        r#"
+name = "mix"
+[target]
+url = "{}"
+[[requests]]
+name = "home"
+path = "/"
+weight = 3
+[[requests]]
+name = "missing"
+path = "/missing"
+weight = 1
+[load]
+rate = 400
+duration = "1s"
+"#,
+        target.url("")
+    );
+    std::fs::write(&profile, text).unwrap();
+    let out = dir.join("out");
+    let (outcome, record) = knee_run(&out, &[profile.to_str().unwrap()]);
+    assert!(outcome.is_ok());
+    let step = &record.unwrap().steps[0];
+    let missing = step.error_classes.get("http_4xx").copied().unwrap_or(0);
+    let ok = step.status_codes.get("200").copied().unwrap_or(0);
+    assert_eq!(missing + ok, step.requests);
+    // One in four, give or take: the binomial standard deviation is about 9 of 400.
+    assert!(
+        (60..=140).contains(&missing),
+        "{missing} of {} went to /missing",
+        step.requests
+    );
+}

@@ -1,0 +1,181 @@
+//! A failing target is data: each error class is produced by a purpose-built target and
+//! classified right, and the run completes with everything written.
+
+use crate::util::*;
+use std::collections::BTreeMap;
+
+/// Runs 20 requests (100/s for 200 ms) at `url`; returns the step's error classes.
+fn classes_for(url: &str, extra: &[&str]) -> (u64, BTreeMap<String, u64>) {
+    let out = TempDir::new("errors");
+    let mut args = vec![
+        "--url",
+        url,
+        "--rate",
+        "100",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+    ];
+    args.extend_from_slice(extra);
+    let (outcome, record) = knee_run(out.path(), &args);
+    assert!(
+        outcome.is_ok(),
+        "a failing target must not fail the run: {outcome:?}"
+    );
+    let record = record.expect("run.json is written even when every request fails");
+    let step = &record.steps[0];
+    assert!(!step.holds);
+    (step.requests, step.error_classes.clone())
+}
+
+fn assert_only(url: &str, extra: &[&str], class: &str) {
+    let (requests, classes) = classes_for(url, extra);
+    assert!(requests >= 15, "{requests} requests");
+    assert_eq!(
+        classes.get(class).copied(),
+        Some(requests),
+        "{url}: {classes:?}"
+    );
+    assert_eq!(classes.len(), 1, "{url}: {classes:?}");
+}
+
+#[test]
+fn connect_refused() {
+    let url = format!("http://127.0.0.1:{}/", closed_port());
+    assert_only(&url, &[], "connect_refused");
+}
+
+#[test]
+fn connect_timeout() {
+    let (listener, _fillers) = full_backlog();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    assert_only(
+        &url,
+        &["--connect-timeout", "100ms", "--timeout", "2s"],
+        "connect_timeout",
+    );
+}
+
+#[test]
+fn request_timeout() {
+    let target = raw_target(Raw::Hang);
+    assert_only(&target.url("/"), &["--timeout", "150ms"], "request_timeout");
+}
+
+#[test]
+fn connection_closed_without_an_answer() {
+    let target = raw_target(Raw::Close);
+    assert_only(&target.url("/"), &[], "connection_reset");
+}
+
+#[test]
+fn garbage_instead_of_http() {
+    let target = raw_target(Raw::Garbage);
+    assert_only(&target.url("/"), &[], "protocol");
+}
+
+#[test]
+fn body_cut_short() {
+    let target = raw_target(Raw::ShortBody);
+    assert_only(&target.url("/"), &[], "body_read");
+}
+
+#[test]
+fn tls_to_a_plain_http_server() {
+    let target = http_target(Http::Fast);
+    let url = format!("https://{}/", target.addr);
+    assert_only(&url, &["--insecure"], "tls");
+}
+
+#[test]
+fn http_4xx_and_5xx() {
+    let not_found = http_target(Http::Status(404));
+    assert_only(&not_found.url("/"), &[], "http_4xx");
+    let unavailable = http_target(Http::Status(503));
+    let (requests, classes) = classes_for(&unavailable.url("/"), &[]);
+    assert_eq!(classes.get("http_5xx").copied(), Some(requests));
+}
+
+#[test]
+fn requests_that_could_not_be_sent_are_counted() {
+    // One connection, a target that never answers: after the drain deadline the requests
+    // still waiting for the connection are counted as not sent.
+    let target = raw_target(Raw::Hang);
+    let out = TempDir::new("notsent");
+    let url = target.url("/");
+    let (_, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "100",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "200ms",
+            "--max-connections",
+            "1",
+        ],
+    );
+    let step = &record.unwrap().steps[0];
+    let timeouts = step
+        .error_classes
+        .get("request_timeout")
+        .copied()
+        .unwrap_or(0);
+    let not_sent = step.error_classes.get("not_sent").copied().unwrap_or(0);
+    assert!(timeouts >= 2, "{:?}", step.error_classes);
+    assert!(not_sent >= 40, "{:?}", step.error_classes);
+    assert_eq!(
+        timeouts + not_sent,
+        step.requests,
+        "every request is accounted for"
+    );
+    assert_eq!(step.generator.not_sent, not_sent);
+}
+
+#[test]
+fn a_target_that_dies_mid_run_leaves_a_complete_run() {
+    let _serial = serial();
+    let mut target = http_target(Http::Fast);
+    let out = TempDir::new("dies");
+    let url = target.url("/");
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        target.stop();
+    });
+    let (outcome, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--steps",
+            "100,100",
+            "--step-duration",
+            "600ms",
+            "--warmup",
+            "0s",
+        ],
+    );
+    stopper.join().unwrap();
+    assert!(outcome.is_ok());
+    let record = record.unwrap();
+    assert_eq!(record.steps.len(), 2);
+    assert_eq!(
+        record.steps[0].errors, 0,
+        "{:?}",
+        record.steps[0].error_classes
+    );
+    let second = &record.steps[1];
+    let refused = second
+        .error_classes
+        .get("connect_refused")
+        .copied()
+        .unwrap_or(0);
+    assert!(refused > 0, "{:?}", second.error_classes);
+    assert_eq!(read_steps_jsonl(out.path()).len(), 2);
+}

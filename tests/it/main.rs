@@ -1,0 +1,8 @@
+//! knee's integration tests: one binary, shared helpers in `util`.
+
+mod util;
+
+mod engine;
+mod errors;
+mod profiles;
+mod signals;

@@ -1,0 +1,272 @@
+//! Shared helpers: in-process targets on 127.0.0.1 port 0, a temp folder, and ways to run
+//! knee in-process or as a child process. Every target runs on its own thread and runtime,
+//! so the generator's CPU accounting does not see it.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use knee::output::RunRecord;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Timing-sensitive tests take this lock so they do not share the 2 cores with each other.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// How an HTTP test target answers.
+#[derive(Clone, Copy, Debug)]
+pub enum Http {
+    /// 200 at once (every behaviour answers 404 on /missing).
+    Fast,
+    /// 200 after a fixed sleep.
+    Sleep(Duration),
+    /// This status at once.
+    Status(u16),
+    /// 200 at once, except that every request arriving during [from, from+length) after the
+    /// first request waits until the stall ends.
+    Stall { from: Duration, length: Duration },
+}
+
+/// How a raw-TCP test target misbehaves.
+#[derive(Clone, Copy, Debug)]
+pub enum Raw {
+    /// Reads the request, never answers.
+    Hang,
+    /// Reads the request, closes the connection without a word.
+    Close,
+    /// Answers with bytes that are not HTTP.
+    Garbage,
+    /// Promises 100 body bytes, sends 10, closes.
+    ShortBody,
+}
+
+/// A test target; stops when dropped (or with `stop`).
+pub struct Target {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Target {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start<F, Fut>(serve: F) -> Target
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (shutdown, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            tokio::select! {
+                _ = serve(listener) => {}
+                _ = stop_rx => {}
+            }
+        });
+        // Dropping the runtime here drops every connection task.
+    });
+    let addr = addr_rx.recv().expect("target started");
+    Target {
+        addr,
+        shutdown: Some(shutdown),
+        thread: Some(thread),
+    }
+}
+
+/// An HTTP/1.1 target with a known behaviour.
+pub fn http_target(behaviour: Http) -> Target {
+    start(move |listener| async move {
+        let first = Arc::new(OnceLock::<Instant>::new());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let first = first.clone();
+            tokio::task::spawn_local(async move {
+                let service = service_fn(move |req| answer(behaviour, first.clone(), req));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+async fn answer(
+    behaviour: Http,
+    first: Arc<OnceLock<Instant>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let arrived = Instant::now();
+    let missing = req.uri().path() == "/missing";
+    let t0 = *first.get_or_init(|| arrived);
+    let status = match behaviour {
+        Http::Fast => 200,
+        Http::Sleep(d) => {
+            tokio::time::sleep(d).await;
+            200
+        }
+        Http::Status(code) => code,
+        Http::Stall { from, length } => {
+            let (start, end) = (t0 + from, t0 + from + length);
+            if arrived >= start && arrived < end {
+                tokio::time::sleep_until(end.into()).await;
+            }
+            200
+        }
+    };
+    let status = if missing { 404 } else { status };
+    let mut response = Response::new(Full::new(Bytes::from_static(b"hello\n")));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    Ok(response)
+}
+
+/// A raw TCP target that misbehaves in a known way.
+pub fn raw_target(behaviour: Raw) -> Target {
+    start(move |listener| async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::task::spawn_local(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                match behaviour {
+                    Raw::Hang => tokio::time::sleep(Duration::from_secs(30)).await,
+                    Raw::Close => {}
+                    Raw::Garbage => {
+                        let _ = stream
+                            .write_all(b"SSH-2.0-OpenSSH_9.0 this is not http\r\n\r\n")
+                            .await;
+                    }
+                    Raw::ShortBody => {
+                        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789";
+                        let _ = stream.write_all(head).await;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// A port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A listener whose accept queue is full: new connects get no answer (SYNs are dropped).
+pub fn full_backlog() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: re-listening on our own listening socket only shrinks its backlog.
+    unsafe { libc::listen(listener.as_raw_fd(), 0) };
+    let addr = listener.local_addr().unwrap();
+    let fillers = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        })
+        .collect();
+    (listener, fillers)
+}
+
+/// A folder under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "knee-test-{}-{}-{label}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs knee in-process with `args` (program name added) writing to `out`; returns the
+/// outcome and the run.json it wrote.
+pub fn knee_run(
+    out: &Path,
+    args: &[&str],
+) -> (Result<knee::Outcome, knee::Error>, Option<RunRecord>) {
+    let out_text = out.to_string_lossy().to_string();
+    let mut full = vec!["knee", "run", "-q", "--out", out_text.as_str()];
+    full.extend_from_slice(args);
+    let outcome = knee::run(full);
+    let record = RunRecord::read(&out.join("run.json")).ok();
+    (outcome, record)
+}
+
+/// The steps of a run folder's steps.jsonl, each line parsed.
+pub fn read_steps_jsonl(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("steps.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every steps.jsonl line is JSON"))
+        .collect()
+}
+
+/// The knee binary built for these tests.
+pub fn knee_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_knee")
+}
