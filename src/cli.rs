@@ -1,10 +1,11 @@
 //! The command line (clap derive), and its merge with a TOML profile into one validated
 //! `plan::Job`. Flags given on the command line override the profile.
 
+use crate::demo::stages::Fixes;
 use crate::error::Error;
 use crate::plan::{
-    build_steps, Arrivals, DemoConfig, HttpVersion, Job, Kind, Load, OutDir, RequestPlan, RunPlan,
-    TargetPlan,
+    build_steps, Arrivals, DemoConfig, HttpVersion, HuntSettings, Job, Kind, Load, Mode, OutDir,
+    RequestPlan, RunPlan, TargetPlan,
 };
 use crate::profile::{self, check_rate, ProfileSpec, RequestSpec};
 use crate::slo::Slo;
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use http::{HeaderName, HeaderValue, Method, Uri};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -29,10 +30,67 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a profile (load | stress | soak | steps), or a quick test from flags.
+    /// Run a profile (load | stress | soak | steps | sweep | hunt), or a quick test from flags.
     Run(Box<RunArgs>),
+    /// Find the knee of URL: probe, ramp, bisect, hold steps around it, classify the failure.
+    Hunt(Box<HuntArgs>),
     /// Serve the embedded demo target, whose capacity is known by construction.
     Demo(DemoArgs),
+}
+
+/// How to reach the target and what to send (shared by run and hunt).
+#[derive(Args, Debug, Default, Clone)]
+pub struct TargetArgs {
+    /// HTTP method.
+    #[arg(long, short = 'X')]
+    pub method: Option<String>,
+    /// Extra header "Name: value" (repeatable; ${ENV} is expanded).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Per-request timeout (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Connect timeout (default 3s).
+    #[arg(long, value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Speak HTTP/2 (h2 over TLS via ALPN, h2c prior knowledge over plain TCP).
+    #[arg(long)]
+    pub http2: bool,
+    /// Accept any TLS certificate (self-signed staging boxes).
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
+    /// Most connections the open model may open (default 512).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub max_connections: Option<u32>,
+}
+
+/// Where results go and what counts as holding (shared by run and hunt).
+#[derive(Args, Debug, Default, Clone)]
+pub struct CommonArgs {
+    /// SLO, e.g. p99=50ms,errors=1%,min_rps=100.
+    #[arg(long, value_parser = Slo::parse_list)]
+    pub slo: Option<Slo>,
+    /// Name of the run (used in the run folder's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run folder (default: reports/<utc-timestamp>-<name>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Start the embedded demo target and aim at it (the URL's path is kept).
+    #[arg(long)]
+    pub demo: bool,
+    /// With --demo: bottlenecks to remove (lock, pool, cpu; comma-separated).
+    #[arg(long, value_parser = Fixes::parse)]
+    pub demo_fix: Option<Fixes>,
+    /// Arrival process of the open model: uniform or poisson.
+    #[arg(long, value_parser = parse_arrivals)]
+    pub arrivals: Option<Arrivals>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Default)]
@@ -61,48 +119,38 @@ pub struct RunArgs {
     /// Warm-up at the start of each step: measured, not counted (default: a fifth, ≤ 1s).
     #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
-    /// Arrival process of the open model: uniform or poisson.
-    #[arg(long, value_parser = parse_arrivals)]
-    pub arrivals: Option<Arrivals>,
-    /// HTTP method.
-    #[arg(long, short = 'X')]
-    pub method: Option<String>,
-    /// Extra header "Name: value" (repeatable).
-    #[arg(long = "header", short = 'H')]
-    pub headers: Vec<String>,
-    /// Request body.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct HuntArgs {
+    /// Target URL (with --demo, defaults to the demo's /api).
+    pub url: Option<String>,
+    /// A profile for the target, request mix, SLO and [hunt] settings; flags override it.
     #[arg(long)]
-    pub body: Option<String>,
-    /// Per-request timeout (default 10s).
+    pub profile: Option<PathBuf>,
+    /// Never offer more than this many requests/s.
+    #[arg(long, value_parser = parse_rate)]
+    pub max_rate: Option<f64>,
+    /// Stop bisecting when held and failed rates are this close (default 5%).
+    #[arg(long, value_parser = crate::profile::parse_resolution)]
+    pub resolution: Option<f64>,
+    /// Length of each search step (default 2s, a fifth of it warm-up).
     #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// Connect timeout (default 3s).
+    pub step_duration: Option<Duration>,
+    /// Length of each hold step (default 4s).
     #[arg(long, value_parser = parse_duration)]
-    pub connect_timeout: Option<Duration>,
-    /// Speak HTTP/2 (h2 over TLS via ALPN, h2c prior knowledge over plain TCP).
-    #[arg(long)]
-    pub http2: bool,
-    /// Accept any TLS certificate (self-signed staging boxes).
-    #[arg(long, short = 'k')]
-    pub insecure: bool,
-    /// Most connections the open model may open (default 512).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
-    pub max_connections: Option<u32>,
-    /// SLO, e.g. p99=50ms,errors=1%,min_rps=100.
-    #[arg(long, value_parser = Slo::parse_list)]
-    pub slo: Option<Slo>,
-    /// Name of the run (used in the run folder's name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Run folder (default: reports/<utc-timestamp>-<name>/).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Start the embedded demo target and aim at it (the profile's URL path is kept).
-    #[arg(long)]
-    pub demo: bool,
-    /// No progress bar.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+    pub hold_duration: Option<Duration>,
+    /// Hold steps, in percent of capacity (default 50,80,95,105,120).
+    #[arg(long, value_delimiter = ',', value_parser = parse_hold)]
+    pub holds: Vec<f64>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Args, Debug)]
@@ -110,18 +158,51 @@ pub struct DemoArgs {
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Slots of /pool (each request holds one for --hold).
-    #[arg(long, default_value_t = 8)]
-    pub slots: usize,
-    /// How long a /pool request holds its slot.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
-    pub hold: Duration,
-    /// CPU burnt by one /cpu request.
+    /// CPU burnt inside the global lock by one /api request.
     #[arg(long, default_value = "2ms", value_parser = parse_duration)]
+    pub lock_work: Duration,
+    /// Slots of the "database" pool.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub pool_slots: u32,
+    /// How long a request holds its pool slot.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub pool_hold: Duration,
+    /// CPU burnt by the CPU stage of one /api request.
+    #[arg(long, default_value = "100us", value_parser = parse_duration)]
     pub cpu_work: Duration,
-    /// Print each endpoint's capacity and exit.
+    /// Bytes kept forever by each /leak request.
+    #[arg(long, default_value_t = 65_536)]
+    pub leak: usize,
+    /// Bottlenecks to remove: lock (shard it), pool (8x bigger), cpu (memoize); comma-separated.
+    #[arg(long, value_parser = Fixes::parse)]
+    pub fix: Option<Fixes>,
+    /// Print each stage's capacity and exit.
     #[arg(long)]
     pub explain: bool,
+}
+
+impl DemoArgs {
+    fn config(&self) -> DemoConfig {
+        DemoConfig {
+            port: self.port,
+            lock_work: self.lock_work,
+            pool_slots: self.pool_slots as usize,
+            pool_hold: self.pool_hold,
+            cpu_work: self.cpu_work,
+            leak_bytes: self.leak,
+            fixes: self.fix.unwrap_or_default(),
+            explain: self.explain,
+        }
+    }
+}
+
+fn parse_hold(text: &str) -> Result<f64, String> {
+    let percent: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{text}' is not a percentage"))?;
+    crate::profile::parse_hold_percent(percent)
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -170,19 +251,25 @@ where
         .collect();
     Ok(Some(match cli.command {
         Command::Run(run) => Job::Run(Box::new(run_plan(*run, command)?)),
-        Command::Demo(demo) => Job::Demo(DemoConfig {
-            port: demo.port,
-            slots: demo.slots.max(1),
-            hold: demo.hold,
-            cpu_work: demo.cpu_work,
-            explain: demo.explain,
-        }),
+        Command::Hunt(hunt) => Job::Run(Box::new(hunt_plan(*hunt, command)?)),
+        Command::Demo(demo) => Job::Demo(demo.config()),
     }))
 }
 
-/// Merges flags over the profile (if any) into one `RunPlan`.
+/// Merges `knee run` flags over the profile (if any) into one `RunPlan`.
 pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
     let profile: Option<ProfileSpec> = args.profile.as_deref().map(profile::load).transpose()?;
+    if profile.as_ref().is_some_and(|p| p.kind == Kind::Hunt) {
+        let hunt = HuntArgs {
+            url: args.url,
+            profile: None,
+            target: args.target,
+            common: args.common,
+            step_duration: args.step_duration.or(args.duration),
+            ..HuntArgs::default()
+        };
+        return build_hunt(hunt, profile, args.profile.as_deref(), command);
+    }
     let flag_loads = flag_loads(&args)?;
     let (kind, loads, duration) = match (&profile, flag_loads) {
         (_, Some((kind, loads))) => {
@@ -206,87 +293,205 @@ pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
     if duration.is_zero() {
         return Err(Error::input("--duration must be above 0"));
     }
-    let url = args
-        .url
-        .clone()
-        .or_else(|| profile.as_ref().map(|p| p.url.clone()))
-        .or_else(|| args.demo.then(|| "http://127.0.0.1/pool".to_string()))
-        .ok_or_else(|| {
-            Error::input("no target: give --url URL (or a profile with [target] url)")
-        })?;
-    let base = parse_target_url(&url)?;
-    let http = match (args.http2, profile.as_ref().and_then(|p| p.http)) {
-        (true, _) => HttpVersion::Http2,
-        (false, Some(v)) => v,
-        (false, None) => HttpVersion::Http1,
-    };
-    let target = TargetPlan {
-        base,
-        http,
-        insecure: args.insecure || profile.as_ref().is_some_and(|p| p.insecure),
-        connect_timeout: args
-            .connect_timeout
-            .or(profile.as_ref().and_then(|p| p.connect_timeout))
-            .unwrap_or(Duration::from_secs(3)),
-        request_timeout: args
-            .timeout
-            .or(profile.as_ref().and_then(|p| p.timeout))
-            .unwrap_or(Duration::from_secs(10)),
-        max_connections: args
-            .max_connections
-            .map(|m| m as usize)
-            .or(profile.as_ref().and_then(|p| p.max_connections))
-            .unwrap_or(512),
-    };
-    let requests = request_plans(&args, profile.as_ref())?;
     let warmup = args.warmup.or(profile.as_ref().and_then(|p| p.warmup));
     let window = profile.as_ref().and_then(|p| p.window);
     let steps = build_steps(kind, &loads, warmup, duration, window);
-    let slo = args
-        .slo
-        .clone()
-        .or_else(|| profile.as_ref().map(|p| p.slo.clone()))
-        .unwrap_or_default();
-    // Without an SLO a step still has to answer: at most 1 % errors.
-    let slo_is_default = slo.is_empty();
-    let slo = if slo_is_default {
-        Slo::default_for_run()
-    } else {
-        slo
-    };
-    let name = args
-        .name
-        .clone()
-        .or_else(|| profile.as_ref().and_then(|p| p.name.clone()))
-        .or_else(|| {
-            args.profile
-                .as_ref()
-                .and_then(|p| p.file_stem())
-                .map(|s| s.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| kind.as_str().to_string());
-    let out = match &args.out {
-        Some(dir) => OutDir::Exact(dir.clone()),
-        None => OutDir::Reports(PathBuf::from("reports")),
-    };
-    Ok(RunPlan {
-        name: sanitize_name(&name),
+    let base = Base::new(
+        args.url,
+        &args.target,
+        &args.common,
+        profile.as_ref(),
+        args.profile.as_deref(),
         kind,
-        target,
-        requests,
-        steps,
-        slo,
-        slo_is_default,
-        out,
-        demo: args.demo.then(DemoConfig::default),
-        command,
-        progress: !args.quiet,
-    })
+        "/pool",
+    )?;
+    base.into_plan(kind, Mode::Steps(steps), command)
+}
+
+/// `knee hunt URL` (or a profile with kind = "hunt").
+pub fn hunt_plan(args: HuntArgs, command: Vec<String>) -> Result<RunPlan, Error> {
+    let profile: Option<ProfileSpec> = args.profile.as_deref().map(profile::load).transpose()?;
+    let path = args.profile.clone();
+    build_hunt(args, profile, path.as_deref(), command)
+}
+
+fn build_hunt(
+    args: HuntArgs,
+    profile: Option<ProfileSpec>,
+    profile_path: Option<&Path>,
+    command: Vec<String>,
+) -> Result<RunPlan, Error> {
+    let spec = profile.as_ref().map(|p| p.hunt.clone()).unwrap_or_default();
+    let step_duration = args
+        .step_duration
+        .or(spec.step_duration)
+        .or(profile
+            .as_ref()
+            .filter(|p| p.kind == Kind::Hunt)
+            .map(|p| p.duration))
+        .unwrap_or(Duration::from_secs(2));
+    let hold_duration = args
+        .hold_duration
+        .or(spec.hold_duration)
+        .unwrap_or(Duration::from_secs(4));
+    if step_duration.is_zero() || hold_duration.is_zero() {
+        return Err(Error::input(
+            "--step-duration and --hold-duration must be above 0",
+        ));
+    }
+    let mut settings = HuntSettings::new(step_duration, hold_duration);
+    settings.max_rate = args.max_rate.or(spec.max_rate);
+    settings.resolution = args
+        .resolution
+        .or(spec.resolution)
+        .unwrap_or(settings.resolution);
+    if !args.holds.is_empty() {
+        settings.holds = args.holds.clone();
+    } else if let Some(holds) = spec.holds {
+        settings.holds = holds;
+    }
+    if let Some(probe) = spec.probe {
+        settings.probe = probe;
+    }
+    settings.arrivals = args
+        .common
+        .arrivals
+        .or(spec.arrivals)
+        .unwrap_or(Arrivals::Uniform);
+    if let Some(warmup) = profile.as_ref().and_then(|p| p.warmup) {
+        settings.step_warmup = warmup;
+    }
+    let base = Base::new(
+        args.url,
+        &args.target,
+        &args.common,
+        profile.as_ref(),
+        profile_path,
+        Kind::Hunt,
+        "/api",
+    )?;
+    base.into_plan(Kind::Hunt, Mode::Hunt(settings), command)
+}
+
+/// The parts of a plan that run and hunt share: target, requests, SLO, output.
+struct Base {
+    name: String,
+    target: TargetPlan,
+    requests: Vec<RequestPlan>,
+    slo: Slo,
+    slo_is_default: bool,
+    out: OutDir,
+    demo: Option<DemoConfig>,
+    progress: bool,
+}
+
+impl Base {
+    fn new(
+        url: Option<String>,
+        args: &TargetArgs,
+        common: &CommonArgs,
+        profile: Option<&ProfileSpec>,
+        profile_path: Option<&Path>,
+        kind: Kind,
+        demo_path: &str,
+    ) -> Result<Base, Error> {
+        if common.demo_fix.is_some() && !common.demo {
+            return Err(Error::input("--demo-fix needs --demo"));
+        }
+        let url = url
+            .or_else(|| profile.map(|p| p.url.clone()))
+            .or_else(|| common.demo.then(|| format!("http://127.0.0.1{demo_path}")))
+            .ok_or_else(|| {
+                Error::input("no target: give a URL (or a profile with [target] url, or --demo)")
+            })?;
+        let base = parse_target_url(&url)?;
+        let http = match (args.http2, profile.and_then(|p| p.http)) {
+            (true, _) => HttpVersion::Http2,
+            (false, Some(v)) => v,
+            (false, None) => HttpVersion::Http1,
+        };
+        let target = TargetPlan {
+            base,
+            http,
+            insecure: args.insecure || profile.is_some_and(|p| p.insecure),
+            connect_timeout: args
+                .connect_timeout
+                .or(profile.and_then(|p| p.connect_timeout))
+                .unwrap_or(Duration::from_secs(3)),
+            request_timeout: args
+                .timeout
+                .or(profile.and_then(|p| p.timeout))
+                .unwrap_or(Duration::from_secs(10)),
+            max_connections: args
+                .max_connections
+                .map(|m| m as usize)
+                .or(profile.and_then(|p| p.max_connections))
+                .unwrap_or(512),
+        };
+        let requests = request_plans(args, profile)?;
+        let slo = common
+            .slo
+            .clone()
+            .or_else(|| profile.map(|p| p.slo.clone()))
+            .unwrap_or_default();
+        // Without an SLO a run still has to answer: at most 1 % errors. (A hunt derives its
+        // latency bound from its lowest step, see `hunt`.)
+        let slo_is_default = slo.is_empty();
+        let slo = if slo_is_default {
+            Slo::default_for_run()
+        } else {
+            slo
+        };
+        let name = common
+            .name
+            .clone()
+            .or_else(|| profile.and_then(|p| p.name.clone()))
+            .or_else(|| {
+                profile_path
+                    .and_then(|p| p.file_stem())
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| kind.as_str().to_string());
+        let out = match &common.out {
+            Some(dir) => OutDir::Exact(dir.clone()),
+            None => OutDir::Reports(PathBuf::from("reports")),
+        };
+        let demo = common.demo.then(|| DemoConfig {
+            fixes: common.demo_fix.unwrap_or_default(),
+            ..DemoConfig::default()
+        });
+        Ok(Base {
+            name: sanitize_name(&name),
+            target,
+            requests,
+            slo,
+            slo_is_default,
+            out,
+            demo,
+            progress: !common.quiet,
+        })
+    }
+
+    fn into_plan(self, kind: Kind, mode: Mode, command: Vec<String>) -> Result<RunPlan, Error> {
+        Ok(RunPlan {
+            name: self.name,
+            kind,
+            target: self.target,
+            requests: self.requests,
+            mode,
+            slo: self.slo,
+            slo_is_default: self.slo_is_default,
+            out: self.out,
+            demo: self.demo,
+            command,
+            progress: self.progress,
+        })
+    }
 }
 
 /// The loads given by flags, if any, with the kind they imply.
 fn flag_loads(args: &RunArgs) -> Result<Option<(Kind, Vec<Load>)>, Error> {
-    let arrivals = args.arrivals.unwrap_or(Arrivals::Uniform);
+    let arrivals = args.common.arrivals.unwrap_or(Arrivals::Uniform);
     let given = [
         args.rate.is_some(),
         !args.steps.is_empty(),
@@ -340,7 +545,10 @@ fn parse_target_url(url: &str) -> Result<Uri, Error> {
     Ok(uri)
 }
 
-fn request_plans(args: &RunArgs, profile: Option<&ProfileSpec>) -> Result<Vec<RequestPlan>, Error> {
+fn request_plans(
+    args: &TargetArgs,
+    profile: Option<&ProfileSpec>,
+) -> Result<Vec<RequestPlan>, Error> {
     let mut specs: Vec<RequestSpec> = match profile {
         Some(p) => p.requests.clone(),
         None => vec![RequestSpec {

@@ -5,6 +5,8 @@ pub mod cli;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod hunt;
+pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod profile;

@@ -2,6 +2,8 @@
 //! the current step), `hist/<step>.hgrm` per step, and `run.json` at the end.
 
 use crate::error::Error;
+use crate::hunt::usl::UslFit;
+use crate::hunt::KneeAnalysis;
 use crate::plan::{OutDir, RunPlan};
 use crate::redact::{redact_command, redact_url};
 use crate::slo::Slo;
@@ -35,6 +37,15 @@ pub struct RunRecord {
     pub slo_held: bool,
     /// Steps where the generator, not the target, was the limit.
     pub generator_limited_steps: Vec<String>,
+    /// `knee hunt`: the knee three ways, the failure mode past it, recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunt: Option<KneeAnalysis>,
+    /// `kind = "stress"`: the failure mode past the highest rate that held, and recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stress: Option<KneeAnalysis>,
+    /// `kind = "sweep"`: the Universal Scalability Law fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usl: Option<UslFit>,
 }
 
 pub struct RunFolder {
@@ -116,6 +127,9 @@ impl RunRecord {
             steps,
             interrupted,
             slo_held,
+            hunt: None,
+            stress: None,
+            usl: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! Nothing downstream re-parses strings; the engine, the run folder and the terminal only
 //! see these types.
 
+use crate::demo::stages::Fixes;
 use crate::slo::Slo;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Uri};
@@ -32,6 +33,10 @@ pub enum Kind {
     Soak,
     /// Plain rate (or concurrency) steps.
     Steps,
+    /// Find the knee: probe, ramp, bisect, then hold steps around it.
+    Hunt,
+    /// Closed-model concurrency steps 1, 2, 4, … N, with a Universal Scalability Law fit.
+    Sweep,
 }
 
 impl Kind {
@@ -41,6 +46,8 @@ impl Kind {
             Kind::Stress => "stress",
             Kind::Soak => "soak",
             Kind::Steps => "steps",
+            Kind::Hunt => "hunt",
+            Kind::Sweep => "sweep",
         }
     }
 }
@@ -51,7 +58,7 @@ pub struct RunPlan {
     pub kind: Kind,
     pub target: TargetPlan,
     pub requests: Vec<RequestPlan>,
-    pub steps: Vec<StepSpec>,
+    pub mode: Mode,
     pub slo: Slo,
     /// No SLO was given; `slo` is `Slo::default_for_run()`.
     pub slo_is_default: bool,
@@ -62,6 +69,48 @@ pub struct RunPlan {
     pub command: Vec<String>,
     /// Draw the live progress bar (off in tests and when `--quiet`).
     pub progress: bool,
+}
+
+/// What steps to run: fixed ones, or a hunt that decides them as it goes.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Steps(Vec<StepSpec>),
+    Hunt(HuntSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct HuntSettings {
+    /// Never offer more than this.
+    pub max_rate: Option<f64>,
+    /// Bisection stops when held and failed rates are this close (0.05 = 5 %).
+    pub resolution: f64,
+    /// Concurrency levels of the closed-model probe that estimates the ceiling.
+    pub probe: Vec<u32>,
+    pub probe_duration: Duration,
+    pub step_duration: Duration,
+    pub step_warmup: Duration,
+    /// Fractions of capacity to hold after the search (0.5, 0.8, 0.95, 1.05, 1.2).
+    pub holds: Vec<f64>,
+    pub hold_duration: Duration,
+    pub hold_warmup: Duration,
+    pub arrivals: Arrivals,
+}
+
+impl HuntSettings {
+    pub fn new(step_duration: Duration, hold_duration: Duration) -> Self {
+        HuntSettings {
+            max_rate: None,
+            resolution: 0.05,
+            probe: vec![1, 4, 16, 64],
+            probe_duration: Duration::from_millis(800),
+            step_duration,
+            step_warmup: default_warmup(step_duration),
+            holds: vec![0.5, 0.8, 0.95, 1.05, 1.2],
+            hold_duration,
+            hold_warmup: default_warmup(hold_duration),
+            arrivals: Arrivals::Uniform,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +217,17 @@ pub fn build_steps(
         Load::Rate { rps, .. } => format!("rate-{}", fmt_rate(*rps)),
         Load::Concurrency(n) => format!("conc-{n}"),
     };
+    if kind == Kind::Sweep {
+        // A single concurrency N means the doubling sweep 1, 2, 4, … N.
+        if let [Load::Concurrency(n)] = loads {
+            let mut levels: Vec<u32> = std::iter::successors(Some(1u32), |c| c.checked_mul(2))
+                .take_while(|c| c < n)
+                .collect();
+            levels.push(*n);
+            let loads: Vec<Load> = levels.into_iter().map(Load::Concurrency).collect();
+            return build_steps(Kind::Steps, &loads, Some(warmup), duration, None);
+        }
+    }
     if kind == Kind::Soak {
         // One load held for the whole duration, recorded in windows; only the first one warms up.
         let window = window.unwrap_or(Duration::from_secs(60)).min(duration);
@@ -203,15 +263,20 @@ pub fn fmt_rate(rps: f64) -> String {
     }
 }
 
-/// Options of the embedded demo target.
+/// Options of the embedded demo target (see `demo::stages`).
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
     pub port: u16,
-    /// Slots of the `/pool` endpoint; each request holds one for `hold`.
-    pub slots: usize,
-    pub hold: Duration,
-    /// CPU burnt by one `/cpu` request.
+    /// CPU burnt inside the global lock by one /api request.
+    pub lock_work: Duration,
+    pub pool_slots: usize,
+    /// How long an /api or /pool request holds its pool slot.
+    pub pool_hold: Duration,
+    /// CPU burnt by the CPU stage of one /api request.
     pub cpu_work: Duration,
+    /// Bytes kept forever by each /leak request.
+    pub leak_bytes: usize,
+    pub fixes: Fixes,
     /// Print what each endpoint can take and exit.
     pub explain: bool,
 }
@@ -220,9 +285,12 @@ impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
             port: 0,
-            slots: 8,
-            hold: Duration::from_millis(20),
-            cpu_work: Duration::from_millis(2),
+            lock_work: Duration::from_millis(2),
+            pool_slots: 7,
+            pool_hold: Duration::from_millis(10),
+            cpu_work: Duration::from_micros(100),
+            leak_bytes: 64 * 1024,
+            fixes: Fixes::default(),
             explain: false,
         }
     }

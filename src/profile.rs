@@ -32,6 +32,19 @@ pub struct ProfileSpec {
     pub duration: Duration,
     pub window: Option<Duration>,
     pub slo: Slo,
+    pub hunt: HuntSpec,
+}
+
+/// The `[hunt]` table: every field optional, flags and defaults fill the rest.
+#[derive(Debug, Default, Clone)]
+pub struct HuntSpec {
+    pub max_rate: Option<f64>,
+    pub resolution: Option<f64>,
+    pub step_duration: Option<Duration>,
+    pub hold_duration: Option<Duration>,
+    pub holds: Option<Vec<f64>>,
+    pub probe: Option<Vec<u32>>,
+    pub arrivals: Option<Arrivals>,
 }
 
 /// One entry of the request mix, before it is joined to the target.
@@ -55,9 +68,22 @@ struct RawProfile {
     target: RawTarget,
     #[serde(default)]
     requests: Vec<Spanned<RawRequest>>,
-    load: Spanned<RawLoad>,
+    load: Option<Spanned<RawLoad>>,
     #[serde(default)]
     slo: BTreeMap<String, Spanned<SloValue>>,
+    hunt: Option<RawHunt>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHunt {
+    max_rate: Option<Spanned<f64>>,
+    resolution: Option<Spanned<String>>,
+    step_duration: Option<DurationValue>,
+    hold_duration: Option<DurationValue>,
+    /// Percentages of capacity, e.g. [50, 80, 95, 105, 120].
+    holds: Option<Vec<Spanned<f64>>>,
+    probe: Option<Vec<Bounded<1, MAX_CONNECTIONS>>>,
 }
 
 #[derive(Deserialize)]
@@ -254,8 +280,30 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
             .collect::<Result<_, _>>()?
     };
 
-    let (loads, duration) = check_load(&src, kind, &raw.load)?;
-    let load = raw.load.get_ref();
+    let hunt = check_hunt(&src, raw.hunt.unwrap_or_default(), raw.load.as_ref())?;
+    let (loads, duration, warmup, window) = match (&raw.load, kind) {
+        (None, Kind::Hunt) => (Vec::new(), Duration::from_secs(2), None, None),
+        (None, _) => return Err(src.error_at(None, "needs a [load] table (or kind = \"hunt\")")),
+        (Some(load), Kind::Hunt) => (
+            Vec::new(),
+            load.get_ref()
+                .duration
+                .as_ref()
+                .map_or(Duration::from_secs(2), |d| d.0),
+            load.get_ref().warmup.as_ref().map(|d| d.0),
+            None,
+        ),
+        (Some(load), _) => {
+            let (loads, duration) = check_load(&src, kind, load)?;
+            let raw_load = load.get_ref();
+            (
+                loads,
+                duration,
+                raw_load.warmup.as_ref().map(|d| d.0),
+                raw_load.window.as_ref().map(|d| d.0),
+            )
+        }
+    };
     let mut slo = Slo::default();
     for (key, value) in &raw.slo {
         let text = match value.get_ref() {
@@ -276,10 +324,11 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
         max_connections: target.max_connections.as_ref().map(|m| m.0),
         requests,
         loads,
-        warmup: load.warmup.as_ref().map(|d| d.0),
+        warmup,
         duration,
-        window: load.window.as_ref().map(|d| d.0),
+        window,
         slo,
+        hunt,
     })
 }
 
@@ -429,6 +478,11 @@ fn check_load(
             "needs rate = N, rates = [..] (open model) or concurrency = N (closed model)",
         ));
     }
+    if kind == Kind::Sweep && !matches!(loads[0], Load::Concurrency(_)) {
+        return Err(at(
+            "kind = \"sweep\" runs the closed model: give concurrency = N (or a list)",
+        ));
+    }
     if matches!(kind, Kind::Load | Kind::Soak) && loads.len() > 1 {
         return Err(at(&format!(
             "kind = \"{}\" holds one load; give a single rate or concurrency",
@@ -444,6 +498,60 @@ fn check_load(
         return Err(at("duration must be above 0"));
     }
     Ok((loads, duration))
+}
+
+fn check_hunt(
+    src: &Source,
+    raw: RawHunt,
+    load: Option<&Spanned<RawLoad>>,
+) -> Result<HuntSpec, Error> {
+    let max_rate = raw
+        .max_rate
+        .map(|r| check_rate(*r.get_ref()).map_err(|e| src.error_at(Some(r.span()), &e)))
+        .transpose()?;
+    let resolution = raw
+        .resolution
+        .map(|r| parse_resolution(r.get_ref()).map_err(|e| src.error_at(Some(r.span()), &e)))
+        .transpose()?;
+    let holds = raw
+        .holds
+        .map(|holds| {
+            holds
+                .iter()
+                .map(|h| {
+                    parse_hold_percent(*h.get_ref()).map_err(|e| src.error_at(Some(h.span()), &e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(HuntSpec {
+        max_rate,
+        resolution,
+        step_duration: raw.step_duration.map(|d| d.0),
+        hold_duration: raw.hold_duration.map(|d| d.0),
+        holds,
+        probe: raw.probe.map(|p| p.iter().map(|c| c.0 as u32).collect()),
+        arrivals: load.and_then(|l| l.get_ref().arrivals),
+    })
+}
+
+/// "5%" or 0.05: the search resolution, between 0.1 % and 50 %.
+pub fn parse_resolution(text: &str) -> Result<f64, String> {
+    let value = crate::units::parse_fraction(text)?;
+    if !(0.001..=0.5).contains(&value) {
+        return Err(format!("resolution '{text}' must be between 0.1% and 50%"));
+    }
+    Ok(value)
+}
+
+/// A hold step as a percentage of capacity (50 = half), between 1 and 500.
+pub fn parse_hold_percent(percent: f64) -> Result<f64, String> {
+    if !(1.0..=500.0).contains(&percent) {
+        return Err(format!(
+            "hold {percent}% of capacity must be between 1 and 500"
+        ));
+    }
+    Ok(percent / 100.0)
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
-//! Runs a `RunPlan`: starts the demo if asked, runs the steps in order through the engine,
-//! writes each step to the run folder as it ends, and prints the summary. Ctrl-C (or SIGTERM)
-//! ends the current step as partial; everything measured so far is written.
+//! Runs a `RunPlan`: starts the demo if asked, then either the fixed steps or a hunt, each step
+//! through one `Session` that runs it on the engine, tells the observers, writes it to the run
+//! folder as it ends and prints it. Ctrl-C (or SIGTERM) ends the current step as partial;
+//! everything measured so far is written.
 
 use crate::demo::DemoChild;
-use crate::engine::cpu::ThreadCpu;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::hunt::{self, knee::littles_law_note, usl, KneeAnalysis};
+use crate::observe::Observer;
 use crate::output::{RunFolder, RunRecord};
-use crate::plan::RunPlan;
+use crate::plan::{Kind, Mode, RunPlan, StepSpec};
 use crate::redact::redact_url;
+use crate::slo::Slo;
+use crate::step::StepResult;
 use crate::terminal::{summary_table, Terminal};
 use crate::Outcome;
 use anyhow::Context;
@@ -26,20 +30,66 @@ pub struct RunSummary {
 
 pub fn run(plan: RunPlan) -> Result<RunSummary, Error> {
     raise_fd_limit();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cpu = ThreadCpu::default();
-    let register = cpu.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
-        .thread_name("knee-engine")
-        .on_thread_start(move || register.register_current_thread())
+    // The orchestration (steps, the hunt, the progress bar) runs here; the load itself runs
+    // on the engine's lanes, one thread per core.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run_steps(plan, cpu, cores as f64))
+    runtime.block_on(run_plan(plan))
 }
 
-async fn run_steps(mut plan: RunPlan, cpu: ThreadCpu, cores: f64) -> Result<RunSummary, Error> {
+/// Runs steps one at a time and keeps everything they produce.
+pub struct Session {
+    engine: Engine,
+    folder: RunFolder,
+    terminal: Terminal,
+    observers: Vec<Box<dyn Observer>>,
+    stop: watch::Receiver<bool>,
+    /// The SLO steps are judged by (a hunt may add a latency bound after its first step).
+    pub slo: Slo,
+    pub steps: Vec<StepResult>,
+    pub interrupted: bool,
+    /// Steps expected in all, for the progress prefix (0 when unknown, as in a hunt).
+    pub planned: usize,
+}
+
+impl Session {
+    /// Runs one step; None when the run was interrupted before it started.
+    pub async fn step(&mut self, spec: &StepSpec) -> Result<Option<StepResult>, Error> {
+        if self.interrupted || *self.stop.borrow() {
+            self.interrupted = true;
+            return Ok(None);
+        }
+        for observer in &mut self.observers {
+            observer.step_started(spec);
+        }
+        let bar = self
+            .terminal
+            .step_started(self.steps.len(), self.planned, spec);
+        let outcome = self.engine.run_step(spec, &self.slo, bar.clone()).await;
+        let mut result = outcome.result;
+        result.notes.extend(littles_law_note(&result));
+        let observed: serde_json::Map<String, serde_json::Value> = self
+            .observers
+            .iter_mut()
+            .filter_map(|o| {
+                o.step_finished(spec, &result)
+                    .map(|v| (o.name().to_string(), v))
+            })
+            .collect();
+        if !observed.is_empty() {
+            result.observed = Some(serde_json::Value::Object(observed));
+        }
+        self.terminal.step_finished(&bar, &result);
+        self.folder.append_step(&result, &outcome.latency)?;
+        self.steps.push(result.clone());
+        self.interrupted |= outcome.interrupted;
+        Ok(Some(result))
+    }
+}
+
+async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
@@ -64,45 +114,96 @@ async fn run_steps(mut plan: RunPlan, cpu: ThreadCpu, cores: f64) -> Result<RunS
         None => None,
     };
     let started = SystemTime::now();
-    let mut folder = RunFolder::create(&plan.out, &plan.name, started)?;
+    let folder = RunFolder::create(&plan.out, &plan.name, started)?;
+    let planned = match &plan.mode {
+        Mode::Steps(steps) => steps.len(),
+        Mode::Hunt(_) => 0,
+    };
     eprintln!(
-        "knee: {} run '{}' against {} ({} step{}) -> {}",
+        "knee: {} '{}' against {} -> {}",
         plan.kind.as_str(),
         plan.name,
         redact_url(&plan.target.base.to_string()),
-        plan.steps.len(),
-        if plan.steps.len() == 1 { "" } else { "s" },
         folder.dir.display()
     );
-    let engine = Engine::new(&plan, cpu, cores, stop_rx.clone()).await?;
-    let terminal = Terminal::new(plan.progress);
-    let mut results = Vec::with_capacity(plan.steps.len());
-    let mut interrupted = false;
-    for (index, spec) in plan.steps.iter().enumerate() {
-        if *stop_rx.borrow() {
-            interrupted = true;
-            break;
+    let mut session = Session {
+        engine: Engine::new(&plan, engine_lanes(), stop_rx.clone()).await?,
+        folder,
+        terminal: Terminal::new(plan.progress),
+        observers: Vec::new(),
+        stop: stop_rx,
+        slo: plan.slo.clone(),
+        steps: Vec::new(),
+        interrupted: false,
+        planned,
+    };
+    let mut analysis = Analysis::default();
+    match &plan.mode {
+        Mode::Steps(steps) => {
+            for spec in steps {
+                if session.step(spec).await?.is_none() {
+                    break;
+                }
+            }
+            if plan.kind == Kind::Stress {
+                analysis.stress = Some(hunt::stress_after_steps(&mut session, steps).await?);
+            }
+            if plan.kind == Kind::Sweep {
+                let points: Vec<(f64, f64)> = session
+                    .steps
+                    .iter()
+                    .filter_map(|s| s.concurrency.map(|c| (f64::from(c), s.ok_rps)))
+                    .collect();
+                analysis.usl = usl::fit(&points);
+            }
         }
-        let bar = terminal.step_started(index, plan.steps.len(), spec);
-        let step = engine
-            .run_step(spec, &plan.slo, plan.target.request_timeout, bar.clone())
-            .await;
-        terminal.step_finished(&bar, &step.result);
-        folder.append_step(&step.result, &step.latency)?;
-        results.push(step.result);
-        if step.interrupted {
-            interrupted = true;
-            break;
+        Mode::Hunt(settings) => {
+            analysis.hunt = Some(hunt::run(&mut session, settings, plan.slo_is_default).await?);
         }
     }
-    let record = RunRecord::new(&plan, started, results, interrupted);
-    let run_json = folder.write_run(&record)?;
+    finish(&plan, session, started, analysis)
+}
+
+/// What the run concluded beyond its steps.
+#[derive(Default)]
+struct Analysis {
+    hunt: Option<KneeAnalysis>,
+    stress: Option<KneeAnalysis>,
+    usl: Option<usl::UslFit>,
+}
+
+fn finish(
+    plan: &RunPlan,
+    session: Session,
+    started: SystemTime,
+    analysis: Analysis,
+) -> Result<RunSummary, Error> {
+    let interrupted = session.interrupted;
+    let mut record = RunRecord::new(plan, started, session.steps, interrupted);
+    record.slo = session.slo.clone();
+    record.hunt = analysis.hunt;
+    record.stress = analysis.stress;
+    record.usl = analysis.usl;
+    let run_json = session.folder.write_run(&record)?;
     print!("\n{}", summary_table(&record.steps));
-    println!("{}", verdict_line(&plan, &record));
-    println!("run folder: {}", folder.dir.display());
+    if let Some(block) = record.hunt.as_ref().or(record.stress.as_ref()) {
+        print!("{}", hunt::verdict_block(block));
+    }
+    if let Some(fit) = &record.usl {
+        println!("{}", hunt::usl_line(fit));
+    }
+    println!("{}", verdict_line(plan, &record));
+    println!("run folder: {}", session.folder.dir.display());
     println!("run.json:   {}", run_json.display());
     let outcome = if interrupted {
         Outcome::Interrupted
+    } else if let Some(hunt) = &record.hunt {
+        // A hunt succeeds when it found a capacity; its failing steps are the point.
+        if hunt.capacity_rps.is_some() {
+            Outcome::Passed
+        } else {
+            Outcome::SloFailed
+        }
     } else if record.slo_held {
         Outcome::Passed
     } else {
@@ -110,7 +211,7 @@ async fn run_steps(mut plan: RunPlan, cpu: ThreadCpu, cores: f64) -> Result<RunS
     };
     Ok(RunSummary {
         outcome,
-        folder: folder.dir.clone(),
+        folder: session.folder.dir.clone(),
         record,
     })
 }
@@ -122,12 +223,18 @@ fn verdict_line(plan: &RunPlan, record: &RunRecord) -> String {
         .filter(|s| !s.holds)
         .map(|s| s.name.as_str())
         .collect();
-    let what = if plan.slo_is_default {
+    let what = if plan.slo_is_default && plan.kind != Kind::Hunt {
         "no SLO given; default: errors<=1% and achieved>=97% of offered".to_string()
     } else {
-        format!("SLO {}", describe_slo(plan))
+        format!("SLO {}", record.slo.describe())
     };
-    let mut line = if failed.is_empty() && !record.steps.is_empty() {
+    let mut line = if plan.kind == Kind::Hunt {
+        format!(
+            "{} of {} steps held ({what})",
+            record.steps.len() - failed.len(),
+            record.steps.len()
+        )
+    } else if failed.is_empty() && !record.steps.is_empty() {
         format!("verdict: held on all {} steps ({what})", record.steps.len())
     } else {
         format!(
@@ -147,22 +254,6 @@ fn verdict_line(plan: &RunPlan, record: &RunRecord) -> String {
         line.push_str("\ninterrupted: the last step is partial");
     }
     line
-}
-
-fn describe_slo(plan: &RunPlan) -> String {
-    let slo = &plan.slo;
-    let mut terms: Vec<String> = slo
-        .latency
-        .iter()
-        .map(|b| format!("{}<={}ms", b.label(), b.limit_ms))
-        .collect();
-    if let Some(rate) = slo.max_error_rate {
-        terms.push(format!("errors<={}%", rate * 100.0));
-    }
-    if let Some(rps) = slo.min_rps {
-        terms.push(format!("throughput>={rps}/s"));
-    }
-    terms.join(", ")
 }
 
 async fn wait_for_stop_signal() {
@@ -185,6 +276,14 @@ async fn wait_for_stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// One engine lane per core (`KNEE_LANES` overrides, for experiments).
+fn engine_lanes() -> usize {
+    std::env::var("KNEE_LANES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Many connections need many file descriptors: raise the soft limit to the hard one.

@@ -95,6 +95,22 @@ impl Slo {
         }
     }
 
+    /// "p99<=50ms, errors<=1%, throughput>=100/s"
+    pub fn describe(&self) -> String {
+        let mut terms: Vec<String> = self
+            .latency
+            .iter()
+            .map(|b| format!("{}<={}ms", b.label(), b.limit_ms))
+            .collect();
+        if let Some(rate) = self.max_error_rate {
+            terms.push(format!("errors<={}%", rate * 100.0));
+        }
+        if let Some(rps) = self.min_rps {
+            terms.push(format!("throughput>={rps}/s"));
+        }
+        terms.join(", ")
+    }
+
     pub fn is_empty(&self) -> bool {
         self.latency.is_empty() && self.max_error_rate.is_none() && self.min_rps.is_none()
     }

@@ -42,9 +42,32 @@ pub struct StepResult {
     pub warmup_requests: u64,
     /// Requests in flight when the step was cut short; not counted anywhere else.
     pub unfinished: u64,
+    /// Mean number of requests in flight (sampled every 10 ms), for the Little's-law check.
+    #[serde(default)]
+    pub in_flight_mean: f64,
+    /// The step in time slices (from its start, warm-up included): how it evolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slices: Vec<Slice>,
+    /// Consistency notes (e.g. Little's law did not hold).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// What the samplers observed during the step (later issues).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<serde_json::Value>,
+}
+
+/// One time slice of a step. Requests are placed by intended send time, completions by the
+/// time they completed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Slice {
+    /// Start of the slice, seconds from the start of the step.
+    pub t_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    /// Responses completed in the slice, per second.
+    pub completed_rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -1,13 +1,16 @@
-//! Workers emit one plain `Record` per request; the step's collector folds them into a
-//! `StepRecorder` (fixed-size histograms and counters: nothing per request is kept), which
-//! becomes a `StepResult` when the step ends.
+//! Workers emit one plain `Record` per request into `Shards`: one `StepRecorder` per thread
+//! (fixed-size histograms and counters: nothing per request is kept), behind an uncontended
+//! lock, so recording costs no channel hop and no wake-up. At the end of the step the shards
+//! are merged (histograms add exactly) into the step's `StepResult`.
 
 use super::errors::ErrorClass;
 use crate::plan::StepSpec;
 use crate::slo::{Slo, StepFigures};
-use crate::step::{GeneratorHealth, Percentiles, StepResult};
+use crate::step::{GeneratorHealth, Percentiles, Slice, StepResult};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Histogram range: 1 µs to 60 s, 3 significant digits.
@@ -57,8 +60,39 @@ impl Timeline {
     }
 }
 
+/// Per-slice figures; the histogram is coarser (2 digits) to keep slices small.
+struct SliceRecorder {
+    latency: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+    completed: u64,
+}
+
+impl SliceRecorder {
+    fn merge(&mut self, other: &SliceRecorder) {
+        let _ = self.latency.add(&other.latency);
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.completed += other.completed;
+    }
+
+    fn new() -> Self {
+        SliceRecorder {
+            latency: Histogram::new_with_bounds(1, HIST_MAX_US, 2)
+                .expect("static histogram bounds are valid"),
+            requests: 0,
+            errors: 0,
+            completed: 0,
+        }
+    }
+}
+
 pub struct StepRecorder {
     timeline: Timeline,
+    slice_len: Duration,
+    slices: Vec<SliceRecorder>,
+    in_flight_sum: u64,
+    in_flight_samples: u64,
     pub latency: Histogram<u64>,
     pub service: Histogram<u64>,
     pub send_lag: Histogram<u64>,
@@ -84,8 +118,15 @@ pub struct Live {
 
 impl StepRecorder {
     pub fn new(timeline: Timeline, lag_bound: Duration) -> Self {
+        let total = timeline.end.saturating_duration_since(timeline.start);
+        let slice_len = (total / 40).max(Duration::from_millis(250));
+        let count = (total.as_secs_f64() / slice_len.as_secs_f64()).ceil() as usize;
         StepRecorder {
             timeline,
+            slice_len,
+            slices: (0..count.max(1)).map(|_| SliceRecorder::new()).collect(),
+            in_flight_sum: 0,
+            in_flight_samples: 0,
             latency: new_histogram(),
             service: new_histogram(),
             send_lag: new_histogram(),
@@ -101,7 +142,63 @@ impl StepRecorder {
         }
     }
 
+    fn slice_of(&mut self, at: Instant) -> Option<&mut SliceRecorder> {
+        let offset = at.checked_duration_since(self.timeline.start)?;
+        let index = (offset.as_nanos() / self.slice_len.as_nanos().max(1)) as usize;
+        self.slices.get_mut(index)
+    }
+
+    /// A sample of how many requests are in flight (counted window only).
+    pub fn sample_in_flight(&mut self, now: Instant, in_flight: u64) {
+        if now >= self.timeline.counted_from && now < self.timeline.end {
+            self.in_flight_sum += in_flight;
+            self.in_flight_samples += 1;
+        }
+    }
+
+    fn add_to_slices(&mut self, r: &Record) {
+        let is_error = match r.outcome {
+            Outcome::Response(status) => ErrorClass::of_status(status).is_some(),
+            Outcome::Failed(_) => true,
+        };
+        if let Some(slice) = self.slice_of(r.intended) {
+            slice.requests += 1;
+            slice.errors += u64::from(is_error);
+            if let Outcome::Response(_) = r.outcome {
+                slice.latency.saturating_record(
+                    (r.done.saturating_duration_since(r.intended).as_micros() as u64)
+                        .clamp(1, HIST_MAX_US),
+                );
+            }
+        }
+        if let Outcome::Response(_) = r.outcome {
+            if let Some(slice) = self.slice_of(r.done) {
+                slice.completed += 1;
+            }
+        }
+    }
+
+    fn slice_results(&self) -> Vec<Slice> {
+        let len = self.slice_len.as_secs_f64();
+        self.slices
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let p = percentiles(&s.latency);
+                Slice {
+                    t_s: i as f64 * len,
+                    requests: s.requests,
+                    errors: s.errors,
+                    completed_rps: s.completed as f64 / len,
+                    p50_ms: p.p50,
+                    p99_ms: p.p99,
+                }
+            })
+            .collect()
+    }
+
     pub fn add(&mut self, r: &Record) {
+        self.add_to_slices(r);
         // Throughput counts completions inside the counted window, whichever request they
         // answer: past capacity, responses to queued requests arrive after the window.
         if let Outcome::Response(status) = r.outcome {
@@ -142,6 +239,30 @@ impl StepRecorder {
             }
             Outcome::Failed(class) => self.count_error(class),
         }
+    }
+
+    /// Adds another shard of the same step.
+    pub fn merge(&mut self, other: &StepRecorder) {
+        let _ = self.latency.add(&other.latency);
+        let _ = self.service.add(&other.service);
+        let _ = self.send_lag.add(&other.send_lag);
+        for (mine, theirs) in self.slices.iter_mut().zip(&other.slices) {
+            mine.merge(theirs);
+        }
+        self.in_flight_sum += other.in_flight_sum;
+        self.in_flight_samples += other.in_flight_samples;
+        self.requests += other.requests;
+        self.responses_in_window += other.responses_in_window;
+        self.ok_in_window += other.ok_in_window;
+        self.errors += other.errors;
+        for (mine, theirs) in self.error_classes.iter_mut().zip(other.error_classes) {
+            *mine += theirs;
+        }
+        for (code, n) in &other.status_codes {
+            *self.status_codes.entry(*code).or_insert(0) += n;
+        }
+        self.late_sends += other.late_sends;
+        self.warmup_requests += other.warmup_requests;
     }
 
     fn count_error(&mut self, class: ErrorClass) {
@@ -239,8 +360,81 @@ impl StepRecorder {
             partial,
             warmup_requests: self.warmup_requests,
             unfinished,
+            in_flight_mean: if self.in_flight_samples > 0 {
+                self.in_flight_sum as f64 / self.in_flight_samples as f64
+            } else {
+                0.0
+            },
+            slices: self.slice_results(),
+            notes: Vec::new(),
             observed: None,
         }
+    }
+}
+
+/// One recorder per thread that records, merged when the step ends.
+pub struct Shards {
+    shards: Vec<Mutex<StepRecorder>>,
+}
+
+thread_local! {
+    /// Which shard this thread records into.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+}
+
+impl Shards {
+    pub fn new(count: usize, timeline: Timeline, lag_bound: Duration) -> Self {
+        Shards {
+            shards: (0..count.max(1))
+                .map(|_| Mutex::new(StepRecorder::new(timeline, lag_bound)))
+                .collect(),
+        }
+    }
+
+    fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, StepRecorder> {
+        self.shards[index % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add(&self, record: &Record) {
+        SHARD.with(|&i| self.lock(i).add(record));
+    }
+
+    pub fn sample_in_flight(&self, now: Instant, in_flight: u64) {
+        self.lock(0).sample_in_flight(now, in_flight);
+    }
+
+    /// Live figures of the whole step so far.
+    pub fn live(&self, now: Instant, scratch: &mut Histogram<u64>) -> Live {
+        scratch.reset();
+        let mut live = Live::default();
+        for i in 0..self.shards.len() {
+            let shard = self.lock(i);
+            let _ = scratch.add(&shard.latency);
+            let part = shard.live(now);
+            live.requests += part.requests;
+            live.errors += part.errors;
+            live.achieved_rps += part.achieved_rps;
+        }
+        live.p99_ms = percentiles(scratch).p99;
+        live
+    }
+
+    /// The whole step, all shards merged.
+    pub fn merged(self) -> StepRecorder {
+        let mut shards = self
+            .shards
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
+        let mut total = shards.next().expect("at least one shard");
+        for shard in shards {
+            total.merge(&shard);
+        }
+        total
     }
 }
 

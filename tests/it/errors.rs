@@ -179,3 +179,34 @@ fn a_target_that_dies_mid_run_leaves_a_complete_run() {
     assert!(refused > 0, "{:?}", second.error_classes);
     assert_eq!(read_steps_jsonl(out.path()).len(), 2);
 }
+
+#[test]
+fn an_absurd_rate_ends_quickly_and_is_marked() {
+    let _serial = serial();
+    let target = http_target(Http::Fast);
+    let out = TempDir::new("absurd");
+    let url = target.url("/");
+    let started = std::time::Instant::now();
+    let (outcome, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "1000000",
+            "--duration",
+            "300ms",
+            "--timeout",
+            "500ms",
+        ],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(outcome.unwrap(), knee::Outcome::SloFailed);
+    let step = &record.unwrap().steps[0];
+    assert!(!step.holds);
+    assert!(
+        step.generator.limited || step.generator.not_sent > 0,
+        "a rate no generator can offer is either marked generator-limited or counted unsent: {:?}",
+        step.generator
+    );
+}

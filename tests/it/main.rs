@@ -5,4 +5,5 @@ mod util;
 mod engine;
 mod errors;
 mod profiles;
+mod protocols;
 mod signals;

@@ -270,3 +270,70 @@ pub fn read_steps_jsonl(dir: &Path) -> Vec<serde_json::Value> {
 pub fn knee_bin() -> &'static str {
     env!("CARGO_BIN_EXE_knee")
 }
+
+/// How a test target speaks: HTTP/2 prior knowledge over TCP, or TLS with a self-signed
+/// certificate (HTTP/2 or HTTP/1.1 by ALPN).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Wire {
+    H2c,
+    Tls,
+}
+
+/// A fast (200) target on `wire`.
+pub fn wire_target(wire: Wire) -> Target {
+    use hyper::server::conn::http2;
+    use hyper_util::rt::TokioExecutor;
+    let acceptor = (wire == Wire::Tls).then(self_signed_acceptor);
+    start(move |listener| async move {
+        let first = Arc::new(OnceLock::<Instant>::new());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let first = first.clone();
+            let acceptor = acceptor.clone();
+            tokio::task::spawn_local(async move {
+                let service = service_fn(move |req| answer(Http::Fast, first.clone(), req));
+                let Some(acceptor) = acceptor else {
+                    let io = TokioIo::new(stream);
+                    let _ = http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                    return;
+                };
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = TokioIo::new(tls);
+                if h2 {
+                    let _ = http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                } else {
+                    let _ = http1::Builder::new().serve_connection(io, service).await;
+                }
+            });
+        }
+    })
+}
+
+fn self_signed_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("self-signed certificate");
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server certificate");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# knee vs wrk vs oha against one nginx on loopback, in the same run (by hand, not in CI).
+#   1. closed model, 50 connections, DUR seconds each, alternating, twice: requests/s and ratios
+#   2. a fixed 10,000 req/s for DUR seconds, knee vs `oha -q 10000 --latency-correction`:
+#      CPU seconds (user+sys, /usr/bin/time) per 100k requests, and the ratio
+# Usage: bash bench/throughput.sh        (env: PORT=18080 DUR=5 RATE=10000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${PORT:-18080}
+DUR=${DUR:-5}
+RATE=${RATE:-10000}
+URL="http://127.0.0.1:$PORT/"
+
+install_tools() {
+  local missing=()
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  command -v wrk >/dev/null || missing+=(wrk)
+  [ -x /usr/bin/time ] || missing+=(time)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v oha >/dev/null || cargo install oha --locked
+}
+
+install_tools
+cargo build --release --quiet
+KNEE=$PWD/target/release/knee
+tmp=$(mktemp -d)
+cat >"$tmp/nginx.conf" <<CONF
+worker_processes auto;
+pid $tmp/nginx.pid;
+error_log $tmp/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server { listen 127.0.0.1:$PORT; location / { return 200 "ok\n"; } }
+}
+CONF
+/usr/sbin/nginx -c "$tmp/nginx.conf" -p "$tmp"
+trap 'kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+sleep 0.5
+
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+knee_closed() {
+  rm -rf "$tmp/k"
+  "$KNEE" run -q --url "$URL" --concurrency 50 --duration "${DUR}s" --warmup 0s --out "$tmp/k" >/dev/null
+  json "$tmp/k/run.json" "round(d['steps'][0]['achieved_rps'])"
+}
+wrk_closed() { wrk -t2 -c50 -d"${DUR}s" "$URL" | awk '/Requests\/sec/ {printf "%d\n", $2}'; }
+oha_closed() {
+  oha -z "${DUR}s" -c 50 --no-tui --output-format json "$URL" >"$tmp/oha.json"
+  json "$tmp/oha.json" "round(d['summary']['requestsPerSec'])"
+}
+
+echo "== closed model, 50 connections, ${DUR}s each, against nginx on $URL"
+declare -a K W O
+for round in 1 2; do
+  k=$(knee_closed); w=$(wrk_closed); o=$(oha_closed)
+  K+=("$k"); W+=("$w"); O+=("$o")
+  echo "round $round: knee $k req/s   wrk $w req/s   oha $o req/s"
+done
+python3 - "${K[@]}" "${W[@]}" "${O[@]}" <<'PY'
+import sys
+v = list(map(float, sys.argv[1:])); k, w, o = v[0:2], v[2:4], v[4:6]
+mk, mw, mo = sum(k)/2, sum(w)/2, sum(o)/2
+print(f"mean: knee {mk:.0f}  wrk {mw:.0f}  oha {mo:.0f}   knee/wrk {mk/mw:.2f}x   knee/oha {mk/mo:.2f}x")
+PY
+
+echo "== fixed rate $RATE req/s for ${DUR}s: CPU seconds per 100k requests"
+cpu_of() { awk '{print $1 + $2}' "$1"; }
+rm -rf "$tmp/kr"
+/usr/bin/time -f "%U %S" -o "$tmp/knee.time" \
+  "$KNEE" run -q --url "$URL" --rate "$RATE" --duration "${DUR}s" --warmup 0s --out "$tmp/kr" >/dev/null
+knee_req=$(json "$tmp/kr/run.json" "d['steps'][0]['requests'] + d['steps'][0]['warmup_requests']")
+knee_p99=$(json "$tmp/kr/run.json" "d['steps'][0]['latency_ms']['p99']")
+/usr/bin/time -f "%U %S" -o "$tmp/oha.time" \
+  oha -z "${DUR}s" -q "$RATE" --latency-correction -c 50 --no-tui --output-format json "$URL" >"$tmp/ohar.json"
+oha_req=$(json "$tmp/ohar.json" "sum(d['statusCodeDistribution'].values())")
+python3 - "$(cpu_of "$tmp/knee.time")" "$knee_req" "$(cpu_of "$tmp/oha.time")" "$oha_req" "$knee_p99" <<'PY'
+import sys
+kc, kr, oc, orq, kp99 = map(float, sys.argv[1:])
+kper, oper = kc / kr * 1e5, oc / orq * 1e5
+print(f"knee: {kr:.0f} requests, {kc:.2f} CPU s, {kper:.3f} CPU s/100k (p99 {kp99:.2f} ms)")
+print(f"oha:  {orq:.0f} requests, {oc:.2f} CPU s, {oper:.3f} CPU s/100k")
+print(f"knee/oha CPU per request: {kper/oper:.2f}x")
+PY

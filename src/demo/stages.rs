@@ -1,0 +1,167 @@
+//! The demo's chain of bottlenecks, each with a capacity known by construction:
+//! 1. a global lock around a short CPU-bound critical section: serialized, 1 / lock_work;
+//! 2. a pool of "database" slots, each held pool_hold (sleeping): slots / pool_hold;
+//! 3. CPU work on any thread: cores / (lock_work + cpu_work) for the whole request.
+//!
+//! Each fix removes one: `lock` shards the lock, `pool` makes the pool 8× bigger, `cpu`
+//! memoizes the CPU stage. CPU is burnt by *CPU time* (the thread's own clock), not wall
+//! time, so a request costs the same CPU however busy the machine is.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Shards of the lock once `--fix lock` is on.
+pub const LOCK_SHARDS: usize = 64;
+/// How much bigger `--fix pool` makes the pool.
+pub const POOL_FIX_FACTOR: usize = 8;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fixes {
+    pub lock: bool,
+    pub pool: bool,
+    pub cpu: bool,
+}
+
+impl Fixes {
+    /// Parses "lock,pool" (or "none").
+    pub fn parse(text: &str) -> Result<Fixes, String> {
+        let mut fixes = Fixes::default();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "lock" => fixes.lock = true,
+                "pool" => fixes.pool = true,
+                "cpu" => fixes.cpu = true,
+                "none" => {}
+                other => return Err(format!("unknown fix '{other}' (use lock, pool, cpu)")),
+            }
+        }
+        Ok(fixes)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [(self.lock, "lock"), (self.pool, "pool"), (self.cpu, "cpu")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect()
+    }
+}
+
+/// The shared state of the chain.
+pub struct Chain {
+    locks: Vec<Mutex<u64>>,
+    next_shard: AtomicUsize,
+    lock_work: Duration,
+    cpu_work: Duration,
+    memoized: bool,
+    /// Requests waiting for a pool slot, and requests holding one (for /metrics).
+    pub pool_waiting: AtomicU64,
+    pub pool_busy: AtomicU64,
+    pub lock_waiting: AtomicU64,
+}
+
+impl Chain {
+    pub fn new(lock_work: Duration, cpu_work: Duration, fixes: Fixes) -> Self {
+        let shards = if fixes.lock { LOCK_SHARDS } else { 1 };
+        Chain {
+            locks: (0..shards).map(|_| Mutex::new(0)).collect(),
+            next_shard: AtomicUsize::new(0),
+            lock_work,
+            cpu_work,
+            memoized: fixes.cpu,
+            pool_waiting: AtomicU64::new(0),
+            pool_busy: AtomicU64::new(0),
+            lock_waiting: AtomicU64::new(0),
+        }
+    }
+
+    /// Stage 1, on a blocking thread: take the (global or sharded) lock, burn `lock_work`.
+    pub fn locked_stage(&self) {
+        let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.locks.len();
+        self.lock_waiting.fetch_add(1, Ordering::Relaxed);
+        let mut guard = self.locks[shard].lock().unwrap_or_else(|e| e.into_inner());
+        self.lock_waiting.fetch_sub(1, Ordering::Relaxed);
+        *guard = critical_section(*guard, self.lock_work);
+    }
+
+    /// Stage 3, on a blocking thread: burn `cpu_work`, unless memoized.
+    pub fn cpu_stage(&self) -> u64 {
+        if self.memoized {
+            return memoized_lookup();
+        }
+        compute(self.cpu_work)
+    }
+}
+
+/// The critical section: CPU work done while holding the lock. Named for flamegraphs.
+#[inline(never)]
+pub fn critical_section(state: u64, work: Duration) -> u64 {
+    state.wrapping_add(burn_cpu_time(work))
+}
+
+/// The CPU stage's work. Named for flamegraphs.
+#[inline(never)]
+pub fn compute(work: Duration) -> u64 {
+    burn_cpu_time(work)
+}
+
+/// The CPU stage once memoized: a cache hit.
+#[inline(never)]
+fn memoized_lookup() -> u64 {
+    std::hint::black_box(42)
+}
+
+/// Spins until this thread has used `work` of CPU time.
+#[inline(never)]
+pub fn burn_cpu_time(work: Duration) -> u64 {
+    let start = thread_cpu_time();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    while thread_cpu_time().saturating_sub(start) < work {
+        for i in 0..2_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
+        }
+        x = std::hint::black_box(x);
+    }
+    x
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixes_parse() {
+        assert_eq!(
+            Fixes::parse("lock, cpu").unwrap(),
+            Fixes {
+                lock: true,
+                pool: false,
+                cpu: true
+            }
+        );
+        assert_eq!(Fixes::parse("").unwrap(), Fixes::default());
+        assert!(Fixes::parse("disk").is_err());
+    }
+
+    #[test]
+    fn burns_the_cpu_time_asked() {
+        let start = thread_cpu_time();
+        burn_cpu_time(Duration::from_millis(20));
+        let used = thread_cpu_time() - start;
+        assert!(
+            used >= Duration::from_millis(20) && used < Duration::from_millis(60),
+            "{used:?}"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Lanes: the engine's threads, one per core, each a single-threaded tokio runtime with its
+//! own connections (as wrk runs one event loop per thread). Nothing is stolen between lanes,
+//! so a request never wakes a sibling thread: on a 2-core box this halved the context
+//! switches per request against a work-stealing runtime.
+
+use super::client::Conn;
+use super::cpu::ThreadCpu;
+use crate::error::Error;
+use anyhow::Context;
+use std::sync::{Arc, Mutex};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// Keep-alive connections kept between steps, so each step starts warm. A connection belongs
+/// to the lane whose runtime opened it.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Pool {
+    pub fn take(&self) -> Option<Conn> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    pub fn put(&self, conn: Option<Conn>) {
+        if let Some(conn) = conn {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Lane {
+    pub handle: Handle,
+    pub pool: Arc<Pool>,
+    /// Dropping this ends the lane's thread.
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Lane {
+    /// Starts a lane thread; its CPU clock is registered with `cpu`.
+    pub fn start(index: usize, cpu: &ThreadCpu) -> Result<Lane, Error> {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let cpu = cpu.clone();
+        std::thread::Builder::new()
+            .name(format!("knee-lane-{index}"))
+            .spawn(move || {
+                cpu.register_current_thread();
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = handle_tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                // Drive the lane's tasks until the engine is dropped.
+                let _ = runtime.block_on(shutdown_rx);
+            })
+            .context("cannot start an engine thread")?;
+        let handle = handle_rx
+            .recv()
+            .context("an engine thread died at start")?
+            .context("cannot start an engine runtime")?;
+        Ok(Lane {
+            handle,
+            pool: Arc::new(Pool::default()),
+            _shutdown: shutdown,
+        })
+    }
+}

@@ -1,0 +1,451 @@
+//! `knee hunt`: turn "I think it'll be fine" into a capacity figure with evidence.
+//! 1. probe: a few closed-model concurrency levels estimate the ceiling;
+//! 2. search: open-model rate steps ramp geometrically from well below it until one fails,
+//!    then bisect until held and failed rates are within the resolution (`search`);
+//! 3. hold steps at fractions of capacity (observers attach to these), the one past capacity
+//!    classified for how the service fails (`stress`), then a recovery step at half capacity;
+//! 4. the knee three ways (`knee`): capacity, latency knee (Kneedle), saturation throughput.
+
+pub mod knee;
+pub mod search;
+pub mod stress;
+pub mod usl;
+
+use crate::error::Error;
+use crate::plan::{fmt_rate, HuntSettings, Load, Phase, StepSpec};
+use crate::runner::Session;
+use crate::slo::LatencyBound;
+use crate::step::StepResult;
+use crate::terminal::table;
+use crate::units::fmt_ms;
+use search::{round_rate, Ending, Search};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use stress::FailureMode;
+
+/// Without an SLO, a step's p99 may be at most this many times the p99 of the lowest step...
+pub const DEFAULT_P99_FACTOR: f64 = 10.0;
+/// ...and never less than this bound, in milliseconds.
+pub const DEFAULT_P99_FLOOR_MS: f64 = 10.0;
+/// The Kneedle bend below which a curve is called straight (no latency knee).
+const MIN_BEND: f64 = 0.1;
+
+/// What a hunt (or a stress test) concluded. Stable names: see BRIEF's `hunt` object.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KneeAnalysis {
+    /// Highest offered rate whose step held.
+    pub capacity_rps: Option<f64>,
+    /// Where p99 vs offered rate bends (Kneedle).
+    pub latency_knee_rps: Option<f64>,
+    /// The plateau of good responses per second.
+    pub saturation_rps: Option<f64>,
+    pub failure_mode: Option<FailureMode>,
+    /// Seconds at half capacity until p99 was back within the SLO; None if it did not recover.
+    pub recovery_s: Option<f64>,
+    /// Whether a recovery step ran (so `recovery_s: null` means "did not recover").
+    pub recovery_measured: bool,
+    /// The closed-model probe's best throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ceiling_rps: Option<f64>,
+    /// converged | held_at_max_rate | nothing_held | generator_limited | interrupted | steps
+    pub ending: String,
+    /// The SLO the steps were judged by, in words; `slo_default` when knee chose it.
+    pub slo: String,
+    pub slo_default: bool,
+    /// The hold steps: fraction of capacity → what happened.
+    pub holds: Vec<HoldLine>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HoldLine {
+    pub fraction: f64,
+    pub step: String,
+    pub offered_rps: f64,
+    pub ok_rps: f64,
+    pub p99_ms: f64,
+    pub error_rate: f64,
+    pub holds: bool,
+}
+
+pub async fn run(
+    session: &mut Session,
+    settings: &HuntSettings,
+    slo_is_default: bool,
+) -> Result<KneeAnalysis, Error> {
+    let mut analysis = KneeAnalysis {
+        slo_default: slo_is_default,
+        ..KneeAnalysis::default()
+    };
+    // 1. Probe.
+    let ceiling = probe(session, settings).await?;
+    analysis.probe_ceiling_rps = ceiling;
+    let Some(ceiling) = ceiling else {
+        analysis.ending = if session.interrupted {
+            "interrupted"
+        } else {
+            "nothing_held"
+        }
+        .into();
+        analysis
+            .notes
+            .push("the closed-model probe got no good response at all".into());
+        return Ok(finish(analysis, session));
+    };
+    // 2. Search.
+    let mut search = Search::new(ceiling, settings.resolution, settings.max_rate);
+    let mut ending = None;
+    while let Some(rate) = search.next_rate() {
+        let spec = rate_step(
+            format!("search-{}", fmt_rate(rate)),
+            Phase::Search,
+            rate,
+            settings,
+            false,
+        );
+        let Some(step) = session.step(&spec).await? else {
+            break;
+        };
+        if slo_is_default && !session.slo.latency.iter().any(|b| b.percentile == 99.0) {
+            set_default_latency_bound(session, &step, &mut analysis);
+        }
+        if step.generator.limited {
+            ending = Some("generator_limited");
+            analysis.notes.push(format!(
+                "the generator is the limit at {}/s ({}): capacity is at least {}",
+                fmt_rate(rate),
+                step.generator.limited_reason.clone().unwrap_or_default(),
+                search.highest_held().map_or("unknown".into(), fmt_rate)
+            ));
+            break;
+        }
+        search.record(rate, step.holds);
+    }
+    analysis.capacity_rps = search.highest_held();
+    analysis.ending = match (session.interrupted, ending, search.ending()) {
+        (true, _, _) => "interrupted".into(),
+        (_, Some(e), _) => e.into(),
+        (_, None, Ending::Converged) => "converged".into(),
+        (_, None, Ending::HeldAtMaxRate) => "held_at_max_rate".into(),
+        (_, None, Ending::NothingHeld) => "nothing_held".into(),
+    };
+    // 3. Hold steps, failure mode, recovery.
+    if let (Some(capacity), false) = (analysis.capacity_rps, session.interrupted) {
+        hold_steps(session, settings, capacity, &mut analysis).await?;
+    }
+    Ok(finish(analysis, session))
+}
+
+/// Runs the closed-model probe; returns the best good throughput, if any.
+async fn probe(session: &mut Session, settings: &HuntSettings) -> Result<Option<f64>, Error> {
+    let mut best: Option<f64> = None;
+    for &concurrency in &settings.probe {
+        let spec = StepSpec {
+            name: format!("probe-c{concurrency}"),
+            phase: Phase::Probe,
+            load: Load::Concurrency(concurrency),
+            warmup: settings.probe_duration / 4,
+            duration: settings.probe_duration,
+        };
+        let Some(step) = session.step(&spec).await? else {
+            break;
+        };
+        let previous = best.unwrap_or(0.0);
+        if step.ok_rps > 0.0 {
+            best = Some(previous.max(step.ok_rps));
+        }
+        // More concurrency no longer helps (or only errors come back): the ceiling is known.
+        if step.ok_rps < previous * 1.1 || step.error_rate > 0.5 {
+            break;
+        }
+    }
+    Ok(best)
+}
+
+/// No SLO given: p99 may be at most 10x the p99 of the lowest step, and at least 10 ms.
+fn set_default_latency_bound(
+    session: &mut Session,
+    lowest: &StepResult,
+    analysis: &mut KneeAnalysis,
+) {
+    let bound = (lowest.latency_ms.p99 * DEFAULT_P99_FACTOR).max(DEFAULT_P99_FLOOR_MS);
+    session.slo.latency.push(LatencyBound {
+        percentile: 99.0,
+        limit_ms: bound,
+    });
+    analysis.notes.push(format!(
+        "no SLO given: using errors <= 1% and p99 <= {} (10x the p99 of the lowest step, at least 10ms)",
+        fmt_ms(bound)
+    ));
+}
+
+fn rate_step(
+    name: String,
+    phase: Phase,
+    rps: f64,
+    settings: &HuntSettings,
+    hold: bool,
+) -> StepSpec {
+    let (warmup, duration) = if hold {
+        (settings.hold_warmup, settings.hold_duration)
+    } else {
+        (settings.step_warmup, settings.step_duration)
+    };
+    StepSpec {
+        name,
+        phase,
+        load: Load::Rate {
+            rps,
+            arrivals: settings.arrivals,
+        },
+        warmup,
+        duration,
+    }
+}
+
+async fn hold_steps(
+    session: &mut Session,
+    settings: &HuntSettings,
+    capacity: f64,
+    analysis: &mut KneeAnalysis,
+) -> Result<(), Error> {
+    let mut overload: Option<StepResult> = None;
+    for &fraction in &settings.holds {
+        let rate = round_rate(capacity * fraction);
+        let name = format!("hold-{:03.0}", fraction * 100.0);
+        let spec = rate_step(name.clone(), Phase::Hold, rate, settings, true);
+        let Some(step) = session.step(&spec).await? else {
+            return Ok(());
+        };
+        analysis.holds.push(HoldLine {
+            fraction,
+            step: name,
+            offered_rps: rate,
+            ok_rps: step.ok_rps,
+            p99_ms: step.latency_ms.p99,
+            error_rate: step.error_rate,
+            holds: step.holds,
+        });
+        if fraction > 1.0
+            && overload
+                .as_ref()
+                .is_none_or(|o| o.offered_rps < step.offered_rps)
+        {
+            overload = Some(step);
+        }
+    }
+    if let Some(step) = overload {
+        classify_and_recover(session, settings.hold_duration, capacity, &step, analysis).await?;
+    }
+    Ok(())
+}
+
+/// Classifies the overload step, then drops to half the capacity and times the recovery.
+async fn classify_and_recover(
+    session: &mut Session,
+    duration: Duration,
+    capacity: f64,
+    overload: &StepResult,
+    analysis: &mut KneeAnalysis,
+) -> Result<(), Error> {
+    let bound_ms = latency_bound_ms(session);
+    analysis.failure_mode = Some(stress::classify(overload, capacity, bound_ms, false));
+    let spec = StepSpec {
+        name: "recovery".into(),
+        phase: Phase::Recovery,
+        load: Load::Rate {
+            rps: round_rate(capacity * 0.5),
+            arrivals: crate::plan::Arrivals::Uniform,
+        },
+        warmup: Duration::ZERO,
+        duration,
+    };
+    if let Some(step) = session.step(&spec).await? {
+        let max_errors = session.slo.max_error_rate.unwrap_or(0.01);
+        analysis.recovery_s = stress::recovery_seconds(&step, bound_ms, max_errors);
+        analysis.recovery_measured = true;
+    }
+    Ok(())
+}
+
+/// The p99 bound of the SLO (or the tightest latency bound there is).
+fn latency_bound_ms(session: &Session) -> f64 {
+    let bounds = &session.slo.latency;
+    bounds
+        .iter()
+        .find(|b| b.percentile == 99.0)
+        .or_else(|| {
+            bounds
+                .iter()
+                .min_by(|a, b| a.limit_ms.total_cmp(&b.limit_ms))
+        })
+        .map_or(f64::INFINITY, |b| b.limit_ms)
+}
+
+/// `kind = "stress"`: after the rising steps, classify the highest one past the last that
+/// held, and time the recovery at half that capacity.
+pub async fn stress_after_steps(
+    session: &mut Session,
+    _steps: &[StepSpec],
+) -> Result<KneeAnalysis, Error> {
+    let mut analysis = KneeAnalysis {
+        ending: "steps".into(),
+        ..KneeAnalysis::default()
+    };
+    let open: Vec<&StepResult> = session
+        .steps
+        .iter()
+        .filter(|s| s.offered_rps.is_some())
+        .collect();
+    analysis.capacity_rps = open
+        .iter()
+        .filter(|s| s.holds)
+        .filter_map(|s| s.offered_rps)
+        .reduce(f64::max);
+    let overload = open
+        .iter()
+        .filter(|s| !s.holds && s.offered_rps > analysis.capacity_rps)
+        .max_by(|a, b| {
+            a.offered_rps
+                .unwrap_or(0.0)
+                .total_cmp(&b.offered_rps.unwrap_or(0.0))
+        })
+        .map(|s| (*s).clone());
+    match (analysis.capacity_rps, overload, session.interrupted) {
+        (Some(capacity), Some(step), false) => {
+            let duration = Duration::from_secs_f64(step.duration_s.max(0.5));
+            classify_and_recover(session, duration, capacity, &step, &mut analysis).await?;
+        }
+        (None, _, _) => analysis
+            .notes
+            .push("no step held: no capacity to stress past".into()),
+        (_, None, _) => analysis
+            .notes
+            .push("every step held: the stress test never passed the knee".into()),
+        _ => {}
+    }
+    Ok(finish(analysis, session))
+}
+
+/// Fills in the latency knee and saturation from every step so far, and the SLO used.
+fn finish(mut analysis: KneeAnalysis, session: &Session) -> KneeAnalysis {
+    let curve: Vec<(f64, f64)> = session
+        .steps
+        .iter()
+        .filter(|s| s.phase != Phase::Recovery && !s.generator.limited && s.requests > 0)
+        .filter_map(|s| s.offered_rps.map(|r| (r, s.latency_ms.p99)))
+        .collect();
+    analysis.latency_knee_rps = knee::kneedle(&curve, MIN_BEND);
+    analysis.saturation_rps = session
+        .steps
+        .iter()
+        .filter(|s| s.phase != Phase::Recovery && !s.generator.limited)
+        .map(|s| s.ok_rps)
+        .reduce(f64::max)
+        .filter(|r| *r > 0.0);
+    for step in &session.steps {
+        for note in &step.notes {
+            analysis.notes.push(format!("{}: {note}", step.name));
+        }
+    }
+    analysis.slo = session.slo.describe();
+    analysis
+}
+
+/// The verdict block printed at the end of a hunt or a stress test.
+pub fn verdict_block(a: &KneeAnalysis) -> String {
+    let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
+    let mut out = format!(
+        "\nknee verdict (SLO {}{})\n",
+        a.slo,
+        if a.slo_default {
+            ", chosen by knee"
+        } else {
+            ""
+        }
+    );
+    let rows = vec![
+        vec![
+            "capacity".into(),
+            rate(a.capacity_rps),
+            format!(
+                "highest offered rate that held ({})",
+                a.ending.replace('_', " ")
+            ),
+        ],
+        vec![
+            "latency knee".into(),
+            rate(a.latency_knee_rps),
+            "where p99 vs offered rate bends (Kneedle)".into(),
+        ],
+        vec![
+            "saturation".into(),
+            rate(a.saturation_rps),
+            "plateau of good responses per second".into(),
+        ],
+        vec![
+            "past the knee".into(),
+            a.failure_mode.map_or("-".into(), |m| format!("{m:?}")),
+            a.failure_mode
+                .map_or("no overload step ran".into(), |m| m.describe().into()),
+        ],
+        vec![
+            "recovery".into(),
+            match (a.recovery_measured, a.recovery_s) {
+                (false, _) => "-".into(),
+                (true, Some(s)) => format!("{s:.2} s"),
+                (true, None) => "none".into(),
+            },
+            if a.recovery_measured && a.recovery_s.is_none() {
+                "p99 did not get back within the SLO during the recovery step".into()
+            } else {
+                "at half capacity, until p99 was back within the SLO".into()
+            },
+        ],
+    ];
+    for row in &rows {
+        out.push_str(&format!("  {:<14} {:>12}  {}\n", row[0], row[1], row[2]));
+    }
+    if !a.holds.is_empty() {
+        out.push_str("hold steps:\n");
+        let rows: Vec<Vec<String>> = a
+            .holds
+            .iter()
+            .map(|h| {
+                vec![
+                    format!("{:.0}%", h.fraction * 100.0),
+                    format!("{:.0}", h.offered_rps),
+                    format!("{:.0}", h.ok_rps),
+                    fmt_ms(h.p99_ms),
+                    format!("{:.2}%", h.error_rate * 100.0),
+                    if h.holds { "yes".into() } else { "NO".into() },
+                ]
+            })
+            .collect();
+        for line in table(
+            &["capacity", "offered/s", "good/s", "p99", "errors", "holds"],
+            &rows,
+        )
+        .lines()
+        {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    for note in &a.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out
+}
+
+pub fn usl_line(fit: &usl::UslFit) -> String {
+    format!(
+        "USL fit: lambda {:.1} req/s per client, sigma (contention) {:.4}, kappa (coherency) {:.5}, \
+         peak at {} clients ({:.0} req/s), R^2 {:.3}",
+        fit.lambda,
+        fit.sigma,
+        fit.kappa,
+        fit.peak_concurrency.map_or("no finite".into(), |n| format!("{n:.1}")),
+        fit.peak_throughput,
+        fit.r_squared
+    )
+}
