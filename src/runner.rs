@@ -4,7 +4,7 @@
 //! everything measured so far is written.
 
 use crate::demo::DemoChild;
-use crate::engine::Engine;
+use crate::engine::{Engine, LiveSink};
 use crate::error::Error;
 use crate::hunt::{self, knee::littles_law_note, usl, KneeAnalysis};
 use crate::observe::Observer;
@@ -17,6 +17,7 @@ use crate::terminal::{summary_table, Terminal};
 use crate::Outcome;
 use anyhow::Context;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
@@ -57,35 +58,66 @@ pub struct Session {
 impl Session {
     /// Runs one step; None when the run was interrupted before it started.
     pub async fn step(&mut self, spec: &StepSpec) -> Result<Option<StepResult>, Error> {
+        Ok(self.chain(std::slice::from_ref(spec)).await?.pop())
+    }
+
+    /// Runs steps back to back with no pause between them (see `Engine::run_chain`); each
+    /// is written to the run folder as soon as it has drained.
+    pub async fn chain(&mut self, specs: &[StepSpec]) -> Result<Vec<StepResult>, Error> {
         if self.interrupted || *self.stop.borrow() {
             self.interrupted = true;
-            return Ok(None);
+            return Ok(Vec::new());
         }
         for observer in &mut self.observers {
-            observer.step_started(spec);
+            specs.iter().for_each(|spec| observer.step_started(spec));
         }
-        let bar = self
-            .terminal
-            .step_started(self.steps.len(), self.planned, spec);
-        let outcome = self.engine.run_step(spec, &self.slo, bar.clone()).await;
-        let mut result = outcome.result;
-        result.notes.extend(littles_law_note(&result));
-        let observed: serde_json::Map<String, serde_json::Value> = self
-            .observers
-            .iter_mut()
-            .filter_map(|o| {
-                o.step_finished(spec, &result)
-                    .map(|v| (o.name().to_string(), v))
+        let bars: Vec<_> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                self.terminal
+                    .step_bar(self.steps.len() + i, self.planned, spec)
             })
             .collect();
-        if !observed.is_empty() {
-            result.observed = Some(serde_json::Value::Object(observed));
-        }
-        self.terminal.step_finished(&bar, &result);
-        self.folder.append_step(&result, &outcome.latency)?;
-        self.steps.push(result.clone());
-        self.interrupted |= outcome.interrupted;
-        Ok(Some(result))
+        let steps: Vec<(&StepSpec, Arc<dyn LiveSink>)> = specs
+            .iter()
+            .zip(&bars)
+            .map(|(spec, bar)| (spec, bar.clone() as Arc<dyn LiveSink>))
+            .collect();
+        let Session {
+            engine,
+            folder,
+            terminal,
+            observers,
+            slo,
+            steps: done_steps,
+            interrupted,
+            ..
+        } = self;
+        let mut results = Vec::with_capacity(specs.len());
+        engine
+            .run_chain(&steps, slo, |index, outcome| {
+                let mut result = outcome.result;
+                result.notes.extend(littles_law_note(&result));
+                let observed: serde_json::Map<String, serde_json::Value> = observers
+                    .iter_mut()
+                    .filter_map(|o| {
+                        o.step_finished(&specs[index], &result)
+                            .map(|v| (o.name().to_string(), v))
+                    })
+                    .collect();
+                if !observed.is_empty() {
+                    result.observed = Some(serde_json::Value::Object(observed));
+                }
+                terminal.step_finished(&bars[index], &result);
+                folder.append_step(&result, &outcome.latency)?;
+                done_steps.push(result.clone());
+                *interrupted |= outcome.interrupted;
+                results.push(result);
+                Ok(())
+            })
+            .await?;
+        Ok(results)
     }
 }
 
@@ -139,14 +171,18 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
     };
     let mut analysis = Analysis::default();
     match &plan.mode {
+        Mode::Steps(steps) if plan.kind == Kind::Stress => {
+            analysis.stress = Some(hunt::stress(&mut session, steps).await?);
+        }
+        Mode::Steps(steps) if plan.kind == Kind::Soak => {
+            // Windows of one long load: back to back, no pause between them.
+            session.chain(steps).await?;
+        }
         Mode::Steps(steps) => {
             for spec in steps {
                 if session.step(spec).await?.is_none() {
                     break;
                 }
-            }
-            if plan.kind == Kind::Stress {
-                analysis.stress = Some(hunt::stress_after_steps(&mut session, steps).await?);
             }
             if plan.kind == Kind::Sweep {
                 let points: Vec<(f64, f64)> = session

@@ -100,7 +100,7 @@ impl Slo {
         let mut terms: Vec<String> = self
             .latency
             .iter()
-            .map(|b| format!("{}<={}ms", b.label(), b.limit_ms))
+            .map(|b| format!("{}<={}", b.label(), crate::units::fmt_ms(b.limit_ms)))
             .collect();
         if let Some(rate) = self.max_error_rate {
             terms.push(format!("errors<={}%", rate * 100.0));
@@ -154,10 +154,10 @@ impl Slo {
             let value_ms = percentile_ms(step.latency_us, bound.percentile);
             if !step.latency_us.is_empty() && value_ms > bound.limit_ms {
                 failures.push(format!(
-                    "{} {:.2}ms > {}ms",
+                    "{} {} > {}",
                     bound.label(),
-                    value_ms,
-                    bound.limit_ms
+                    crate::units::fmt_ms(value_ms),
+                    crate::units::fmt_ms(bound.limit_ms)
                 ));
             }
         }
@@ -246,6 +246,9 @@ mod tests {
         assert_eq!(failures.len(), 3, "{failures:?}");
         assert!(failures[0].starts_with("achieved 95.0/s"));
         assert!(failures[1].starts_with("errors 2.00%"));
-        assert!(failures[2].starts_with("p99 99."));
+        assert!(
+            failures[2].starts_with("p99 99.") && failures[2].ends_with("> 50.0ms"),
+            "{failures:?}"
+        );
     }
 }

@@ -89,6 +89,9 @@ pub struct GeneratorHealth {
     pub send_lag_max_ms: f64,
     /// How late the scheduler itself handed requests out: the generator's own lateness.
     pub dispatch_lag_p99_ms: f64,
+    /// Share of one core the scheduler thread used (open model).
+    #[serde(default)]
+    pub dispatcher_busy: f64,
     /// Requests sent later than the lateness bound after their intended time.
     pub late_sends: u64,
     /// The lateness bound used for `late_sends` and `limited`, ms.
@@ -105,4 +108,7 @@ pub struct GeneratorHealth {
     pub limited: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limited_reason: Option<String>,
+    /// The scheduler was late although idle: another process held the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_contention: Option<String>,
 }

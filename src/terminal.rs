@@ -6,37 +6,48 @@ use crate::engine::LiveSink;
 use crate::plan::{fmt_rate, StepSpec};
 use crate::step::StepResult;
 use crate::units::fmt_ms;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Terminal {
-    show_bar: bool,
+    multi: MultiProgress,
 }
 
 impl Terminal {
     pub fn new(show_bar: bool) -> Self {
-        Terminal { show_bar }
-    }
-
-    /// Starts the bar of one step; the engine feeds it live figures.
-    pub fn step_started(&self, index: usize, total: usize, spec: &StepSpec) -> Arc<StepBar> {
-        let target = if self.show_bar {
+        let target = if show_bar {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         };
+        Terminal {
+            multi: MultiProgress::with_draw_target(target),
+        }
+    }
+
+    /// The bar of one step. It appears with the step's first live figures, so the bars of
+    /// steps chained after it stay out of sight until they run.
+    pub fn step_bar(&self, index: usize, total: usize, spec: &StepSpec) -> Arc<StepBar> {
         let length = (spec.warmup + spec.duration).as_millis() as u64;
-        let bar = ProgressBar::with_draw_target(Some(length), target);
+        let bar = ProgressBar::hidden();
+        bar.set_length(length);
         bar.set_style(
             ProgressStyle::with_template("{prefix:.bold} [{bar:24}] {elapsed:>4} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        bar.set_prefix(format!("[{}/{total}] {}", index + 1, spec.name));
-        bar.enable_steady_tick(Duration::from_millis(200));
+        let of_total = if total > 0 {
+            format!("/{total}")
+        } else {
+            String::new()
+        };
+        bar.set_prefix(format!("[{}{of_total}] {}", index + 1, spec.name));
         Arc::new(StepBar {
             bar,
+            multi: self.multi.clone(),
+            shown: AtomicBool::new(false),
             offered: spec.offered_rps(),
             length,
         })
@@ -45,24 +56,44 @@ impl Terminal {
     /// One line per finished step, kept above the bars.
     pub fn step_finished(&self, bar: &StepBar, step: &StepResult) {
         bar.bar.finish_and_clear();
-        eprintln!("{}", step_line(step));
+        self.multi.remove(&bar.bar);
+        self.line(&step_line(step));
         if step.generator.limited {
-            eprintln!(
+            self.line(&format!(
                 "  !! GENERATOR-LIMITED: {} -- this step says nothing about the target",
                 step.generator.limited_reason.as_deref().unwrap_or("")
-            );
+            ));
+        }
+        if let Some(contention) = &step.generator.host_contention {
+            self.line(&format!("  !! host contention: {contention}"));
+        }
+    }
+
+    /// A line on stderr that does not tear the bars.
+    pub fn line(&self, text: &str) {
+        if self.multi.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            let _ = self.multi.println(text);
         }
     }
 }
 
 pub struct StepBar {
     bar: ProgressBar,
+    multi: MultiProgress,
+    shown: AtomicBool,
     offered: Option<f64>,
     length: u64,
 }
 
 impl LiveSink for StepBar {
     fn update(&self, live: Live) {
+        if !self.shown.swap(true, Ordering::Relaxed) {
+            let bar = self.multi.add(self.bar.clone());
+            bar.reset_elapsed();
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
         let elapsed = self.bar.elapsed().as_millis() as u64;
         self.bar.set_position(elapsed.min(self.length));
         let offered = self

@@ -40,6 +40,17 @@ impl ThreadCpu {
             .sum()
     }
 
+    /// CPU seconds used so far by the calling thread.
+    pub fn current_thread_seconds() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+
     pub fn threads(&self) -> usize {
         self.clocks.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -48,6 +48,9 @@ pub struct Dispatcher {
 /// workers to wait for.
 pub struct Dispatched {
     pub lag: Histogram<u64>,
+    /// Share of one core the dispatcher thread used while it ran: near 1 means it was busy
+    /// (the generator's limit); low while it was late means it was kept off the CPU.
+    pub busy: f64,
     pub interrupted: bool,
     pub workers: Vec<JoinHandle<()>>,
 }
@@ -56,6 +59,7 @@ impl Dispatcher {
     pub fn run(mut self) -> Dispatched {
         self.cpu.register_current_thread();
         precise_sleeps();
+        let (cpu_start, wall_start) = (ThreadCpu::current_thread_seconds(), Instant::now());
         let ctx = self.ctx.clone();
         let queues: Vec<_> = self
             .lanes
@@ -136,8 +140,11 @@ impl Dispatcher {
                     .fetch_add(receiver.len() as u64, Ordering::Relaxed);
             }
         }
+        let busy = (ThreadCpu::current_thread_seconds() - cpu_start)
+            / wall_start.elapsed().as_secs_f64().max(1e-9);
         Dispatched {
             lag,
+            busy,
             interrupted,
             workers,
         }

@@ -35,6 +35,8 @@ use worker::{Jobs, StepCtx};
 const LAG_BOUND: Duration = Duration::from_millis(5);
 /// Generator CPU at or above this share of its cores marks the step generator-limited.
 const CPU_SATURATED_SHARE: f64 = 0.9;
+/// A late dispatcher using at least this share of a core was busy: the generator's limit.
+const DISPATCHER_BUSY: f64 = 0.5;
 
 /// Receives live figures while a step runs (the progress bar).
 pub trait LiveSink: Send + Sync {
@@ -48,6 +50,22 @@ pub struct StepOutcome {
     pub service: Histogram<u64>,
     /// The step was cut short by Ctrl-C.
     pub interrupted: bool,
+}
+
+/// A step whose schedule has ended and whose requests may still be in flight.
+struct Running {
+    ctx: Arc<StepCtx>,
+    timeline: Timeline,
+    lag_bound: Duration,
+    watcher: JoinHandle<()>,
+    /// The dispatcher's lateness, and the share of a core it used (open model only).
+    dispatch: Option<(Histogram<u64>, f64)>,
+    interrupted: bool,
+    workers: Vec<JoinHandle<()>>,
+    /// When the schedule stopped (early on Ctrl-C).
+    ended: Instant,
+    cpu_before: f64,
+    wall_before: Instant,
 }
 
 pub struct Engine {
@@ -86,16 +104,49 @@ impl Engine {
         self.lanes.len() as f64
     }
 
-    /// Runs one step to its end (or Ctrl-C) and drains what is in flight.
-    pub async fn run_step(
+    /// Runs steps back to back with no pause: each starts the instant the previous one's
+    /// schedule ends, while the previous one's requests still drain. This is how a recovery
+    /// step sees the queue an overload left behind, and how soak windows make one long load.
+    /// `done` gets each step's outcome as soon as it has drained; an error from it ends the
+    /// chain.
+    pub async fn run_chain<F>(
         &self,
-        spec: &StepSpec,
+        steps: &[(&StepSpec, Arc<dyn LiveSink>)],
         slo: &Slo,
-        live: Arc<dyn LiveSink>,
-    ) -> StepOutcome {
+        mut done: F,
+    ) -> Result<(), Error>
+    where
+        F: FnMut(usize, StepOutcome) -> Result<(), Error>,
+    {
+        let mut previous: Option<(Running, usize)> = None;
+        let mut start = Instant::now() + Duration::from_millis(2);
+        for (index, (spec, live)) in steps.iter().enumerate() {
+            if previous.as_ref().is_some_and(|(r, _)| r.interrupted) {
+                break;
+            }
+            let schedule = self.schedule(spec, start, live.clone());
+            let running = match previous.take() {
+                Some((prev, i)) => {
+                    let (running, outcome) =
+                        tokio::join!(schedule, self.drain(prev, steps[i].0, slo));
+                    done(i, outcome)?;
+                    running
+                }
+                None => schedule.await,
+            };
+            start = running.timeline.end;
+            previous = Some((running, index));
+        }
+        if let Some((running, i)) = previous {
+            done(i, self.drain(running, steps[i].0, slo).await)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the step's workers at `start` and returns when its schedule has ended.
+    async fn schedule(&self, spec: &StepSpec, start: Instant, live: Arc<dyn LiveSink>) -> Running {
         let seed = self.steps_run.fetch_add(1, Ordering::Relaxed) + 1;
-        // A short lead lets the first sends leave on time.
-        let timeline = Timeline::new(spec, Instant::now() + Duration::from_millis(2));
+        let timeline = Timeline::new(spec, start);
         let lag_bound = match spec.load {
             Load::Rate { rps, .. } => LAG_BOUND.max(Duration::from_secs_f64(0.1 / rps)),
             Load::Concurrency(_) => LAG_BOUND,
@@ -112,11 +163,10 @@ impl Engine {
         let cpu_before = self.cpu.seconds();
         let wall_before = Instant::now();
         let watcher = tokio::spawn(worker::watch_step(ctx.clone(), live));
-
-        let (dispatch_lag, mut interrupted, workers) = match spec.load {
+        let (dispatch, interrupted, workers) = match spec.load {
             Load::Rate { rps, arrivals } => {
                 let done = self.dispatch(&ctx, timeline, rps, arrivals, seed).await;
-                (Some(done.lag), done.interrupted, done.workers)
+                (Some((done.lag, done.busy)), done.interrupted, done.workers)
             }
             Load::Concurrency(n) => {
                 let workers = self.closed_workers(&ctx, n, timeline.end, seed);
@@ -128,8 +178,34 @@ impl Engine {
                 (None, interrupted, workers)
             }
         };
-        let ended = Instant::now().min(timeline.end);
-        interrupted |= self.wait_for(workers).await;
+        Running {
+            ctx,
+            timeline,
+            lag_bound,
+            watcher,
+            dispatch,
+            interrupted,
+            workers,
+            ended: Instant::now().min(timeline.end),
+            cpu_before,
+            wall_before,
+        }
+    }
+
+    /// Waits for the step's requests to finish (or Ctrl-C) and makes its result.
+    async fn drain(&self, running: Running, spec: &StepSpec, slo: &Slo) -> StepOutcome {
+        let Running {
+            ctx,
+            lag_bound,
+            watcher,
+            dispatch,
+            workers,
+            ended,
+            cpu_before,
+            wall_before,
+            ..
+        } = running;
+        let interrupted = running.interrupted | self.wait_for(workers).await;
         watcher.abort();
         let _ = watcher.await;
         // Requests aborted in flight never decremented the counter.
@@ -137,12 +213,11 @@ impl Engine {
         let connections = self.lanes.iter().map(|l| l.pool.len() as u64).sum();
         let ctx = Arc::into_inner(ctx).expect("every worker and the watcher have ended");
         let recorder = ctx.recorder.merged();
-
         let cpu_cores =
             (self.cpu.seconds() - cpu_before) / wall_before.elapsed().as_secs_f64().max(1e-9);
         let generator = self.health(
             &recorder,
-            dispatch_lag.as_ref(),
+            dispatch.as_ref(),
             lag_bound,
             cpu_cores,
             connections,
@@ -216,6 +291,7 @@ impl Engine {
         };
         finished.unwrap_or_else(|| Dispatched {
             lag: record::new_histogram(),
+            busy: 0.0,
             interrupted: true,
             workers: Vec::new(),
         })
@@ -240,22 +316,28 @@ impl Engine {
         stopped
     }
 
+    /// Generator health. A late scheduler is the generator's limit only when it was busy;
+    /// late while mostly idle means it was kept off the CPU: host contention, which the
+    /// step records but does not blame on the generator.
     fn health(
         &self,
         recorder: &StepRecorder,
-        dispatch_lag: Option<&Histogram<u64>>,
+        dispatch: Option<&(Histogram<u64>, f64)>,
         lag_bound: Duration,
         cpu_cores: f64,
         connections: u64,
     ) -> GeneratorHealth {
         let ms = |us: u64| us as f64 / 1000.0;
         let lag = &recorder.send_lag;
-        let dispatch_p99 = dispatch_lag.map_or(0.0, |h| ms(h.value_at_quantile(0.99)));
+        let dispatch_p99 = dispatch.map_or(0.0, |(h, _)| ms(h.value_at_quantile(0.99)));
+        let busy = dispatch.map_or(0.0, |(_, busy)| *busy);
         let bound_ms = lag_bound.as_secs_f64() * 1000.0;
         let available = self.cpu_available();
-        let limited_reason = if dispatch_p99 > bound_ms {
+        let late = dispatch_p99 > bound_ms;
+        let limited_reason = if late && busy >= DISPATCHER_BUSY {
             Some(format!(
-                "the scheduler sent {dispatch_p99:.1}ms late at p99 (bound {bound_ms:.1}ms): the generator could not keep up"
+                "the scheduler sent {dispatch_p99:.1}ms late at p99 (bound {bound_ms:.1}ms) while using {:.0}% of a core: the generator could not keep up",
+                busy * 100.0
             ))
         } else if cpu_cores >= CPU_SATURATED_SHARE * available {
             Some(format!(
@@ -264,11 +346,19 @@ impl Engine {
         } else {
             None
         };
+        let host_contention = (late && limited_reason.is_none()).then(|| {
+            format!(
+                "the scheduler sent {dispatch_p99:.1}ms late at p99 while using only {:.0}% of a core: \
+                 something else held the CPU (the target on the same host?)",
+                busy * 100.0
+            )
+        });
         GeneratorHealth {
             send_lag_p50_ms: ms(lag.value_at_quantile(0.5)),
             send_lag_p99_ms: ms(lag.value_at_quantile(0.99)),
             send_lag_max_ms: ms(lag.max()),
             dispatch_lag_p99_ms: dispatch_p99,
+            dispatcher_busy: busy,
             late_sends: 0,
             lag_bound_ms: bound_ms,
             not_sent: 0,
@@ -277,6 +367,7 @@ impl Engine {
             connections,
             limited: limited_reason.is_some(),
             limited_reason,
+            host_contention,
         }
     }
 }

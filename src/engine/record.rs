@@ -119,7 +119,7 @@ pub struct Live {
 impl StepRecorder {
     pub fn new(timeline: Timeline, lag_bound: Duration) -> Self {
         let total = timeline.end.saturating_duration_since(timeline.start);
-        let slice_len = (total / 40).max(Duration::from_millis(250));
+        let slice_len = (total / 40).max(Duration::from_millis(50));
         let count = (total.as_secs_f64() / slice_len.as_secs_f64()).ceil() as usize;
         StepRecorder {
             timeline,

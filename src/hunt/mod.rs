@@ -209,63 +209,89 @@ async fn hold_steps(
     capacity: f64,
     analysis: &mut KneeAnalysis,
 ) -> Result<(), Error> {
-    let mut overload: Option<StepResult> = None;
-    for &fraction in &settings.holds {
-        let rate = round_rate(capacity * fraction);
-        let name = format!("hold-{:03.0}", fraction * 100.0);
-        let spec = rate_step(name.clone(), Phase::Hold, rate, settings, true);
-        let Some(step) = session.step(&spec).await? else {
+    let specs: Vec<(f64, StepSpec)> = settings
+        .holds
+        .iter()
+        .map(|&fraction| {
+            let name = format!("hold-{:03.0}", fraction * 100.0);
+            (
+                fraction,
+                rate_step(
+                    name,
+                    Phase::Hold,
+                    round_rate(capacity * fraction),
+                    settings,
+                    true,
+                ),
+            )
+        })
+        .collect();
+    // The highest hold above capacity is the overload step: the recovery step follows it
+    // with no pause, so it meets whatever queue the overload left behind.
+    let overload = specs
+        .iter()
+        .enumerate()
+        .filter(|(_, (fraction, _))| *fraction > 1.0)
+        .max_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
+        .map(|(i, _)| i);
+    let recovery = StepSpec {
+        name: "recovery".into(),
+        phase: Phase::Recovery,
+        load: Load::Rate {
+            rps: round_rate(capacity * 0.5),
+            arrivals: settings.arrivals,
+        },
+        warmup: Duration::ZERO,
+        duration: settings.hold_duration,
+    };
+    for (i, (fraction, spec)) in specs.iter().enumerate() {
+        let chain = if Some(i) == overload {
+            vec![spec.clone(), recovery.clone()]
+        } else {
+            vec![spec.clone()]
+        };
+        let results = session.chain(&chain).await?;
+        let Some(step) = results.first() else {
             return Ok(());
         };
         analysis.holds.push(HoldLine {
-            fraction,
-            step: name,
-            offered_rps: rate,
+            fraction: *fraction,
+            step: spec.name.clone(),
+            offered_rps: step.offered_rps.unwrap_or(0.0),
             ok_rps: step.ok_rps,
             p99_ms: step.latency_ms.p99,
             error_rate: step.error_rate,
             holds: step.holds,
         });
-        if fraction > 1.0
-            && overload
-                .as_ref()
-                .is_none_or(|o| o.offered_rps < step.offered_rps)
-        {
-            overload = Some(step);
+        if Some(i) == overload {
+            judge_overload(session, capacity, step, results.get(1), analysis);
         }
-    }
-    if let Some(step) = overload {
-        classify_and_recover(session, settings.hold_duration, capacity, &step, analysis).await?;
     }
     Ok(())
 }
 
-/// Classifies the overload step, then drops to half the capacity and times the recovery.
-async fn classify_and_recover(
-    session: &mut Session,
-    duration: Duration,
+/// Classifies the overload step and times the recovery step that followed it.
+fn judge_overload(
+    session: &Session,
     capacity: f64,
     overload: &StepResult,
+    recovery: Option<&StepResult>,
     analysis: &mut KneeAnalysis,
-) -> Result<(), Error> {
+) {
     let bound_ms = latency_bound_ms(session);
-    analysis.failure_mode = Some(stress::classify(overload, capacity, bound_ms, false));
-    let spec = StepSpec {
-        name: "recovery".into(),
-        phase: Phase::Recovery,
-        load: Load::Rate {
-            rps: round_rate(capacity * 0.5),
-            arrivals: crate::plan::Arrivals::Uniform,
-        },
-        warmup: Duration::ZERO,
-        duration,
+    let evidence = stress::Evidence {
+        worked_earlier: session
+            .steps
+            .iter()
+            .any(|s| s.name != overload.name && s.ok_rps > 0.0),
+        process_gone: false,
     };
-    if let Some(step) = session.step(&spec).await? {
+    analysis.failure_mode = Some(stress::classify(overload, capacity, bound_ms, evidence));
+    if let Some(step) = recovery {
         let max_errors = session.slo.max_error_rate.unwrap_or(0.01);
-        analysis.recovery_s = stress::recovery_seconds(&step, bound_ms, max_errors);
+        analysis.recovery_s = stress::recovery_seconds(step, bound_ms, max_errors);
         analysis.recovery_measured = true;
     }
-    Ok(())
 }
 
 /// The p99 bound of the SLO (or the tightest latency bound there is).
@@ -282,20 +308,45 @@ fn latency_bound_ms(session: &Session) -> f64 {
         .map_or(f64::INFINITY, |b| b.limit_ms)
 }
 
-/// `kind = "stress"`: after the rising steps, classify the highest one past the last that
-/// held, and time the recovery at half that capacity.
-pub async fn stress_after_steps(
-    session: &mut Session,
-    _steps: &[StepSpec],
-) -> Result<KneeAnalysis, Error> {
+/// `kind = "stress"`: the rising steps run back to back, then a recovery step at half the
+/// highest rate that held follows the last one with no pause. The highest step past that
+/// rate is classified for how the service fails.
+pub async fn stress(session: &mut Session, steps: &[StepSpec]) -> Result<KneeAnalysis, Error> {
     let mut analysis = KneeAnalysis {
         ending: "steps".into(),
         ..KneeAnalysis::default()
     };
+    let (Some(last), Some(first)) = (steps.last(), steps.first()) else {
+        return Ok(finish(analysis, session));
+    };
+    if steps.len() > 1 {
+        session.chain(&steps[..steps.len() - 1]).await?;
+    }
+    // Until the last step has run, the recovery rate is a guess: half the highest rate that
+    // held so far (or half the first rate).
+    let held_so_far = session
+        .steps
+        .iter()
+        .filter(|s| s.holds)
+        .filter_map(|s| s.offered_rps)
+        .reduce(f64::max);
+    let recovery_rate =
+        round_rate(held_so_far.or(first.offered_rps()).unwrap_or(1.0) * 0.5).max(1.0);
+    let recovery = StepSpec {
+        name: "recovery".into(),
+        phase: Phase::Recovery,
+        load: Load::Rate {
+            rps: recovery_rate,
+            arrivals: crate::plan::Arrivals::Uniform,
+        },
+        warmup: Duration::ZERO,
+        duration: last.duration.max(Duration::from_millis(500)),
+    };
+    let results = session.chain(&[last.clone(), recovery]).await?;
     let open: Vec<&StepResult> = session
         .steps
         .iter()
-        .filter(|s| s.offered_rps.is_some())
+        .filter(|s| s.offered_rps.is_some() && s.phase != Phase::Recovery)
         .collect();
     analysis.capacity_rps = open
         .iter()
@@ -311,18 +362,16 @@ pub async fn stress_after_steps(
                 .total_cmp(&b.offered_rps.unwrap_or(0.0))
         })
         .map(|s| (*s).clone());
-    match (analysis.capacity_rps, overload, session.interrupted) {
-        (Some(capacity), Some(step), false) => {
-            let duration = Duration::from_secs_f64(step.duration_s.max(0.5));
-            classify_and_recover(session, duration, capacity, &step, &mut analysis).await?;
+    match (analysis.capacity_rps, overload) {
+        (Some(capacity), Some(step)) => {
+            judge_overload(session, capacity, &step, results.get(1), &mut analysis)
         }
-        (None, _, _) => analysis
+        (None, _) => analysis
             .notes
             .push("no step held: no capacity to stress past".into()),
-        (_, None, _) => analysis
+        (_, None) => analysis
             .notes
             .push("every step held: the stress test never passed the knee".into()),
-        _ => {}
     }
     Ok(finish(analysis, session))
 }
@@ -385,7 +434,7 @@ pub fn verdict_block(a: &KneeAnalysis) -> String {
         ],
         vec![
             "past the knee".into(),
-            a.failure_mode.map_or("-".into(), |m| format!("{m:?}")),
+            a.failure_mode.map_or("-".into(), |m| m.as_str().into()),
             a.failure_mode
                 .map_or("no overload step ran".into(), |m| m.describe().into()),
         ],
@@ -404,7 +453,7 @@ pub fn verdict_block(a: &KneeAnalysis) -> String {
         ],
     ];
     for row in &rows {
-        out.push_str(&format!("  {:<14} {:>12}  {}\n", row[0], row[1], row[2]));
+        out.push_str(&format!("  {:<14} {:>20}  {}\n", row[0], row[1], row[2]));
     }
     if !a.holds.is_empty() {
         out.push_str("hold steps:\n");

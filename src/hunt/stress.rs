@@ -23,6 +23,17 @@ pub enum FailureMode {
 }
 
 impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Holds => "holds",
+            FailureMode::ShedsGracefully => "sheds_gracefully",
+            FailureMode::QueuesWithoutBound => "queues_without_bound",
+            FailureMode::Collapses => "collapses",
+            FailureMode::Crashes => "crashes",
+            FailureMode::Degrades => "degrades",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             FailureMode::Holds => "holds: it took the overload within its SLO",
@@ -44,20 +55,29 @@ const COLLAPSE_SHARE: f64 = 0.7;
 /// Latency growing by this factor from the first to the last third of a step is a queue.
 const QUEUE_GROWTH: f64 = 2.0;
 
-/// Classifies the overload step. `process_gone` is true when the target's pid vanished.
+/// What else is known when classifying: did the target answer before this step, and is its
+/// process gone (when knee knows its pid)?
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Evidence {
+    pub worked_earlier: bool,
+    pub process_gone: bool,
+}
+
+/// Classifies the overload step.
 pub fn classify(
     step: &StepResult,
     capacity_rps: f64,
     latency_bound_ms: f64,
-    process_gone: bool,
+    evidence: Evidence,
 ) -> FailureMode {
     let refused = step
         .error_classes
         .get("connect_refused")
         .copied()
         .unwrap_or(0);
-    let worked_before = step.slices.iter().take(2).any(|s| s.requests > s.errors);
-    if process_gone || (refused > 0 && worked_before) {
+    let worked_before =
+        evidence.worked_earlier || step.slices.iter().take(2).any(|s| s.requests > s.errors);
+    if evidence.process_gone || (refused > 0 && worked_before) {
         return FailureMode::Crashes;
     }
     if step.holds {

@@ -4,6 +4,7 @@ mod util;
 
 mod engine;
 mod errors;
+mod hunt;
 mod profiles;
 mod protocols;
 mod signals;

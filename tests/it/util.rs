@@ -40,6 +40,17 @@ pub enum Http {
     /// 200 at once, except that every request arriving during [from, from+length) after the
     /// first request waits until the stall ends.
     Stall { from: Duration, length: Duration },
+    /// A pool of `slots`, each held `hold` (a precise thread sleep): capacity slots/hold.
+    /// With `shed`, a request finding every slot busy gets a 503 at once instead of waiting.
+    Pool {
+        slots: usize,
+        hold: Duration,
+        shed: bool,
+    },
+    /// One global lock around `work` of CPU time: capacity 1/work.
+    Lock { work: Duration },
+    /// 200 at once, until `after` past the first request: then it stops, connections and all.
+    DiesAfter(Duration),
 }
 
 /// How a raw-TCP test target misbehaves.
@@ -115,17 +126,47 @@ where
     }
 }
 
+/// What an HTTP test target shares between its connections.
+struct Shared {
+    first: OnceLock<Instant>,
+    slots: tokio::sync::Semaphore,
+    lock: Mutex<u64>,
+}
+
+impl Shared {
+    fn new(slots: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            first: OnceLock::new(),
+            slots: tokio::sync::Semaphore::new(slots),
+            lock: Mutex::new(0),
+        })
+    }
+}
+
 /// An HTTP/1.1 target with a known behaviour.
 pub fn http_target(behaviour: Http) -> Target {
     start(move |listener| async move {
-        let first = Arc::new(OnceLock::<Instant>::new());
+        let shared = Shared::new(match behaviour {
+            Http::Pool { slots, .. } => slots,
+            _ => 1,
+        });
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = tick.tick() => {
+                    if let (Http::DiesAfter(after), Some(first)) = (behaviour, shared.first.get()) {
+                        if first.elapsed() >= after {
+                            return; // the runtime drops every connection
+                        }
+                    }
+                    continue;
+                }
             };
-            let first = first.clone();
+            let Ok((stream, _)) = accepted else { continue };
+            let shared = shared.clone();
             tokio::task::spawn_local(async move {
-                let service = service_fn(move |req| answer(behaviour, first.clone(), req));
+                let service = service_fn(move |req| answer(behaviour, shared.clone(), req));
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -136,9 +177,10 @@ pub fn http_target(behaviour: Http) -> Target {
 
 async fn answer(
     behaviour: Http,
-    first: Arc<OnceLock<Instant>>,
+    shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let first = &shared.first;
     let arrived = Instant::now();
     let missing = req.uri().path() == "/missing";
     let t0 = *first.get_or_init(|| arrived);
@@ -156,6 +198,30 @@ async fn answer(
             }
             200
         }
+        Http::Pool { hold, shed, .. } => {
+            let slot = if shed {
+                shared.slots.try_acquire().ok()
+            } else {
+                shared.slots.acquire().await.ok()
+            };
+            match slot {
+                Some(_slot) => {
+                    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(hold)).await;
+                    200
+                }
+                None => 503,
+            }
+        }
+        Http::Lock { work } => {
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                *guard = guard.wrapping_add(knee::demo::stages::burn_cpu_time(work));
+            })
+            .await;
+            200
+        }
+        Http::DiesAfter(_) => 200,
     };
     let status = if missing { 404 } else { status };
     let mut response = Response::new(Full::new(Bytes::from_static(b"hello\n")));
@@ -285,7 +351,11 @@ pub fn wire_target(wire: Wire) -> Target {
     use hyper_util::rt::TokioExecutor;
     let acceptor = (wire == Wire::Tls).then(self_signed_acceptor);
     start(move |listener| async move {
-        let first = Arc::new(OnceLock::<Instant>::new());
+        let first = Arc::new(Shared {
+            first: OnceLock::new(),
+            slots: tokio::sync::Semaphore::new(1),
+            lock: Mutex::new(0),
+        });
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -294,6 +364,7 @@ pub fn wire_target(wire: Wire) -> Target {
             let acceptor = acceptor.clone();
             tokio::task::spawn_local(async move {
                 let service = service_fn(move |req| answer(Http::Fast, first.clone(), req));
+
                 let Some(acceptor) = acceptor else {
                     let io = TokioIo::new(stream);
                     let _ = http2::Builder::new(TokioExecutor::new())
