@@ -4,8 +4,8 @@
 use crate::demo::stages::Fixes;
 use crate::error::Error;
 use crate::plan::{
-    build_steps, Arrivals, DemoConfig, HttpVersion, HuntSettings, Job, Kind, Load, Mode, OutDir,
-    RequestPlan, RunPlan, TargetPlan,
+    build_steps, Arrivals, DemoConfig, HttpVersion, HuntSettings, Job, Kind, Load, Mode,
+    ObservePlan, OutDir, RequestPlan, RunPlan, TargetPlan,
 };
 use crate::profile::{self, check_rate, ProfileSpec, RequestSpec};
 use crate::slo::Slo;
@@ -91,6 +91,24 @@ pub struct CommonArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// The target's process id (sampled: CPU, memory, threads, fds, context switches).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Start the target with this shell command, wait until the URL answers, stop it at the end.
+    #[arg(long)]
+    pub spawn: Option<String>,
+    /// A Prometheus /metrics URL to scrape each sample (repeatable).
+    #[arg(long = "metrics")]
+    pub metrics: Vec<String>,
+    /// Metric names to keep from --metrics (repeatable; default: all, up to 100 series).
+    #[arg(long = "metric")]
+    pub metric_names: Vec<String>,
+    /// Sampling interval (default 500ms, at least 200ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub sample_every: Option<Duration>,
+    /// Do not sample the host, the target or the generator.
+    #[arg(long)]
+    pub no_sample: bool,
 }
 
 #[derive(Args, Debug, Default)]
@@ -383,6 +401,7 @@ struct Base {
     out: OutDir,
     demo: Option<DemoConfig>,
     progress: bool,
+    observe: ObservePlan,
 }
 
 impl Base {
@@ -460,6 +479,34 @@ impl Base {
             fixes: common.demo_fix.unwrap_or_default(),
             ..DemoConfig::default()
         });
+        let mut observe = profile.map(|p| p.observe.clone()).unwrap_or_default();
+        observe.pid = common.pid.or(observe.pid);
+        observe.spawn = common.spawn.clone().or(observe.spawn);
+        if !common.metrics.is_empty() {
+            observe.metrics = common.metrics.clone();
+        }
+        if !common.metric_names.is_empty() {
+            observe.metric_names = common.metric_names.clone();
+        }
+        observe.interval = common.sample_every.unwrap_or(observe.interval);
+        observe.sample = !common.no_sample;
+        if observe.interval < crate::observe::sampler::MIN_INTERVAL {
+            return Err(Error::input(
+                "--sample-every must be at least 200ms (CPU shares need time between readings)",
+            ));
+        }
+        if [observe.pid.is_some(), observe.spawn.is_some(), common.demo]
+            .iter()
+            .filter(|x| **x)
+            .count()
+            > 1
+        {
+            return Err(Error::input("give one of --pid, --spawn or --demo"));
+        }
+        for url in &observe.metrics {
+            crate::observe::prometheus::MetricsSource::new(url, Vec::new())
+                .map_err(Error::input)?;
+        }
         Ok(Base {
             name: sanitize_name(&name),
             target,
@@ -469,6 +516,7 @@ impl Base {
             out,
             demo,
             progress: !common.quiet,
+            observe,
         })
     }
 
@@ -485,6 +533,7 @@ impl Base {
             demo: self.demo,
             command,
             progress: self.progress,
+            observe: self.observe,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! knee: a load-test harness that hunts bottlenecks. The binary is a thin shell around
 //! [`run`], so tests drive the whole tool in-process.
 
+pub mod analyze;
 pub mod cli;
 pub mod demo;
 pub mod engine;

@@ -1,9 +1,12 @@
 //! The run folder: `steps.jsonl` appended and flushed as each step ends (a crash loses at most
 //! the current step), `hist/<step>.hgrm` per step, and `run.json` at the end.
 
+use crate::analyze::soak::SoakAnalysis;
+use crate::analyze::verdict::Verdict;
 use crate::error::Error;
 use crate::hunt::usl::UslFit;
 use crate::hunt::KneeAnalysis;
+use crate::observe::target::TargetProcess;
 use crate::plan::{OutDir, RunPlan};
 use crate::redact::{redact_command, redact_url};
 use crate::slo::Slo;
@@ -46,6 +49,15 @@ pub struct RunRecord {
     /// `kind = "sweep"`: the Universal Scalability Law fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usl: Option<UslFit>,
+    /// The bottleneck at the knee, with its evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// `kind = "soak"`: trends and the leak / degradation verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakAnalysis>,
+    /// The target process that was sampled, and whether it went away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_process: Option<TargetProcess>,
 }
 
 pub struct RunFolder {
@@ -130,6 +142,9 @@ impl RunRecord {
             hunt: None,
             stress: None,
             usl: None,
+            verdict: None,
+            soak: None,
+            target_process: None,
         }
     }
 

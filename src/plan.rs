@@ -69,6 +69,37 @@ pub struct RunPlan {
     pub command: Vec<String>,
     /// Draw the live progress bar (off in tests and when `--quiet`).
     pub progress: bool,
+    pub observe: ObservePlan,
+}
+
+/// What to watch while the load runs.
+#[derive(Debug, Clone)]
+pub struct ObservePlan {
+    /// Sampling interval (at least 200 ms).
+    pub interval: Duration,
+    /// The target's pid, given.
+    pub pid: Option<u32>,
+    /// A command that starts the target (`sh -c`), stopped at the end.
+    pub spawn: Option<String>,
+    /// Prometheus endpoints to scrape each sample.
+    pub metrics: Vec<String>,
+    /// Metric names to keep (all when empty).
+    pub metric_names: Vec<String>,
+    /// Soak: window length for the trend lines (the soak's steps).
+    pub sample: bool,
+}
+
+impl Default for ObservePlan {
+    fn default() -> Self {
+        ObservePlan {
+            interval: Duration::from_millis(500),
+            pid: None,
+            spawn: None,
+            metrics: Vec::new(),
+            metric_names: Vec::new(),
+            sample: true,
+        }
+    }
 }
 
 /// What steps to run: fixed ones, or a hunt that decides them as it goes.

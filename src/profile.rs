@@ -33,6 +33,7 @@ pub struct ProfileSpec {
     pub window: Option<Duration>,
     pub slo: Slo,
     pub hunt: HuntSpec,
+    pub observe: crate::plan::ObservePlan,
 }
 
 /// The `[hunt]` table: every field optional, flags and defaults fill the rest.
@@ -72,6 +73,19 @@ struct RawProfile {
     #[serde(default)]
     slo: BTreeMap<String, Spanned<SloValue>>,
     hunt: Option<RawHunt>,
+    observe: Option<RawObserve>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawObserve {
+    interval: Option<DurationValue>,
+    pid: Option<u32>,
+    spawn: Option<String>,
+    #[serde(default)]
+    metrics: Vec<String>,
+    #[serde(default)]
+    metric_names: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -329,6 +343,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
         window,
         slo,
         hunt,
+        observe: observe_plan(raw.observe.unwrap_or_default()),
     })
 }
 
@@ -498,6 +513,18 @@ fn check_load(
         return Err(at("duration must be above 0"));
     }
     Ok((loads, duration))
+}
+
+fn observe_plan(raw: RawObserve) -> crate::plan::ObservePlan {
+    let defaults = crate::plan::ObservePlan::default();
+    crate::plan::ObservePlan {
+        interval: raw.interval.map_or(defaults.interval, |d| d.0),
+        pid: raw.pid,
+        spawn: raw.spawn,
+        metrics: raw.metrics,
+        metric_names: raw.metric_names,
+        sample: true,
+    }
 }
 
 fn check_hunt(

@@ -3,10 +3,13 @@
 //! folder as it ends and prints it. Ctrl-C (or SIGTERM) ends the current step as partial;
 //! everything measured so far is written.
 
+use crate::analyze::{soak, verdict};
 use crate::demo::DemoChild;
 use crate::engine::{Engine, LiveSink};
 use crate::error::Error;
 use crate::hunt::{self, knee::littles_law_note, usl, KneeAnalysis};
+use crate::observe::target::TargetProcess;
+use crate::observe::Observation;
 use crate::observe::Observer;
 use crate::output::{RunFolder, RunRecord};
 use crate::plan::{Kind, Mode, RunPlan, StepSpec};
@@ -102,7 +105,7 @@ impl Session {
                 let observed: serde_json::Map<String, serde_json::Value> = observers
                     .iter_mut()
                     .filter_map(|o| {
-                        o.step_finished(&specs[index], &result)
+                        o.step_finished(&specs[index], &result, outcome.window)
                             .map(|v| (o.name().to_string(), v))
                     })
                     .collect();
@@ -129,7 +132,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         // Keep the sender alive so receivers never see a closed channel.
         std::future::pending::<()>().await;
     });
-    let _demo = match &plan.demo {
+    let demo = match &plan.demo {
         Some(config) => {
             let demo = DemoChild::start(config).await?;
             let path = plan
@@ -158,11 +161,18 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         redact_url(&plan.target.base.to_string()),
         folder.dir.display()
     );
+    let mut observation = Observation::start(&plan, demo.as_ref(), &folder.dir)?;
+    if let Some(target) = &observation.target {
+        eprintln!(
+            "knee: target process {} (found by {})",
+            target.pid, target.found_by
+        );
+    }
     let mut session = Session {
         engine: Engine::new(&plan, engine_lanes(), stop_rx.clone()).await?,
         folder,
         terminal: Terminal::new(plan.progress),
-        observers: Vec::new(),
+        observers: observation.observers(),
         stop: stop_rx,
         slo: plan.slo.clone(),
         steps: Vec::new(),
@@ -197,6 +207,20 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
             analysis.hunt = Some(hunt::run(&mut session, settings, plan.slo_is_default).await?);
         }
     }
+    analysis.target = observation.finish();
+    if plan.kind == Kind::Soak {
+        analysis.soak = Some(soak::analyze(&session.steps));
+    }
+    let capacity = analysis
+        .hunt
+        .as_ref()
+        .or(analysis.stress.as_ref())
+        .and_then(|a| a.capacity_rps);
+    if plan.kind != Kind::Soak {
+        let max_errors = session.slo.max_error_rate.unwrap_or(0.01);
+        analysis.verdict = Some(verdict::verdict(&session.steps, capacity, max_errors));
+    }
+    drop(demo);
     finish(&plan, session, started, analysis)
 }
 
@@ -206,6 +230,9 @@ struct Analysis {
     hunt: Option<KneeAnalysis>,
     stress: Option<KneeAnalysis>,
     usl: Option<usl::UslFit>,
+    verdict: Option<verdict::Verdict>,
+    soak: Option<soak::SoakAnalysis>,
+    target: Option<TargetProcess>,
 }
 
 fn finish(
@@ -220,6 +247,9 @@ fn finish(
     record.hunt = analysis.hunt;
     record.stress = analysis.stress;
     record.usl = analysis.usl;
+    record.verdict = analysis.verdict;
+    record.soak = analysis.soak;
+    record.target_process = analysis.target;
     let run_json = session.folder.write_run(&record)?;
     print!("\n{}", summary_table(&record.steps));
     if let Some(block) = record.hunt.as_ref().or(record.stress.as_ref()) {
@@ -227,6 +257,26 @@ fn finish(
     }
     if let Some(fit) = &record.usl {
         println!("{}", hunt::usl_line(fit));
+    }
+    if let Some(v) = &record.verdict {
+        print!("{}", bottleneck_block(v));
+    }
+    if let Some(soak) = &record.soak {
+        for line in &soak.verdicts {
+            println!("soak: {line}");
+        }
+    }
+    if let Some(target) = &record.target_process {
+        if let Some(at) = target.exited_at_s {
+            println!(
+                "!! the target process {} was gone {at:.1}s into the run{}",
+                target.pid,
+                target
+                    .exit_status
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(" ({s})"))
+            );
+        }
     }
     println!("{}", verdict_line(plan, &record));
     println!("run folder: {}", session.folder.dir.display());
@@ -250,6 +300,24 @@ fn finish(
         folder: session.folder.dir.clone(),
         record,
     })
+}
+
+fn bottleneck_block(v: &verdict::Verdict) -> String {
+    let mut out = format!(
+        "\nbottleneck: {} (confidence {})\n",
+        v.bottleneck, v.confidence
+    );
+    for line in &v.evidence {
+        out.push_str(&format!("  - {line}\n"));
+    }
+    out.push_str(&format!("  to confirm: {}\n", v.confirm));
+    if !v.holds.is_empty() {
+        out.push_str("utilization at the hold steps:\n");
+        for line in &v.holds {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
 }
 
 fn verdict_line(plan: &RunPlan, record: &RunRecord) -> String {

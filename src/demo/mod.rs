@@ -275,12 +275,16 @@ fn metrics(state: &State) -> String {
 
 /// A demo target running as a child process; killed when dropped.
 pub struct DemoChild {
-    _child: Child,
+    child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
 }
 
 impl DemoChild {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub async fn start(config: &DemoConfig) -> Result<DemoChild, Error> {
         let exe = std::env::var_os("KNEE_EXE")
             .map(Into::into)
@@ -335,10 +339,7 @@ impl DemoChild {
             })?
             .to_string();
         wait_until_answers(&base, Duration::from_secs(10)).await?;
-        Ok(DemoChild {
-            _child: child,
-            base,
-        })
+        Ok(DemoChild { child, base })
     }
 }
 

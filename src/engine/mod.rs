@@ -50,6 +50,8 @@ pub struct StepOutcome {
     pub service: Histogram<u64>,
     /// The step was cut short by Ctrl-C.
     pub interrupted: bool,
+    /// The counted part of the step: from the end of the warm-up to the end of the schedule.
+    pub window: (Instant, Instant),
 }
 
 /// A step whose schedule has ended and whose requests may still be in flight.
@@ -196,6 +198,7 @@ impl Engine {
     async fn drain(&self, running: Running, spec: &StepSpec, slo: &Slo) -> StepOutcome {
         let Running {
             ctx,
+            timeline,
             lag_bound,
             watcher,
             dispatch,
@@ -228,6 +231,7 @@ impl Engine {
             latency: recorder.latency,
             service: recorder.service,
             interrupted,
+            window: (timeline.counted_from, ended),
         }
     }
 

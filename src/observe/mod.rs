@@ -2,13 +2,128 @@
 //! (samplers, profilers) implements `Observer`. It is told when each step starts and ends and
 //! returns what it saw, which is stored in the step's `observed` object under its name.
 
-use crate::plan::StepSpec;
+pub mod procfs;
+pub mod prometheus;
+pub mod sampler;
+pub mod target;
+
+use crate::demo::DemoChild;
+use crate::error::Error;
+use crate::plan::{RunPlan, StepSpec};
 use crate::step::StepResult;
+use sampler::{Sampler, SamplerObserver};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use target::{Spawned, TargetProcess};
 
 pub trait Observer: Send {
     /// The key of this observer's findings in `observed`.
     fn name(&self) -> &str;
+    /// Called before the step is scheduled (for a chain of steps, before the chain).
     fn step_started(&mut self, spec: &StepSpec);
-    /// What was observed during the step, if anything.
-    fn step_finished(&mut self, spec: &StepSpec, result: &StepResult) -> Option<serde_json::Value>;
+    /// What was observed during the step's counted window (`from`, `to`), if anything.
+    fn step_finished(
+        &mut self,
+        spec: &StepSpec,
+        result: &StepResult,
+        window: (Instant, Instant),
+    ) -> Option<serde_json::Value>;
+}
+
+/// Everything watching the target during a run.
+pub struct Observation {
+    pub sampler: Option<Arc<Sampler>>,
+    pub spawned: Option<Spawned>,
+    pub target: Option<TargetProcess>,
+}
+
+impl Observation {
+    /// Finds (or starts) the target process and starts the sampler, writing to `dir`.
+    pub fn start(
+        plan: &RunPlan,
+        demo: Option<&DemoChild>,
+        dir: &Path,
+    ) -> Result<Observation, Error> {
+        let observe = &plan.observe;
+        let host = plan.target.base.host().unwrap_or("").to_string();
+        let port = plan.target.base.port_u16().unwrap_or(
+            if plan.target.base.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            },
+        );
+        let spawned = match &observe.spawn {
+            Some(command) => Some(Spawned::start(
+                command,
+                &format!("{host}:{port}"),
+                Duration::from_secs(30),
+            )?),
+            None => None,
+        };
+        let found = |pid: u32, by: &str| TargetProcess {
+            pid,
+            found_by: by.into(),
+            exited_at_s: None,
+            exit_status: None,
+        };
+        let target = if let Some(s) = &spawned {
+            Some(found(s.pid(), "spawn"))
+        } else if let Some(pid) = demo.and_then(DemoChild::pid) {
+            Some(found(pid, "demo"))
+        } else if let Some(pid) = observe.pid {
+            Some(found(pid, "pid"))
+        } else {
+            target::find_by_port(&host, port).map(|pid| found(pid, "port"))
+        };
+        let mut metrics = observe.metrics.clone();
+        if metrics.is_empty() {
+            // The demo publishes its pool and lock waiters: watch them.
+            metrics.extend(demo.map(|d| format!("{}/metrics", d.base)));
+        }
+        let sources = metrics
+            .iter()
+            .map(|url| {
+                prometheus::MetricsSource::new(url, observe.metric_names.clone())
+                    .map_err(Error::input)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sampler = if observe.sample {
+            let sampler = Sampler::start(
+                observe.interval,
+                target.as_ref().map(|t| t.pid),
+                sources,
+                &dir.join("samples.jsonl"),
+            )
+            .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start the sampler: {e}")))?;
+            Some(Arc::new(sampler))
+        } else {
+            None
+        };
+        Ok(Observation {
+            sampler,
+            spawned,
+            target,
+        })
+    }
+
+    /// The observers to attach to the session.
+    pub fn observers(&self) -> Vec<Box<dyn Observer>> {
+        self.sampler
+            .iter()
+            .map(|s| Box::new(SamplerObserver(s.clone())) as Box<dyn Observer>)
+            .collect()
+    }
+
+    /// Stops sampling; what became of the target.
+    pub fn finish(&mut self) -> Option<TargetProcess> {
+        if let Some(sampler) = &self.sampler {
+            sampler.stop();
+        }
+        let mut target = self.target.clone()?;
+        target.exited_at_s = self.sampler.as_ref().and_then(|s| s.target_gone_at());
+        target.exit_status = self.spawned.as_mut().and_then(Spawned::exit_status);
+        Some(target)
+    }
 }

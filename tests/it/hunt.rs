@@ -224,8 +224,11 @@ fn the_demo_knee_moves_when_the_lock_is_fixed() {
     let config = knee::plan::DemoConfig::default();
     let lock_truth = knee::demo::bottleneck(&config);
     assert_eq!(lock_truth.name, "lock");
-    let before = hunt_demo(None).hunt.unwrap().capacity_rps.unwrap();
+    let first = hunt_demo(None);
+    let before = first.hunt.unwrap().capacity_rps.unwrap();
     assert_within(before, lock_truth.capacity_rps, 0.10, "demo (lock)");
+    let verdict = first.verdict.unwrap();
+    assert_eq!(verdict.kind, "lock", "{verdict:#?}");
 
     let fixed = knee::plan::DemoConfig {
         fixes: knee::demo::stages::Fixes::parse("lock").unwrap(),
@@ -233,7 +236,13 @@ fn the_demo_knee_moves_when_the_lock_is_fixed() {
     };
     let next = knee::demo::bottleneck(&fixed);
     assert_eq!(next.name, "pool");
-    let after = hunt_demo(Some("lock")).hunt.unwrap().capacity_rps.unwrap();
+    let second = hunt_demo(Some("lock"));
+    let after = second.hunt.unwrap().capacity_rps.unwrap();
+    let verdict = second.verdict.unwrap();
+    assert_eq!(
+        verdict.kind, "pool",
+        "after --fix lock the pool is next: {verdict:#?}"
+    );
     let expected = next.capacity_rps / lock_truth.capacity_rps;
     let moved = after / before;
     assert!(

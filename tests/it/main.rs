@@ -5,6 +5,7 @@ mod util;
 mod engine;
 mod errors;
 mod hunt;
+mod observe;
 mod profiles;
 mod protocols;
 mod signals;

@@ -1,0 +1,361 @@
+//! The sampler: a thread that reads the host, the target process (and its children), the
+//! generator itself and any Prometheus endpoints every `interval` (never under 200 ms, so CPU
+//! figures mean something), appends each sample to `samples.jsonl`, and keeps a bounded
+//! window of recent samples to summarize each step (min/mean/max per series). A sample is a
+//! flat map of dotted names ("target.cpu_cores") to numbers, easy to plot and to query.
+
+use super::procfs::{self, ProcCounters};
+use super::prometheus::MetricsSource;
+use super::Observer;
+use crate::plan::StepSpec;
+use crate::step::StepResult;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The floor of the sampling interval: CPU shares need time between two readings.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// Samples kept in memory (the run folder has them all): 2 hours at 500 ms.
+const KEEP: usize = 14_400;
+
+/// One reading: seconds since the run started, and every series.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sample {
+    pub t_s: f64,
+    #[serde(flatten)]
+    pub values: BTreeMap<String, f64>,
+}
+
+/// min / mean / max of one series over a step.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Stat {
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+struct State {
+    samples: VecDeque<(Instant, Sample)>,
+    /// Seconds since the start when the target was first seen gone.
+    target_gone_at: Option<f64>,
+}
+
+pub struct Sampler {
+    state: Arc<Mutex<State>>,
+    running: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    target: Option<u32>,
+}
+
+/// What the sampler thread needs.
+struct Reader {
+    started: Instant,
+    interval: Duration,
+    target: Option<u32>,
+    metrics: Vec<MetricsSource>,
+    ticks: f64,
+    previous: Option<Previous>,
+}
+
+/// Cumulative counters of the last reading, for rates.
+struct Previous {
+    at: Instant,
+    cpu: Option<procfs::CpuTimes>,
+    throttled_us: Option<u64>,
+    target: Option<ProcCounters>,
+    generator: Option<ProcCounters>,
+}
+
+impl Sampler {
+    /// Starts sampling now; `samples_path` receives every sample as a JSON line.
+    pub fn start(
+        interval: Duration,
+        target: Option<u32>,
+        metrics: Vec<MetricsSource>,
+        samples_path: &Path,
+    ) -> std::io::Result<Sampler> {
+        let mut file = File::create(samples_path)?;
+        let state = Arc::new(Mutex::new(State {
+            samples: VecDeque::new(),
+            target_gone_at: None,
+        }));
+        let running = Arc::new(AtomicBool::new(true));
+        let mut reader = Reader {
+            started: Instant::now(),
+            interval: interval.max(MIN_INTERVAL),
+            target,
+            metrics,
+            ticks: procfs::clock_ticks(),
+            previous: None,
+        };
+        let (state_t, running_t) = (state.clone(), running.clone());
+        let thread = std::thread::Builder::new()
+            .name("knee-sampler".into())
+            .spawn(move || {
+                reader.read(); // the baseline for rates
+                let mut next = Instant::now() + reader.interval;
+                while running_t.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now < next {
+                        std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                        continue;
+                    }
+                    next += reader.interval;
+                    let (sample, gone) = reader.read();
+                    if let Ok(line) = serde_json::to_string(&sample) {
+                        let _ = writeln!(file, "{line}");
+                    }
+                    let mut state = state_t.lock().unwrap_or_else(|e| e.into_inner());
+                    if gone && state.target_gone_at.is_none() {
+                        state.target_gone_at = Some(sample.t_s);
+                    }
+                    state.samples.push_back((now, sample));
+                    if state.samples.len() > KEEP {
+                        state.samples.pop_front();
+                    }
+                }
+                let _ = file.flush();
+            })?;
+        Ok(Sampler {
+            state,
+            running,
+            thread: Mutex::new(Some(thread)),
+            target,
+        })
+    }
+
+    /// Seconds into the run when the target process was first seen gone.
+    pub fn target_gone_at(&self) -> Option<f64> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .target_gone_at
+    }
+
+    /// min/mean/max of every series over [from, to].
+    pub fn summarize(&self, from: Instant, to: Instant) -> (usize, BTreeMap<String, Stat>) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let window: Vec<&Sample> = state
+            .samples
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .map(|(_, s)| s)
+            .collect();
+        (window.len(), summarize(&window))
+    }
+
+    pub fn stop(&self) {
+        self.running.store(false, Ordering::Relaxed);
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// min/mean/max per series over samples.
+pub fn summarize(samples: &[&Sample]) -> BTreeMap<String, Stat> {
+    let mut acc: BTreeMap<&str, (f64, f64, f64, usize)> = BTreeMap::new();
+    for sample in samples {
+        for (key, &value) in &sample.values {
+            let entry = acc
+                .entry(key)
+                .or_insert((f64::INFINITY, 0.0, f64::NEG_INFINITY, 0));
+            entry.0 = entry.0.min(value);
+            entry.1 += value;
+            entry.2 = entry.2.max(value);
+            entry.3 += 1;
+        }
+    }
+    acc.into_iter()
+        .map(|(k, (min, sum, max, n))| {
+            (
+                k.to_string(),
+                Stat {
+                    min,
+                    mean: sum / n as f64,
+                    max,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The sampler as an observer: each step gets the summary of its counted window.
+pub struct SamplerObserver(pub Arc<Sampler>);
+
+impl Observer for SamplerObserver {
+    fn name(&self) -> &str {
+        "samplers"
+    }
+
+    fn step_started(&mut self, _spec: &StepSpec) {}
+
+    fn step_finished(
+        &mut self,
+        _spec: &StepSpec,
+        _result: &StepResult,
+        window: (Instant, Instant),
+    ) -> Option<Value> {
+        let (count, series) = self.0.summarize(window.0, window.1);
+        Some(json!({
+            "samples": count,
+            "target_pid": self.0.target,
+            "target_gone_at_s": self.0.target_gone_at(),
+            "series": series,
+        }))
+    }
+}
+
+impl Reader {
+    /// Takes one sample; the bool is true when the target has gone.
+    fn read(&mut self) -> (Sample, bool) {
+        let now = Instant::now();
+        let mut values = BTreeMap::new();
+        let dt = self
+            .previous
+            .as_ref()
+            .map(|p| now.duration_since(p.at).as_secs_f64().max(1e-3));
+        let cpu = procfs::cpu_times();
+        let cgroup = procfs::cgroup();
+        if let (Some(cpu), Some(dt)) = (&cpu, dt) {
+            if let Some(prev) = self.previous.as_ref().and_then(|p| p.cpu.as_ref()) {
+                let share = |(b1, t1): (u64, u64), (b0, t0): (u64, u64)| {
+                    (b1.saturating_sub(b0)) as f64 / (t1.saturating_sub(t0)).max(1) as f64
+                };
+                let per_core: Vec<f64> = cpu
+                    .per_core
+                    .iter()
+                    .zip(&prev.per_core)
+                    .map(|(a, b)| share(*a, *b))
+                    .collect();
+                values.insert("host.cpu_cores".into(), per_core.iter().sum());
+                for (i, busy) in per_core.iter().enumerate() {
+                    values.insert(format!("host.cpu{i}"), *busy);
+                }
+            }
+            if let (Some(t1), Some(t0)) = (
+                cgroup.throttled_us,
+                self.previous.as_ref().and_then(|p| p.throttled_us),
+            ) {
+                values.insert(
+                    "host.cgroup_throttled_share".into(),
+                    t1.saturating_sub(t0) as f64 / 1e6 / dt,
+                );
+            }
+        }
+        if let Some(cpu) = &cpu {
+            values.insert("host.run_queue".into(), cpu.procs_running as f64);
+            values.insert("host.cores".into(), cpu.per_core.len() as f64);
+        }
+        if let Some(load) = procfs::load_average() {
+            values.insert("host.load1".into(), load);
+        }
+        if let Some((total, available, swap_total, swap_free)) = procfs::memory_kib() {
+            values.insert(
+                "host.mem_used_mb".into(),
+                (total - available) as f64 / 1024.0,
+            );
+            values.insert("host.mem_available_mb".into(), available as f64 / 1024.0);
+            values.insert(
+                "host.swap_used_mb".into(),
+                swap_total.saturating_sub(swap_free) as f64 / 1024.0,
+            );
+        }
+        if let Some(limit) = cgroup.memory_limit {
+            values.insert(
+                "host.cgroup_memory_limit_mb".into(),
+                limit as f64 / 1048576.0,
+            );
+        }
+        if let Some(used) = cgroup.memory_used {
+            values.insert("host.cgroup_memory_used_mb".into(), used as f64 / 1048576.0);
+        }
+        let generator = procfs::process(std::process::id());
+        self.process_values("generator", generator.as_ref(), 1, dt, &mut values, |p| {
+            p.generator.as_ref()
+        });
+        let mut gone = false;
+        let mut target_counters = None;
+        if let Some(pid) = self.target {
+            let tree = procfs::process_tree_counters(pid);
+            gone = tree.is_none();
+            values.insert("target.alive".into(), if gone { 0.0 } else { 1.0 });
+            let processes = tree.as_ref().map_or(0, |(_, n)| *n);
+            target_counters = tree.map(|(counters, _)| counters);
+            self.process_values(
+                "target",
+                target_counters.as_ref(),
+                processes,
+                dt,
+                &mut values,
+                |p| p.target.as_ref(),
+            );
+        }
+        for source in &mut self.metrics {
+            source.scrape_into(&mut values, now);
+        }
+        let t_s = now.duration_since(self.started).as_secs_f64();
+        self.previous = Some(Previous {
+            at: now,
+            cpu,
+            throttled_us: cgroup.throttled_us,
+            target: target_counters,
+            generator,
+        });
+        (Sample { t_s, values }, gone)
+    }
+
+    /// Adds a process's figures under `prefix`; rates need the previous reading.
+    fn process_values(
+        &self,
+        prefix: &str,
+        now: Option<&ProcCounters>,
+        processes: usize,
+        dt: Option<f64>,
+        values: &mut BTreeMap<String, f64>,
+        previous: impl Fn(&Previous) -> Option<&ProcCounters>,
+    ) {
+        let Some(now) = now else { return };
+        let mut put = |name: &str, value: f64| {
+            values.insert(format!("{prefix}.{name}"), value);
+        };
+        put("rss_mb", now.rss_kib as f64 / 1024.0);
+        put("threads", now.threads as f64);
+        put("fds", now.fds as f64);
+        put("processes", processes as f64);
+        let (Some(dt), Some(before)) = (dt, self.previous.as_ref().and_then(previous)) else {
+            return;
+        };
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+        put(
+            "cpu_cores",
+            rate(now.cpu_ticks, before.cpu_ticks) / self.ticks,
+        );
+        put(
+            "voluntary_ctx_per_s",
+            rate(now.voluntary_ctx, before.voluntary_ctx),
+        );
+        put(
+            "involuntary_ctx_per_s",
+            rate(now.involuntary_ctx, before.involuntary_ctx),
+        );
+        put("read_bytes_per_s", rate(now.read_bytes, before.read_bytes));
+        put(
+            "write_bytes_per_s",
+            rate(now.write_bytes, before.write_bytes),
+        );
+    }
+}

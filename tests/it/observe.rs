@@ -1,0 +1,253 @@
+//! Samplers and the bottleneck verdict, against the demo started with `--spawn` (so knee
+//! samples a process of its own, by CPU and context switches alone) or with `--demo` (which
+//! also scrapes the demo's /metrics).
+
+use crate::util::*;
+use knee::analyze::mean;
+use knee::output::RunRecord;
+use std::process::Command;
+
+/// A free port on 127.0.0.1 (bound and released: a tiny race, fine on a test box).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_demo_command(port: u16) -> String {
+    format!("exec {} demo --port {port}", knee_bin())
+}
+
+/// Runs the knee binary with `args` plus `--out DIR -q`; returns run.json.
+fn knee_child(args: &[&str]) -> RunRecord {
+    let out = TempDir::new("observe");
+    let output = Command::new(knee_bin())
+        .args(args)
+        .arg("-q")
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let code = output.status.code();
+    assert!(
+        matches!(code, Some(0) | Some(1)),
+        "{code:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    RunRecord::read(&out.join("run.json")).expect("run.json")
+}
+
+/// Steps below and past the capacity of `path` on a spawned demo; returns the verdict kind.
+fn verdict_for(path: &str, rates: &str) -> (String, RunRecord) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let spawn = spawn_demo_command(port);
+    let record = knee_child(&[
+        "run",
+        "--url",
+        &url,
+        "--steps",
+        rates,
+        "--step-duration",
+        "800ms",
+        "--warmup",
+        "200ms",
+        "--sample-every",
+        "200ms",
+        "--spawn",
+        &spawn,
+        "--slo",
+        "p99=60ms",
+    ]);
+    let verdict = record.verdict.clone().expect("a verdict");
+    (verdict.kind, record)
+}
+
+#[test]
+fn cpu_burning_target_is_cpu_bound() {
+    let _serial = serial();
+    // /cpu burns 2.1 ms of CPU per request on any thread: about 950 req/s on 2 cores.
+    let (kind, record) = verdict_for("/cpu", "300,1400");
+    let v = record.verdict.unwrap();
+    assert_eq!(kind, "cpu_bound", "{v:#?}");
+    let knee = record
+        .steps
+        .iter()
+        .find(|s| Some(&s.name) == v.knee_step.as_ref())
+        .unwrap();
+    assert!(mean(knee, "target.cpu_cores").unwrap() >= 1.7);
+    assert_eq!(record.target_process.unwrap().found_by, "spawn");
+}
+
+#[test]
+fn target_behind_one_lock_is_serialized() {
+    let _serial = serial();
+    // /api: one lock around 2 ms of CPU, 500 req/s.
+    let (kind, record) = verdict_for("/api", "250,800");
+    let v = record.verdict.unwrap();
+    assert_eq!(kind, "serialized", "{v:#?}");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("of 2 cores") || e.contains("cores")),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn pool_limited_target_that_sleeps_is_waiting() {
+    let _serial = serial();
+    // /pool: 7 slots x 10 ms, 700 req/s, sleeping.
+    let (kind, record) = verdict_for("/pool", "300,1100");
+    let v = record.verdict.unwrap();
+    assert_eq!(kind, "waiting", "{v:#?}");
+}
+
+#[test]
+fn with_the_demo_its_metrics_name_the_lock() {
+    let _serial = serial();
+    let record = knee_child(&[
+        "run",
+        "--demo",
+        "--url",
+        "http://127.0.0.1/api",
+        "--steps",
+        "250,800",
+        "--step-duration",
+        "800ms",
+        "--warmup",
+        "200ms",
+        "--sample-every",
+        "200ms",
+        "--slo",
+        "p99=60ms",
+    ]);
+    let v = record.verdict.unwrap();
+    assert_eq!(v.kind, "lock", "{v:#?}");
+    assert!(v.bottleneck.contains("knee_demo_lock_waiting"), "{v:#?}");
+    assert_eq!(record.target_process.unwrap().found_by, "demo");
+}
+
+#[test]
+fn prometheus_metrics_are_scraped_as_gauges_and_rates() {
+    let _serial = serial();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/pool");
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let record = knee_child(&[
+        "run",
+        "--url",
+        &url,
+        "--rate",
+        "200",
+        "--duration",
+        "1500ms",
+        "--warmup",
+        "200ms",
+        "--sample-every",
+        "200ms",
+        "--spawn",
+        &spawn_demo_command(port),
+        "--metrics",
+        &metrics,
+        "--metric",
+        "knee_demo_requests_total",
+        "--metric",
+        "knee_demo_pool_busy",
+    ]);
+    let step = &record.steps[0];
+    let rate = mean(step, "metrics.knee_demo_requests_total:rate").expect("a counter rate");
+    // The counter also counts the scrapes themselves: 200/s of load plus 5/s of scrapes.
+    assert!((150.0..=260.0).contains(&rate), "requests rate {rate}");
+    let busy = mean(step, "metrics.knee_demo_pool_busy").expect("a gauge");
+    assert!(busy > 0.5 && busy <= 7.0, "pool busy {busy}");
+    // Names not asked for are not kept.
+    assert!(mean(step, "metrics.knee_demo_leaked_bytes").is_none());
+}
+
+#[test]
+fn the_sampler_outlives_a_target_that_exits() {
+    let _serial = serial();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let spawn = format!("exec timeout 1.2 {} demo --port {port}", knee_bin());
+    let out = TempDir::new("exits");
+    let output = Command::new(knee_bin())
+        .args([
+            "run",
+            "-q",
+            "--url",
+            &url,
+            "--steps",
+            "100,100",
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ])
+        .args(["--sample-every", "200ms", "--spawn", &spawn, "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let record = RunRecord::read(&out.join("run.json")).unwrap();
+    let target = record.target_process.unwrap();
+    let gone = target.exited_at_s.expect("the exit is noted");
+    assert!(gone > 0.5 && gone < 2.5, "{gone}");
+    assert_eq!(record.steps.len(), 2, "the run went on");
+    assert!(record.steps[1]
+        .error_classes
+        .contains_key("connect_refused"));
+    let samples = std::fs::read_to_string(out.join("samples.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = samples
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 5);
+    assert!(
+        lines.iter().any(|s| s["target.alive"] == 0.0),
+        "samples after the exit say so"
+    );
+}
+
+/// A soak of `path` on a spawned demo, 1 s windows.
+fn soak(path: &str) -> RunRecord {
+    let port = free_port();
+    let dir = TempDir::new("soak");
+    let profile = dir.join("soak.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "kind = \"soak\"\n[target]\nurl = \"http://127.0.0.1:{port}{path}\"\n[load]\nrate = 150\nwarmup = \"500ms\"\n\
+             duration = \"8s\"\nwindow = \"1s\"\n[observe]\ninterval = \"200ms\"\nspawn = \"{}\"\n",
+            spawn_demo_command(port)
+        ),
+    )
+    .unwrap();
+    knee_child(&["run", profile.to_str().unwrap()])
+}
+
+#[test]
+fn a_leaking_target_gets_a_leak_verdict_and_a_steady_one_does_not() {
+    let _serial = serial();
+    let leaking = soak("/leak").soak.unwrap();
+    assert!(leaking.leak, "{leaking:#?}");
+    let rss = &leaking.trends["rss_mb"];
+    // 150 req/s x 64 KiB = about 9.4 MB/s = about 34 GB/hour.
+    assert!(
+        rss.slope_per_hour > 10_000.0 && rss.r_squared > 0.9,
+        "{rss:?}"
+    );
+    assert_eq!(leaking.windows, 8);
+
+    let steady = soak("/pool").soak.unwrap();
+    assert!(!steady.leak && !steady.degradation, "{steady:#?}");
+    assert!(steady.verdicts[0].starts_with("steady"), "{steady:#?}");
+}
