@@ -6,11 +6,13 @@
 //! 3. target CPU ≥ 90 % of the cores: CPU-bound (target) (queues elsewhere are its echo);
 //! 4. a saturation metric (a scraped gauge named *wait*/*queue*/*pending*/*backlog*) rising:
 //!    "serialized on a lock" when it names a lock, "waiting on the pool" when it names a pool;
-//! 5. host run queue above cores + 1 while the target is not CPU-bound, or the generator
-//!    using ≥ half a core, or cgroup throttling: host contention;
-//! 6. target CPU ≈ one core (0.6–1.4) on a host with ≥ 2: serialized (a lock or one thread);
-//! 7. target CPU < 50 % of the cores: waiting (a pool, I/O or a downstream);
-//! 8. otherwise unclear. Without a target process only host-level rules can apply.
+//!    (without a target process, only host-level conclusions follow, at low confidence)
+//! 5. target CPU ≥ 85 % of the cores: CPU-bound (target);
+//! 6. the host ≥ 90 % busy with ≥ half a core used outside the target, or the generator using
+//!    ≥ half a core, or cgroup throttling > 10 %: host contention;
+//! 7. target CPU ≈ one core (0.6–1.4) on a host with ≥ 2: serialized (a lock or one thread);
+//! 8. target CPU < 50 % of the cores: waiting (a pool, I/O or a downstream);
+//! 9. otherwise unclear.
 
 use super::{mean, sample_count};
 use crate::plan::Phase;
@@ -37,8 +39,10 @@ pub struct Verdict {
     pub holds: Vec<String>,
 }
 
-/// Target CPU at or above this share of the cores is CPU-bound.
-const CPU_BOUND_SHARE: f64 = 0.9;
+/// Target CPU at or above this share of the cores is CPU-bound, whatever else is queueing...
+const CPU_SATURATED_SHARE: f64 = 0.9;
+/// ...and at or above this share when no queue metric points elsewhere.
+const CPU_BOUND_SHARE: f64 = 0.85;
 
 /// Words that make a scraped gauge a saturation signal.
 const SATURATION_WORDS: [&str; 4] = ["wait", "queue", "pending", "backlog"];
@@ -191,18 +195,20 @@ fn judge(knee: &StepResult, below: Option<&StepResult>, max_error_rate: f64) -> 
         );
     }
     // 3. CPU-bound: the target uses (nearly) every core; queues elsewhere are its echo.
-    if let Some(cpu) = target_cpu.filter(|cpu| *cpu >= CPU_BOUND_SHARE * cores) {
+    let run_queue = mean(knee, "host.run_queue").unwrap_or(0.0);
+    let cpu_bound = |cpu: f64, mut evidence: Vec<String>, confidence: &str| {
         evidence.push(cpu_line(cpu));
-        if let Some(queue) = mean(knee, "host.run_queue") {
-            evidence.push(format!("host run queue {queue:.1} on {cores:.0} cores"));
-        }
-        return verdict_of(
+        evidence.push(format!("host run queue {run_queue:.1} on {cores:.0} cores"));
+        verdict_of(
             "cpu_bound",
             "CPU-bound (target)",
-            "high",
+            confidence,
             evidence,
             "a flamegraph at the 95% hold step (--pprof or --profiler perf) to see which functions",
-        );
+        )
+    };
+    if let Some(cpu) = target_cpu.filter(|cpu| *cpu >= CPU_SATURATED_SHARE * cores) {
+        return cpu_bound(cpu, evidence, "high");
     }
     // 4. A saturation metric rising.
     if let Some((name, at_knee, at_below)) = saturation_metric(knee, below) {
@@ -245,14 +251,21 @@ fn judge(knee: &StepResult, below: Option<&StepResult>, max_error_rate: f64) -> 
     let Some(cpu) = target_cpu else {
         return host_only(knee, cores, evidence);
     };
+    // 5. CPU-bound, with no queue metric pointing elsewhere.
+    if cpu >= CPU_BOUND_SHARE * cores {
+        return cpu_bound(cpu, evidence, "medium");
+    }
     evidence.push(cpu_line(cpu));
-    // 5. Host contention.
+    // 6. Host contention: the host is full and others (the generator among them) hold a
+    //    real share of it, or the cgroup throttles.
     let generator = mean(knee, "generator.cpu_cores").unwrap_or(0.0);
-    let run_queue = mean(knee, "host.run_queue").unwrap_or(0.0);
+    let host_cpu = mean(knee, "host.cpu_cores").unwrap_or(0.0);
+    let others = (host_cpu - cpu).max(0.0);
     let throttled = mean(knee, "host.cgroup_throttled_share").unwrap_or(0.0);
-    if run_queue > cores + 1.0 || generator >= 0.5 || throttled > 0.1 {
+    if (host_cpu >= 0.9 * cores && others >= 0.5) || generator >= 0.5 || throttled > 0.1 {
         evidence.push(format!(
-            "host run queue {run_queue:.1} on {cores:.0} cores; the generator used {generator:.2} cores; cgroup throttled {:.0}% of the time",
+            "the host used {host_cpu:.2} of {cores:.0} cores, {others:.2} of them outside the target (the generator: {generator:.2}); \
+             run queue {run_queue:.1}; cgroup throttled {:.0}% of the time",
             throttled * 100.0
         ));
         return verdict_of(
@@ -264,7 +277,7 @@ fn judge(knee: &StepResult, below: Option<&StepResult>, max_error_rate: f64) -> 
         );
     }
     push_ctx(knee, &mut evidence);
-    // 6. Serialized.
+    // 7. Serialized.
     if cores >= 2.0 && (0.6..=1.4).contains(&cpu) && cpu <= 0.7 * cores {
         return verdict_of(
             "serialized",
@@ -274,7 +287,7 @@ fn judge(knee: &StepResult, below: Option<&StepResult>, max_error_rate: f64) -> 
             "a flamegraph at the 95% hold step: one lock or one thread holding the time",
         );
     }
-    // 7. Waiting.
+    // 8. Waiting.
     if cpu < 0.5 * cores {
         let io = mean(knee, "target.read_bytes_per_s").unwrap_or(0.0)
             + mean(knee, "target.write_bytes_per_s").unwrap_or(0.0);

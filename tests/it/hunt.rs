@@ -119,12 +119,13 @@ fn stress(url: &str, rates: &str) -> RunRecord {
 #[test]
 fn a_target_that_rejects_above_its_capacity_sheds_gracefully() {
     let _serial = serial();
+    // 8 slots x 10 ms: 800 req/s; at 300 req/s about 3 are busy, so nothing is shed yet.
     let target = http_target(Http::Pool {
-        slots: 4,
+        slots: 8,
         hold: Duration::from_millis(10),
         shed: true,
     });
-    let record = stress(&target.url("/"), "150, 300, 700");
+    let record = stress(&target.url("/"), "150, 300, 1300");
     let found = record.stress.unwrap();
     assert_eq!(found.capacity_rps, Some(300.0));
     assert_eq!(
@@ -133,7 +134,7 @@ fn a_target_that_rejects_above_its_capacity_sheds_gracefully() {
         "{:?}",
         record.steps.last()
     );
-    let overload = record.steps.iter().find(|s| s.name == "rate-700").unwrap();
+    let overload = record.steps.iter().find(|s| s.name == "rate-1300").unwrap();
     assert!(overload.error_classes.get("http_5xx").copied().unwrap_or(0) > 0);
     // A shedding service recovers at once.
     assert_eq!(

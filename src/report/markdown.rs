@@ -1,0 +1,122 @@
+//! `report.md`: for a ticket. The verdict first, then a compact step table, the files next to
+//! it, and the exact command to reproduce. GitHub-flavoured Markdown that reads well pasted
+//! as it is.
+
+use super::{md_cell, Exporter};
+use crate::output::RunRecord;
+use crate::plan::fmt_rate;
+use crate::units::fmt_ms;
+use std::fmt::Write as _;
+
+pub struct Markdown;
+
+impl Exporter for Markdown {
+    fn file_name(&self) -> &'static str {
+        "report.md"
+    }
+
+    fn render(&self, run: &RunRecord) -> Vec<u8> {
+        let mut out = String::new();
+        let _ = writeln!(out, "# knee {}: {}\n", run.kind, md_cell(&run.name));
+        let _ = writeln!(
+            out,
+            "Target `{}` · started {} · knee {} · SLO {}\n",
+            md_cell(&run.target),
+            run.started_at,
+            run.knee_version,
+            md_cell(&run.slo.describe())
+        );
+        verdict(&mut out, run);
+        steps(&mut out, run);
+        let _ = writeln!(out, "## Files\n");
+        let _ = writeln!(out, "- [run.json](run.json): everything, machine-readable");
+        let _ = writeln!(out, "- [steps.jsonl](steps.jsonl): one line per step");
+        let _ = writeln!(out, "- [samples.jsonl](samples.jsonl): the samplers' readings");
+        let _ = writeln!(out, "- `hist/STEP.hgrm`: latency distributions (HdrHistogram)\n");
+        let _ = writeln!(out, "## Reproduce\n\n```sh\n{}\n```", run.command.join(" "));
+        out.into_bytes()
+    }
+}
+
+fn verdict(out: &mut String, run: &RunRecord) {
+    let _ = writeln!(out, "## Verdict\n");
+    if run.interrupted {
+        let _ = writeln!(out, "> **Interrupted**: the last step is partial.\n");
+    }
+    if let Some(k) = run.hunt.as_ref().or(run.stress.as_ref()) {
+        let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
+        let _ = writeln!(out, "| | |\n|---|---|");
+        let _ = writeln!(out, "| capacity | **{}** ({}) |", rate(k.capacity_rps), k.ending.replace('_', " "));
+        let _ = writeln!(out, "| latency knee | {} |", rate(k.latency_knee_rps));
+        let _ = writeln!(out, "| saturation | {} |", rate(k.saturation_rps));
+        let _ = writeln!(
+            out,
+            "| past the knee | {} |",
+            k.failure_mode.map_or("-".to_string(), |m| m.describe().to_string())
+        );
+        let recovery = match (k.recovery_measured, k.recovery_s) {
+            (false, _) => "-".to_string(),
+            (true, Some(s)) => format!("{s:.2} s at half capacity"),
+            (true, None) => "did not recover within the step".to_string(),
+        };
+        let _ = writeln!(out, "| recovery | {recovery} |");
+        if let Some(v) = &run.verdict {
+            let _ = writeln!(out, "| bottleneck | **{}** (confidence {}) |", md_cell(&v.bottleneck), v.confidence);
+        }
+        let _ = writeln!(out);
+    } else if let Some(v) = &run.verdict {
+        let _ = writeln!(out, "**Bottleneck: {}** (confidence {})\n", md_cell(&v.bottleneck), v.confidence);
+    }
+    if let Some(v) = &run.verdict {
+        for line in &v.evidence {
+            let _ = writeln!(out, "- {}", md_cell(line));
+        }
+        let _ = writeln!(out, "- to confirm: {}\n", md_cell(&v.confirm));
+    }
+    if let Some(soak) = &run.soak {
+        for line in &soak.verdicts {
+            let _ = writeln!(out, "- soak: {}", md_cell(line));
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(fit) = &run.usl {
+        let _ = writeln!(out, "- {}\n", md_cell(&crate::hunt::usl_line(fit)));
+    }
+    let held = run.steps.iter().filter(|s| s.holds).count();
+    let _ = writeln!(out, "{held} of {} steps held their SLO.\n", run.steps.len());
+}
+
+fn steps(out: &mut String, run: &RunRecord) {
+    let _ = writeln!(out, "## Steps\n");
+    let _ = writeln!(out, "| step | load | achieved/s | p50 | p99 | p99.9 | errors | holds |");
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|:-:|");
+    for s in &run.steps {
+        let load = match (s.offered_rps, s.concurrency) {
+            (Some(r), _) => format!("{}/s", fmt_rate(r)),
+            (None, Some(c)) => format!("c={c}"),
+            _ => "-".into(),
+        };
+        let errors = if s.errors == 0 {
+            "0".to_string()
+        } else {
+            let top = s.error_classes.iter().max_by_key(|(_, n)| **n).map_or(String::new(), |(c, _)| format!(" {c}"));
+            format!("{} ({:.1}%{top})", s.errors, s.error_rate * 100.0)
+        };
+        let holds = match (s.holds, s.partial, s.generator.limited) {
+            (_, true, _) => "partial",
+            (_, _, true) => "generator-limited",
+            (true, ..) => "yes",
+            (false, ..) => "**no**",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {load} | {:.0} | {} | {} | {} | {errors} | {holds} |",
+            md_cell(&s.name),
+            s.achieved_rps,
+            fmt_ms(s.latency_ms.p50),
+            fmt_ms(s.latency_ms.p99),
+            fmt_ms(s.latency_ms.p999),
+        );
+    }
+    let _ = writeln!(out);
+}
