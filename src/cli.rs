@@ -5,7 +5,7 @@ use crate::demo::stages::Fixes;
 use crate::error::Error;
 use crate::plan::{
     build_steps, Arrivals, DemoConfig, HttpVersion, HuntSettings, Job, Kind, Load, Mode,
-    ObservePlan, OutDir, RequestPlan, RunPlan, TargetPlan,
+    ObservePlan, OutDir, ReportFormat, RequestPlan, RunPlan, TargetPlan,
 };
 use crate::profile::{self, check_rate, ProfileSpec, RequestSpec};
 use crate::slo::Slo;
@@ -36,6 +36,26 @@ pub enum Command {
     Hunt(Box<HuntArgs>),
     /// Serve the embedded demo target, whose capacity is known by construction.
     Demo(DemoArgs),
+    /// Re-render a run folder's report from its run.json (after an upgrade, say).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run folder (or its run.json).
+    pub run: PathBuf,
+    /// md writes report.md into the folder; json prints run.json, validated and normalized.
+    #[arg(long, default_value = "md", value_parser = parse_report_format)]
+    pub format: ReportFormat,
+}
+
+fn parse_report_format(text: &str) -> Result<ReportFormat, String> {
+    match text {
+        "md" | "markdown" => Ok(ReportFormat::Markdown),
+        "json" => Ok(ReportFormat::Json),
+        "html" => Err("the HTML report is not built yet (use md or json)".into()),
+        other => Err(format!("unknown report format '{other}' (use md or json)")),
+    }
 }
 
 /// How to reach the target and what to send (shared by run and hunt).
@@ -271,6 +291,10 @@ where
         Command::Run(run) => Job::Run(Box::new(run_plan(*run, command)?)),
         Command::Hunt(hunt) => Job::Run(Box::new(hunt_plan(*hunt, command)?)),
         Command::Demo(demo) => Job::Demo(demo.config()),
+        Command::Report(report) => Job::Report {
+            run: report.run,
+            format: report.format,
+        },
     }))
 }
 

@@ -12,6 +12,7 @@ pub mod output;
 pub mod plan;
 pub mod profile;
 pub mod redact;
+pub mod report;
 pub mod runner;
 pub mod slo;
 pub mod step;
@@ -54,6 +55,7 @@ where
     };
     match job {
         Job::Run(plan) => runner::run(*plan).map(|summary| summary.outcome),
+        Job::Report { run, format } => report::rerender(&run, format).map(|_| Outcome::Passed),
         Job::Demo(config) if config.explain => {
             print!("{}", demo::explain(&config));
             Ok(Outcome::Passed)

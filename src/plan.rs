@@ -20,6 +20,17 @@ pub const MAX_CONNECTIONS: usize = 20_000;
 pub enum Job {
     Run(Box<RunPlan>),
     Demo(DemoConfig),
+    /// Re-render the reports of a run folder from its run.json.
+    Report {
+        run: PathBuf,
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

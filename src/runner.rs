@@ -251,6 +251,7 @@ fn finish(
     record.soak = analysis.soak;
     record.target_process = analysis.target;
     let run_json = session.folder.write_run(&record)?;
+    let reports = crate::report::write_all(&record, &session.folder.dir)?;
     print!("\n{}", summary_table(&record.steps));
     if let Some(block) = record.hunt.as_ref().or(record.stress.as_ref()) {
         print!("{}", hunt::verdict_block(block));
@@ -281,6 +282,9 @@ fn finish(
     println!("{}", verdict_line(plan, &record));
     println!("run folder: {}", session.folder.dir.display());
     println!("run.json:   {}", run_json.display());
+    for report in &reports {
+        println!("report:     {}", report.display());
+    }
     let outcome = if interrupted {
         Outcome::Interrupted
     } else if let Some(hunt) = &record.hunt {

@@ -31,8 +31,14 @@ impl Exporter for Markdown {
         let _ = writeln!(out, "## Files\n");
         let _ = writeln!(out, "- [run.json](run.json): everything, machine-readable");
         let _ = writeln!(out, "- [steps.jsonl](steps.jsonl): one line per step");
-        let _ = writeln!(out, "- [samples.jsonl](samples.jsonl): the samplers' readings");
-        let _ = writeln!(out, "- `hist/STEP.hgrm`: latency distributions (HdrHistogram)\n");
+        let _ = writeln!(
+            out,
+            "- [samples.jsonl](samples.jsonl): the samplers' readings"
+        );
+        let _ = writeln!(
+            out,
+            "- `hist/STEP.hgrm`: latency distributions (HdrHistogram)\n"
+        );
         let _ = writeln!(out, "## Reproduce\n\n```sh\n{}\n```", run.command.join(" "));
         out.into_bytes()
     }
@@ -46,13 +52,19 @@ fn verdict(out: &mut String, run: &RunRecord) {
     if let Some(k) = run.hunt.as_ref().or(run.stress.as_ref()) {
         let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
         let _ = writeln!(out, "| | |\n|---|---|");
-        let _ = writeln!(out, "| capacity | **{}** ({}) |", rate(k.capacity_rps), k.ending.replace('_', " "));
+        let _ = writeln!(
+            out,
+            "| capacity | **{}** ({}) |",
+            rate(k.capacity_rps),
+            k.ending.replace('_', " ")
+        );
         let _ = writeln!(out, "| latency knee | {} |", rate(k.latency_knee_rps));
         let _ = writeln!(out, "| saturation | {} |", rate(k.saturation_rps));
         let _ = writeln!(
             out,
             "| past the knee | {} |",
-            k.failure_mode.map_or("-".to_string(), |m| m.describe().to_string())
+            k.failure_mode
+                .map_or("-".to_string(), |m| m.describe().to_string())
         );
         let recovery = match (k.recovery_measured, k.recovery_s) {
             (false, _) => "-".to_string(),
@@ -61,11 +73,21 @@ fn verdict(out: &mut String, run: &RunRecord) {
         };
         let _ = writeln!(out, "| recovery | {recovery} |");
         if let Some(v) = &run.verdict {
-            let _ = writeln!(out, "| bottleneck | **{}** (confidence {}) |", md_cell(&v.bottleneck), v.confidence);
+            let _ = writeln!(
+                out,
+                "| bottleneck | **{}** (confidence {}) |",
+                md_cell(&v.bottleneck),
+                v.confidence
+            );
         }
         let _ = writeln!(out);
     } else if let Some(v) = &run.verdict {
-        let _ = writeln!(out, "**Bottleneck: {}** (confidence {})\n", md_cell(&v.bottleneck), v.confidence);
+        let _ = writeln!(
+            out,
+            "**Bottleneck: {}** (confidence {})\n",
+            md_cell(&v.bottleneck),
+            v.confidence
+        );
     }
     if let Some(v) = &run.verdict {
         for line in &v.evidence {
@@ -88,7 +110,10 @@ fn verdict(out: &mut String, run: &RunRecord) {
 
 fn steps(out: &mut String, run: &RunRecord) {
     let _ = writeln!(out, "## Steps\n");
-    let _ = writeln!(out, "| step | load | achieved/s | p50 | p99 | p99.9 | errors | holds |");
+    let _ = writeln!(
+        out,
+        "| step | load | achieved/s | p50 | p99 | p99.9 | errors | holds |"
+    );
     let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|:-:|");
     for s in &run.steps {
         let load = match (s.offered_rps, s.concurrency) {
@@ -99,7 +124,11 @@ fn steps(out: &mut String, run: &RunRecord) {
         let errors = if s.errors == 0 {
             "0".to_string()
         } else {
-            let top = s.error_classes.iter().max_by_key(|(_, n)| **n).map_or(String::new(), |(c, _)| format!(" {c}"));
+            let top = s
+                .error_classes
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map_or(String::new(), |(c, _)| format!(" {c}"));
             format!("{} ({:.1}%{top})", s.errors, s.error_rate * 100.0)
         };
         let holds = match (s.holds, s.partial, s.generator.limited) {

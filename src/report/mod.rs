@@ -3,7 +3,11 @@
 
 pub mod markdown;
 
+use crate::error::Error;
 use crate::output::RunRecord;
+use crate::plan::ReportFormat;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
 
 /// One output format.
 pub trait Exporter {
@@ -15,4 +19,43 @@ pub trait Exporter {
 /// Escapes text for a Markdown table cell: pipes and line breaks would break the table.
 pub fn md_cell(text: &str) -> String {
     text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+/// Writes every report of `run` into `dir`; returns their paths.
+pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let exporters: [&dyn Exporter; 1] = [&markdown::Markdown];
+    exporters
+        .iter()
+        .map(|e| {
+            let path = dir.join(e.file_name());
+            std::fs::write(&path, e.render(run))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// `knee report RUN`: re-renders from run.json.
+pub fn rerender(run: &Path, format: ReportFormat) -> Result<(), Error> {
+    let (dir, json) = if run.is_dir() {
+        (run.to_path_buf(), run.join("run.json"))
+    } else {
+        (
+            run.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            run.to_path_buf(),
+        )
+    };
+    let record = RunRecord::read(&json)?;
+    match format {
+        ReportFormat::Markdown => {
+            for path in write_all(&record, &dir)? {
+                println!("{}", path.display());
+            }
+        }
+        ReportFormat::Json => {
+            let text = serde_json::to_string_pretty(&record).context("cannot encode run.json")?;
+            println!("{text}");
+        }
+    }
+    Ok(())
 }

@@ -8,4 +8,5 @@ mod hunt;
 mod observe;
 mod profiles;
 mod protocols;
+mod report;
 mod signals;
