@@ -3,6 +3,7 @@
 #   1. closed model, 50 connections, DUR seconds each, alternating, twice: requests/s and ratios
 #   2. a fixed 10,000 req/s for DUR seconds, knee vs `oha -q 10000 --latency-correction`:
 #      CPU seconds (user+sys, /usr/bin/time) per 100k requests, and the ratio
+# knee runs with --no-sample (the peers sample nothing either).
 # Usage: bash bench/throughput.sh        (env: PORT=18080 DUR=5 RATE=10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)"
 
 knee_closed() {
   rm -rf "$tmp/k"
-  "$KNEE" run -q --url "$URL" --concurrency 50 --duration "${DUR}s" --warmup 0s --out "$tmp/k" >/dev/null
+  "$KNEE" run -q --no-sample --url "$URL" --concurrency 50 --duration "${DUR}s" --warmup 0s --out "$tmp/k" >/dev/null
   json "$tmp/k/run.json" "round(d['steps'][0]['achieved_rps'])"
 }
 wrk_closed() { wrk -t2 -c50 -d"${DUR}s" "$URL" | awk '/Requests\/sec/ {printf "%d\n", $2}'; }
@@ -68,21 +69,32 @@ mk, mw, mo = sum(k)/2, sum(w)/2, sum(o)/2
 print(f"mean: knee {mk:.0f}  wrk {mw:.0f}  oha {mo:.0f}   knee/wrk {mk/mw:.2f}x   knee/oha {mk/mo:.2f}x")
 PY
 
-echo "== fixed rate $RATE req/s for ${DUR}s: CPU seconds per 100k requests"
+echo "== fixed rate $RATE req/s for ${DUR}s, alternating, 3 rounds: CPU seconds per 100k requests"
 cpu_of() { awk '{print $1 + $2}' "$1"; }
-rm -rf "$tmp/kr"
-/usr/bin/time -f "%U %S" -o "$tmp/knee.time" \
-  "$KNEE" run -q --url "$URL" --rate "$RATE" --duration "${DUR}s" --warmup 0s --out "$tmp/kr" >/dev/null
-knee_req=$(json "$tmp/kr/run.json" "d['steps'][0]['requests'] + d['steps'][0]['warmup_requests']")
-knee_p99=$(json "$tmp/kr/run.json" "d['steps'][0]['latency_ms']['p99']")
-/usr/bin/time -f "%U %S" -o "$tmp/oha.time" \
-  oha -z "${DUR}s" -q "$RATE" --latency-correction -c 50 --no-tui --output-format json "$URL" >"$tmp/ohar.json"
-oha_req=$(json "$tmp/ohar.json" "sum(d['statusCodeDistribution'].values())")
-python3 - "$(cpu_of "$tmp/knee.time")" "$knee_req" "$(cpu_of "$tmp/oha.time")" "$oha_req" "$knee_p99" <<'PY'
+ratios=()
+for round in 1 2 3; do
+  rm -rf "$tmp/kr"
+  /usr/bin/time -f "%U %S" -o "$tmp/knee.time" \
+    "$KNEE" run -q --no-sample --url "$URL" --rate "$RATE" --duration "${DUR}s" --warmup 0s --out "$tmp/kr" >/dev/null
+  knee_req=$(json "$tmp/kr/run.json" "d['steps'][0]['requests'] + d['steps'][0]['warmup_requests']")
+  knee_p99=$(json "$tmp/kr/run.json" "d['steps'][0]['latency_ms']['p99']")
+  /usr/bin/time -f "%U %S" -o "$tmp/oha.time" \
+    oha -z "${DUR}s" -q "$RATE" --latency-correction -c 50 --no-tui --output-format json "$URL" >"$tmp/ohar.json"
+  oha_req=$(json "$tmp/ohar.json" "sum(d['statusCodeDistribution'].values())")
+  oha_p99=$(json "$tmp/ohar.json" "d['latencyPercentiles']['p99'] * 1000")
+  ratio=$(python3 - "$(cpu_of "$tmp/knee.time")" "$knee_req" "$(cpu_of "$tmp/oha.time")" "$oha_req" "$knee_p99" "$oha_p99" <<'PY'
 import sys
-kc, kr, oc, orq, kp99 = map(float, sys.argv[1:])
+kc, kr, oc, orq, kp99, op99 = map(float, sys.argv[1:])
 kper, oper = kc / kr * 1e5, oc / orq * 1e5
-print(f"knee: {kr:.0f} requests, {kc:.2f} CPU s, {kper:.3f} CPU s/100k (p99 {kp99:.2f} ms)")
-print(f"oha:  {orq:.0f} requests, {oc:.2f} CPU s, {oper:.3f} CPU s/100k")
-print(f"knee/oha CPU per request: {kper/oper:.2f}x")
+print(f"{kper/oper:.3f}")
+print(f"round: knee {kr:.0f} req, {kc:.2f} CPU s = {kper:.3f} s/100k (p99 {kp99:.2f} ms) | "
+      f"oha {orq:.0f} req, {oc:.2f} CPU s = {oper:.3f} s/100k (p99 {op99:.2f} ms) | knee/oha {kper/oper:.2f}x", file=sys.stderr)
+PY
+)
+  ratios+=("$ratio")
+done
+python3 - "${ratios[@]}" <<'PY'
+import sys, statistics
+r = sorted(map(float, sys.argv[1:]))
+print(f"knee/oha CPU per request: median {statistics.median(r):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in r)})")
 PY

@@ -18,9 +18,11 @@ use tokio::task::JoinHandle;
 /// Below this rate the dispatcher wakes for every request; above it, for small batches.
 const PRECISE_UP_TO_RPS: f64 = 2_000.0;
 
-/// The least time between dispatcher wake-ups: none at modest rates, then enough for about
-/// four requests per wake-up, at most 500 µs. Each wake-up costs a context switch or two,
-/// more than the request itself at high rates; the lateness it adds is recorded as send lag.
+/// The least time between dispatcher wake-ups: none up to 2,000 req/s, then enough for about
+/// four requests per wake-up, at most 500 µs. Each wake-up costs a context switch or two
+/// (measured: more CPU than the request itself at 10,000 req/s); the lateness it adds, about
+/// half the gap on average, is recorded as send lag and counted in latency. (Eight per
+/// wake-up, 1 ms at most, saved about 10 % more CPU but tripled p99 against a fast target.)
 pub fn dispatch_gap(rps: f64) -> Duration {
     if rps <= PRECISE_UP_TO_RPS {
         Duration::ZERO

@@ -74,8 +74,10 @@ impl Observation {
             Some(found(pid, "demo"))
         } else if let Some(pid) = observe.pid {
             Some(found(pid, "pid"))
-        } else {
+        } else if observe.sample {
             target::find_by_port(&host, port).map(|pid| found(pid, "port"))
+        } else {
+            None
         };
         let mut metrics = observe.metrics.clone();
         if metrics.is_empty() {
