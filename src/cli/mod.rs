@@ -1,0 +1,297 @@
+//! The command line (clap derive). `merge` turns it, with a TOML profile, into one validated
+//! `plan::Job`; flags given on the command line override the profile.
+
+mod merge;
+
+use crate::demo::stages::Fixes;
+use crate::error::Error;
+use crate::plan::{Arrivals, DemoConfig, Job, ReportFormat};
+use crate::profile::check_rate;
+use crate::slo::Slo;
+use crate::units::parse_duration;
+use clap::{Args, Parser, Subcommand};
+use merge::{hunt_plan, run_plan};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "knee",
+    version,
+    about = "Find where a service breaks, and why."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a profile (load | stress | soak | steps | sweep | hunt), or a quick test from flags.
+    Run(Box<RunArgs>),
+    /// Find the knee of URL: probe, ramp, bisect, hold steps around it, classify the failure.
+    Hunt(Box<HuntArgs>),
+    /// Serve the embedded demo target, whose capacity is known by construction.
+    Demo(DemoArgs),
+    /// Re-render a run folder's report from its run.json (after an upgrade, say).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run folder (or its run.json).
+    pub run: PathBuf,
+    /// md writes report.md into the folder; json prints run.json, validated and normalized.
+    #[arg(long, default_value = "md", value_parser = parse_report_format)]
+    pub format: ReportFormat,
+}
+
+fn parse_report_format(text: &str) -> Result<ReportFormat, String> {
+    match text {
+        "md" | "markdown" => Ok(ReportFormat::Markdown),
+        "json" => Ok(ReportFormat::Json),
+        "html" => Err("the HTML report is not built yet (use md or json)".into()),
+        other => Err(format!("unknown report format '{other}' (use md or json)")),
+    }
+}
+
+/// How to reach the target and what to send (shared by run and hunt).
+#[derive(Args, Debug, Default, Clone)]
+pub struct TargetArgs {
+    /// HTTP method.
+    #[arg(long, short = 'X')]
+    pub method: Option<String>,
+    /// Extra header "Name: value" (repeatable; ${ENV} is expanded).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Per-request timeout (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Connect timeout (default 3s).
+    #[arg(long, value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Speak HTTP/2 (h2 over TLS via ALPN, h2c prior knowledge over plain TCP).
+    #[arg(long)]
+    pub http2: bool,
+    /// Accept any TLS certificate (self-signed staging boxes).
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
+    /// Most connections the open model may open (default 512).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub max_connections: Option<u32>,
+}
+
+/// Where results go and what counts as holding (shared by run and hunt).
+#[derive(Args, Debug, Default, Clone)]
+pub struct CommonArgs {
+    /// SLO, e.g. p99=50ms,errors=1%,min_rps=100.
+    #[arg(long, value_parser = Slo::parse_list)]
+    pub slo: Option<Slo>,
+    /// Name of the run (used in the run folder's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run folder (default: reports/<utc-timestamp>-<name>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Start the embedded demo target and aim at it (the URL's path is kept).
+    #[arg(long)]
+    pub demo: bool,
+    /// With --demo: bottlenecks to remove (lock, pool, cpu; comma-separated).
+    #[arg(long, value_parser = Fixes::parse)]
+    pub demo_fix: Option<Fixes>,
+    /// Arrival process of the open model: uniform or poisson.
+    #[arg(long, value_parser = parse_arrivals)]
+    pub arrivals: Option<Arrivals>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// The target's process id (sampled: CPU, memory, threads, fds, context switches).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Start the target with this shell command, wait until the URL answers, stop it at the end.
+    #[arg(long)]
+    pub spawn: Option<String>,
+    /// A Prometheus /metrics URL to scrape each sample (repeatable).
+    #[arg(long = "metrics")]
+    pub metrics: Vec<String>,
+    /// Metric names to keep from --metrics (repeatable; default: all, up to 100 series).
+    #[arg(long = "metric")]
+    pub metric_names: Vec<String>,
+    /// Sampling interval (default 500ms, at least 200ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub sample_every: Option<Duration>,
+    /// Do not sample the host, the target or the generator.
+    #[arg(long)]
+    pub no_sample: bool,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// A TOML profile; flags below override what it says.
+    pub profile: Option<PathBuf>,
+    /// Target URL (overrides the profile's [target] url).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Open model: one constant rate, requests per second.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Open model: several rate steps, e.g. 100,200,400.
+    #[arg(long, value_delimiter = ',', value_parser = parse_rate)]
+    pub steps: Vec<f64>,
+    /// Closed model: concurrent connections, each sending its next request when the last ends
+    /// (a list makes steps: 10,20,40).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub concurrency: Vec<u32>,
+    /// Length of the (single) step, e.g. 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Length of each step, e.g. 5s.
+    #[arg(long, value_parser = parse_duration)]
+    pub step_duration: Option<Duration>,
+    /// Warm-up at the start of each step: measured, not counted (default: a fifth, ≤ 1s).
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct HuntArgs {
+    /// Target URL (with --demo, defaults to the demo's /api).
+    pub url: Option<String>,
+    /// A profile for the target, request mix, SLO and [hunt] settings; flags override it.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Never offer more than this many requests/s.
+    #[arg(long, value_parser = parse_rate)]
+    pub max_rate: Option<f64>,
+    /// Stop bisecting when held and failed rates are this close (default 5%).
+    #[arg(long, value_parser = crate::profile::parse_resolution)]
+    pub resolution: Option<f64>,
+    /// Length of each search step (default 2s, a fifth of it warm-up).
+    #[arg(long, value_parser = parse_duration)]
+    pub step_duration: Option<Duration>,
+    /// Length of each hold step (default 4s).
+    #[arg(long, value_parser = parse_duration)]
+    pub hold_duration: Option<Duration>,
+    /// Hold steps, in percent of capacity (default 50,80,95,105,120).
+    #[arg(long, value_delimiter = ',', value_parser = parse_hold)]
+    pub holds: Vec<f64>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// CPU burnt inside the global lock by one /api request.
+    #[arg(long, default_value = "2ms", value_parser = parse_duration)]
+    pub lock_work: Duration,
+    /// Slots of the "database" pool.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub pool_slots: u32,
+    /// How long a request holds its pool slot.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub pool_hold: Duration,
+    /// CPU burnt by the CPU stage of one /api request.
+    #[arg(long, default_value = "100us", value_parser = parse_duration)]
+    pub cpu_work: Duration,
+    /// Bytes kept forever by each /leak request.
+    #[arg(long, default_value_t = 65_536)]
+    pub leak: usize,
+    /// Bottlenecks to remove: lock (shard it), pool (8x bigger), cpu (memoize); comma-separated.
+    #[arg(long, value_parser = Fixes::parse)]
+    pub fix: Option<Fixes>,
+    /// Print each stage's capacity and exit.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+impl DemoArgs {
+    fn config(&self) -> DemoConfig {
+        DemoConfig {
+            port: self.port,
+            lock_work: self.lock_work,
+            pool_slots: self.pool_slots as usize,
+            pool_hold: self.pool_hold,
+            cpu_work: self.cpu_work,
+            leak_bytes: self.leak,
+            fixes: self.fix.unwrap_or_default(),
+            explain: self.explain,
+        }
+    }
+}
+
+fn parse_hold(text: &str) -> Result<f64, String> {
+    let percent: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{text}' is not a percentage"))?;
+    crate::profile::parse_hold_percent(percent)
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    check_rate(rate)
+}
+
+fn parse_arrivals(text: &str) -> Result<Arrivals, String> {
+    match text {
+        "uniform" => Ok(Arrivals::Uniform),
+        "poisson" => Ok(Arrivals::Poisson),
+        other => Err(format!(
+            "unknown arrivals '{other}' (use uniform or poisson)"
+        )),
+    }
+}
+
+/// Parses the command line into a validated job. `--help` and `--version` come back as
+/// `Ok(None)` after printing.
+pub fn parse_job<I, T>(args: I) -> Result<Option<Job>, Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            print!("{err}");
+            return Ok(None);
+        }
+        Err(err) => {
+            // clap's message is several lines; keep its first, which names the problem.
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or("bad usage");
+            let first = first.trim_start_matches("error: ");
+            return Err(Error::input(format!("{first} (see knee --help)")));
+        }
+    };
+    let command: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    Ok(Some(match cli.command {
+        Command::Run(run) => Job::Run(Box::new(run_plan(*run, command)?)),
+        Command::Hunt(hunt) => Job::Run(Box::new(hunt_plan(*hunt, command)?)),
+        Command::Demo(demo) => Job::Demo(demo.config()),
+        Command::Report(report) => Job::Report {
+            run: report.run,
+            format: report.format,
+        },
+    }))
+}
