@@ -28,6 +28,7 @@ fn hunt(url: &str, extra: &[&str]) -> RunRecord {
 }
 
 fn assert_within(found: f64, truth: f64, share: f64, what: &str) {
+    eprintln!("{what}: found {found:.0} req/s, truth {truth:.0} req/s");
     assert!(
         (found - truth).abs() <= truth * share,
         "{what}: found {found:.0} req/s, truth {truth:.0} req/s (±{:.0}%)",

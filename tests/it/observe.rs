@@ -251,3 +251,50 @@ fn a_leaking_target_gets_a_leak_verdict_and_a_steady_one_does_not() {
     assert!(!steady.leak && !steady.degradation, "{steady:#?}");
     assert!(steady.verdicts[0].starts_with("steady"), "{steady:#?}");
 }
+
+#[test]
+fn the_target_is_found_by_pid_or_by_its_port() {
+    let _serial = serial();
+    let port = free_port();
+    let mut demo = Command::new(knee_bin())
+        .args(["demo", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/pool");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = demo.id().to_string();
+    let common = [
+        "run",
+        "--url",
+        &url,
+        "--rate",
+        "100",
+        "--duration",
+        "800ms",
+        "--sample-every",
+        "200ms",
+    ];
+    let mut by_pid = common.to_vec();
+    by_pid.extend(["--pid", &pid]);
+    let found = knee_child(&by_pid);
+    let by_port = knee_child(&common);
+    let _ = demo.kill();
+    let _ = demo.wait();
+    for (record, how) in [(found, "pid"), (by_port, "port")] {
+        let target = record.target_process.clone().expect("a target process");
+        assert_eq!(
+            (target.pid.to_string(), target.found_by.as_str()),
+            (pid.clone(), how)
+        );
+        let step = &record.steps[0];
+        assert!(mean(step, "target.threads").unwrap() >= 2.0, "{how}");
+        assert!(mean(step, "target.cpu_cores").is_some(), "{how}");
+    }
+}
