@@ -11,6 +11,7 @@
 pub mod stages;
 
 use crate::error::Error;
+use crate::observe::target::answers_http;
 use crate::plan::DemoConfig;
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -25,8 +26,8 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 
@@ -343,7 +344,7 @@ impl DemoChild {
     }
 }
 
-/// Polls `GET /` until the target answers with an HTTP status line.
+/// Polls `GET /` until the demo answers with an HTTP status line.
 async fn wait_until_answers(base: &str, within: Duration) -> Result<(), Error> {
     let authority = base
         .trim_start_matches("http://")
@@ -351,16 +352,12 @@ async fn wait_until_answers(base: &str, within: Duration) -> Result<(), Error> {
         .to_string();
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(mut stream) = TcpStream::connect(&authority).await {
-            let request =
-                format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-            let mut head = [0u8; 12];
-            if stream.write_all(request.as_bytes()).await.is_ok()
-                && stream.read_exact(&mut head).await.is_ok()
-                && head.starts_with(b"HTTP/1.1 ")
-            {
-                return Ok(());
-            }
+        let probe = authority.clone();
+        if tokio::task::spawn_blocking(move || answers_http(&probe))
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             return Err(anyhow!("the demo at {base} did not answer within {within:?}").into());

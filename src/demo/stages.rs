@@ -127,13 +127,7 @@ pub fn burn_cpu_time(work: Duration) -> u64 {
 }
 
 fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    Duration::from_secs_f64(crate::engine::cpu::ThreadCpu::current_thread_seconds())
 }
 
 #[cfg(test)]

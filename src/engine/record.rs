@@ -144,7 +144,8 @@ impl StepRecorder {
 
     fn slice_of(&mut self, at: Instant) -> Option<&mut SliceRecorder> {
         let offset = at.checked_duration_since(self.timeline.start)?;
-        let index = (offset.as_nanos() / self.slice_len.as_nanos().max(1)) as usize;
+        // u64 nanoseconds: a u128 division per record is slow on the hot path.
+        let index = (offset.as_nanos() as u64 / (self.slice_len.as_nanos() as u64).max(1)) as usize;
         self.slices.get_mut(index)
     }
 
