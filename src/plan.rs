@@ -29,7 +29,9 @@ pub enum Job {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportFormat {
-    Markdown,
+    /// Write report.md and report.html into the run folder.
+    Files,
+    /// Print run.json, read and re-encoded.
     Json,
 }
 

@@ -42,17 +42,20 @@ pub enum Command {
 pub struct ReportArgs {
     /// The run folder (or its run.json).
     pub run: PathBuf,
-    /// md writes report.md into the folder; json prints run.json, validated and normalized.
+    /// md (or html) writes report.md and report.html into the folder; json prints run.json,
+    /// validated and normalized.
     #[arg(long, default_value = "md", value_parser = parse_report_format)]
     pub format: ReportFormat,
 }
 
 fn parse_report_format(text: &str) -> Result<ReportFormat, String> {
     match text {
-        "md" | "markdown" => Ok(ReportFormat::Markdown),
+        "md" | "markdown" => Ok(ReportFormat::Files),
         "json" => Ok(ReportFormat::Json),
-        "html" => Err("the HTML report is not built yet (use md or json)".into()),
-        other => Err(format!("unknown report format '{other}' (use md or json)")),
+        "html" => Ok(ReportFormat::Files),
+        other => Err(format!(
+            "unknown report format '{other}' (use md, html or json)"
+        )),
     }
 }
 

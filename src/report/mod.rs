@@ -1,6 +1,8 @@
 //! Reports rendered from a run's `RunRecord`, one exporter per format, each returning bytes,
 //! so `knee report RUN` can re-render any run folder after an upgrade.
 
+pub mod charts;
+pub mod html;
 pub mod markdown;
 
 use crate::error::Error;
@@ -23,7 +25,7 @@ pub fn md_cell(text: &str) -> String {
 
 /// Writes every report of `run` into `dir`; returns their paths.
 pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let exporters: [&dyn Exporter; 1] = [&markdown::Markdown];
+    let exporters: [&dyn Exporter; 2] = [&markdown::Markdown, &html::Html];
     exporters
         .iter()
         .map(|e| {
@@ -47,7 +49,7 @@ pub fn rerender(run: &Path, format: ReportFormat) -> Result<(), Error> {
     };
     let record = RunRecord::read(&json)?;
     match format {
-        ReportFormat::Markdown => {
+        ReportFormat::Files => {
             for path in write_all(&record, &dir)? {
                 println!("{}", path.display());
             }

@@ -95,3 +95,36 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn the_html_report_is_self_contained_has_charts_and_escapes_what_it_shows() {
+    let target = http_target(Http::Fast);
+    let out = TempDir::new("html");
+    let url = target.url("/");
+    let (outcome, _) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--steps",
+            "50,100",
+            "--step-duration",
+            "300ms",
+            "-H",
+            "X-Note: <script>alert(1)</script>",
+        ],
+    );
+    assert!(outcome.is_ok());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"));
+    assert!(
+        html.matches("<svg").count() >= 4,
+        "the charts are inline SVG"
+    );
+    assert!(html.contains("Throughput") && html.contains("Latency"));
+    assert!(!html.contains("<script"), "text from the run is escaped");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    for attr in ["src=", "href=", "@import", "url("] {
+        assert!(!html.contains(attr), "nothing is fetched: found {attr}");
+    }
+}

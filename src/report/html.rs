@@ -1,0 +1,324 @@
+//! `report.html`: one self-contained file (inline CSS, inline SVG charts, no script, no
+//! network). Plots first: the verdict box, then the charts against offered rate (against
+//! time for a soak) with the capacity marked, then the step table and the settings. Every
+//! text that came from the run (names, errors, evidence, the command) is escaped.
+
+use super::charts::{line_chart, Series, PALETTE};
+use super::Exporter;
+use crate::analyze::mean;
+use crate::output::RunRecord;
+use crate::plan::{fmt_rate, Phase};
+use crate::step::StepResult;
+use crate::units::fmt_ms;
+use std::fmt::Write as _;
+
+pub struct Html;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1340px;margin:1em auto;color:#222}\
+h1{font-size:1.5em}.meta{color:#555}.verdict{border:2px solid #333;border-radius:6px;padding:.6em 1em;background:#fafafa}\
+.verdict td{padding:.15em .8em .15em 0}.charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #ddd}\
+table.steps{border-collapse:collapse;font-size:.85em}table.steps td,table.steps th{border:1px solid #ccc;padding:.2em .5em;text-align:right}\
+table.steps td:first-child{text-align:left}.no{color:#b00;font-weight:bold}pre{white-space:pre-wrap;background:#f4f4f4;padding:.5em}";
+
+impl Exporter for Html {
+    fn file_name(&self) -> &'static str {
+        "report.html"
+    }
+
+    fn render(&self, run: &RunRecord) -> Vec<u8> {
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>knee {}: {}</title><style>{STYLE}</style></head><body>",
+            escape(&run.kind),
+            escape(&run.name)
+        );
+        let _ = write!(
+            out,
+            "<h1>knee {}: {}</h1>",
+            escape(&run.kind),
+            escape(&run.name)
+        );
+        let _ = write!(
+            out,
+            "<p class=\"meta\">target <code>{}</code> · started {} · knee {} · SLO {}</p>",
+            escape(&run.target),
+            escape(&run.started_at),
+            escape(&run.knee_version),
+            escape(&run.slo.describe())
+        );
+        verdict_box(&mut out, run);
+        let _ = write!(out, "<h2>Charts</h2><div class=\"charts\">");
+        for chart in charts(run) {
+            out.push_str(&chart);
+        }
+        out.push_str("</div>");
+        step_table(&mut out, run);
+        let _ = write!(
+            out,
+            "<h2>Settings</h2><pre>{}</pre>",
+            escape(&run.command.join(" "))
+        );
+        out.push_str("</body></html>\n");
+        out.into_bytes()
+    }
+}
+
+fn verdict_box(out: &mut String, run: &RunRecord) {
+    out.push_str("<div class=\"verdict\"><table>");
+    let row = |out: &mut String, k: &str, v: String| {
+        let _ = write!(out, "<tr><td><b>{}</b></td><td>{v}</td></tr>", escape(k));
+    };
+    if let Some(k) = run.hunt.as_ref().or(run.stress.as_ref()) {
+        let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
+        row(
+            out,
+            "capacity",
+            format!(
+                "<b>{}</b> ({})",
+                rate(k.capacity_rps),
+                escape(&k.ending.replace('_', " "))
+            ),
+        );
+        row(out, "latency knee", rate(k.latency_knee_rps));
+        row(out, "saturation", rate(k.saturation_rps));
+        row(
+            out,
+            "past the knee",
+            escape(k.failure_mode.map_or("-", |m| m.describe())),
+        );
+        row(
+            out,
+            "recovery",
+            match (k.recovery_measured, k.recovery_s) {
+                (false, _) => "-".into(),
+                (true, Some(s)) => format!("{s:.2} s at half capacity"),
+                (true, None) => "did not recover within the step".into(),
+            },
+        );
+    }
+    if let Some(v) = &run.verdict {
+        row(
+            out,
+            "bottleneck",
+            format!(
+                "<b>{}</b> (confidence {})",
+                escape(&v.bottleneck),
+                escape(&v.confidence)
+            ),
+        );
+        let evidence: String = v
+            .evidence
+            .iter()
+            .map(|e| format!("<li>{}</li>", escape(e)))
+            .collect();
+        row(
+            out,
+            "evidence",
+            format!(
+                "<ul>{evidence}<li>to confirm: {}</li></ul>",
+                escape(&v.confirm)
+            ),
+        );
+    }
+    if let Some(soak) = &run.soak {
+        row(
+            out,
+            "soak",
+            soak.verdicts
+                .iter()
+                .map(|v| escape(v))
+                .collect::<Vec<_>>()
+                .join("<br>"),
+        );
+    }
+    let held = run.steps.iter().filter(|s| s.holds).count();
+    row(out, "steps", format!("{held} of {} held", run.steps.len()));
+    out.push_str("</table></div>");
+}
+
+/// The x of a step: offered rate (open model), concurrency (closed), or time (soak windows).
+fn x_axis(run: &RunRecord) -> (&'static str, Vec<(f64, &StepResult)>) {
+    if run.kind == "soak" {
+        let mut t = 0.0;
+        let points = run
+            .steps
+            .iter()
+            .map(|s| {
+                t += s.warmup_s + s.duration_s;
+                (t, s)
+            })
+            .collect();
+        return ("time (s)", points);
+    }
+    let open: Vec<(f64, &StepResult)> = run
+        .steps
+        .iter()
+        .filter(|s| !matches!(s.phase, Phase::Probe | Phase::Recovery))
+        .filter_map(|s| s.offered_rps.map(|r| (r, s)))
+        .collect();
+    if !open.is_empty() {
+        let mut open = open;
+        open.sort_by(|a, b| a.0.total_cmp(&b.0));
+        return ("offered rate (req/s)", open);
+    }
+    let closed = run
+        .steps
+        .iter()
+        .filter_map(|s| s.concurrency.map(|c| (f64::from(c), s)))
+        .collect();
+    ("concurrency", closed)
+}
+
+fn charts(run: &RunRecord) -> Vec<String> {
+    let (x_label, steps) = x_axis(run);
+    let mark = run
+        .hunt
+        .as_ref()
+        .or(run.stress.as_ref())
+        .and_then(|k| k.capacity_rps)
+        .filter(|_| run.kind != "soak");
+    let line = |label: &'static str, i: usize, f: &dyn Fn(&StepResult) -> Option<f64>| Series {
+        label,
+        points: steps
+            .iter()
+            .filter_map(|(x, s)| f(s).map(|y| (*x, y)))
+            .collect(),
+        color: PALETTE[i % PALETTE.len()],
+    };
+    let mut charts = vec![
+        line_chart(
+            "Throughput",
+            x_label,
+            "req/s",
+            &[
+                line("achieved", 0, &|s| Some(s.achieved_rps)),
+                line("good (not errors)", 2, &|s| Some(s.ok_rps)),
+            ],
+            false,
+            mark,
+        ),
+        line_chart(
+            "Latency (from the intended send)",
+            x_label,
+            "ms (log)",
+            &[
+                line("p50", 0, &|s| (s.requests > 0).then_some(s.latency_ms.p50)),
+                line("p90", 1, &|s| (s.requests > 0).then_some(s.latency_ms.p90)),
+                line("p99", 3, &|s| (s.requests > 0).then_some(s.latency_ms.p99)),
+                line("p99.9", 4, &|s| {
+                    (s.requests > 0).then_some(s.latency_ms.p999)
+                }),
+            ],
+            true,
+            mark,
+        ),
+    ];
+    let mut classes: Vec<&String> = steps
+        .iter()
+        .flat_map(|(_, s)| s.error_classes.keys())
+        .collect();
+    classes.sort();
+    classes.dedup();
+    let errors: Vec<Series> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, class)| Series {
+            label: class.as_str(),
+            points: steps
+                .iter()
+                .map(|(x, s)| {
+                    (
+                        *x,
+                        100.0 * *s.error_classes.get(*class).unwrap_or(&0) as f64
+                            / s.requests.max(1) as f64,
+                    )
+                })
+                .collect(),
+            color: PALETTE[(i + 3) % PALETTE.len()],
+        })
+        .collect();
+    charts.push(line_chart(
+        "Errors by class",
+        x_label,
+        "% of requests",
+        &errors,
+        false,
+        mark,
+    ));
+    charts.push(line_chart(
+        "CPU (cores)",
+        x_label,
+        "cores",
+        &[
+            line("target", 3, &|s| mean(s, "target.cpu_cores")),
+            line("host", 0, &|s| mean(s, "host.cpu_cores")),
+            line("generator", 2, &|s| mean(s, "generator.cpu_cores")),
+        ],
+        false,
+        mark,
+    ));
+    charts.push(line_chart(
+        "Target memory",
+        x_label,
+        "RSS (MB)",
+        &[line("RSS", 4, &|s| mean(s, "target.rss_mb"))],
+        false,
+        mark,
+    ));
+    charts.push(line_chart(
+        "Generator: send lag p99",
+        x_label,
+        "ms",
+        &[line("send lag p99", 1, &|s| {
+            Some(s.generator.send_lag_p99_ms)
+        })],
+        false,
+        mark,
+    ));
+    charts
+}
+
+fn step_table(out: &mut String, run: &RunRecord) {
+    out.push_str("<h2>Steps</h2><table class=\"steps\"><tr><th>step</th><th>load</th><th>achieved/s</th><th>p50</th><th>p99</th><th>p99.9</th><th>errors</th><th>holds</th></tr>");
+    for s in &run.steps {
+        let load = match (s.offered_rps, s.concurrency) {
+            (Some(r), _) => format!("{}/s", fmt_rate(r)),
+            (None, Some(c)) => format!("c={c}"),
+            _ => "-".into(),
+        };
+        let holds = if s.holds {
+            "yes".to_string()
+        } else {
+            "<span class=\"no\">no</span>".to_string()
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{load}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({:.1}%)</td><td>{holds}</td></tr>",
+            escape(&s.name),
+            s.achieved_rps,
+            fmt_ms(s.latency_ms.p50),
+            fmt_ms(s.latency_ms.p99),
+            fmt_ms(s.latency_ms.p999),
+            s.errors,
+            s.error_rate * 100.0
+        );
+    }
+    out.push_str("</table>");
+}
