@@ -98,7 +98,7 @@ pub struct ObservePlan {
     pub metrics: Vec<String>,
     /// Metric names to keep (all when empty).
     pub metric_names: Vec<String>,
-    /// Soak: window length for the trend lines (the soak's steps).
+    /// Sample at all (`--no-sample` turns the samplers off, e.g. for benchmarks).
     pub sample: bool,
 }
 
