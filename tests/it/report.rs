@@ -128,3 +128,18 @@ fn the_html_report_is_self_contained_has_charts_and_escapes_what_it_shows() {
         assert!(!html.contains(attr), "nothing is fetched: found {attr}");
     }
 }
+
+/// report.md of fixed run.json files (a CPU-bound demo hunt, a leaking soak), snapshotted.
+#[test]
+fn markdown_reports_of_fixed_runs() {
+    use knee::report::Exporter;
+    for fixture in ["hunt-cpu-bound", "soak-leak"] {
+        let path = format!(
+            "{}/tests/fixtures/{fixture}.run.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let record = knee::output::RunRecord::read(std::path::Path::new(&path)).unwrap();
+        let markdown = String::from_utf8(knee::report::markdown::Markdown.render(&record)).unwrap();
+        insta::assert_snapshot!(fixture, markdown);
+    }
+}
