@@ -64,6 +64,67 @@ fn request_timeout() {
 }
 
 #[test]
+fn requests_stuck_in_flight_break_littles_law_and_the_step_says_so() {
+    // 100/s against a target that never answers, 400 ms timeout: about 40 requests are in
+    // flight, while throughput x mean service time is 0.
+    let target = raw_target(Raw::Hang);
+    let out = TempDir::new("little");
+    let url = target.url("/");
+    let (_, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "100",
+            "--duration",
+            "600ms",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "400ms",
+            "--no-sample",
+        ],
+    );
+    let step = &record.unwrap().steps[0];
+    assert!(
+        step.in_flight_mean >= 10.0,
+        "in flight {}",
+        step.in_flight_mean
+    );
+    assert!(
+        step.notes
+            .iter()
+            .any(|n| n.contains("Little's law does not hold")),
+        "{:?}",
+        step.notes
+    );
+    // A healthy step carries no such note.
+    let healthy = http_target(Http::Sleep(std::time::Duration::from_millis(20)));
+    let out = TempDir::new("little-ok");
+    let url = healthy.url("/");
+    let (_, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "100",
+            "--duration",
+            "600ms",
+            "--no-sample",
+        ],
+    );
+    let step = &record.unwrap().steps[0];
+    assert!(step.notes.is_empty(), "{:?}", step.notes);
+    assert!(
+        (1.0..=3.5).contains(&step.in_flight_mean),
+        "100/s x 20 ms = 2 in flight: {}",
+        step.in_flight_mean
+    );
+}
+
+#[test]
 fn connection_closed_without_an_answer() {
     let target = raw_target(Raw::Close);
     assert_only(&target.url("/"), &[], "connection_reset");
