@@ -80,6 +80,27 @@ pub struct Percentiles {
     pub max: f64,
 }
 
+impl StepResult {
+    /// "500/s" (open model) or "c=50" (closed model), for report tables.
+    pub fn load_label(&self) -> String {
+        match (self.offered_rps, self.concurrency) {
+            (Some(rps), _) => format!("{}/s", crate::plan::fmt_rate(rps)),
+            (None, Some(c)) => format!("c={c}"),
+            _ => "-".into(),
+        }
+    }
+
+    /// Whether the step held, in one word: "partial", "generator-limited", "yes" or "no".
+    pub fn holds_word(&self) -> &'static str {
+        match (self.holds, self.partial, self.generator.limited) {
+            (_, true, _) => "partial",
+            (_, _, true) => "generator-limited",
+            (true, ..) => "yes",
+            (false, ..) => "no",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GeneratorHealth {
     /// Actual send − intended send, over all sent requests (includes waiting for a free

@@ -50,8 +50,4 @@ impl ThreadCpu {
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
     }
-
-    pub fn threads(&self) -> usize {
-        self.clocks.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }

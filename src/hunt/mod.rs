@@ -57,6 +57,17 @@ pub struct KneeAnalysis {
     pub notes: Vec<String>,
 }
 
+impl KneeAnalysis {
+    /// The recovery in words, for reports.
+    pub fn recovery_text(&self) -> String {
+        match (self.recovery_measured, self.recovery_s) {
+            (false, _) => "-".into(),
+            (true, Some(s)) => format!("{s:.2} s at half capacity"),
+            (true, None) => "did not recover within the step".into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HoldLine {
     pub fraction: f64,

@@ -7,7 +7,7 @@ use super::charts::{line_chart, Series, PALETTE};
 use super::Exporter;
 use crate::analyze::mean;
 use crate::output::RunRecord;
-use crate::plan::{fmt_rate, Phase};
+use crate::plan::Phase;
 use crate::step::StepResult;
 use crate::units::fmt_ms;
 use std::fmt::Write as _;
@@ -103,15 +103,7 @@ fn verdict_box(out: &mut String, run: &RunRecord) {
             "past the knee",
             escape(k.failure_mode.map_or("-", |m| m.describe())),
         );
-        row(
-            out,
-            "recovery",
-            match (k.recovery_measured, k.recovery_s) {
-                (false, _) => "-".into(),
-                (true, Some(s)) => format!("{s:.2} s at half capacity"),
-                (true, None) => "did not recover within the step".into(),
-            },
-        );
+        row(out, "recovery", k.recovery_text());
     }
     if let Some(v) = &run.verdict {
         row(
@@ -298,15 +290,10 @@ fn charts(run: &RunRecord) -> Vec<String> {
 fn step_table(out: &mut String, run: &RunRecord) {
     out.push_str("<h2>Steps</h2><table class=\"steps\"><tr><th>step</th><th>load</th><th>achieved/s</th><th>p50</th><th>p99</th><th>p99.9</th><th>errors</th><th>holds</th></tr>");
     for s in &run.steps {
-        let load = match (s.offered_rps, s.concurrency) {
-            (Some(r), _) => format!("{}/s", fmt_rate(r)),
-            (None, Some(c)) => format!("c={c}"),
-            _ => "-".into(),
-        };
-        let holds = if s.holds {
-            "yes".to_string()
-        } else {
-            "<span class=\"no\">no</span>".to_string()
+        let load = s.load_label();
+        let holds = match s.holds_word() {
+            "no" => "<span class=\"no\">no</span>",
+            word => word,
         };
         let _ = write!(
             out,

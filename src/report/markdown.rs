@@ -4,7 +4,6 @@
 
 use super::{md_cell, Exporter};
 use crate::output::RunRecord;
-use crate::plan::fmt_rate;
 use crate::units::fmt_ms;
 use std::fmt::Write as _;
 
@@ -66,11 +65,7 @@ fn verdict(out: &mut String, run: &RunRecord) {
             k.failure_mode
                 .map_or("-".to_string(), |m| m.describe().to_string())
         );
-        let recovery = match (k.recovery_measured, k.recovery_s) {
-            (false, _) => "-".to_string(),
-            (true, Some(s)) => format!("{s:.2} s at half capacity"),
-            (true, None) => "did not recover within the step".to_string(),
-        };
+        let recovery = k.recovery_text();
         let _ = writeln!(out, "| recovery | {recovery} |");
         if let Some(v) = &run.verdict {
             let _ = writeln!(
@@ -116,11 +111,7 @@ fn steps(out: &mut String, run: &RunRecord) {
     );
     let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|:-:|");
     for s in &run.steps {
-        let load = match (s.offered_rps, s.concurrency) {
-            (Some(r), _) => format!("{}/s", fmt_rate(r)),
-            (None, Some(c)) => format!("c={c}"),
-            _ => "-".into(),
-        };
+        let load = s.load_label();
         let errors = if s.errors == 0 {
             "0".to_string()
         } else {
@@ -131,11 +122,9 @@ fn steps(out: &mut String, run: &RunRecord) {
                 .map_or(String::new(), |(c, _)| format!(" {c}"));
             format!("{} ({:.1}%{top})", s.errors, s.error_rate * 100.0)
         };
-        let holds = match (s.holds, s.partial, s.generator.limited) {
-            (_, true, _) => "partial",
-            (_, _, true) => "generator-limited",
-            (true, ..) => "yes",
-            (false, ..) => "**no**",
+        let holds = match s.holds_word() {
+            "no" => "**no**",
+            word => word,
         };
         let _ = writeln!(
             out,
