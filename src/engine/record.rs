@@ -149,6 +149,16 @@ impl StepRecorder {
         self.slices.get_mut(index)
     }
 
+    /// Requests sent later than the lateness bound.
+    pub fn late_sends(&self) -> u64 {
+        self.late_sends
+    }
+
+    /// Requests never sent.
+    pub fn not_sent(&self) -> u64 {
+        self.error_classes[ErrorClass::NotSent.index()]
+    }
+
     /// A sample of how many requests are in flight (counted window only).
     pub fn sample_in_flight(&mut self, now: Instant, in_flight: u64) {
         if now >= self.timeline.counted_from && now < self.timeline.end {
@@ -351,11 +361,7 @@ impl StepRecorder {
                 .collect(),
             latency_ms: percentiles(&self.latency),
             service_ms: percentiles(&self.service),
-            generator: GeneratorHealth {
-                late_sends: self.late_sends,
-                not_sent: self.error_classes[ErrorClass::NotSent.index()],
-                ..generator
-            },
+            generator,
             holds: slo_failures.is_empty(),
             slo_failures,
             partial,
