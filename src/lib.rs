@@ -1,69 +1,124 @@
 //! knee: a load-test harness that hunts bottlenecks. The binary is a thin shell around
 //! [`run`], so tests drive the whole tool in-process.
 
+#[cfg(feature = "agent")]
+pub mod agent;
+#[cfg(feature = "harness")]
 pub mod analyze;
+#[cfg(feature = "harness")]
 pub mod cli;
+#[cfg(feature = "harness")]
+pub mod compare;
+#[cfg(feature = "harness")]
 pub mod demo;
+#[cfg(feature = "harness")]
 pub mod engine;
+#[cfg(feature = "harness")]
 pub mod error;
+#[cfg(feature = "harness")]
+pub mod flame;
+#[cfg(feature = "harness")]
 pub mod hunt;
+#[cfg(feature = "harness")]
 pub mod observe;
+#[cfg(feature = "harness")]
 pub mod output;
+#[cfg(feature = "harness")]
 pub mod plan;
+#[cfg(feature = "harness")]
 pub mod profile;
+#[cfg(feature = "harness")]
 pub mod redact;
+#[cfg(feature = "harness")]
 pub mod report;
+#[cfg(feature = "harness")]
 pub mod runner;
+#[cfg(feature = "harness")]
 pub mod slo;
+#[cfg(feature = "harness")]
 pub mod step;
+#[cfg(feature = "harness")]
 pub mod terminal;
+#[cfg(feature = "harness")]
 pub mod units;
 
+#[cfg(feature = "agent")]
+pub mod pprof_proto;
+
+#[cfg(feature = "harness")]
 pub use error::Error;
-use plan::Job;
-use std::ffi::OsString;
+#[cfg(feature = "harness")]
+pub use harness_entry::{run, Outcome};
 
-/// How a command ended, when it did not fail outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every SLO held (or there was nothing to check).
-    Passed,
-    /// A step missed its SLO.
-    SloFailed,
-    /// Ctrl-C: the partial result was written.
-    Interrupted,
-}
+#[cfg(feature = "harness")]
+mod harness_entry {
+    use crate::plan::Job;
+    use crate::{cli, compare, demo, report, runner, Error};
+    use std::ffi::OsString;
 
-impl Outcome {
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Outcome::Passed => 0,
-            Outcome::SloFailed => 1,
-            Outcome::Interrupted => 130,
+    /// How a command ended, when it did not fail outright.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Outcome {
+        /// Every SLO held (or there was nothing to check).
+        Passed,
+        /// A step missed its SLO.
+        SloFailed,
+        /// Ctrl-C: the partial result was written.
+        Interrupted,
+        /// `knee compare --fail-if-slower`: the capacity fell by more than allowed.
+        Slower,
+    }
+
+    impl Outcome {
+        pub fn exit_code(self) -> i32 {
+            match self {
+                Outcome::Passed => 0,
+                Outcome::SloFailed | Outcome::Slower => 1,
+                Outcome::Interrupted => 130,
+            }
         }
     }
-}
 
-/// Runs knee with these arguments (the first is the program name).
-pub fn run<I, T>(args: I) -> Result<Outcome, Error>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let Some(job) = cli::parse_job(args)? else {
-        return Ok(Outcome::Passed);
-    };
-    match job {
-        Job::Run(plan) => runner::run(*plan).map(|summary| summary.outcome),
-        Job::Report { run, format } => report::rerender(&run, format).map(|_| Outcome::Passed),
-        Job::Demo(config) if config.explain => {
-            print!("{}", demo::explain(&config));
-            Ok(Outcome::Passed)
-        }
-        Job::Demo(config) => {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(demo::serve(config))?;
-            Ok(Outcome::Passed)
+    /// Runs knee with these arguments (the first is the program name).
+    pub fn run<I, T>(args: I) -> Result<Outcome, Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let Some(job) = cli::parse_job(args)? else {
+            return Ok(Outcome::Passed);
+        };
+        match job {
+            Job::Run(plan) => runner::run(*plan).map(|summary| summary.outcome),
+            Job::Report { run, format } => report::rerender(&run, format).map(|_| Outcome::Passed),
+            Job::Compare {
+                before,
+                after,
+                out,
+                fail_if_slower,
+            } => {
+                let capacity = compare::run(&before, &after, &out)?;
+                match fail_if_slower {
+                    Some(limit) if compare::slower_than(&capacity, limit) => {
+                        eprintln!(
+                            "knee: capacity fell by more than {:.1} %: {}",
+                            limit * 100.0,
+                            capacity.describe("req/s")
+                        );
+                        Ok(Outcome::Slower)
+                    }
+                    _ => Ok(Outcome::Passed),
+                }
+            }
+            Job::Demo(config) if config.explain => {
+                print!("{}", demo::explain(&config));
+                Ok(Outcome::Passed)
+            }
+            Job::Demo(config) => {
+                let runtime = tokio::runtime::Runtime::new()?;
+                runtime.block_on(demo::serve(config))?;
+                Ok(Outcome::Passed)
+            }
         }
     }
 }

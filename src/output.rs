@@ -163,7 +163,7 @@ impl RunRecord {
 }
 
 /// `20261126T161418Z`: sortable, and valid in file names everywhere.
-fn folder_timestamp(at: SystemTime) -> String {
+pub fn folder_timestamp(at: SystemTime) -> String {
     let text = humantime::format_rfc3339_seconds(at).to_string(); // 2026-11-26T16:14:18Z
     text.replace(['-', ':'], "")
 }

@@ -25,6 +25,14 @@ pub enum Job {
         run: PathBuf,
         format: ReportFormat,
     },
+    /// Compare two runs into the folder `out`.
+    Compare {
+        before: PathBuf,
+        after: PathBuf,
+        out: PathBuf,
+        /// Fail (exit 1) when the capacity dropped by more than this fraction.
+        fail_if_slower: Option<f64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +108,10 @@ pub struct ObservePlan {
     pub metric_names: Vec<String>,
     /// Sample at all (`--no-sample` turns the samplers off, e.g. for benchmarks).
     pub sample: bool,
+    /// Flamegraphs of the hold steps: from where.
+    pub profiler: crate::flame::ProfilerPlan,
+    /// Sampling frequency asked of the profiler (Hz).
+    pub profile_frequency: u32,
 }
 
 impl Default for ObservePlan {
@@ -111,6 +123,8 @@ impl Default for ObservePlan {
             metrics: Vec::new(),
             metric_names: Vec::new(),
             sample: true,
+            profiler: crate::flame::ProfilerPlan::Off,
+            profile_frequency: 100,
         }
     }
 }

@@ -86,6 +86,11 @@ struct RawObserve {
     metrics: Vec<String>,
     #[serde(default)]
     metric_names: Vec<String>,
+    /// A pprof endpoint to profile hold steps from.
+    pprof: Option<String>,
+    /// "perf", "pprof" or "none".
+    profiler: Option<Spanned<String>>,
+    profile_frequency: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -343,7 +348,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
         window,
         slo,
         hunt,
-        observe: observe_plan(raw.observe.unwrap_or_default()),
+        observe: observe_plan(&src, raw.observe.unwrap_or_default())?,
     })
 }
 
@@ -515,16 +520,52 @@ fn check_load(
     Ok((loads, duration))
 }
 
-fn observe_plan(raw: RawObserve) -> crate::plan::ObservePlan {
+fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePlan, Error> {
+    use crate::flame::ProfilerPlan;
     let defaults = crate::plan::ObservePlan::default();
-    crate::plan::ObservePlan {
+    let profiler =
+        match (&raw.profiler, raw.pprof) {
+            (None, None) => ProfilerPlan::Off,
+            (Some(name), url) => match (name.get_ref().as_str(), url) {
+                ("none", _) => ProfilerPlan::Off,
+                ("perf", _) => ProfilerPlan::Perf,
+                ("pprof", Some(url)) => ProfilerPlan::Pprof(url),
+                ("pprof", None) => return Err(src.error_at(
+                    Some(name.span()),
+                    "profiler = \"pprof\" needs pprof = \"http://host:port/debug/pprof/profile\"",
+                )),
+                (other, _) => {
+                    return Err(src.error_at(
+                        Some(name.span()),
+                        &format!("unknown profiler '{other}' (use pprof, perf or none)"),
+                    ))
+                }
+            },
+            (None, Some(url)) => ProfilerPlan::Pprof(url),
+        };
+    let profile_frequency = match raw.profile_frequency {
+        Some(f) if !(1..=crate::agent::MAX_FREQUENCY).contains(f.get_ref()) => {
+            return Err(src.error_at(
+                Some(f.span()),
+                &format!(
+                    "profile_frequency must be 1..={} Hz",
+                    crate::agent::MAX_FREQUENCY
+                ),
+            ))
+        }
+        Some(f) => *f.get_ref(),
+        None => defaults.profile_frequency,
+    };
+    Ok(crate::plan::ObservePlan {
         interval: raw.interval.map_or(defaults.interval, |d| d.0),
         pid: raw.pid,
         spawn: raw.spawn,
         metrics: raw.metrics,
         metric_names: raw.metric_names,
         sample: true,
-    }
+        profiler,
+        profile_frequency,
+    })
 }
 
 fn check_hunt(

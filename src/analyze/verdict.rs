@@ -115,9 +115,17 @@ fn knee_steps(
             .then(|| open.iter().find(|s| !s.holds).copied())
             .flatten()
     });
-    let below = capacity.and_then(|c| {
+    // Below the knee, compare like with like: a hold step with a hold step (same length, and
+    // the same observers: profiling, for one, costs the target memory and CPU).
+    let knee_is_hold = knee.is_some_and(|k| k.phase == Phase::Hold);
+    let holds_below = |c: f64| {
         open.iter()
-            .filter(|s| rate(s) <= c && s.holds)
+            .any(|s| rate(s) <= c && s.holds && s.phase == Phase::Hold)
+    };
+    let below = capacity.and_then(|c| {
+        let only_holds = knee_is_hold && holds_below(c);
+        open.iter()
+            .filter(|s| rate(s) <= c && s.holds && (!only_holds || s.phase == Phase::Hold))
             .max_by(|a, b| {
                 rate(a)
                     .total_cmp(&rate(b))

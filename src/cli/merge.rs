@@ -3,6 +3,7 @@
 
 use super::{CommonArgs, HuntArgs, RunArgs, TargetArgs};
 use crate::error::Error;
+use crate::flame::ProfilerPlan;
 use crate::plan::{
     build_steps, Arrivals, DemoConfig, HttpVersion, HuntSettings, Kind, Load, Mode, ObservePlan,
     OutDir, RequestPlan, RunPlan, TargetPlan,
@@ -230,6 +231,16 @@ impl Base {
         }
         observe.interval = common.sample_every.unwrap_or(observe.interval);
         observe.sample = !common.no_sample;
+        observe.profiler = profiler_plan(common, observe.profiler.clone())?;
+        if let Some(hz) = common.profile_frequency {
+            if !(1..=crate::agent::MAX_FREQUENCY).contains(&hz) {
+                return Err(Error::input(format!(
+                    "--profile-frequency must be 1..={} Hz",
+                    crate::agent::MAX_FREQUENCY
+                )));
+            }
+            observe.profile_frequency = hz;
+        }
         if observe.interval < crate::observe::sampler::MIN_INTERVAL {
             return Err(Error::input(
                 "--sample-every must be at least 200ms (CPU shares need time between readings)",
@@ -419,4 +430,29 @@ fn sanitize_name(name: &str) -> String {
     } else {
         clean
     }
+}
+
+/// The profiler from the flags over the profile's: `--pprof URL` and `--profiler` win; the
+/// demo profiles itself through its embedded agent unless told otherwise.
+fn profiler_plan(common: &CommonArgs, from_profile: ProfilerPlan) -> Result<ProfilerPlan, Error> {
+    if let Some(url) = &common.pprof {
+        if !url.starts_with("http://") {
+            return Err(Error::input(format!(
+                "--pprof URL '{url}' must start with http:// (e.g. http://127.0.0.1:6060/debug/pprof/profile)"
+            )));
+        }
+    }
+    let plan = match (common.profiler.as_deref(), &common.pprof) {
+        (Some("none"), _) => ProfilerPlan::Off,
+        (Some("perf"), _) => ProfilerPlan::Perf,
+        (_, Some(url)) => ProfilerPlan::Pprof(url.clone()),
+        (Some(_pprof), None) => match from_profile {
+            ProfilerPlan::Pprof(url) => ProfilerPlan::Pprof(url),
+            _ if common.demo => ProfilerPlan::DemoAgent,
+            _ => return Err(Error::input("--profiler pprof needs --pprof URL")),
+        },
+        (None, None) if from_profile == ProfilerPlan::Off && common.demo => ProfilerPlan::DemoAgent,
+        (None, None) => from_profile,
+    };
+    Ok(plan)
 }

@@ -36,6 +36,34 @@ pub enum Command {
     Demo(DemoArgs),
     /// Re-render a run folder's report from its run.json (after an upgrade, say).
     Report(ReportArgs),
+    /// Compare a run before a fix with a run after it: the knee and the bottleneck moving.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The run before (a run folder or its run.json).
+    pub before: PathBuf,
+    /// The run after.
+    pub after: PathBuf,
+    /// The comparison folder (default: reports/<utc-time>-compare).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Exit 1 when the capacity after is lower than before by more than this (e.g. 5%).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub fail_if_slower: Option<f64>,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let percent: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{text}' is not a percentage"))?;
+    if !(0.0..100.0).contains(&percent) {
+        return Err(format!("'{text}' must be between 0% and 100%"));
+    }
+    Ok(percent / 100.0)
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +158,18 @@ pub struct CommonArgs {
     /// Do not sample the host, the target or the generator.
     #[arg(long)]
     pub no_sample: bool,
+    /// Profile the hold steps from this pprof endpoint (knee's agent, Go's net/http/pprof):
+    /// http://host:port/debug/pprof/profile.
+    #[arg(long, value_name = "URL")]
+    pub pprof: Option<String>,
+    /// Where flamegraphs come from: pprof (the --pprof URL, or the demo's agent), perf
+    /// (perf record on the target's pid) or none. Default: pprof when there is a URL or
+    /// the demo, else none.
+    #[arg(long, value_parser = ["pprof", "perf", "none"])]
+    pub profiler: Option<String>,
+    /// Sampling frequency asked of the profiler, in Hz (default 100).
+    #[arg(long, value_name = "HZ")]
+    pub profile_frequency: Option<u32>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -295,6 +335,17 @@ where
         Command::Report(report) => Job::Report {
             run: report.run,
             format: report.format,
+        },
+        Command::Compare(compare) => Job::Compare {
+            out: compare.out.unwrap_or_else(|| {
+                PathBuf::from("reports").join(format!(
+                    "{}-compare",
+                    crate::output::folder_timestamp(std::time::SystemTime::now())
+                ))
+            }),
+            before: compare.before,
+            after: compare.after,
+            fail_if_slower: compare.fail_if_slower,
         },
     }))
 }

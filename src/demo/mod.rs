@@ -195,6 +195,10 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == crate::agent::PROFILE_PATH {
+        // The embedded profiling agent: `knee hunt --demo` gets flamegraphs with no flags.
+        return Ok(crate::agent::handle(req).await);
+    }
     state.requests.fetch_add(1, Ordering::Relaxed);
     let (status, body): (StatusCode, Bytes) = match req.uri().path() {
         "/" | "/health" => (StatusCode::OK, Bytes::from_static(b"ok\n")),

@@ -94,36 +94,44 @@ impl Chain {
     }
 }
 
+/// Spins until this thread has used `$work` of CPU time. A macro, not a function, so that in
+/// a profile the samples land in the function that uses it (inlined functions show up as
+/// their own frames in flamegraphs; expanded code does not).
+macro_rules! burn_cpu_time {
+    ($work:expr) => {{
+        let start = thread_cpu_time();
+        let mut x: u128 = 0x2545_F491_4F6C_DD1D;
+        while thread_cpu_time().saturating_sub(start) < $work {
+            // Long enough between clock readings that few samples land in the clock call
+            // (whose samples the agent drops: it is in libc/vDSO). Plain operators only:
+            // a method call (wrapping_mul, a range iterator) would be the flamegraph's leaf.
+            let mut i: u128 = 0;
+            while i < 5_000 {
+                x = (x * 6_364_136_223_846_793_005 + i) & 0xFFFF_FFFF_FFFF_FFFF;
+                i += 1;
+            }
+            x = std::hint::black_box(x);
+        }
+        x as u64
+    }};
+}
+
 /// The critical section: CPU work done while holding the lock. Named for flamegraphs.
 #[inline(never)]
 pub fn critical_section(state: u64, work: Duration) -> u64 {
-    state.wrapping_add(burn_cpu_time(work))
+    state.wrapping_add(burn_cpu_time!(work))
 }
 
 /// The CPU stage's work. Named for flamegraphs.
 #[inline(never)]
 pub fn compute(work: Duration) -> u64 {
-    burn_cpu_time(work)
+    burn_cpu_time!(work)
 }
 
 /// The CPU stage once memoized: a cache hit.
 #[inline(never)]
 fn memoized_lookup() -> u64 {
     std::hint::black_box(42)
-}
-
-/// Spins until this thread has used `work` of CPU time.
-#[inline(never)]
-pub fn burn_cpu_time(work: Duration) -> u64 {
-    let start = thread_cpu_time();
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    while thread_cpu_time().saturating_sub(start) < work {
-        for i in 0..2_000u64 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
-        }
-        x = std::hint::black_box(x);
-    }
-    x
 }
 
 fn thread_cpu_time() -> Duration {
@@ -151,7 +159,7 @@ mod tests {
     #[test]
     fn burns_the_cpu_time_asked() {
         let start = thread_cpu_time();
-        burn_cpu_time(Duration::from_millis(20));
+        compute(Duration::from_millis(20));
         let used = thread_cpu_time() - start;
         assert!(
             used >= Duration::from_millis(20) && used < Duration::from_millis(60),

@@ -34,6 +34,8 @@ pub trait Observer: Send {
 /// Everything watching the target during a run.
 pub struct Observation {
     pub sampler: Option<Arc<Sampler>>,
+    /// Takes the hold steps' flamegraphs (handed to the session by `observers`).
+    profiler: Option<crate::flame::ProfilerObserver>,
     pub spawned: Option<Spawned>,
     pub target: Option<TargetProcess>,
 }
@@ -103,19 +105,35 @@ impl Observation {
         } else {
             None
         };
+        let profiler = crate::flame::ProfilerObserver::new(
+            &observe.profiler,
+            demo.map(|d| d.base.as_str()),
+            observe.profile_frequency,
+            target.as_ref().map(|t| t.pid),
+            dir.to_path_buf(),
+        );
+        if observe.profiler == crate::flame::ProfilerPlan::Perf && target.is_none() {
+            eprintln!("knee: --profiler perf needs the target's pid (--pid, --spawn, or a local port): no flamegraphs");
+        }
         Ok(Observation {
             sampler,
+            profiler,
             spawned,
             target,
         })
     }
 
-    /// The observers to attach to the session.
-    pub fn observers(&self) -> Vec<Box<dyn Observer>> {
-        self.sampler
+    /// The observers to attach to the session (the profiler goes to the first caller).
+    pub fn observers(&mut self) -> Vec<Box<dyn Observer>> {
+        let mut observers: Vec<Box<dyn Observer>> = self
+            .sampler
             .iter()
             .map(|s| Box::new(SamplerObserver(s.clone())) as Box<dyn Observer>)
-            .collect()
+            .collect();
+        if let Some(profiler) = self.profiler.take() {
+            observers.push(Box::new(profiler));
+        }
+        observers
     }
 
     /// Stops sampling; what became of the target.

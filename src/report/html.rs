@@ -34,14 +34,15 @@ const STYLE: &str = "body{font-family:sans-serif;max-width:1340px;margin:1em aut
 h1{font-size:1.5em}.meta{color:#555}.verdict{border:2px solid #333;border-radius:6px;padding:.6em 1em;background:#fafafa}\
 .verdict td{padding:.15em .8em .15em 0}.charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #ddd}\
 table.steps{border-collapse:collapse;font-size:.85em}table.steps td,table.steps th{border:1px solid #ccc;padding:.2em .5em;text-align:right}\
-table.steps td:first-child{text-align:left}.no{color:#b00;font-weight:bold}pre{white-space:pre-wrap;background:#f4f4f4;padding:.5em}";
+table.steps td:first-child{text-align:left}.flame img{width:100%;border:1px solid #ddd}\
+.top{display:flex;gap:2em;font-size:.85em}.top td{padding:0 .6em 0 0}.no{color:#b00;font-weight:bold}pre{white-space:pre-wrap;background:#f4f4f4;padding:.5em}";
 
 impl Exporter for Html {
     fn file_name(&self) -> &'static str {
         "report.html"
     }
 
-    fn render(&self, run: &RunRecord) -> Vec<u8> {
+    fn render(&self, run: &RunRecord, dir: &std::path::Path) -> Vec<u8> {
         let mut out = String::new();
         let _ = write!(
             out,
@@ -70,6 +71,7 @@ impl Exporter for Html {
         }
         out.push_str("</div>");
         step_table(&mut out, run);
+        flamegraphs(&mut out, run, dir);
         let _ = write!(
             out,
             "<h2>Settings</h2><pre>{}</pre>",
@@ -308,4 +310,103 @@ fn step_table(out: &mut String, run: &RunRecord) {
         );
     }
     out.push_str("</table>");
+}
+
+/// Each profiled step: its flamegraph (embedded as an image, so the file stays self-contained
+/// and inferno's script does not run; the interactive SVG is linked beside it) and its top
+/// functions by self and by inclusive samples.
+fn flamegraphs(out: &mut String, run: &RunRecord, dir: &std::path::Path) {
+    let profiled = super::profiled_steps(run);
+    if profiled.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Where the CPU went</h2>");
+    for (step, profile) in profiled {
+        let _ = write!(
+            out,
+            "<div class=\"flame\"><h3>{} · {} samples{}</h3>",
+            escape(&step.name),
+            profile.samples,
+            if profile.undersampled {
+                " · <span class=\"no\">undersampled</span>"
+            } else {
+                ""
+            }
+        );
+        if let Some(error) = &profile.error {
+            let _ = write!(out, "<p>no flamegraph: {}</p>", escape(error));
+        }
+        if let Some(svg) = &profile.svg {
+            if let Ok(bytes) = std::fs::read(dir.join(svg)) {
+                let _ = write!(
+                    out,
+                    "<img alt=\"flamegraph of {}\" src=\"data:image/svg+xml;base64,{}\">",
+                    escape(&step.name),
+                    base64(&bytes)
+                );
+            }
+            let _ = write!(
+                out,
+                "<p><a href=\"{0}\">{0}</a> (interactive: search, zoom)</p>",
+                escape(svg)
+            );
+        }
+        out.push_str("<div class=\"top\">");
+        for (title, rows) in [
+            ("top self", &profile.top_self),
+            ("top inclusive", &profile.top_inclusive),
+        ] {
+            let _ = write!(out, "<table><tr><th>{title}</th><th>%</th></tr>");
+            for row in rows {
+                let _ = write!(
+                    out,
+                    "<tr><td><code>{}</code></td><td>{:.1}</td></tr>",
+                    escape(&row.function),
+                    row.percent
+                );
+            }
+            out.push_str("</table>");
+        }
+        out.push_str("</div></div>");
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding), for data: URIs.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (raw, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(raw.as_bytes()), encoded);
+        }
+    }
 }

@@ -14,7 +14,7 @@ impl Exporter for Markdown {
         "report.md"
     }
 
-    fn render(&self, run: &RunRecord) -> Vec<u8> {
+    fn render(&self, run: &RunRecord, _dir: &std::path::Path) -> Vec<u8> {
         let mut out = String::new();
         let _ = writeln!(out, "# knee {}: {}\n", run.kind, md_cell(&run.name));
         let _ = writeln!(
@@ -27,7 +27,12 @@ impl Exporter for Markdown {
         );
         verdict(&mut out, run);
         steps(&mut out, run);
+        flamegraphs(&mut out, run);
         let _ = writeln!(out, "## Files\n");
+        let _ = writeln!(
+            out,
+            "- [report.html](report.html): the charts and flamegraphs"
+        );
         let _ = writeln!(out, "- [run.json](run.json): everything, machine-readable");
         let _ = writeln!(out, "- [steps.jsonl](steps.jsonl): one line per step");
         let _ = writeln!(
@@ -134,6 +139,46 @@ fn steps(out: &mut String, run: &RunRecord) {
             fmt_ms(s.latency_ms.p50),
             fmt_ms(s.latency_ms.p99),
             fmt_ms(s.latency_ms.p999),
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// Per profiled step: the flamegraph link and the top functions by self time.
+fn flamegraphs(out: &mut String, run: &RunRecord) {
+    let profiled = super::profiled_steps(run);
+    if profiled.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Where the CPU went\n");
+    let _ = writeln!(
+        out,
+        "| step | flamegraph | samples | top functions (self time) |"
+    );
+    let _ = writeln!(out, "|---|---|--:|---|");
+    for (step, profile) in profiled {
+        let link = match (&profile.svg, &profile.error) {
+            (Some(svg), _) => format!("[{svg}]({svg})"),
+            (None, Some(error)) => format!("none: {}", md_cell(error)),
+            (None, None) => "-".into(),
+        };
+        let flag = if profile.undersampled {
+            " (undersampled)"
+        } else {
+            ""
+        };
+        let top: Vec<String> = profile
+            .top_self
+            .iter()
+            .take(3)
+            .map(|f| format!("`{}` {:.0}%", md_cell(&f.function), f.percent))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {link} | {}{flag} | {} |",
+            md_cell(&step.name),
+            profile.samples,
+            top.join(", ")
         );
     }
     let _ = writeln!(out);

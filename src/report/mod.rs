@@ -6,6 +6,7 @@ pub mod html;
 pub mod markdown;
 
 use crate::error::Error;
+use crate::flame::StepProfile;
 use crate::output::RunRecord;
 use crate::plan::ReportFormat;
 use anyhow::Context;
@@ -15,7 +16,16 @@ use std::path::{Path, PathBuf};
 pub trait Exporter {
     /// The file name in the run folder ("report.md").
     fn file_name(&self) -> &'static str;
-    fn render(&self, run: &RunRecord) -> Vec<u8>;
+    /// `dir` is the run folder (flamegraphs are read from it).
+    fn render(&self, run: &RunRecord, dir: &Path) -> Vec<u8>;
+}
+
+/// The steps that carry a profile, with it.
+pub fn profiled_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, StepProfile)> {
+    run.steps
+        .iter()
+        .filter_map(|s| StepProfile::of(s).map(|p| (s, p)))
+        .collect()
 }
 
 /// Escapes text for a Markdown table cell: pipes and line breaks would break the table.
@@ -30,7 +40,7 @@ pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         .iter()
         .map(|e| {
             let path = dir.join(e.file_name());
-            std::fs::write(&path, e.render(run))
+            std::fs::write(&path, e.render(run, dir))
                 .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(path)
         })

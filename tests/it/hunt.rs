@@ -200,7 +200,7 @@ fn a_sweep_fits_the_universal_scalability_law() {
 }
 
 /// `knee hunt --demo` with the given fixes, as a child process (the demo is this binary).
-fn hunt_demo(fix: Option<&str>) -> RunRecord {
+fn hunt_demo(fix: Option<&str>) -> (TempDir, RunRecord) {
     let out = TempDir::new("demo-hunt");
     let mut command = Command::new(knee_bin());
     command
@@ -217,7 +217,45 @@ fn hunt_demo(fix: Option<&str>) -> RunRecord {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    RunRecord::read(&out.join("run.json")).unwrap()
+    let record = RunRecord::read(&out.join("run.json")).unwrap();
+    (out, record)
+}
+
+/// The demo profiles itself: one flamegraph per hold step; `top` is the top self function
+/// at the 95 % hold.
+fn assert_flamegraphs(dir: &TempDir, record: &RunRecord, top: &str) {
+    let holds: Vec<_> = record
+        .steps
+        .iter()
+        .filter(|s| s.phase == knee::plan::Phase::Hold)
+        .collect();
+    assert_eq!(holds.len(), 2, "--holds 95,120");
+    for step in &holds {
+        let profile = knee::flame::StepProfile::of(step).expect("a profile per hold step");
+        assert_eq!(profile.error, None, "{}", step.name);
+        let svg = std::fs::read_to_string(dir.join(profile.svg.as_ref().unwrap())).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.contains(&step.name),
+            "{}",
+            step.name
+        );
+        assert!(dir.join(&format!("flame/{}.pb.gz", step.name)).exists());
+        assert!(profile.samples > 0, "{profile:?}");
+        if step.name == "hold-095" {
+            assert!(
+                profile.top_self[0].function.ends_with(top),
+                "top self at hold-095: {:?}",
+                profile.top_self
+            );
+        }
+    }
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("data:image/svg+xml;base64,"),
+        "flamegraphs embedded"
+    );
+    let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(markdown.contains("(flame/hold-095.svg)"), "{markdown}");
 }
 
 #[test]
@@ -226,11 +264,12 @@ fn the_demo_knee_moves_when_the_lock_is_fixed() {
     let config = knee::plan::DemoConfig::default();
     let lock_truth = knee::demo::bottleneck(&config);
     assert_eq!(lock_truth.name, "lock");
-    let first = hunt_demo(None);
-    let before = first.hunt.unwrap().capacity_rps.unwrap();
+    let (first_dir, first) = hunt_demo(None);
+    let before = first.hunt.clone().unwrap().capacity_rps.unwrap();
     assert_within(before, lock_truth.capacity_rps, 0.10, "demo (lock)");
-    let verdict = first.verdict.unwrap();
+    let verdict = first.verdict.clone().unwrap();
     assert_eq!(verdict.kind, "lock", "{verdict:#?}");
+    assert_flamegraphs(&first_dir, &first, "critical_section");
 
     let fixed = knee::plan::DemoConfig {
         fixes: knee::demo::stages::Fixes::parse("lock").unwrap(),
@@ -238,9 +277,9 @@ fn the_demo_knee_moves_when_the_lock_is_fixed() {
     };
     let next = knee::demo::bottleneck(&fixed);
     assert_eq!(next.name, "pool");
-    let second = hunt_demo(Some("lock"));
-    let after = second.hunt.unwrap().capacity_rps.unwrap();
-    let verdict = second.verdict.unwrap();
+    let (second_dir, second) = hunt_demo(Some("lock"));
+    let after = second.hunt.clone().unwrap().capacity_rps.unwrap();
+    let verdict = second.verdict.clone().unwrap();
     assert_eq!(
         verdict.kind, "pool",
         "after --fix lock the pool is next: {verdict:#?}"
@@ -251,4 +290,45 @@ fn the_demo_knee_moves_when_the_lock_is_fixed() {
         (moved - expected).abs() <= expected * 0.15,
         "the knee moved {moved:.2}x ({before:.0} -> {after:.0} req/s), expected {expected:.2}x"
     );
+    compare_the_demo_runs(&first_dir, &second_dir);
+}
+
+/// `knee compare` on the demo before and after `--fix lock`: the knee moves up, the verdict
+/// changes, a differential flamegraph is drawn; reversed, `--fail-if-slower` fails.
+fn compare_the_demo_runs(before: &TempDir, after: &TempDir) {
+    let out = TempDir::new("compare");
+    let run = |a: &TempDir, b: &TempDir, extra: &[&str]| {
+        let output = Command::new(knee_bin())
+            .arg("compare")
+            .arg(a.path())
+            .arg(b.path())
+            .arg("--out")
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = run(before, after, &["--fail-if-slower", "5%"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let capacity = stdout.lines().find(|l| l.contains("capacity")).unwrap();
+    assert!(capacity.contains("(+"), "the knee moved up: {stdout}");
+    let was = stdout.lines().find(|l| l.contains("was:")).unwrap();
+    let now = stdout.lines().find(|l| l.contains("now:")).unwrap();
+    assert!(was.contains("lock"), "{stdout}");
+    assert!(now.contains("pool"), "{stdout}");
+    let markdown = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(
+        markdown.contains("[diff-hold-095.svg](diff-hold-095.svg)"),
+        "{markdown}"
+    );
+    let diff = std::fs::read_to_string(out.join("diff-hold-095.svg")).unwrap();
+    assert!(diff.contains("<svg"));
+    let html = std::fs::read_to_string(out.join("compare.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 2, "overlaid charts");
+    let (code, stdout) = run(after, before, &["--fail-if-slower", "5%"]);
+    assert_eq!(code, Some(1), "reversed, the capacity fell: {stdout}");
 }

@@ -4,6 +4,7 @@ mod util;
 
 mod engine;
 mod errors;
+mod flame;
 mod hunt;
 mod observe;
 mod profiles;

@@ -117,6 +117,7 @@ fn the_html_report_is_self_contained_has_charts_and_escapes_what_it_shows() {
     assert!(outcome.is_ok());
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"));
+    assert_self_contained_html(&html, 4);
     assert!(
         html.matches("<svg").count() >= 4,
         "the charts are inline SVG"
@@ -139,7 +140,59 @@ fn markdown_reports_of_fixed_runs() {
             env!("CARGO_MANIFEST_DIR")
         );
         let record = knee::output::RunRecord::read(std::path::Path::new(&path)).unwrap();
-        let markdown = String::from_utf8(knee::report::markdown::Markdown.render(&record)).unwrap();
+        let markdown = String::from_utf8(
+            knee::report::markdown::Markdown
+                .render(&record, std::path::Path::new(&path).parent().unwrap()),
+        )
+        .unwrap();
         insta::assert_snapshot!(fixture, markdown);
     }
+}
+
+/// The checked-in schema accepts the fixtures and refuses a run.json that breaks it (so the
+/// check every test's run folder goes through can fail).
+#[test]
+fn run_json_follows_the_schema_and_the_schema_has_teeth() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    for fixture in [
+        "hunt-cpu-bound",
+        "soak-leak",
+        "demo-lock",
+        "demo-lock-fixed",
+    ] {
+        let dir = TempDir::new("schema");
+        std::fs::copy(
+            format!("{fixtures}/{fixture}.run.json"),
+            dir.join("run.json"),
+        )
+        .unwrap();
+        check_run_folder(dir.path()).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+        json["steps"][0]["phase"] = "sideways".into();
+        json["steps"][0]["latency_ms"]["p99"] = (-1.0).into();
+        std::fs::write(dir.join("run.json"), json.to_string()).unwrap();
+        let problem = check_run_folder(dir.path()).unwrap_err();
+        assert!(problem.contains("/steps/0/phase"), "{problem}");
+        assert!(problem.contains("/steps/0/latency_ms/p99"), "{problem}");
+        std::fs::remove_file(dir.join("run.json")).unwrap();
+    }
+}
+
+/// compare.md of two fixed demo runs (before and after `--fix lock`), snapshotted.
+#[test]
+fn compare_summary_of_fixed_runs() {
+    let fixtures = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
+    let before = knee::compare::Side::read(&fixtures.join("demo-lock.run.json")).unwrap();
+    let after = knee::compare::Side::read(&fixtures.join("demo-lock-fixed.run.json")).unwrap();
+    let out = TempDir::new("compare-fixed");
+    let comparison = knee::compare::compare(&before, &after, out.path());
+    let markdown = String::from_utf8(knee::compare::markdown::render(&comparison)).unwrap();
+    insta::assert_snapshot!("compare-demo-lock", markdown);
+    insta::assert_snapshot!(
+        "compare-summary-demo-lock",
+        knee::compare::summary(&comparison)
+    );
+    let html = String::from_utf8(knee::compare::html::render(&comparison)).unwrap();
+    assert_self_contained_html(&html, 2);
 }

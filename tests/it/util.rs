@@ -216,7 +216,7 @@ async fn answer(
             let s = shared.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-                *guard = guard.wrapping_add(knee::demo::stages::burn_cpu_time(work));
+                *guard = guard.wrapping_add(knee::demo::stages::compute(work));
             })
             .await;
             200
@@ -304,9 +304,63 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Every run folder a test leaves is checked against schema/run.schema.json on its way
+    /// out: run.json as a whole, and each steps.jsonl line as a step.
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            if let Err(problem) = check_run_folder(&self.0) {
+                let _ = std::fs::remove_dir_all(&self.0);
+                panic!("{problem}");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The schema, compiled once; the index of the whole run and of one step.
+fn schema() -> &'static (boon::Schemas, boon::SchemaIndex, boon::SchemaIndex) {
+    static SCHEMA: OnceLock<(boon::Schemas, boon::SchemaIndex, boon::SchemaIndex)> =
+        OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/run.schema.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let id = json["$id"].as_str().unwrap().to_string();
+        let mut schemas = boon::Schemas::new();
+        let mut compiler = boon::Compiler::new();
+        compiler.add_resource(&id, json).unwrap();
+        let run = compiler.compile(&id, &mut schemas).unwrap();
+        let step = compiler
+            .compile(&format!("{id}#/$defs/step"), &mut schemas)
+            .unwrap();
+        (schemas, run, step)
+    })
+}
+
+/// Validates a run folder's run.json and steps.jsonl, if it has them.
+pub fn check_run_folder(dir: &Path) -> Result<(), String> {
+    let (schemas, run, step) = schema();
+    if let Ok(text) = std::fs::read_to_string(dir.join("run.json")) {
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("run.json is not JSON: {e}"))?;
+        schemas
+            .validate(&json, *run)
+            .map_err(|e| format!("{}/run.json breaks the schema: {e:#}", dir.display()))?;
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join("steps.jsonl")) {
+        for (i, line) in text.lines().enumerate() {
+            let json: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("steps.jsonl:{} is not JSON: {e}", i + 1))?;
+            schemas.validate(&json, *step).map_err(|e| {
+                format!(
+                    "{}/steps.jsonl:{} breaks the schema: {e:#}",
+                    dir.display(),
+                    i + 1
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs knee in-process with `args` (program name added) writing to `out`; returns the
@@ -407,4 +461,37 @@ fn self_signed_acceptor() -> tokio_rustls::TlsAcceptor {
         .expect("server certificate");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// An HTML report parses without errors (html5ever, through scraper), has at least
+/// `charts` inline SVG charts, runs no script and fetches nothing: every src/href is a data:
+/// URI or a path relative to the report.
+pub fn assert_self_contained_html(html: &str, charts: usize) {
+    let document = scraper::Html::parse_document(html);
+    assert!(
+        document.errors.is_empty(),
+        "HTML parse errors: {:?}",
+        document.errors
+    );
+    let select = |css: &str| scraper::Selector::parse(css).unwrap();
+    let svgs = document.select(&select("svg")).count();
+    assert!(
+        svgs >= charts,
+        "{svgs} inline SVG charts, expected {charts}"
+    );
+    assert_eq!(document.select(&select("script")).count(), 0, "no script");
+    assert_eq!(
+        document.select(&select("link")).count(),
+        0,
+        "no linked stylesheet"
+    );
+    for element in document.select(&select("[src], [href]")) {
+        for name in ["src", "href"] {
+            if let Some(value) = element.value().attr(name) {
+                let local = value.starts_with("data:")
+                    || !(value.contains("://") || value.starts_with("//"));
+                assert!(local, "{name}=\"{value}\" would be fetched");
+            }
+        }
+    }
 }

@@ -1,0 +1,148 @@
+//! compare.html: self-contained like report.html. The shift and the verdicts on top, then
+//! both runs overlaid on one chart per quantity (good throughput, and latency p50 and p99,
+//! against offered rate), then the hold steps and their differential flamegraphs.
+
+use super::{Comparison, Side};
+use crate::plan::Phase;
+use crate::report::charts::{line_chart, Series, PALETTE};
+use crate::report::html::{base64, escape};
+use crate::units::fmt_ms;
+use std::fmt::Write as _;
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1340px;margin:1em auto;color:#222}\
+.verdict{border:2px solid #333;border-radius:6px;padding:.6em 1em;background:#fafafa}.verdict td{padding:.15em .8em .15em 0}\
+.charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #ddd}img{width:100%;border:1px solid #ddd}\
+table.steps{border-collapse:collapse;font-size:.85em}table.steps td,table.steps th{border:1px solid #ccc;padding:.2em .5em;text-align:right}";
+
+pub fn render(c: &Comparison) -> Vec<u8> {
+    let (a, b) = (escape(&c.before.label), escape(&c.after.label));
+    let mut out = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>knee compare: {a} → {b}</title><style>{STYLE}</style></head><body><h1>knee compare: {a} → {b}</h1>"
+    );
+    out.push_str("<div class=\"verdict\"><table>");
+    for (name, shift) in [
+        ("capacity", &c.capacity),
+        ("latency knee", &c.latency_knee),
+        ("saturation", &c.saturation),
+    ] {
+        let _ = write!(
+            out,
+            "<tr><td><b>{name}</b></td><td>{}</td></tr>",
+            escape(&shift.describe("req/s"))
+        );
+    }
+    let _ = write!(
+        out,
+        "<tr><td><b>was</b></td><td>{}</td></tr><tr><td><b>now</b></td><td>{}</td></tr></table></div>",
+        escape(&c.verdict_before),
+        escape(&c.verdict_after)
+    );
+    out.push_str("<h2>Before and after, per offered rate</h2><div class=\"charts\">");
+    out.push_str(&overlay(c, "Good throughput", "good req/s", false, &|s| {
+        Some(s.ok_rps)
+    }));
+    out.push_str(&overlay(c, "Latency p50 and p99", "ms (log)", true, &|s| {
+        (s.requests > 0).then_some(s.latency_ms.p99)
+    }));
+    out.push_str("</div>");
+    hold_table(&mut out, c);
+    for pair in &c.holds {
+        let Some(svg) = &pair.diff_svg else { continue };
+        let _ = write!(
+            out,
+            "<h3>Differential flamegraph: {}</h3>",
+            escape(&pair.name)
+        );
+        if let Ok(bytes) = std::fs::read(c.out.join(svg)) {
+            let _ = write!(
+                out,
+                "<img alt=\"differential flamegraph\" src=\"data:image/svg+xml;base64,{}\">",
+                base64(&bytes)
+            );
+        }
+        let _ = write!(out, "<p><a href=\"{0}\">{0}</a></p>", escape(svg));
+    }
+    out.push_str("</body></html>\n");
+    out.into_bytes()
+}
+
+/// One chart with both runs: `y` per offered rate; for latency, p50 is drawn too.
+fn overlay(
+    c: &Comparison,
+    title: &str,
+    y_label: &str,
+    latency: bool,
+    y: &dyn Fn(&crate::step::StepResult) -> Option<f64>,
+) -> String {
+    let points = |side: &Side, f: &dyn Fn(&crate::step::StepResult) -> Option<f64>| {
+        let mut p: Vec<(f64, f64)> = side
+            .run
+            .steps
+            .iter()
+            .filter(|s| !matches!(s.phase, Phase::Probe | Phase::Recovery))
+            .filter_map(|s| Some((s.offered_rps?, f(s)?)))
+            .collect();
+        p.sort_by(|x, y| x.0.total_cmp(&y.0));
+        p
+    };
+    let p50 = |s: &crate::step::StepResult| (s.requests > 0).then_some(s.latency_ms.p50);
+    let label_before = if latency { "before p99" } else { "before" };
+    let label_after = if latency { "after p99" } else { "after" };
+    let mut series = vec![
+        Series {
+            label: label_before,
+            points: points(c.before, y),
+            color: PALETTE[0],
+        },
+        Series {
+            label: label_after,
+            points: points(c.after, y),
+            color: PALETTE[3],
+        },
+    ];
+    if latency {
+        series.push(Series {
+            label: "before p50",
+            points: points(c.before, &p50),
+            color: PALETTE[4],
+        });
+        series.push(Series {
+            label: "after p50",
+            points: points(c.after, &p50),
+            color: PALETTE[1],
+        });
+    }
+    line_chart(
+        title,
+        "offered rate (req/s)",
+        y_label,
+        &series,
+        latency,
+        None,
+    )
+}
+
+fn hold_table(out: &mut String, c: &Comparison) {
+    if c.holds.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Hold steps (the same fraction of each run's own capacity)</h2><table class=\"steps\"><tr><th>step</th><th>before offered</th><th>good/s</th><th>p99</th><th>after offered</th><th>good/s</th><th>p99</th></tr>");
+    for pair in &c.holds {
+        let cells = |s: &crate::step::StepResult| {
+            format!(
+                "<td>{}</td><td>{:.0}</td><td>{}</td>",
+                s.offered_rps.map_or("-".to_string(), |r| format!("{r:.0}")),
+                s.ok_rps,
+                fmt_ms(s.latency_ms.p99)
+            )
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td>{}{}</tr>",
+            escape(&pair.name),
+            cells(pair.before),
+            cells(pair.after)
+        );
+    }
+    out.push_str("</table>");
+}

@@ -1,0 +1,153 @@
+//! Taking one profile of the target: from a pprof endpoint (knee's agent, Go's net/http/pprof,
+//! anything that speaks that protocol) or from `perf record` on a local pid. Both end as
+//! folded stacks; the pprof bytes are kept as they came.
+
+use super::folded::Folded;
+use crate::pprof_proto::Profile;
+use prost::Message;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// What a capture produced.
+pub struct Captured {
+    pub folded: Folded,
+    /// The gzipped pprof profile, when the source gave one.
+    pub pprof: Option<Vec<u8>>,
+}
+
+/// GETs `url?seconds=…&frequency=…` and decodes the gzipped (or plain) protobuf.
+pub fn pprof(url: &str, seconds: f64, frequency: u32) -> Result<Captured, String> {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let seconds = if seconds.fract() == 0.0 {
+        format!("{seconds:.0}")
+    } else {
+        format!("{seconds:.3}")
+    };
+    let full = format!("{url}{separator}seconds={seconds}&frequency={frequency}");
+    let timeout = Duration::from_secs_f64(seconds.parse::<f64>().unwrap_or(0.0) + 30.0);
+    let body = http_get(&full, timeout)?;
+    let profile = decode(&body)?;
+    Ok(Captured {
+        folded: Folded::from_pprof(&profile),
+        pprof: Some(body),
+    })
+}
+
+/// Decodes a pprof profile, gzipped (as served) or not.
+pub fn decode(body: &[u8]) -> Result<Profile, String> {
+    let raw = if body.starts_with(&[0x1f, 0x8b]) {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .take(256 << 20)
+            .read_to_end(&mut raw)
+            .map_err(|e| format!("the profile is not valid gzip: {e}"))?;
+        raw
+    } else {
+        body.to_vec()
+    };
+    Profile::decode(raw.as_slice()).map_err(|e| format!("the profile is not a pprof protobuf: {e}"))
+}
+
+/// A plain HTTP/1.0 GET (no chunked bodies to undo); the body of a 200, else an error
+/// naming the status and the first line the server said.
+fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("pprof URL '{url}' must start with http://"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr = authority
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("cannot resolve '{authority}' of the pprof URL"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("cannot connect to the pprof endpoint {authority}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("cannot ask {authority} for a profile: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .take(256 << 20)
+        .read_to_end(&mut response)
+        .map_err(|e| format!("the profile from {authority} did not arrive: {e}"))?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{authority} did not answer HTTP"))?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = response[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    if status != "200" {
+        let said = String::from_utf8_lossy(&body);
+        let said = said.lines().next().unwrap_or("").trim();
+        return Err(format!("the pprof endpoint answered {status}: {said}"));
+    }
+    Ok(body)
+}
+
+/// `perf record -g` on `pid` for `seconds` (cpu-clock, a software event that works where
+/// hardware counters do not), folded by inferno's perf collapser. `KNEE_PERF` names the perf
+/// binary if it is not `perf` on the PATH.
+pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Captured, String> {
+    let perf = std::env::var("KNEE_PERF").unwrap_or_else(|_| "perf".into());
+    let data = scratch.with_extension("perf.data");
+    if let Some(dir) = data.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let record = Command::new(&perf)
+        .args(["record", "-e", "cpu-clock", "-g", "-q"])
+        .args(["-F", &frequency.to_string(), "-p", &pid.to_string(), "-o"])
+        .arg(&data)
+        .args(["--", "sleep", &format!("{seconds:.3}")])
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "perf not found ('{perf}'): install linux-perf to get flamegraphs with --profiler perf"
+            ),
+            _ => format!("cannot run {perf}: {e}"),
+        })?;
+    if !record.status.success() {
+        let _ = std::fs::remove_file(&data);
+        return Err(format!(
+            "perf record failed: {}",
+            first_line(&record.stderr)
+        ));
+    }
+    let script = Command::new(&perf)
+        .args(["script", "-i"])
+        .arg(&data)
+        .output()
+        .map_err(|e| format!("cannot run {perf} script: {e}"));
+    let _ = std::fs::remove_file(&data);
+    let script = script?;
+    if !script.status.success() {
+        return Err(format!(
+            "perf script failed: {}",
+            first_line(&script.stderr)
+        ));
+    }
+    let mut folded = Vec::new();
+    let mut folder = inferno::collapse::perf::Folder::default();
+    inferno::collapse::Collapse::collapse(&mut folder, script.stdout.as_slice(), &mut folded)
+        .map_err(|e| format!("cannot fold the perf samples: {e}"))?;
+    Ok(Captured {
+        folded: Folded::parse(&String::from_utf8_lossy(&folded)),
+        pprof: None,
+    })
+}
+
+fn first_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("no message")
+        .to_string()
+}

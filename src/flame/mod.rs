@@ -1,0 +1,292 @@
+//! Flamegraphs per hold step: "here is where the CPU went at the knee".
+//!
+//! The profiler is an observer: when a hold step starts it waits out the warm-up and takes a
+//! profile covering the counted part of the step, from a pprof endpoint or from perf; when the
+//! step ends it writes `flame/<step>.{pb.gz,folded,svg}` and records the samples taken, how
+//! they compare with the CPU the target burnt, and the top functions by self and inclusive
+//! samples (what makes "the bottleneck moved" readable as text). A profile that fails is a
+//! one-line note in the step, never the end of the run.
+
+pub mod capture;
+pub mod folded;
+pub mod render;
+
+use crate::observe::procfs;
+use crate::observe::Observer;
+use crate::plan::{Phase, StepSpec};
+use crate::step::StepResult;
+use folded::{Folded, FunctionShare};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Rows kept in each top-functions table.
+pub const TOP_FUNCTIONS: usize = 10;
+/// A profile with fewer samples per CPU-second than this share of the frequency asked is
+/// flagged as undersampled (the kernel's tick caps signal-driven profilers).
+const UNDERSAMPLED_SHARE: f64 = 0.5;
+
+/// Where profiles come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProfilerPlan {
+    Off,
+    /// A pprof endpoint: http://host:port/debug/pprof/profile.
+    Pprof(String),
+    /// The agent the demo target embeds (its URL is known once it runs).
+    DemoAgent,
+    /// `perf record` on the target's pid.
+    Perf,
+}
+
+/// What the profiler recorded for one hold step (`observed.profile` in steps.jsonl).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepProfile {
+    /// "pprof" or "perf".
+    pub source: String,
+    pub frequency_hz: u32,
+    pub seconds: f64,
+    pub samples: u64,
+    /// CPU the target used during the profile, from /proc (None when its pid is unknown).
+    pub target_cpu_seconds: Option<f64>,
+    /// Samples per CPU-second the target burnt; compare with `frequency_hz`.
+    pub samples_per_cpu_second: Option<f64>,
+    pub undersampled: bool,
+    /// Files in the run folder, relative to it.
+    pub svg: Option<String>,
+    pub folded: Option<String>,
+    pub pprof: Option<String>,
+    pub top_self: Vec<FunctionShare>,
+    pub top_inclusive: Vec<FunctionShare>,
+    /// Why there is no profile, when there is none.
+    pub error: Option<String>,
+}
+
+impl StepProfile {
+    /// The profile recorded in a step, if any.
+    pub fn of(step: &StepResult) -> Option<StepProfile> {
+        let value = step.observed.as_ref()?.get("profile")?;
+        serde_json::from_value(value.clone()).ok()
+    }
+}
+
+struct Pending {
+    step: String,
+    capture: JoinHandle<Capture>,
+}
+
+struct Capture {
+    result: Result<capture::Captured, String>,
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+}
+
+pub struct ProfilerObserver {
+    source: Source,
+    frequency: u32,
+    pid: Option<u32>,
+    dir: PathBuf,
+    pending: Option<Pending>,
+}
+
+#[derive(Clone)]
+enum Source {
+    Pprof(String),
+    Perf,
+}
+
+impl ProfilerObserver {
+    /// None when profiling is off, or when perf is asked for and no pid is known.
+    pub fn new(
+        plan: &ProfilerPlan,
+        demo_url: Option<&str>,
+        frequency: u32,
+        pid: Option<u32>,
+        dir: PathBuf,
+    ) -> Option<ProfilerObserver> {
+        let source = match plan {
+            ProfilerPlan::Off => return None,
+            ProfilerPlan::Pprof(url) => Source::Pprof(url.clone()),
+            ProfilerPlan::DemoAgent => Source::Pprof(format!(
+                "{}{}",
+                demo_url?.trim_end_matches('/'),
+                crate::agent::PROFILE_PATH
+            )),
+            ProfilerPlan::Perf => Source::Perf,
+        };
+        if let Source::Pprof(url) = &source {
+            prime(url);
+        }
+        Some(ProfilerObserver {
+            source,
+            frequency,
+            pid,
+            dir,
+            pending: None,
+        })
+    }
+
+    fn source_name(&self) -> &'static str {
+        match self.source {
+            Source::Pprof(_) => "pprof",
+            Source::Perf => "perf",
+        }
+    }
+}
+
+impl Observer for ProfilerObserver {
+    fn name(&self) -> &str {
+        "profile"
+    }
+
+    fn step_started(&mut self, spec: &StepSpec) {
+        if spec.phase != Phase::Hold || self.pending.is_some() {
+            return;
+        }
+        let (source, frequency, pid) = (self.source.clone(), self.frequency, self.pid);
+        let (warmup, seconds) = (spec.warmup, spec.duration.as_secs_f64());
+        let scratch = self.dir.join("flame").join(&spec.name);
+        let capture = std::thread::spawn(move || {
+            std::thread::sleep(warmup);
+            let cpu_before = pid.and_then(cpu_seconds);
+            let result = match (&source, pid) {
+                (Source::Pprof(url), _) => capture::pprof(url, seconds, frequency),
+                (Source::Perf, Some(pid)) => capture::perf(pid, seconds, frequency, &scratch),
+                (Source::Perf, None) => {
+                    Err("perf needs the target's pid (--pid, --spawn or a local port)".into())
+                }
+            };
+            let cpu_seconds = cpu_before
+                .zip(pid.and_then(cpu_seconds))
+                .map(|(before, after)| after - before);
+            Capture {
+                result,
+                seconds,
+                cpu_seconds,
+            }
+        });
+        self.pending = Some(Pending {
+            step: spec.name.clone(),
+            capture,
+        });
+    }
+
+    fn step_finished(
+        &mut self,
+        spec: &StepSpec,
+        result: &StepResult,
+        _window: (Instant, Instant),
+    ) -> Option<serde_json::Value> {
+        if self.pending.as_ref()?.step != spec.name {
+            return None;
+        }
+        let pending = self.pending.take()?;
+        let capture = pending.capture.join().ok()?;
+        let profile = self.write(spec, result, capture);
+        if let Some(error) = &profile.error {
+            eprintln!("knee: no flamegraph for {}: {error}", spec.name);
+        }
+        serde_json::to_value(profile).ok()
+    }
+}
+
+impl ProfilerObserver {
+    /// Writes the step's profile files; what to record about them.
+    fn write(&self, spec: &StepSpec, result: &StepResult, capture: Capture) -> StepProfile {
+        let mut profile = StepProfile {
+            source: self.source_name().into(),
+            frequency_hz: self.frequency,
+            seconds: capture.seconds,
+            samples: 0,
+            target_cpu_seconds: capture.cpu_seconds,
+            samples_per_cpu_second: None,
+            undersampled: false,
+            svg: None,
+            folded: None,
+            pprof: None,
+            top_self: Vec::new(),
+            top_inclusive: Vec::new(),
+            error: None,
+        };
+        let captured = match capture.result {
+            Ok(captured) => captured,
+            Err(e) => {
+                profile.error = Some(e);
+                return profile;
+            }
+        };
+        let folded = &captured.folded;
+        profile.samples = folded.total();
+        profile.top_self = folded.top_self(TOP_FUNCTIONS);
+        profile.top_inclusive = folded.top_inclusive(TOP_FUNCTIONS);
+        if let Some(cpu) = capture.cpu_seconds.filter(|c| *c > 0.05) {
+            let rate = profile.samples as f64 / cpu;
+            profile.samples_per_cpu_second = Some((rate * 10.0).round() / 10.0);
+            profile.undersampled = rate < f64::from(self.frequency) * UNDERSAMPLED_SHARE;
+        }
+        let dir = self.dir.join("flame");
+        let stem = format!("flame/{}", spec.name);
+        let write = |suffix: &str, bytes: &[u8]| -> Option<String> {
+            std::fs::create_dir_all(&dir).ok()?;
+            let relative = format!("{stem}.{suffix}");
+            std::fs::write(self.dir.join(&relative), bytes).ok()?;
+            Some(relative)
+        };
+        if let Some(pprof) = &captured.pprof {
+            profile.pprof = write("pb.gz", pprof);
+        }
+        profile.folded = write("folded", folded.to_text().as_bytes());
+        match render::flamegraph_svg(folded, &title(spec, result), &subtitle(&profile)) {
+            Ok(svg) => profile.svg = write("svg", &svg),
+            Err(e) => profile.error = Some(e),
+        }
+        profile
+    }
+}
+
+fn title(spec: &StepSpec, result: &StepResult) -> String {
+    let rate = result
+        .offered_rps
+        .map_or_else(|| "closed".to_string(), |r| format!("{r:.0} req/s offered"));
+    format!(
+        "{}: {rate}, {:.0} ok/s, p99 {:.1} ms",
+        spec.name, result.ok_rps, result.latency_ms.p99
+    )
+}
+
+fn subtitle(profile: &StepProfile) -> String {
+    let cpu = profile.target_cpu_seconds.map_or(String::new(), |cpu| {
+        format!(
+            ", target CPU {:.2} cores",
+            cpu / profile.seconds.max(f64::EPSILON)
+        )
+    });
+    let flag = if profile.undersampled {
+        " (UNDERSAMPLED)"
+    } else {
+        ""
+    };
+    format!(
+        "{} samples over {:.1} s at {} Hz ({}){cpu}{flag}",
+        profile.samples, profile.seconds, profile.frequency_hz, profile.source
+    )
+}
+
+/// Takes one short profile before any step runs, and throws it away. A signal-driven
+/// profiler allocates its sample table on first use (pprof-rs: ~130 MB, kept afterwards);
+/// allocated in the middle of the hold steps, that would read as the target's RSS jumping at
+/// the knee. Failures are ignored here: each step reports its own.
+fn prime(url: &str) {
+    let _ = capture::pprof(url, 0.05, 100);
+}
+
+/// CPU seconds a process tree has used so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    procfs::process_tree_counters(pid).map(|(c, _)| c.cpu_ticks as f64 / procfs::clock_ticks())
+}
+
+/// Folded stacks of a step's profile, read back from the run folder.
+pub fn load_folded(run: &std::path::Path, profile: &StepProfile) -> Option<Folded> {
+    let text = std::fs::read_to_string(run.join(profile.folded.as_ref()?)).ok()?;
+    Some(Folded::parse(&text))
+}

@@ -1,0 +1,194 @@
+//! The profiling agent (served from this test process), pprof decoding, and flamegraphs
+//! from perf. The demo's flamegraphs and `knee compare` are tested with the demo hunts in
+//! hunt.rs.
+
+use crate::util::*;
+use knee::flame::capture;
+use knee::flame::folded::Folded;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The agent, started once for this test binary on a free port.
+fn agent_url() -> String {
+    static AGENT: OnceLock<knee::agent::Agent> = OnceLock::new();
+    let agent = AGENT.get_or_init(|| knee::agent::start_on("127.0.0.1:0").expect("agent"));
+    format!("http://{}{}", agent.addr(), knee::agent::PROFILE_PATH)
+}
+
+/// GET `url`: status, headers (lowercased), body.
+fn get(url: &str) -> (u16, String, Vec<u8>) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, response[split + 4..].to_vec())
+}
+
+/// The busy function the profile must find, with an inlined leaf of its own.
+#[inline(never)]
+fn agent_test_hot_loop(stop: &AtomicBool) -> u64 {
+    let mut x = 1u64;
+    while !stop.load(Ordering::Relaxed) {
+        x = std::hint::black_box(agent_test_inlined_leaf(x));
+    }
+    x
+}
+
+#[inline(always)]
+fn agent_test_inlined_leaf(mut x: u64) -> u64 {
+    let mut i = 0u64;
+    while i < 100_000 {
+        // Plain operators only: a call, even inlined, would be the leaf.
+        x = (x ^ (x >> 7)) | (i & 1);
+        i += 1;
+    }
+    x
+}
+
+#[test]
+fn the_agent_profiles_a_busy_service_and_refuses_what_it_should() {
+    let _serial = serial();
+    let url = agent_url();
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || agent_test_hot_loop(&stop))
+    };
+    let profile = {
+        let url = url.clone();
+        std::thread::spawn(move || get(&format!("{url}?seconds=1.5&frequency=100")))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (overlap, _, _) = get(&format!("{url}?seconds=1"));
+    assert_eq!(overlap, 409, "one profile at a time");
+    let (status, head, body) = profile.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // Round trip: the samples the agent says it took are the folded stacks' total.
+    let said: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-samples: "))
+        .expect("x-samples header")
+        .trim()
+        .parse()
+        .unwrap();
+    let decoded = capture::decode(&body).unwrap();
+    let folded = Folded::from_pprof(&decoded);
+    assert_eq!(folded.total(), said);
+    assert!(
+        said >= 20,
+        "a busy thread for 1.5 s at 100 Hz: {said} samples"
+    );
+    // The hot function is on the stacks with its inlined leaf after it (callers first).
+    let hot: u64 = folded
+        .stacks
+        .iter()
+        .filter(|(stack, _)| stack.ends_with("agent_test_hot_loop;agent_test_inlined_leaf"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        hot * 2 >= said,
+        "most samples end in the inlined leaf under the hot loop: {hot} of {said}\n{}",
+        folded.to_text()
+    );
+    assert_eq!(
+        folded.top_self(1)[0].function,
+        "agent_test_inlined_leaf",
+        "{:?}",
+        folded.top_self(5)
+    );
+
+    let (status, _, body) = get(&format!("{url}?seconds=61"));
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("capped at 60"));
+    let (status, _, _) = get(&format!("{url}?seconds=1&frequency=100000"));
+    assert_eq!(status, 400);
+    let (status, _, _) = get(&format!("{url}?seconds=abc"));
+    assert_eq!(status, 400);
+}
+
+/// A hunt against an in-process lock target, profiled by perf through this process's pid.
+fn perf_hunt(perf: Option<&str>) -> (std::process::Output, Vec<serde_json::Value>) {
+    let target = http_target(Http::Lock {
+        work: Duration::from_millis(4),
+    });
+    let out = TempDir::new("perf-hunt");
+    let mut command = std::process::Command::new(knee_bin());
+    command
+        .args([
+            "hunt",
+            &target.url("/"),
+            "-q",
+            "--profiler",
+            "perf",
+            "--pid",
+        ])
+        .arg(std::process::id().to_string())
+        .args(["--max-rate", "400", "--step-duration", "500ms"])
+        .args(["--hold-duration", "1s", "--holds", "95", "--out"])
+        .arg(out.path());
+    if let Some(perf) = perf {
+        command.env("KNEE_PERF", perf);
+    }
+    let output = command.output().unwrap();
+    (output, read_steps_jsonl(out.path()))
+}
+
+#[test]
+fn without_perf_the_run_goes_on_and_says_why_there_is_no_flamegraph() {
+    let _serial = serial();
+    let (output, steps) = perf_hunt(Some("/nonexistent/perf"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("perf not found"), "{stderr}");
+    let hold = steps.iter().find(|s| s["name"] == "hold-095").unwrap();
+    let error = hold["observed"]["profile"]["error"].as_str().unwrap();
+    assert!(error.contains("install linux-perf"), "{error}");
+}
+
+/// Only where perf is installed and allowed (this machine has it; a clean CI machine does
+/// not, and says so on stderr).
+#[test]
+fn perf_profiles_a_local_process() {
+    let works = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock",
+            "-o",
+            "/tmp/knee-perf-check.data",
+            "true",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        eprintln!("perf is not usable here: perf_profiles_a_local_process checks nothing");
+        return;
+    }
+    let _serial = serial();
+    let (output, steps) = perf_hunt(None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let hold = steps.iter().find(|s| s["name"] == "hold-095").unwrap();
+    let profile = &hold["observed"]["profile"];
+    assert_eq!(profile["source"], "perf", "{profile}");
+    assert!(profile["samples"].as_u64().unwrap() > 10, "{profile}");
+    let top = profile["top_inclusive"].to_string();
+    assert!(
+        top.contains("compute"),
+        "the lock target's work is seen: {top}"
+    );
+}
