@@ -110,7 +110,8 @@ impl Folded {
     }
 
     /// The `n` functions with the most samples anywhere on the stack (inclusive time);
-    /// a recursive function counts once per sample.
+    /// a recursive function counts once per sample. Functions on every stack (thread entry
+    /// points, the runtime's loop) say nothing and are left out.
     pub fn top_inclusive(&self, n: usize) -> Vec<FunctionShare> {
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for (stack, count) in &self.stacks {
@@ -119,6 +120,8 @@ impl Folded {
                 *counts.entry(function).or_default() += count;
             }
         }
+        let total = self.total();
+        counts.retain(|_, samples| *samples < total);
         self.ranked(counts, n)
     }
 
@@ -155,16 +158,18 @@ mod tests {
 
     #[test]
     fn top_functions_count_self_and_inclusive_time() {
-        let folded = Folded::parse("main;a;b 6\nmain;a 2\nmain;c;c 2\nbroken line\n");
-        assert_eq!(folded.total(), 10);
+        let folded = Folded::parse("main;a;b 6\nmain;a 2\nmain;c;c 2\nother;d 1\nbroken line\n");
+        assert_eq!(folded.total(), 11);
         let top_self = folded.top_self(2);
         assert_eq!(top_self[0].function, "b");
         assert_eq!(top_self[0].samples, 6);
-        assert_eq!(top_self[0].percent, 60.0);
+        assert_eq!(top_self[0].percent, 54.5);
         assert_eq!(top_self[1].function, "a");
         let inclusive = folded.top_inclusive(10);
         assert_eq!(inclusive[0].function, "main");
         assert_eq!(inclusive[0].samples, 10);
+        let on_every_stack = Folded::parse("root;x 3\nroot;y 1\n").top_inclusive(10);
+        assert_eq!(on_every_stack[0].function, "x", "{on_every_stack:?}");
         let c = inclusive.iter().find(|r| r.function == "c").unwrap();
         assert_eq!(c.samples, 2, "recursion counts once per sample");
     }

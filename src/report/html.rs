@@ -268,14 +268,34 @@ fn charts(run: &RunRecord) -> Vec<String> {
         false,
         mark,
     ));
+    let rss = line("RSS", 4, &|s| mean(s, "target.rss_mb"));
+    let rss_trend = soak_trend(run, &rss.points, 3);
     charts.push(line_chart(
         "Target memory",
         x_label,
         "RSS (MB)",
-        &[line("RSS", 4, &|s| mean(s, "target.rss_mb"))],
+        &[Some(rss), rss_trend]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
         false,
         mark,
     ));
+    if run.kind == "soak" {
+        let p99 = line("p99", 3, &|s| (s.requests > 0).then_some(s.latency_ms.p99));
+        let p99_trend = soak_trend(run, &p99.points, 0);
+        charts.push(line_chart(
+            "p99 over the soak",
+            x_label,
+            "ms",
+            &[Some(p99), p99_trend]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+            false,
+            None,
+        ));
+    }
     charts.push(line_chart(
         "Generator: send lag p99",
         x_label,
@@ -287,6 +307,22 @@ fn charts(run: &RunRecord) -> Vec<String> {
         mark,
     ));
     charts
+}
+
+/// For a soak, the least-squares trend line through `points` (the first window, the warm-up,
+/// left out, as in the soak analysis), drawn from the second window to the last.
+fn soak_trend(run: &RunRecord, points: &[(f64, f64)], color: usize) -> Option<Series<'static>> {
+    if run.kind != "soak" {
+        return None;
+    }
+    let fitted = points.get(1..)?;
+    let (slope, intercept, _) = crate::analyze::linear_fit(fitted)?;
+    let (x0, x1) = (fitted.first()?.0, fitted.last()?.0);
+    Some(Series {
+        label: "trend",
+        points: vec![(x0, intercept + slope * x0), (x1, intercept + slope * x1)],
+        color: PALETTE[color % PALETTE.len()],
+    })
 }
 
 fn step_table(out: &mut String, run: &RunRecord) {
