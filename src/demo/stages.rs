@@ -100,19 +100,23 @@ impl Chain {
 macro_rules! burn_cpu_time {
     ($work:expr) => {{
         let start = thread_cpu_time();
-        let mut x: u128 = 0x2545_F491_4F6C_DD1D;
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         while thread_cpu_time().saturating_sub(start) < $work {
-            // Long enough between clock readings that few samples land in the clock call
-            // (whose samples the agent drops: it is in libc/vDSO). Plain operators only:
-            // a method call (wrapping_mul, a range iterator) would be the flamegraph's leaf.
-            let mut i: u128 = 0;
-            while i < 5_000 {
-                x = (x * 6_364_136_223_846_793_005 + i) & 0xFFFF_FFFF_FFFF_FFFF;
+            // A few µs between clock readings: short enough not to overshoot the work asked,
+            // long enough that few samples land in the clock call (whose samples the agent
+            // drops: it is in libc/vDSO). Xorshift with plain operators only: a method call
+            // (wrapping_mul, a range iterator), even inlined, would be the flamegraph's leaf,
+            // and a multiplication would be overflow-checked in test builds.
+            let mut i = 0;
+            while i < 2_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
                 i += 1;
             }
             x = std::hint::black_box(x);
         }
-        x as u64
+        x
     }};
 }
 

@@ -196,3 +196,24 @@ fn compare_summary_of_fixed_runs() {
     let html = String::from_utf8(knee::compare::html::render(&comparison)).unwrap();
     assert_self_contained_html(&html, 2);
 }
+
+/// The HTML check fails on what it should: misnesting, a parse error, an external URL.
+#[test]
+fn the_html_check_has_teeth() {
+    let fails = |html: &'static str| {
+        std::panic::catch_unwind(|| assert_self_contained_html(html, 0)).is_err()
+    };
+    assert!(!fails(
+        "<!doctype html><html><body><p>ok <b>fine</b></p><br></body></html>"
+    ));
+    assert!(fails(
+        "<!doctype html><html><body><b><i>x</b></i></body></html>"
+    ));
+    assert!(fails(
+        "<!doctype html><html><body><p a=\"1\"b>x</p></body></html>"
+    ));
+    assert!(fails(
+        "<!doctype html><html><body><img src=\"https://cdn.example/x.png\"></body></html>"
+    ));
+    assert!(fails("<!doctype html><html><body><p>x</body></html>"));
+}
