@@ -4,8 +4,9 @@
 //! 3. CPU work on any thread: cores / (lock_work + cpu_work) for the whole request.
 //!
 //! Each fix removes one: `lock` shards the lock, `pool` makes the pool 8× bigger, `cpu`
-//! memoizes the CPU stage. CPU is burnt by *CPU time* (the thread's own clock), not wall
-//! time, so a request costs the same CPU however busy the machine is.
+//! memoizes the CPU stage. The CPU stage burns *CPU time* (the thread's own clock), so a
+//! request costs the same CPU however busy the machine is; the critical section spins for
+//! *wall* time, so the lock is held exactly as long whatever the host steals.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -94,14 +95,14 @@ impl Chain {
     }
 }
 
-/// Spins until this thread has used `$work` of CPU time. A macro, not a function, so that in
-/// a profile the samples land in the function that uses it (inlined functions show up as
-/// their own frames in flamegraphs; expanded code does not).
-macro_rules! burn_cpu_time {
-    ($work:expr) => {{
-        let start = thread_cpu_time();
+/// Spins until `$clock` (a `Duration` since some origin) has advanced by `$work`. A macro,
+/// not a function, so that in a profile the samples land in the function that uses it
+/// (inlined functions show up as their own frames in flamegraphs; expanded code does not).
+macro_rules! spin {
+    ($work:expr, $clock:expr) => {{
+        let start = $clock;
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        while thread_cpu_time().saturating_sub(start) < $work {
+        while $clock.saturating_sub(start) < $work {
             // A few µs between clock readings: short enough not to overshoot the work asked,
             // long enough that few samples land in the clock call (whose samples the agent
             // drops: it is in libc/vDSO). Xorshift with plain operators only: a method call
@@ -120,16 +121,20 @@ macro_rules! burn_cpu_time {
     }};
 }
 
-/// The critical section: CPU work done while holding the lock. Named for flamegraphs.
+/// The critical section: CPU work done while holding the lock, for `work` of *wall* time, so
+/// the lock is held exactly that long even when the (virtual) CPU is taken away mid-section:
+/// the lock's capacity stays 1 / work on a noisy host. Named for flamegraphs.
 #[inline(never)]
 pub fn critical_section(state: u64, work: Duration) -> u64 {
-    state.wrapping_add(burn_cpu_time!(work))
+    let origin = std::time::Instant::now();
+    state.wrapping_add(spin!(work, origin.elapsed()))
 }
 
-/// The CPU stage's work. Named for flamegraphs.
+/// The CPU stage's work: `work` of this thread's CPU time, so a request costs the same CPU
+/// however busy the machine is. Named for flamegraphs.
 #[inline(never)]
 pub fn compute(work: Duration) -> u64 {
-    burn_cpu_time!(work)
+    spin!(work, thread_cpu_time())
 }
 
 /// The CPU stage once memoized: a cache hit.
@@ -158,6 +163,17 @@ mod tests {
         );
         assert_eq!(Fixes::parse("").unwrap(), Fixes::default());
         assert!(Fixes::parse("disk").is_err());
+    }
+
+    #[test]
+    fn the_critical_section_lasts_the_wall_time_asked() {
+        let start = std::time::Instant::now();
+        critical_section(0, Duration::from_millis(20));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(20) && took < Duration::from_millis(60),
+            "{took:?}"
+        );
     }
 
     #[test]
