@@ -266,7 +266,10 @@ fn the_demo_knee_moves_when_the_lock_is_fixed() {
     assert_eq!(lock_truth.name, "lock");
     let (first_dir, first) = hunt_demo(None);
     let before = first.hunt.clone().unwrap().capacity_rps.unwrap();
-    assert_within(before, lock_truth.capacity_rps, 0.10, "demo (lock)");
+    // 15 %, not 10 % as for the in-process targets: the demo is a second process sharing the
+    // two cores with knee, and each request also pays the lock's handoff (waking the next
+    // waiter), 0.1-0.3 ms on top of the 2 ms held: found 428-480 req/s of 500 here.
+    assert_within(before, lock_truth.capacity_rps, 0.15, "demo (lock)");
     let verdict = first.verdict.clone().unwrap();
     assert_eq!(verdict.kind, "lock", "{verdict:#?}");
     assert_flamegraphs(&first_dir, &first, "critical_section");
