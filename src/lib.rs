@@ -18,6 +18,8 @@ pub mod error;
 #[cfg(feature = "harness")]
 pub mod flame;
 #[cfg(feature = "harness")]
+pub mod hlog;
+#[cfg(feature = "harness")]
 pub mod hunt;
 #[cfg(feature = "harness")]
 pub mod observe;

@@ -84,10 +84,15 @@ impl RunFolder {
     }
 
     /// Appends one step and pushes it to disk before the next step starts.
+    /// Appends the step to steps.jsonl (synced) and writes its histograms: `hist/STEP.hgrm`
+    /// (percentile text, for reading) and `hist/STEP.hlog` (V2 interval log, for tools and
+    /// merging). `started` is when the step's counted window began.
     pub fn append_step(
         &mut self,
         step: &StepResult,
         latency: &Histogram<u64>,
+        service: &Histogram<u64>,
+        started: SystemTime,
     ) -> Result<(), Error> {
         let mut line = serde_json::to_string(step).context("cannot encode step")?;
         line.push('\n');
@@ -98,6 +103,13 @@ impl RunFolder {
         let hist_path = self.dir.join("hist").join(format!("{}.hgrm", step.name));
         fs::write(&hist_path, percentile_distribution(latency))
             .with_context(|| format!("cannot write {}", hist_path.display()))?;
+        crate::hlog::write(
+            &hist_path.with_extension("hlog"),
+            started,
+            std::time::Duration::from_secs_f64(step.duration_s),
+            &[("latency", latency), ("service", service)],
+        )
+        .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
         Ok(())
     }
 

@@ -113,7 +113,10 @@ impl Session {
                     result.observed = Some(serde_json::Value::Object(observed));
                 }
                 terminal.step_finished(&bars[index], &result);
-                folder.append_step(&result, &outcome.latency)?;
+                let started = std::time::SystemTime::now()
+                    .checked_sub(outcome.window.0.elapsed())
+                    .unwrap_or_else(std::time::SystemTime::now);
+                folder.append_step(&result, &outcome.latency, &outcome.service, started)?;
                 done_steps.push(result.clone());
                 *interrupted |= outcome.interrupted;
                 results.push(result);

@@ -49,6 +49,18 @@ fn open_model_delivers_the_offered_rate() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["requests"].as_u64(), Some(step.requests));
     assert!(out.join("hist/rate-2000.hgrm").exists());
+    // The V2 interval log holds the whole distributions: every response, and the same p99.
+    let logged = knee::hlog::read(&out.join("hist/rate-2000.hlog")).unwrap();
+    let tags: Vec<&str> = logged.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(tags, ["latency", "service"]);
+    let latency = &logged[0].1;
+    assert_eq!(latency.len(), step.requests);
+    let p99_ms = latency.value_at_quantile(0.99) as f64 / 1000.0;
+    assert!(
+        (p99_ms - step.latency_ms.p99).abs() <= step.latency_ms.p99 * 0.01 + 0.001,
+        "{p99_ms} vs {}",
+        step.latency_ms.p99
+    );
 }
 
 #[test]
