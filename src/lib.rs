@@ -36,6 +36,8 @@ pub mod report;
 #[cfg(feature = "harness")]
 pub mod runner;
 #[cfg(feature = "harness")]
+pub mod shards;
+#[cfg(feature = "harness")]
 pub mod slo;
 #[cfg(feature = "harness")]
 pub mod step;
@@ -93,6 +95,12 @@ mod harness_entry {
         match job {
             Job::Run(plan) => runner::run(*plan).map(|summary| summary.outcome),
             Job::Report { run, format } => report::rerender(&run, format).map(|_| Outcome::Passed),
+            Job::Merge { dirs, out } => {
+                let dir = crate::shards::merge(&dirs, &out)?;
+                println!("merged run folder: {}", dir.display());
+                println!("run.json:          {}", dir.join("run.json").display());
+                Ok(Outcome::Passed)
+            }
             Job::Compare {
                 before,
                 after,

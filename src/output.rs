@@ -55,6 +55,9 @@ pub struct RunRecord {
     /// `kind = "soak"`: trends and the leak / degradation verdicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak: Option<SoakAnalysis>,
+    /// This run was shard `index` of `count` (`--shard`); `knee merge` joins the shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::plan::Shard>,
     /// The target process that was sampled, and whether it went away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_process: Option<TargetProcess>,
@@ -156,6 +159,7 @@ impl RunRecord {
             usl: None,
             verdict: None,
             soak: None,
+            shard: None,
             target_process: None,
         }
     }

@@ -25,6 +25,11 @@ pub enum Job {
         run: PathBuf,
         format: ReportFormat,
     },
+    /// Merge the run folders of shards into `out`.
+    Merge {
+        dirs: Vec<PathBuf>,
+        out: PathBuf,
+    },
     /// Compare two runs into the folder `out`.
     Compare {
         before: PathBuf,
@@ -91,6 +96,40 @@ pub struct RunPlan {
     /// Draw the live progress bar (off in tests and when `--quiet`).
     pub progress: bool,
     pub observe: ObservePlan,
+    /// This process is one of several generators: it offers 1/count of every rate.
+    pub shard: Option<Shard>,
+    /// Start the first step at this instant (shards start together).
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+/// Shard `index` of `count` (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Where this shard's uniform schedule starts, as a fraction of its own send interval:
+    /// shard i of N sends at (i-1)/N of the interval, so the N schedules interleave into the
+    /// whole rate's.
+    pub fn phase(&self) -> f64 {
+        f64::from(self.index - 1) / f64::from(self.count)
+    }
+
+    /// Parses "I/N" (1 ≤ I ≤ N ≤ 1000).
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard '{text}' must be I/N with 1 <= I <= N, e.g. 2/4");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index < 1 || index > count || count > 1000 {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 /// What to watch while the load runs.
@@ -350,6 +389,21 @@ impl Default for DemoConfig {
             leak_bytes: 64 * 1024,
             fixes: Fixes::default(),
             explain: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    #[test]
+    fn shards_parse_and_phase() {
+        let s = Shard::parse("3/4").unwrap();
+        assert_eq!((s.index, s.count), (3, 4));
+        assert_eq!(s.phase(), 0.5);
+        for bad in ["0/2", "3/2", "a/b", "2", "1/0"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
         }
     }
 }

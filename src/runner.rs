@@ -182,6 +182,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         interrupted: false,
         planned,
     };
+    wait_for_start(&plan).await;
     let mut analysis = Analysis::default();
     match &plan.mode {
         Mode::Steps(steps) if plan.kind == Kind::Stress => {
@@ -252,6 +253,7 @@ fn finish(
     record.usl = analysis.usl;
     record.verdict = analysis.verdict;
     record.soak = analysis.soak;
+    record.shard = plan.shard;
     record.target_process = analysis.target;
     let run_json = session.folder.write_run(&record)?;
     let reports = crate::report::write_all(&record, &session.folder.dir)?;
@@ -410,5 +412,20 @@ fn raise_fd_limit() {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+/// With `--start-at`, sleeps until then (shards start their first step together).
+async fn wait_for_start(plan: &RunPlan) {
+    let Some(at) = plan.start_at else { return };
+    match at.duration_since(std::time::SystemTime::now()) {
+        Ok(wait) => {
+            eprintln!("knee: waiting {:.1} s for --start-at", wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+        Err(late) => eprintln!(
+            "knee: --start-at passed {:.1} s ago: starting now (shards will not be aligned)",
+            late.duration().as_secs_f64()
+        ),
     }
 }

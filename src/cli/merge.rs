@@ -4,6 +4,7 @@
 use super::{CommonArgs, HuntArgs, RunArgs, TargetArgs};
 use crate::error::Error;
 use crate::flame::ProfilerPlan;
+use crate::plan::Shard;
 use crate::plan::{
     build_steps, Arrivals, DemoConfig, HttpVersion, HuntSettings, Kind, Load, Mode, ObservePlan,
     OutDir, RequestPlan, RunPlan, TargetPlan,
@@ -55,6 +56,8 @@ pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
     let warmup = args.warmup.or(profile.as_ref().and_then(|p| p.warmup));
     let window = profile.as_ref().and_then(|p| p.window);
     let steps = build_steps(kind, &loads, warmup, duration, window);
+    let shard = shard_of(&args)?;
+    let start_at = start_at_of(&args)?;
     let base = Base::new(
         args.url,
         &args.target,
@@ -64,7 +67,72 @@ pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
         kind,
         "/pool",
     )?;
-    base.into_plan(kind, Mode::Steps(steps), command)
+    let mut steps = steps;
+    if let Some(shard) = shard {
+        // Each shard offers its share; step names keep the whole rate, so shards' steps match.
+        for step in &mut steps {
+            match &mut step.load {
+                Load::Rate { rps, .. } => *rps /= f64::from(shard.count),
+                Load::Concurrency(_) => {
+                    return Err(Error::input(
+                        "--shard needs an open-model run (rates): a closed model cannot be split",
+                    ))
+                }
+            }
+        }
+    }
+    let mut plan = base.into_plan(kind, Mode::Steps(steps), command)?;
+    plan.shard = shard;
+    plan.start_at = start_at;
+    Ok(plan)
+}
+
+/// `--shard I/N`, or `--shards N` (or `KNEE_SHARDS`) with the index from Kubernetes' Indexed
+/// Job (`JOB_COMPLETION_INDEX`, 0-based).
+fn shard_of(args: &RunArgs) -> Result<Option<Shard>, Error> {
+    if let Some(text) = &args.shard {
+        return Shard::parse(text).map(Some).map_err(Error::input);
+    }
+    let count = match args.shards {
+        Some(n) => n,
+        None => match std::env::var("KNEE_SHARDS") {
+            Ok(n) => n
+                .trim()
+                .parse()
+                .map_err(|_| Error::input(format!("KNEE_SHARDS='{n}' is not a number")))?,
+            Err(_) => return Ok(None),
+        },
+    };
+    let index: u32 = std::env::var("JOB_COMPLETION_INDEX")
+        .map_err(|_| Error::input("--shards needs JOB_COMPLETION_INDEX (or use --shard I/N)"))?
+        .trim()
+        .parse()
+        .map_err(|_| Error::input("JOB_COMPLETION_INDEX is not a number"))?;
+    Shard::parse(&format!("{}/{count}", index + 1))
+        .map(Some)
+        .map_err(Error::input)
+}
+
+/// `--start-at RFC3339` or `KNEE_START_AT`; at most an hour ahead.
+fn start_at_of(args: &RunArgs) -> Result<Option<std::time::SystemTime>, Error> {
+    let Some(text) = args
+        .start_at
+        .clone()
+        .or_else(|| std::env::var("KNEE_START_AT").ok())
+    else {
+        return Ok(None);
+    };
+    let at = humantime::parse_rfc3339_weak(text.trim()).map_err(|e| {
+        Error::input(format!(
+            "--start-at '{text}' is not an RFC 3339 time (e.g. 2026-11-26T20:00:00Z): {e}"
+        ))
+    })?;
+    if at > std::time::SystemTime::now() + Duration::from_secs(3600) {
+        return Err(Error::input(format!(
+            "--start-at '{text}' is more than an hour away"
+        )));
+    }
+    Ok(Some(at))
 }
 
 /// `knee hunt URL` (or a profile with kind = "hunt").
@@ -285,6 +353,8 @@ impl Base {
             command,
             progress: self.progress,
             observe: self.observe,
+            shard: None,
+            start_at: None,
         })
     }
 }

@@ -38,6 +38,18 @@ pub enum Command {
     Report(ReportArgs),
     /// Compare a run before a fix with a run after it: the knee and the bottleneck moving.
     Compare(CompareArgs),
+    /// Merge the run folders of shards (`knee run --shard I/N`) into one run, exactly.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The shards' run folders.
+    #[arg(required = true, num_args = 2..)]
+    pub dirs: Vec<PathBuf>,
+    /// The merged run folder (default: reports/<utc-time>-merged).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -198,6 +210,16 @@ pub struct RunArgs {
     /// Warm-up at the start of each step: measured, not counted (default: a fifth, ≤ 1s).
     #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
+    /// Be shard I of N generators: offer 1/N of every rate, phase-shifted so the shards'
+    /// schedules interleave into the whole one. Merge the folders with `knee merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Be one of N shards, the index taken from JOB_COMPLETION_INDEX (Kubernetes Indexed Job).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+    /// Start the first step at this instant (RFC 3339, UTC), so shards start together.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -335,6 +357,15 @@ where
         Command::Report(report) => Job::Report {
             run: report.run,
             format: report.format,
+        },
+        Command::Merge(merge) => Job::Merge {
+            out: merge.out.unwrap_or_else(|| {
+                PathBuf::from("reports").join(format!(
+                    "{}-merged",
+                    crate::output::folder_timestamp(std::time::SystemTime::now())
+                ))
+            }),
+            dirs: merge.dirs,
         },
         Command::Compare(compare) => Job::Compare {
             out: compare.out.unwrap_or_else(|| {

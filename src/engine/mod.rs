@@ -78,6 +78,10 @@ pub struct Engine {
     cpu: ThreadCpu,
     stop: watch::Receiver<bool>,
     steps_run: AtomicU64,
+    /// A shard's phase in its uniform schedule (0 unsharded).
+    phase: f64,
+    /// Mixed into seeds so shards' Poisson streams are independent.
+    seed_base: u64,
 }
 
 impl Engine {
@@ -99,6 +103,8 @@ impl Engine {
             cpu,
             stop,
             steps_run: AtomicU64::new(0),
+            phase: plan.shard.map_or(0.0, |s| s.phase()),
+            seed_base: plan.shard.map_or(0, |s| u64::from(s.index) << 48),
         })
     }
 
@@ -147,7 +153,7 @@ impl Engine {
 
     /// Starts the step's workers at `start` and returns when its schedule has ended.
     async fn schedule(&self, spec: &StepSpec, start: Instant, live: Arc<dyn LiveSink>) -> Running {
-        let seed = self.steps_run.fetch_add(1, Ordering::Relaxed) + 1;
+        let seed = (self.steps_run.fetch_add(1, Ordering::Relaxed) + 1) ^ self.seed_base;
         let timeline = Timeline::new(spec, start);
         let lag_bound = match spec.load {
             Load::Rate { rps, .. } => LAG_BOUND.max(Duration::from_secs_f64(0.1 / rps)),
@@ -274,7 +280,8 @@ impl Engine {
                 .iter()
                 .map(|l| (l.clone(), Arc::new(AtomicUsize::new(0))))
                 .collect(),
-            schedule: OpenSchedule::new(timeline.start, timeline.end, rps, arrivals, seed),
+            schedule: OpenSchedule::new(timeline.start, timeline.end, rps, arrivals, seed)
+                .with_phase(self.phase),
             mix: self.mix.clone(),
             rng: Rng::new(seed),
             initial_workers: self.lanes.iter().map(|l| l.pool.len()).collect(),

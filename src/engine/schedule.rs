@@ -14,6 +14,8 @@ pub struct OpenSchedule {
     interval_s: f64,
     arrivals: Arrivals,
     next_offset_s: f64,
+    /// Offset of a uniform schedule's first send (a shard's phase).
+    phase_s: f64,
     index: u64,
     rng: Rng,
 }
@@ -26,6 +28,7 @@ impl OpenSchedule {
             interval_s: 1.0 / rps,
             arrivals,
             next_offset_s: 0.0,
+            phase_s: 0.0,
             index: 0,
             rng: Rng::new(seed),
         };
@@ -33,6 +36,16 @@ impl OpenSchedule {
             schedule.next_offset_s = schedule.gap();
         }
         schedule
+    }
+
+    /// Shifts a uniform schedule by `phase` of its interval (shards interleave this way);
+    /// a Poisson schedule is left as it is (shards' independent Poisson streams add up to one).
+    pub fn with_phase(mut self, phase: f64) -> Self {
+        if self.arrivals == Arrivals::Uniform {
+            self.next_offset_s = phase * self.interval_s;
+            self.phase_s = self.next_offset_s;
+        }
+        self
     }
 
     fn gap(&mut self) -> f64 {
@@ -52,7 +65,7 @@ impl Iterator for OpenSchedule {
         self.index += 1;
         self.next_offset_s = match self.arrivals {
             // Multiplying (not adding) keeps uniform schedules free of accumulated rounding.
-            Arrivals::Uniform => self.index as f64 * self.interval_s,
+            Arrivals::Uniform => self.phase_s + self.index as f64 * self.interval_s,
             Arrivals::Poisson => self.next_offset_s + self.gap(),
         };
         Some(at)
@@ -124,6 +137,25 @@ mod tests {
         let times: Vec<_> = OpenSchedule::new(start, end, 1000.0, Arrivals::Uniform, 1).collect();
         assert_eq!(times.len(), 1000);
         assert_eq!(times[500] - start, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn shards_interleave_into_the_whole_uniform_schedule() {
+        let start = Instant::now();
+        let end = start + Duration::from_secs(1);
+        let mut times: Vec<_> = (1..=3)
+            .flat_map(|i| {
+                let shard = crate::plan::Shard { index: i, count: 3 };
+                OpenSchedule::new(start, end, 100.0, Arrivals::Uniform, 1).with_phase(shard.phase())
+            })
+            .collect();
+        times.sort();
+        let whole: Vec<_> = OpenSchedule::new(start, end, 300.0, Arrivals::Uniform, 1).collect();
+        assert_eq!(times.len(), whole.len());
+        for (a, b) in times.iter().zip(&whole) {
+            let gap = if a > b { *a - *b } else { *b - *a };
+            assert!(gap < Duration::from_micros(1), "{a:?} vs {b:?}");
+        }
     }
 
     #[test]

@@ -10,4 +10,5 @@ mod observe;
 mod profiles;
 mod protocols;
 mod report;
+mod shards;
 mod signals;

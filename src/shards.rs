@@ -1,0 +1,241 @@
+//! `knee merge DIR...`: the run folders of shards (`knee run --shard I/N`) become one run
+//! folder, exactly: each step's histograms are added from the shards' V2 interval logs
+//! (percentiles are computed from the sum, never averaged), counts and error classes are
+//! summed, the SLO is judged again on the whole, and what is per machine — generator health
+//! and the samplers — is kept per shard under `observed.shards`. One generator-limited shard
+//! marks the merged step generator-limited.
+
+use crate::engine::record::percentiles;
+use crate::error::Error;
+use crate::output::{RunFolder, RunRecord};
+use crate::plan::OutDir;
+use crate::slo::StepFigures;
+use crate::step::StepResult;
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+struct ShardRun {
+    dir: PathBuf,
+    record: RunRecord,
+}
+
+/// Merges shard folders into `out`; returns the merged run folder.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, Error> {
+    let shards = read_shards(dirs)?;
+    let first = &shards[0].record;
+    let mut steps = Vec::with_capacity(first.steps.len());
+    let mut histograms = Vec::with_capacity(first.steps.len());
+    for (i, step) in first.steps.iter().enumerate() {
+        let parts: Vec<&StepResult> = shards.iter().map(|s| &s.record.steps[i]).collect();
+        let (latency, service) = added_histograms(&shards, &step.name)?;
+        steps.push(merged_step(&parts, &latency, &service, first));
+        histograms.push((latency, service));
+    }
+    let started = humantime::parse_rfc3339_weak(&first.started_at).unwrap_or(SystemTime::now());
+    let mut folder = RunFolder::create(&OutDir::Exact(out.to_path_buf()), &first.name, started)?;
+    for (step, (latency, service)) in steps.iter().zip(&histograms) {
+        folder.append_step(step, latency, service, started)?;
+    }
+    let mut record = RunRecord::read(&shards[0].dir.join("run.json"))?;
+    record.command = std::iter::once("knee merge".to_string())
+        .chain(dirs.iter().map(|d| d.display().to_string()))
+        .collect();
+    record.generator_limited_steps = steps
+        .iter()
+        .filter(|s| s.generator.limited)
+        .map(|s| s.name.clone())
+        .collect();
+    record.slo_held = steps.iter().all(|s| s.holds);
+    record.interrupted = shards.iter().any(|s| s.record.interrupted);
+    record.steps = steps;
+    record.shard = None;
+    // Verdicts and hunt analyses read one machine's samplers: not redone for a merge.
+    record.verdict = None;
+    record.hunt = None;
+    record.stress = None;
+    record.target_process = None;
+    folder.write_run(&record)?;
+    crate::report::write_all(&record, &folder.dir)?;
+    Ok(folder.dir)
+}
+
+/// Reads the shard folders and checks they are the shards of one run.
+fn read_shards(dirs: &[PathBuf]) -> Result<Vec<ShardRun>, Error> {
+    if dirs.len() < 2 {
+        return Err(Error::input(
+            "knee merge needs the folders of at least two shards",
+        ));
+    }
+    let mut shards = Vec::new();
+    for dir in dirs {
+        let record = RunRecord::read(&dir.join("run.json"))?;
+        shards.push(ShardRun {
+            dir: dir.clone(),
+            record,
+        });
+    }
+    let first = &shards[0];
+    let names = |r: &RunRecord| r.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    for shard in &shards {
+        let r = &shard.record;
+        let here = shard.dir.display();
+        let Some(s) = r.shard else {
+            return Err(Error::input(format!(
+                "{here} is not a shard's run (it was not run with --shard)"
+            )));
+        };
+        if r.name != first.record.name
+            || r.kind != first.record.kind
+            || r.target != first.record.target
+        {
+            return Err(Error::input(format!(
+                "{here} is another run: {} {} against {} (the first folder: {} {} against {})",
+                r.kind, r.name, r.target, first.record.kind, first.record.name, first.record.target
+            )));
+        }
+        if s.count as usize != dirs.len() {
+            return Err(Error::input(format!(
+                "{here} is shard {}/{}, but {} folders were given",
+                s.index,
+                s.count,
+                dirs.len()
+            )));
+        }
+        let (mine, theirs) = (names(r), names(&first.record));
+        if mine != theirs {
+            let missing: Vec<&String> = theirs.iter().filter(|n| !mine.contains(n)).collect();
+            let extra: Vec<&String> = mine.iter().filter(|n| !theirs.contains(n)).collect();
+            return Err(Error::input(format!(
+                "{here} has other steps than {}: missing {missing:?}, extra {extra:?}",
+                first.dir.display()
+            )));
+        }
+    }
+    let mut indices: Vec<u32> = shards
+        .iter()
+        .filter_map(|s| s.record.shard)
+        .map(|s| s.index)
+        .collect();
+    indices.sort_unstable();
+    indices.dedup();
+    if indices.len() != shards.len() {
+        return Err(Error::input("two folders are the same shard"));
+    }
+    Ok(shards)
+}
+
+/// The sum of the shards' latency and service histograms of one step.
+fn added_histograms(
+    shards: &[ShardRun],
+    step: &str,
+) -> Result<(Histogram<u64>, Histogram<u64>), Error> {
+    let mut latency: Option<Histogram<u64>> = None;
+    let mut service: Option<Histogram<u64>> = None;
+    for shard in shards {
+        let path = shard.dir.join("hist").join(format!("{step}.hlog"));
+        let logged = crate::hlog::read(&path).map_err(Error::input)?;
+        for (tag, histogram) in logged {
+            let sum = match tag.as_str() {
+                "latency" => &mut latency,
+                "service" => &mut service,
+                _ => continue,
+            };
+            match sum {
+                Some(sum) => sum
+                    .add(&histogram)
+                    .with_context(|| format!("cannot add {}", path.display()))?,
+                None => *sum = Some(histogram),
+            }
+        }
+    }
+    let missing = || {
+        Error::input(format!(
+            "a shard's hist/{step}.hlog has no latency or service histogram"
+        ))
+    };
+    Ok((latency.ok_or_else(missing)?, service.ok_or_else(missing)?))
+}
+
+/// One step of the whole run from the shards' parts of it.
+fn merged_step(
+    parts: &[&StepResult],
+    latency: &Histogram<u64>,
+    service: &Histogram<u64>,
+    run: &RunRecord,
+) -> StepResult {
+    let sum_u = |f: &dyn Fn(&StepResult) -> u64| parts.iter().map(|s| f(s)).sum::<u64>();
+    let sum_f = |f: &dyn Fn(&StepResult) -> f64| parts.iter().map(|s| f(s)).sum::<f64>();
+    let mut step = parts[0].clone();
+    step.offered_rps = parts[0]
+        .offered_rps
+        .map(|_| sum_f(&|s| s.offered_rps.unwrap_or(0.0)));
+    step.concurrency = parts[0]
+        .concurrency
+        .map(|_| parts.iter().filter_map(|s| s.concurrency).sum());
+    step.requests = sum_u(&|s| s.requests);
+    step.achieved_rps = sum_f(&|s| s.achieved_rps);
+    step.ok_rps = sum_f(&|s| s.ok_rps);
+    step.errors = sum_u(&|s| s.errors);
+    step.error_rate = step.errors as f64 / step.requests.max(1) as f64;
+    step.warmup_requests = sum_u(&|s| s.warmup_requests);
+    step.unfinished = sum_u(&|s| s.unfinished);
+    step.in_flight_mean = sum_f(&|s| s.in_flight_mean);
+    step.partial = parts.iter().any(|s| s.partial);
+    for map in [&mut step.error_classes, &mut step.status_codes] {
+        map.clear();
+    }
+    for part in parts {
+        for (class, n) in &part.error_classes {
+            *step.error_classes.entry(class.clone()).or_default() += n;
+        }
+        for (code, n) in &part.status_codes {
+            *step.status_codes.entry(code.clone()).or_default() += n;
+        }
+    }
+    step.latency_ms = percentiles(latency);
+    step.service_ms = percentiles(service);
+    let g = &mut step.generator;
+    g.limited = parts.iter().any(|s| s.generator.limited);
+    g.limited_reason = parts
+        .iter()
+        .filter_map(|s| s.generator.limited_reason.clone())
+        .next();
+    g.send_lag_p99_ms = parts
+        .iter()
+        .map(|s| s.generator.send_lag_p99_ms)
+        .fold(0.0, f64::max);
+    g.send_lag_max_ms = parts
+        .iter()
+        .map(|s| s.generator.send_lag_max_ms)
+        .fold(0.0, f64::max);
+    g.late_sends = parts.iter().map(|s| s.generator.late_sends).sum();
+    g.not_sent = parts.iter().map(|s| s.generator.not_sent).sum();
+    g.cpu_cores = parts.iter().map(|s| s.generator.cpu_cores).sum();
+    g.cpu_available = parts.iter().map(|s| s.generator.cpu_available).sum();
+    g.connections = parts.iter().map(|s| s.generator.connections).sum();
+    // Time slices are per machine and not aligned to each other: kept per shard only.
+    step.slices.clear();
+    step.notes = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.notes.iter().map(move |n| format!("shard {}: {n}", i + 1)))
+        .collect();
+    step.observed = Some(serde_json::json!({
+        "shards": parts.iter().map(|s| serde_json::json!({
+            "generator": s.generator,
+            "samplers": s.observed.as_ref().and_then(|o| o.get("samplers")),
+            "slices": s.slices,
+        })).collect::<Vec<_>>()
+    }));
+    step.slo_failures = run.slo.failures(&StepFigures {
+        latency_us: latency,
+        requests: step.requests,
+        errors: step.errors,
+        achieved_rps: step.achieved_rps,
+        offered_rps: step.offered_rps,
+    });
+    step.holds = step.slo_failures.is_empty() && !step.generator.limited && !step.partial;
+    step
+}

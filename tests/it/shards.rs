@@ -1,0 +1,202 @@
+//! Sharded generators: two knee processes, shards 1/2 and 2/2 of one run, merged exactly.
+
+use crate::util::*;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// `knee run` as shard `shard` of a run at `rate` starting at `start`, into `out`.
+fn shard_run(
+    url: &str,
+    rate: &str,
+    steps: Option<&str>,
+    shard: &str,
+    start: &str,
+    out: &TempDir,
+) -> std::process::Child {
+    let mut command = Command::new(knee_bin());
+    command.args([
+        "run",
+        "--url",
+        url,
+        "-q",
+        "--no-sample",
+        "--shard",
+        shard,
+        "--start-at",
+        start,
+    ]);
+    match steps {
+        Some(steps) => command.args(["--steps", steps, "--step-duration", "1s"]),
+        None => command.args(["--rate", rate, "--duration", "1s"]),
+    };
+    command.arg("--out").arg(out.path()).spawn().unwrap()
+}
+
+fn start_in(seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(seconds)).to_string()
+}
+
+#[test]
+fn two_shards_merge_into_the_whole_rate_with_exact_percentiles() {
+    let _serial = serial();
+    let target = http_target(Http::Fast);
+    let url = target.url("/");
+    let (a, b, merged) = (
+        TempDir::new("shard-1"),
+        TempDir::new("shard-2"),
+        TempDir::new("merged"),
+    );
+    let start = start_in(2);
+    let mut first = shard_run(&url, "400", None, "1/2", &start, &a);
+    let mut second = shard_run(&url, "400", None, "2/2", &start, &b);
+    assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
+
+    let args = [
+        "knee",
+        "merge",
+        a.path().to_str().unwrap(),
+        b.path().to_str().unwrap(),
+        "--out",
+        merged.path().to_str().unwrap(),
+    ];
+    knee::run(args).unwrap();
+    let record = knee::output::RunRecord::read(&merged.join("run.json")).unwrap();
+    let step = &record.steps[0];
+    assert_eq!(step.name, "rate-400");
+    assert_eq!(step.offered_rps, Some(400.0));
+    assert!(
+        (step.achieved_rps - 400.0).abs() <= 400.0 * 0.03,
+        "merged {} req/s, not within 3 % of 400",
+        step.achieved_rps
+    );
+    // The merged percentiles are those of the two shards' histograms added, exactly.
+    let mut union: Option<hdrhistogram::Histogram<u64>> = None;
+    for dir in [&a, &b] {
+        let logged = knee::hlog::read(&dir.join("hist/rate-400.hlog")).unwrap();
+        let latency = &logged.iter().find(|(t, _)| t == "latency").unwrap().1;
+        match &mut union {
+            Some(u) => u.add(latency).unwrap(),
+            None => union = Some(latency.clone()),
+        }
+    }
+    let union = union.unwrap();
+    assert_eq!(union.len(), step.requests);
+    assert_eq!(step.latency_ms, knee::engine::record::percentiles(&union));
+    let shards = step.observed.as_ref().unwrap()["shards"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        shards, 2,
+        "generator health and samplers are kept per shard"
+    );
+    assert!(merged.join("report.md").exists() && merged.join("hist/rate-400.hlog").exists());
+}
+
+#[test]
+fn merging_folders_that_are_not_one_runs_shards_fails_clearly() {
+    let _serial = serial();
+    let target = http_target(Http::Fast);
+    let url = target.url("/");
+    let (a, b, c) = (
+        TempDir::new("shard-a"),
+        TempDir::new("shard-b"),
+        TempDir::new("shard-c"),
+    );
+    let start = start_in(1);
+    let mut one = shard_run(&url, "100", Some("100,200"), "1/2", &start, &a);
+    let mut two = shard_run(&url, "100", Some("100"), "2/2", &start, &b);
+    let mut other = shard_run(&url, "100", None, "2/2", &start, &c);
+    assert!(one.wait().unwrap().success() && two.wait().unwrap().success());
+    assert!(other.wait().unwrap().success());
+    let merge = |x: &TempDir, y: &TempDir| {
+        let out = TempDir::new("merge-fails");
+        let args = [
+            "knee",
+            "merge",
+            x.path().to_str().unwrap(),
+            y.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ];
+        match knee::run(args) {
+            Err(knee::Error::Input(message)) => message,
+            other => panic!("expected a clear input error, got {other:?}"),
+        }
+    };
+    let missing = merge(&a, &b);
+    assert!(
+        missing.contains("missing") && missing.contains("rate-200"),
+        "{missing}"
+    );
+    let another = merge(&a, &c);
+    assert!(
+        another.contains("other steps") || another.contains("another run"),
+        "{another}"
+    );
+    let not_shard = TempDir::new("not-a-shard");
+    let (_, record) = knee_run(
+        not_shard.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "50",
+            "--duration",
+            "300ms",
+            "--no-sample",
+        ],
+    );
+    assert!(record.is_some());
+    let message = merge(&not_shard, &b);
+    assert!(message.contains("not a shard"), "{message}");
+}
+
+/// The Kubernetes manifests parse, describe an Indexed Job whose completions, parallelism
+/// and KNEE_SHARDS agree, and carry a profile knee accepts. (There is no cluster here: this
+/// is all that is checked of them.)
+#[test]
+fn the_kubernetes_manifests_parse_and_agree() {
+    use serde::Deserialize;
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes"));
+    let mut docs = Vec::new();
+    for file in ["configmap.yaml", "job.yaml", "merge.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value =
+                serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+            docs.push(value);
+        }
+    }
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let job = &kind("Job")["spec"];
+    assert_eq!(job["completionMode"], "Indexed");
+    assert_eq!(job["completions"], job["parallelism"]);
+    let container = &job["template"]["spec"]["containers"][0];
+    let env = |name: &str| {
+        container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let shards: u64 = env("KNEE_SHARDS").parse().unwrap();
+    assert_eq!(job["completions"].as_u64(), Some(shards));
+    assert!(humantime::parse_rfc3339(&env("KNEE_START_AT")).is_ok());
+    assert!(container["args"][0].as_str().unwrap().contains("--shards"));
+    assert!(kind("Pod")["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .unwrap()
+        .contains("knee merge"));
+    let profile = kind("ConfigMap")["data"]["profile.toml"].as_str().unwrap();
+    let tmp = TempDir::new("k8s-profile");
+    std::fs::write(tmp.join("profile.toml"), profile).unwrap();
+    let spec = knee::profile::load(&tmp.join("profile.toml")).expect("the ConfigMap's profile");
+    assert_eq!(spec.loads.len(), 4);
+}
