@@ -192,6 +192,11 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
             // Windows of one long load: back to back, no pause between them.
             session.chain(steps).await?;
         }
+        Mode::Steps(steps) if plan.shard.is_some() => {
+            // Shards chain their steps (each starts when the last one's schedule ends), so
+            // step k starts at --start-at + the same offset on every shard: no drift.
+            session.chain(steps).await?;
+        }
         Mode::Steps(steps) => {
             for spec in steps {
                 if session.step(spec).await?.is_none() {

@@ -80,6 +80,22 @@ fn two_shards_merge_into_the_whole_rate_with_exact_percentiles() {
         }
     }
     let union = union.unwrap();
+    // --start-at aligned the shards: their counted windows began within 50 ms of each other.
+    let start_of = |dir: &TempDir| -> f64 {
+        let text = std::fs::read_to_string(dir.join("hist/rate-400.hlog")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("#[StartTime: "))
+            .unwrap();
+        line["#[StartTime: ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let skew = (start_of(&a) - start_of(&b)).abs();
+    assert!(skew < 0.05, "the shards started {skew:.3} s apart");
     assert_eq!(union.len(), step.requests);
     assert_eq!(step.latency_ms, knee::engine::record::percentiles(&union));
     let shards = step.observed.as_ref().unwrap()["shards"]
