@@ -20,6 +20,11 @@ use std::time::Duration;
 pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
     let profile: Option<ProfileSpec> = args.profile.as_deref().map(profile::load).transpose()?;
     if profile.as_ref().is_some_and(|p| p.kind == Kind::Hunt) {
+        if args.shard.is_some() || args.shards.is_some() {
+            return Err(Error::input(
+                "--shard splits fixed-step runs: a hunt adapts its rates to what it sees and cannot be split",
+            ));
+        }
         let hunt = HuntArgs {
             url: args.url,
             profile: None,

@@ -166,6 +166,28 @@ fn merging_folders_that_are_not_one_runs_shards_fails_clearly() {
     assert!(record.is_some());
     let message = merge(&not_shard, &b);
     assert!(message.contains("not a shard"), "{message}");
+    // Only fixed-step open-model runs shard.
+    let hunt = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/hunt.toml");
+    for args in [
+        vec!["knee", "run", hunt, "--shard", "1/2"],
+        vec![
+            "knee",
+            "run",
+            "--url",
+            &url,
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+            "--shard",
+            "1/2",
+        ],
+    ] {
+        match knee::run(args) {
+            Err(knee::Error::Input(message)) => assert!(message.contains("--shard"), "{message}"),
+            other => panic!("a hunt or a closed model cannot be sharded: {other:?}"),
+        }
+    }
 }
 
 /// The Kubernetes manifests parse, describe an Indexed Job whose completions, parallelism
