@@ -164,6 +164,16 @@ impl RunRecord {
         }
     }
 
+    /// A run folder or its run.json → (the folder, run.json's path).
+    pub fn locate(run: &Path) -> (PathBuf, PathBuf) {
+        if run.is_dir() {
+            (run.to_path_buf(), run.join("run.json"))
+        } else {
+            let dir = run.parent().unwrap_or(Path::new(".")).to_path_buf();
+            (dir, run.to_path_buf())
+        }
+    }
+
     pub fn read(path: &Path) -> Result<RunRecord, Error> {
         let text = fs::read_to_string(path)
             .map_err(|e| Error::input(format!("{}: cannot read: {e}", path.display())))?;

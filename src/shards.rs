@@ -23,7 +23,7 @@ struct ShardRun {
 
 /// Merges shard folders into `out`; returns the merged run folder.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, Error> {
-    let shards = read_shards(dirs)?;
+    let mut shards = read_shards(dirs)?;
     let first = &shards[0].record;
     let mut steps = Vec::with_capacity(first.steps.len());
     let mut histograms = Vec::with_capacity(first.steps.len());
@@ -38,7 +38,9 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, Error> {
     for (step, (latency, service)) in steps.iter().zip(&histograms) {
         folder.append_step(step, latency, service, started)?;
     }
-    let mut record = RunRecord::read(&shards[0].dir.join("run.json"))?;
+    let interrupted = shards.iter().any(|s| s.record.interrupted);
+    // The first shard's record, taken rather than read again, becomes the merged one.
+    let mut record = shards.swap_remove(0).record;
     record.command = std::iter::once("knee merge".to_string())
         .chain(dirs.iter().map(|d| d.display().to_string()))
         .collect();
@@ -48,7 +50,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, Error> {
         .map(|s| s.name.clone())
         .collect();
     record.slo_held = steps.iter().all(|s| s.holds);
-    record.interrupted = shards.iter().any(|s| s.record.interrupted);
+    record.interrupted = interrupted;
     record.steps = steps;
     record.shard = None;
     // Verdicts and hunt analyses read one machine's samplers: not redone for a merge.
@@ -210,11 +212,11 @@ fn merged_step(
         .iter()
         .map(|s| s.generator.send_lag_max_ms)
         .fold(0.0, f64::max);
-    g.late_sends = parts.iter().map(|s| s.generator.late_sends).sum();
-    g.not_sent = parts.iter().map(|s| s.generator.not_sent).sum();
-    g.cpu_cores = parts.iter().map(|s| s.generator.cpu_cores).sum();
-    g.cpu_available = parts.iter().map(|s| s.generator.cpu_available).sum();
-    g.connections = parts.iter().map(|s| s.generator.connections).sum();
+    g.late_sends = sum_u(&|s| s.generator.late_sends);
+    g.not_sent = sum_u(&|s| s.generator.not_sent);
+    g.cpu_cores = sum_f(&|s| s.generator.cpu_cores);
+    g.cpu_available = sum_f(&|s| s.generator.cpu_available);
+    g.connections = sum_u(&|s| s.generator.connections);
     // Time slices are per machine and not aligned to each other: kept per shard only.
     step.slices.clear();
     step.notes = parts

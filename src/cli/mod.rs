@@ -66,12 +66,16 @@ pub struct CompareArgs {
     pub fail_if_slower: Option<f64>,
 }
 
-fn parse_percent(text: &str) -> Result<f64, String> {
-    let percent: f64 = text
-        .trim()
+/// "5%" or "5" → 5.0.
+fn percent_number(text: &str) -> Result<f64, String> {
+    text.trim()
         .trim_end_matches('%')
         .parse()
-        .map_err(|_| format!("'{text}' is not a percentage"))?;
+        .map_err(|_| format!("'{text}' is not a percentage"))
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let percent = percent_number(text)?;
     if !(0.0..100.0).contains(&percent) {
         return Err(format!("'{text}' must be between 0% and 100%"));
     }
@@ -298,12 +302,7 @@ impl DemoArgs {
 }
 
 fn parse_hold(text: &str) -> Result<f64, String> {
-    let percent: f64 = text
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("'{text}' is not a percentage"))?;
-    crate::profile::parse_hold_percent(percent)
+    crate::profile::parse_hold_percent(percent_number(text)?)
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {

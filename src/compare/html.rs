@@ -9,15 +9,19 @@ use crate::report::html::{base64, escape};
 use crate::units::fmt_ms;
 use std::fmt::Write as _;
 
-const STYLE: &str = "body{font-family:sans-serif;max-width:1340px;margin:1em auto;color:#222}\
-.verdict{border:2px solid #333;border-radius:6px;padding:.6em 1em;background:#fafafa}.verdict td{padding:.15em .8em .15em 0}\
-.charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #ddd}img{width:100%;border:1px solid #ddd}\
-table.steps{border-collapse:collapse;font-size:.85em}table.steps td,table.steps th{border:1px solid #ccc;padding:.2em .5em;text-align:right}";
+/// The report's stylesheet, with the differential flamegraphs as wide as the page.
+fn style() -> String {
+    format!(
+        "{}img{{width:100%;border:1px solid #ddd}}",
+        crate::report::html::STYLE
+    )
+}
 
 pub fn render(c: &Comparison) -> Vec<u8> {
     let (a, b) = (escape(&c.before.label), escape(&c.after.label));
     let mut out = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>knee compare: {a} → {b}</title><style>{STYLE}</style></head><body><h1>knee compare: {a} → {b}</h1>"
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>knee compare: {a} → {b}</title><style>{}</style></head><body><h1>knee compare: {a} → {b}</h1>",
+        style()
     );
     out.push_str("<div class=\"verdict\"><table>");
     for (name, shift) in [

@@ -82,12 +82,7 @@ pub struct Comparison<'a> {
 impl Side {
     /// Reads a run folder (or its run.json).
     pub fn read(path: &Path) -> Result<Side, Error> {
-        let (dir, json) = if path.is_dir() {
-            (path.to_path_buf(), path.join("run.json"))
-        } else {
-            let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            (dir, path.to_path_buf())
-        };
+        let (dir, json) = RunRecord::locate(path);
         if !json.exists() {
             return Err(Error::input(format!(
                 "{}: no run.json there (give a run folder)",
@@ -166,7 +161,7 @@ impl Side {
 
 /// Compares two runs and draws the differential flamegraphs into `out`.
 pub fn compare<'a>(before: &'a Side, after: &'a Side, out: &Path) -> Comparison<'a> {
-    let knee = |side: &Side| side.run.hunt.clone().or(side.run.stress.clone());
+    let knee = |side: &'a Side| side.run.hunt.as_ref().or(side.run.stress.as_ref());
     let (a, b) = (knee(before), knee(after));
     let holds = before
         .hold_steps()
@@ -189,12 +184,12 @@ pub fn compare<'a>(before: &'a Side, after: &'a Side, out: &Path) -> Comparison<
             after: after.capacity(),
         },
         latency_knee: Shift {
-            before: a.as_ref().and_then(|k| k.latency_knee_rps),
-            after: b.as_ref().and_then(|k| k.latency_knee_rps),
+            before: a.and_then(|k| k.latency_knee_rps),
+            after: b.and_then(|k| k.latency_knee_rps),
         },
         saturation: Shift {
-            before: a.as_ref().and_then(|k| k.saturation_rps),
-            after: b.as_ref().and_then(|k| k.saturation_rps),
+            before: a.and_then(|k| k.saturation_rps),
+            after: b.and_then(|k| k.saturation_rps),
         },
         verdict_before: before.verdict_line(),
         verdict_after: after.verdict_line(),

@@ -5,8 +5,7 @@
 use super::folded::Folded;
 use crate::pprof_proto::Profile;
 use prost::Message;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -21,13 +20,13 @@ pub struct Captured {
 /// GETs `url?seconds=…&frequency=…` and decodes the gzipped (or plain) protobuf.
 pub fn pprof(url: &str, seconds: f64, frequency: u32) -> Result<Captured, String> {
     let separator = if url.contains('?') { '&' } else { '?' };
+    let timeout = Duration::from_secs_f64(seconds + 30.0);
     let seconds = if seconds.fract() == 0.0 {
         format!("{seconds:.0}")
     } else {
         format!("{seconds:.3}")
     };
     let full = format!("{url}{separator}seconds={seconds}&frequency={frequency}");
-    let timeout = Duration::from_secs_f64(seconds.parse::<f64>().unwrap_or(0.0) + 30.0);
     let body = http_get(&full, timeout)?;
     let profile = decode(&body)?;
     Ok(Captured {
@@ -51,44 +50,21 @@ pub fn decode(body: &[u8]) -> Result<Profile, String> {
     Profile::decode(raw.as_slice()).map_err(|e| format!("the profile is not a pprof protobuf: {e}"))
 }
 
-/// A plain HTTP/1.0 GET (no chunked bodies to undo); the body of a 200, else an error
-/// naming the status and the first line the server said.
+/// GETs an http:// URL through the observers' plain HTTP/1.0 client.
 fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("pprof URL '{url}' must start with http://"))?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let addr = authority
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("cannot resolve '{authority}' of the pprof URL"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("cannot connect to the pprof endpoint {authority}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(timeout));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("cannot ask {authority} for a profile: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .take(256 << 20)
-        .read_to_end(&mut response)
-        .map_err(|e| format!("the profile from {authority} did not arrive: {e}"))?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{authority} did not answer HTTP"))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let body = response[split + 4..].to_vec();
-    let status = head.split_whitespace().nth(1).unwrap_or("?");
-    if status != "200" {
-        let said = String::from_utf8_lossy(&body);
-        let said = said.lines().next().unwrap_or("").trim();
-        return Err(format!("the pprof endpoint answered {status}: {said}"));
-    }
-    Ok(body)
+    crate::observe::http::get(
+        authority,
+        path,
+        None,
+        (Duration::from_secs(5), timeout),
+        256 << 20,
+    )
+    .map_err(|e| format!("pprof endpoint: {e}"))
 }
 
 /// `perf record -g` on `pid` for `seconds` (cpu-clock, a software event that works where

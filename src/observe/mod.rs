@@ -2,6 +2,7 @@
 //! (samplers, profilers) implements `Observer`. It is told when each step starts and ends and
 //! returns what it saw, which is stored in the step's `observed` object under its name.
 
+pub mod http;
 pub mod procfs;
 pub mod prometheus;
 pub mod sampler;

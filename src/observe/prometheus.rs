@@ -3,8 +3,6 @@
 //! `metrics.<name>{labels}` and `metrics.<name>{labels}:rate`. Parsing is prometheus-parse's.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// Series kept per endpoint when no names are given.
@@ -87,25 +85,16 @@ impl MetricsSource {
     }
 
     fn fetch(&self) -> Option<String> {
-        let addr = self.authority.to_socket_addrs().ok()?.next()?;
-        let mut stream = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).ok()?;
-        stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).ok()?;
-        stream.set_write_timeout(Some(SCRAPE_TIMEOUT)).ok()?;
-        let request = format!(
-            "GET {} HTTP/1.0\r\nHost: {}\r\nAccept: text/plain\r\n\r\n",
-            self.path, self.authority
-        );
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut response = Vec::new();
         // Bounded: an exposition larger than 16 MiB is not one we want.
-        stream.take(16 << 20).read_to_end(&mut response).ok()?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.").then_some(())?;
-        head.split_whitespace()
-            .nth(1)
-            .filter(|code| *code == "200")?;
-        Some(body.to_string())
+        super::http::get(
+            &self.authority,
+            &self.path,
+            Some("text/plain"),
+            (SCRAPE_TIMEOUT, SCRAPE_TIMEOUT),
+            16 << 20,
+        )
+        .ok()
+        .map(|body| String::from_utf8_lossy(&body).into_owned())
     }
 }
 

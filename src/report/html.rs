@@ -30,7 +30,8 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font-family:sans-serif;max-width:1340px;margin:1em auto;color:#222}\
+/// The reports' stylesheet (compare.html uses it too).
+pub const STYLE: &str = "body{font-family:sans-serif;max-width:1340px;margin:1em auto;color:#222}\
 h1{font-size:1.5em}.meta{color:#555}.verdict{border:2px solid #333;border-radius:6px;padding:.6em 1em;background:#fafafa}\
 .verdict td{padding:.15em .8em .15em 0}.charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #ddd}\
 table.steps{border-collapse:collapse;font-size:.85em}table.steps td,table.steps th{border:1px solid #ccc;padding:.2em .5em;text-align:right}\

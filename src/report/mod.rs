@@ -49,14 +49,7 @@ pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>, Error> {
 
 /// `knee report RUN`: re-renders from run.json.
 pub fn rerender(run: &Path, format: ReportFormat) -> Result<(), Error> {
-    let (dir, json) = if run.is_dir() {
-        (run.to_path_buf(), run.join("run.json"))
-    } else {
-        (
-            run.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            run.to_path_buf(),
-        )
-    };
+    let (dir, json) = RunRecord::locate(run);
     let record = RunRecord::read(&json)?;
     match format {
         ReportFormat::Files => {
