@@ -5,12 +5,13 @@
 //! request opens a new one. No pooling logic lives here (see `engine::Pool`).
 
 use super::errors::ErrorClass;
+use super::h1::{self, H1Conn};
 use crate::error::Error;
 use crate::plan::{HttpVersion, RequestPlan, TargetPlan};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use std::future::{poll_fn, Future};
@@ -23,30 +24,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// The half of a hyper connection that sends requests.
-enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
-    H2(http2::SendRequest<Full<Bytes>>),
-}
-
-/// The half that does the I/O; polled by whoever waits on the connection.
+/// The half of a hyper HTTP/2 connection that does the I/O; polled by whoever waits on it.
 type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// One open connection.
-pub struct Conn {
-    sender: Sender,
-    /// None once the connection has ended.
-    driver: Option<Driver>,
-}
-
-impl Conn {
-    fn is_closed(&self) -> bool {
-        self.driver.is_none()
-            || match &self.sender {
-                Sender::H1(s) => s.is_closed(),
-                Sender::H2(s) => s.is_closed(),
-            }
-    }
+/// One open connection: HTTP/1.1 by hand (`h1`), HTTP/2 by hyper.
+pub enum Conn {
+    H1(H1Conn),
+    H2 {
+        sender: http2::SendRequest<Full<Bytes>>,
+        /// None once the connection has ended.
+        driver: Option<Driver>,
+    },
 }
 
 /// Polls `fut`, and the connection's I/O while `fut` waits on it. When the connection ends,
@@ -68,12 +56,14 @@ async fn drive<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
     .await
 }
 
-/// A request prepared once, cloned per send.
+/// A request prepared once: its bytes for HTTP/1.1, its parts for HTTP/2.
 struct Prepared {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    /// The whole HTTP/1.1 request as written.
+    wire: Bytes,
 }
 
 pub struct Client {
@@ -140,51 +130,58 @@ impl Client {
     /// Sends request `index` of the mix on `slot` (opening a connection if needed) and reads
     /// the whole response. The caller drops the connection on any failure.
     pub async fn send(&self, slot: &mut Option<Conn>, index: usize) -> Result<u16, ErrorClass> {
-        if slot.as_ref().is_none_or(Conn::is_closed) {
+        // A keep-alive connection the server closed while idle is not a failed request:
+        // open a new one and send there.
+        let open = match slot.as_mut() {
+            Some(conn) => is_open(conn).await,
+            None => false,
+        };
+        if !open {
             *slot = Some(self.connect().await?);
         }
         let conn = slot.as_mut().expect("connection was just opened");
-        // A keep-alive connection the server closed while idle is not a failed request:
-        // open a new one and send there.
-        if !ready(conn).await {
-            *conn = self.connect().await?;
-            if !ready(conn).await {
-                return Err(ErrorClass::ConnectionReset);
+        let prepared = &self.requests[index];
+        match conn {
+            Conn::H1(h1) => {
+                h1.send(&prepared.wire, prepared.method == Method::HEAD)
+                    .await
+            }
+            Conn::H2 { sender, driver } => {
+                if drive(driver, sender.ready()).await.is_err() {
+                    return Err(ErrorClass::ConnectionReset);
+                }
+                let mut request = Request::new(Full::new(prepared.body.clone()));
+                *request.method_mut() = prepared.method.clone();
+                *request.uri_mut() = prepared.uri.clone();
+                *request.headers_mut() = prepared.headers.clone();
+                let response = drive(driver, sender.send_request(request))
+                    .await
+                    .map_err(|e| ErrorClass::of_request(&e))?;
+                let status = response.status().as_u16();
+                let mut body = response.into_body();
+                while let Some(frame) = drive(driver, body.frame()).await {
+                    frame.map_err(|_| ErrorClass::BodyRead)?;
+                }
+                Ok(status)
             }
         }
-        let Conn { sender, driver } = conn;
-        let prepared = &self.requests[index];
-        let mut request = Request::new(Full::new(prepared.body.clone()));
-        *request.method_mut() = prepared.method.clone();
-        *request.uri_mut() = prepared.uri.clone();
-        *request.headers_mut() = prepared.headers.clone();
-        let response = match sender {
-            Sender::H1(s) => drive(driver, s.send_request(request)).await,
-            Sender::H2(s) => drive(driver, s.send_request(request)).await,
-        }
-        .map_err(|e| ErrorClass::of_request(&e))?;
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        while let Some(frame) = drive(driver, body.frame()).await {
-            frame.map_err(|_| ErrorClass::BodyRead)?;
-        }
-        Ok(status)
     }
 
     async fn connect(&self) -> Result<Conn, ErrorClass> {
         let tcp = self.connect_tcp().await?;
-        match &self.tls {
-            None => handshake(tcp, self.http).await,
-            Some((connector, name)) => {
-                let tls = tokio::time::timeout(
-                    self.connect_timeout,
-                    connector.connect(name.clone(), tcp),
-                )
-                .await
-                .map_err(|_| ErrorClass::ConnectTimeout)?
-                .map_err(|_| ErrorClass::Tls)?;
-                handshake(tls, self.http).await
-            }
+        let Some((connector, name)) = &self.tls else {
+            return match self.http {
+                HttpVersion::Http1 => Ok(Conn::H1(H1Conn::new(Box::new(tcp)))),
+                HttpVersion::Http2 => handshake_h2(tcp).await,
+            };
+        };
+        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| ErrorClass::ConnectTimeout)?
+            .map_err(|_| ErrorClass::Tls)?;
+        match self.http {
+            HttpVersion::Http1 => Ok(Conn::H1(H1Conn::new(Box::new(tls)))),
+            HttpVersion::Http2 => handshake_h2(tls).await,
         }
     }
 
@@ -204,43 +201,28 @@ impl Client {
     }
 }
 
-async fn ready(conn: &mut Conn) -> bool {
-    let Conn { sender, driver } = conn;
-    match sender {
-        Sender::H1(s) => drive(driver, s.ready()).await.is_ok(),
-        Sender::H2(s) => drive(driver, s.ready()).await.is_ok(),
+/// Whether `conn` can take a request now (see `H1Conn::is_open`; HTTP/2 is checked when the
+/// request waits for the connection to be ready).
+async fn is_open(conn: &mut Conn) -> bool {
+    match conn {
+        Conn::H1(h1) => h1.is_open().await,
+        Conn::H2 { sender, driver } => driver.is_some() && !sender.is_closed(),
     }
 }
 
-async fn handshake<IO>(io: IO, http: HttpVersion) -> Result<Conn, ErrorClass>
+async fn handshake_h2<IO>(io: IO) -> Result<Conn, ErrorClass>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
-    match http {
-        HttpVersion::Http1 => {
-            let (sender, connection) = http1::handshake(io)
-                .await
-                .map_err(|e| ErrorClass::of_request(&e))?;
-            Ok(Conn {
-                sender: Sender::H1(sender),
-                driver: Some(Box::pin(async move {
-                    let _ = connection.await;
-                })),
-            })
-        }
-        HttpVersion::Http2 => {
-            let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| ErrorClass::of_request(&e))?;
-            Ok(Conn {
-                sender: Sender::H2(sender),
-                driver: Some(Box::pin(async move {
-                    let _ = connection.await;
-                })),
-            })
-        }
-    }
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .map_err(|e| ErrorClass::of_request(&e))?;
+    Ok(Conn::H2 {
+        sender,
+        driver: Some(Box::pin(async move {
+            let _ = connection.await;
+        })),
+    })
 }
 
 /// Joins the request path to the target's base URL. HTTP/1.1 sends the origin form
@@ -293,6 +275,7 @@ fn prepare(
         headers.insert(name.clone(), value.clone());
     }
     Ok(Prepared {
+        wire: h1::wire(&request.method, &text, &headers, &request.body),
         method: request.method.clone(),
         uri,
         headers,

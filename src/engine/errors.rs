@@ -88,6 +88,15 @@ impl ErrorClass {
         }
     }
 
+    /// Classifies an I/O error on an open connection.
+    pub fn of_io(err: &io::Error) -> ErrorClass {
+        if is_reset(err.kind()) {
+            ErrorClass::ConnectionReset
+        } else {
+            ErrorClass::Other
+        }
+    }
+
     /// Classifies a hyper error raised while sending a request or reading its head.
     pub fn of_request(err: &hyper::Error) -> ErrorClass {
         if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {

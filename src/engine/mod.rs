@@ -8,6 +8,7 @@ pub mod client;
 pub mod cpu;
 pub mod dispatch;
 pub mod errors;
+pub mod h1;
 pub mod lanes;
 pub mod record;
 pub mod schedule;
