@@ -238,3 +238,22 @@ pub fn percentile_distribution(hist: &Histogram<u64>) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod float_tests {
+    /// run.json is read back by `knee merge`, `compare` and `report`: floats must come back
+    /// bit for bit (serde_json's default parser may miss by one ulp; seen on a merged mean).
+    #[test]
+    fn floats_read_back_exactly() {
+        for x in [
+            0.224_037_500_000_000_06_f64,
+            0.1 + 0.2,
+            1e-7 / 3.0,
+            123_456.789_012_345_67,
+        ] {
+            let text = serde_json::to_string(&x).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{text}");
+        }
+    }
+}
