@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the watcher samples the number of requests in flight.
-const IN_FLIGHT_EVERY: Duration = Duration::from_millis(10);
+pub const IN_FLIGHT_EVERY: Duration = Duration::from_millis(10);
 /// How often the watcher refreshes the live figures.
 const LIVE_EVERY: Duration = Duration::from_millis(250);
 
