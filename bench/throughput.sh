@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # knee vs wrk vs oha against one nginx on loopback, in the same run (by hand, not in CI).
-#   1. closed model, 50 connections, DUR seconds each, alternating, twice: requests/s and ratios
+#   1. closed model, 50 connections, DUR seconds each, alternating, ROUNDS times (2):
+#      requests/s, CPU per request, and ratios
 #   2. a fixed 10,000 req/s for DUR seconds, knee vs `oha -q 10000 --latency-correction`:
 #      CPU seconds (user+sys, /usr/bin/time) per 100k requests, and the ratio
 # knee runs with --no-sample (the peers sample nothing either).
-# Usage: bash bench/throughput.sh        (env: PORT=18080 DUR=5 RATE=10000)
+# Usage: bash bench/throughput.sh        (env: PORT=18080 DUR=5 RATE=10000 ROUNDS=2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-18080}
@@ -44,33 +45,48 @@ sleep 0.5
 
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
+# Each prints "REQ_PER_S CPU_US_PER_REQUEST" (CPU: user+sys from /usr/bin/time). CPU per
+# request is the steadier figure: the tools share the cores with nginx, so throughput swings
+# with what else the VM runs, while the work each request costs the tool does not.
+cpu_of() { awk '{print $1 + $2}' "$1"; }
+per_request() { python3 -c "import sys; r, n, c = map(float, sys.argv[1:]); print(f'{r:.0f} {c / n * 1e6:.2f}')" "$@"; }
 knee_closed() {
   rm -rf "$tmp/k"
-  "$KNEE" run -q --no-sample --url "$URL" --concurrency 50 --duration "${DUR}s" --warmup 0s --out "$tmp/k" >/dev/null
-  json "$tmp/k/run.json" "round(d['steps'][0]['achieved_rps'])"
+  /usr/bin/time -f "%U %S" -o "$tmp/t" \
+    "$KNEE" run -q --no-sample --url "$URL" --concurrency 50 --duration "${DUR}s" --warmup 0s --out "$tmp/k" >/dev/null
+  per_request "$(json "$tmp/k/run.json" "d['steps'][0]['achieved_rps']")" \
+    "$(json "$tmp/k/run.json" "d['steps'][0]['requests'] + d['steps'][0]['warmup_requests']")" "$(cpu_of "$tmp/t")"
 }
-wrk_closed() { wrk -t2 -c50 -d"${DUR}s" "$URL" | awk '/Requests\/sec/ {printf "%d\n", $2}'; }
+wrk_closed() {
+  /usr/bin/time -f "%U %S" -o "$tmp/t" wrk -t2 -c50 -d"${DUR}s" "$URL" >"$tmp/wrk.txt"
+  per_request "$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.txt")" \
+    "$(awk '/requests in/ {print $1}' "$tmp/wrk.txt")" "$(cpu_of "$tmp/t")"
+}
 oha_closed() {
-  oha -z "${DUR}s" -c 50 --no-tui --output-format json "$URL" >"$tmp/oha.json"
-  json "$tmp/oha.json" "round(d['summary']['requestsPerSec'])"
+  /usr/bin/time -f "%U %S" -o "$tmp/t" oha -z "${DUR}s" -c 50 --no-tui --output-format json "$URL" >"$tmp/oha.json"
+  per_request "$(json "$tmp/oha.json" "d['summary']['requestsPerSec']")" \
+    "$(json "$tmp/oha.json" "sum(d['statusCodeDistribution'].values())")" "$(cpu_of "$tmp/t")"
 }
 
-echo "== closed model, 50 connections, ${DUR}s each, against nginx on $URL"
-declare -a K W O
-for round in 1 2; do
+ROUNDS=${ROUNDS:-2}
+echo "== closed model, 50 connections, ${DUR}s each, against nginx on $URL, $ROUNDS rounds"
+rows=()
+for round in $(seq "$ROUNDS"); do
   k=$(knee_closed); w=$(wrk_closed); o=$(oha_closed)
-  K+=("$k"); W+=("$w"); O+=("$o")
-  echo "round $round: knee $k req/s   wrk $w req/s   oha $o req/s"
+  rows+=("$k $w $o")
+  set -- $k $w $o
+  echo "round $round: knee $1 req/s ($2 us CPU/req)   wrk $3 req/s ($4)   oha $5 req/s ($6)"
 done
-python3 - "${K[@]}" "${W[@]}" "${O[@]}" <<'PY'
+printf '%s\n' "${rows[@]}" | python3 -c '
 import sys
-v = list(map(float, sys.argv[1:])); k, w, o = v[0:2], v[2:4], v[4:6]
-mk, mw, mo = sum(k)/2, sum(w)/2, sum(o)/2
-print(f"mean: knee {mk:.0f}  wrk {mw:.0f}  oha {mo:.0f}   knee/wrk {mk/mw:.2f}x   knee/oha {mk/mo:.2f}x")
-PY
+rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+mean = lambda i: sum(r[i] for r in rows) / len(rows)
+k, kc, w, wc, o, oc = (mean(i) for i in range(6))
+print(f"mean: knee {k:.0f}  wrk {w:.0f}  oha {o:.0f} req/s   knee/wrk {k/w:.2f}x   knee/oha {k/o:.2f}x")
+print(f"CPU per request: knee {kc:.2f} us  wrk {wc:.2f} us  oha {oc:.2f} us   knee/wrk {kc/wc:.2f}x   knee/oha {kc/oc:.2f}x")
+'
 
 echo "== fixed rate $RATE req/s for ${DUR}s, alternating, 3 rounds: CPU seconds per 100k requests"
-cpu_of() { awk '{print $1 + $2}' "$1"; }
 ratios=()
 for round in 1 2 3; do
   rm -rf "$tmp/kr"
