@@ -137,7 +137,11 @@ impl Client {
             None => false,
         };
         if !open {
-            *slot = Some(self.connect().await?);
+            let mut fresh = self.connect().await?;
+            if !is_open(&mut fresh).await {
+                return Err(ErrorClass::ConnectionReset);
+            }
+            *slot = Some(fresh);
         }
         let conn = slot.as_mut().expect("connection was just opened");
         let prepared = &self.requests[index];
@@ -147,9 +151,6 @@ impl Client {
                     .await
             }
             Conn::H2 { sender, driver } => {
-                if drive(driver, sender.ready()).await.is_err() {
-                    return Err(ErrorClass::ConnectionReset);
-                }
                 let mut request = Request::new(Full::new(prepared.body.clone()));
                 *request.method_mut() = prepared.method.clone();
                 *request.uri_mut() = prepared.uri.clone();
@@ -201,12 +202,12 @@ impl Client {
     }
 }
 
-/// Whether `conn` can take a request now (see `H1Conn::is_open`; HTTP/2 is checked when the
-/// request waits for the connection to be ready).
+/// Whether `conn` can take a request now: see `H1Conn::is_open`; an HTTP/2 connection is
+/// polled until it is ready for another stream (or found ended, e.g. by a GOAWAY).
 async fn is_open(conn: &mut Conn) -> bool {
     match conn {
         Conn::H1(h1) => h1.is_open().await,
-        Conn::H2 { sender, driver } => driver.is_some() && !sender.is_closed(),
+        Conn::H2 { sender, driver } => drive(driver, sender.ready()).await.is_ok(),
     }
 }
 
