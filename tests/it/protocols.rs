@@ -1,4 +1,5 @@
-//! HTTPS (rustls, with and without --insecure) and HTTP/2 (over TLS by ALPN, and h2c).
+//! HTTPS (rustls, with and without --insecure), HTTP/2 (over TLS by ALPN, and h2c), and
+//! knee's own HTTP/1.1 client against chunked, piecemeal, closing answers.
 
 use crate::util::*;
 
@@ -45,4 +46,31 @@ fn http2_over_tls_and_prior_knowledge() {
     let step = run_ok(&format!("http://{}/", h2c.addr), &["--http2"]);
     assert_eq!(step.errors, 0, "{:?}", step.error_classes);
     assert!(step.requests >= 50);
+}
+
+#[test]
+fn chunked_answers_in_pieces_and_connections_the_server_closes() {
+    // Every answer's body is chunked and written in four pieces; every fifth answer closes
+    // its connection. Nothing of that is an error, and every request gets its 200.
+    let target = raw_target(Raw::Chunked);
+    for method in ["GET", "HEAD"] {
+        let before = target.accepted.load(std::sync::atomic::Ordering::Relaxed);
+        let step = run_ok(&target.url("/"), &["--method", method]);
+        let sent = step.requests + step.warmup_requests;
+        let opened = target.accepted.load(std::sync::atomic::Ordering::Relaxed) - before;
+        // Up to five answers per connection (fewer on the connections the step ends with, or
+        // that more workers share out): a connection dropped early, say on a trailer taken
+        // for stray bytes, would open one per request.
+        assert!(
+            opened as u64 * 3 <= sent,
+            "{method}: {opened} connections for {sent} requests"
+        );
+        assert!(step.requests >= 50, "{method}: {} requests", step.requests);
+        assert_eq!(step.errors, 0, "{method}: {:?}", step.error_classes);
+        assert_eq!(
+            step.status_codes.get("200").copied(),
+            Some(step.requests),
+            "{method}"
+        );
+    }
 }

@@ -53,8 +53,8 @@ pub enum Http {
     DiesAfter(Duration),
 }
 
-/// How a raw-TCP test target misbehaves.
-#[derive(Clone, Copy, Debug)]
+/// How a raw-TCP test target behaves (mostly: misbehaves).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Raw {
     /// Reads the request, never answers.
     Hang,
@@ -64,11 +64,16 @@ pub enum Raw {
     Garbage,
     /// Promises 100 body bytes, sends 10, closes.
     ShortBody,
+    /// Keep-alive HTTP/1.1 with chunked bodies written in pieces (extension, trailer), the
+    /// fifth answer on each connection with `Connection: close`; HEAD gets the head only.
+    Chunked,
 }
 
 /// A test target; stops when dropped (or with `stop`).
 pub struct Target {
     pub addr: SocketAddr,
+    /// Connections accepted so far (counted by `raw_target`).
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -100,6 +105,15 @@ where
     F: FnOnce(TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
+    start_counted(Arc::default(), serve)
+}
+
+/// `start`, with a counter `serve` updates as it accepts.
+fn start_counted<F, Fut>(accepted: Arc<std::sync::atomic::AtomicUsize>, serve: F) -> Target
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (shutdown, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -121,6 +135,7 @@ where
     let addr = addr_rx.recv().expect("target started");
     Target {
         addr,
+        accepted,
         shutdown: Some(shutdown),
         thread: Some(thread),
     }
@@ -231,12 +246,18 @@ async fn answer(
 
 /// A raw TCP target that misbehaves in a known way.
 pub fn raw_target(behaviour: Raw) -> Target {
-    start(move |listener| async move {
+    let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let counter = accepted.clone();
+    start_counted(accepted, move |listener| async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::task::spawn_local(async move {
+                if behaviour == Raw::Chunked {
+                    return chunked_answers(stream).await;
+                }
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
                 match behaviour {
@@ -251,10 +272,49 @@ pub fn raw_target(behaviour: Raw) -> Target {
                         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789";
                         let _ = stream.write_all(head).await;
                     }
+                    Raw::Chunked => unreachable!("answered above"),
                 }
             });
         }
     })
+}
+
+/// `Raw::Chunked`: up to five requests on one connection, each answered in pieces.
+async fn chunked_answers(mut stream: tokio::net::TcpStream) {
+    let mut seen = Vec::new();
+    for answered in 1..=5 {
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head_only = seen.starts_with(b"HEAD ");
+        seen.clear();
+        let close = if answered == 5 {
+            "connection: close\r\n"
+        } else {
+            ""
+        };
+        let head = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n{close}\r\n");
+        let mut pieces: Vec<&[u8]> = vec![head.as_bytes()];
+        if !head_only {
+            pieces.extend([
+                &b"5;ext=1\r\nhel"[..],
+                b"lo\r\n1",
+                b"\r\n!\r\n0\r\nx-t: 1\r\n",
+                b"\r\n",
+            ]);
+        }
+        for piece in pieces {
+            if stream.write_all(piece).await.is_err() {
+                return;
+            }
+            let _ = stream.flush().await;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
 }
 
 /// A port with nothing listening on it.
