@@ -70,10 +70,7 @@ pub struct RunFolder {
 
 impl RunFolder {
     pub fn create(out: &OutDir, name: &str, started: SystemTime) -> Result<RunFolder, Error> {
-        let dir = match out {
-            OutDir::Exact(dir) => dir.clone(),
-            OutDir::Reports(base) => base.join(format!("{}-{name}", folder_timestamp(started))),
-        };
+        let dir = out.folder(name, started);
         fs::create_dir_all(dir.join("hist"))
             .with_context(|| format!("cannot create run folder {}", dir.display()))?;
         let steps_path = dir.join("steps.jsonl");

@@ -218,6 +218,27 @@ pub enum OutDir {
     Exact(PathBuf),
 }
 
+impl OutDir {
+    /// `--out DIR` if given, else a dated folder under `reports/`.
+    pub fn from_flag(out: Option<PathBuf>) -> OutDir {
+        match out {
+            Some(dir) => OutDir::Exact(dir),
+            None => OutDir::Reports(PathBuf::from("reports")),
+        }
+    }
+
+    /// The folder itself: DIR as given, or `reports/<utc-timestamp>-<name>`.
+    pub fn folder(&self, name: &str, started: std::time::SystemTime) -> PathBuf {
+        match self {
+            OutDir::Exact(dir) => dir.clone(),
+            OutDir::Reports(base) => base.join(format!(
+                "{}-{name}",
+                crate::output::folder_timestamp(started)
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpVersion {
     Http1,

@@ -13,7 +13,7 @@ use crate::profile::{self, ProfileSpec, RequestSpec};
 use crate::slo::Slo;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Uri};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Merges `knee run` flags over the profile (if any) into one `RunPlan`.
@@ -285,10 +285,7 @@ impl Base {
                     .map(|s| s.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| kind.as_str().to_string());
-        let out = match &common.out {
-            Some(dir) => OutDir::Exact(dir.clone()),
-            None => OutDir::Reports(PathBuf::from("reports")),
-        };
+        let out = OutDir::from_flag(common.out.clone());
         let demo = common.demo.then(|| DemoConfig {
             fixes: common.demo_fix.unwrap_or_default(),
             ..DemoConfig::default()

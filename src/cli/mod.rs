@@ -5,7 +5,7 @@ mod merge;
 
 use crate::demo::stages::Fixes;
 use crate::error::Error;
-use crate::plan::{Arrivals, DemoConfig, Job, ReportFormat};
+use crate::plan::{Arrivals, DemoConfig, Job, OutDir, ReportFormat};
 use crate::profile::check_rate;
 use crate::slo::Slo;
 use crate::units::parse_duration;
@@ -14,6 +14,7 @@ use merge::{hunt_plan, run_plan};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
+use std::time::SystemTime;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -358,21 +359,11 @@ where
             format: report.format,
         },
         Command::Merge(merge) => Job::Merge {
-            out: merge.out.unwrap_or_else(|| {
-                PathBuf::from("reports").join(format!(
-                    "{}-merged",
-                    crate::output::folder_timestamp(std::time::SystemTime::now())
-                ))
-            }),
+            out: OutDir::from_flag(merge.out).folder("merged", SystemTime::now()),
             dirs: merge.dirs,
         },
         Command::Compare(compare) => Job::Compare {
-            out: compare.out.unwrap_or_else(|| {
-                PathBuf::from("reports").join(format!(
-                    "{}-compare",
-                    crate::output::folder_timestamp(std::time::SystemTime::now())
-                ))
-            }),
+            out: OutDir::from_flag(compare.out).folder("compare", SystemTime::now()),
             before: compare.before,
             after: compare.after,
             fail_if_slower: compare.fail_if_slower,
