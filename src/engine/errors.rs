@@ -90,7 +90,11 @@ impl ErrorClass {
 
     /// Classifies an I/O error on an open connection.
     pub fn of_io(err: &io::Error) -> ErrorClass {
-        if is_reset(err.kind()) {
+        ErrorClass::of_io_kind(err.kind())
+    }
+
+    fn of_io_kind(kind: io::ErrorKind) -> ErrorClass {
+        if is_reset(kind) {
             ErrorClass::ConnectionReset
         } else {
             ErrorClass::Other
@@ -106,8 +110,7 @@ impl ErrorClass {
             return ErrorClass::ConnectionReset;
         }
         match io_kind(err) {
-            Some(kind) if is_reset(kind) => ErrorClass::ConnectionReset,
-            Some(_) => ErrorClass::Other,
+            Some(kind) => ErrorClass::of_io_kind(kind),
             // HTTP/2 stream and connection errors (GOAWAY, RST_STREAM) end up here.
             None if has_source_named(err, "h2") => ErrorClass::ConnectionReset,
             None => ErrorClass::Other,
