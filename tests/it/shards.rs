@@ -32,6 +32,18 @@ fn shard_run(
     command.arg("--out").arg(out.path()).spawn().unwrap()
 }
 
+/// `knee merge X Y --out OUT`, in process.
+fn merge(x: &TempDir, y: &TempDir, out: &TempDir) -> Result<knee::Outcome, knee::Error> {
+    knee::run([
+        "knee",
+        "merge",
+        x.path().to_str().unwrap(),
+        y.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ])
+}
+
 fn start_in(seconds: u64) -> String {
     humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(seconds)).to_string()
 }
@@ -51,15 +63,7 @@ fn two_shards_merge_into_the_whole_rate_with_exact_percentiles() {
     let mut second = shard_run(&url, "400", None, "2/2", &start, &b);
     assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
 
-    let args = [
-        "knee",
-        "merge",
-        a.path().to_str().unwrap(),
-        b.path().to_str().unwrap(),
-        "--out",
-        merged.path().to_str().unwrap(),
-    ];
-    knee::run(args).unwrap();
+    merge(&a, &b, &merged).unwrap();
     let record = knee::output::RunRecord::read(&merged.join("run.json")).unwrap();
     let step = &record.steps[0];
     assert_eq!(step.name, "rate-400");
@@ -125,27 +129,16 @@ fn merging_folders_that_are_not_one_runs_shards_fails_clearly() {
     let mut other = shard_run(&url, "100", None, "2/2", &start, &c);
     assert!(one.wait().unwrap().success() && two.wait().unwrap().success());
     assert!(other.wait().unwrap().success());
-    let merge = |x: &TempDir, y: &TempDir| {
-        let out = TempDir::new("merge-fails");
-        let args = [
-            "knee",
-            "merge",
-            x.path().to_str().unwrap(),
-            y.path().to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-        ];
-        match knee::run(args) {
-            Err(knee::Error::Input(message)) => message,
-            other => panic!("expected a clear input error, got {other:?}"),
-        }
+    let merge_fails = |x: &TempDir, y: &TempDir| match merge(x, y, &TempDir::new("merge-fails")) {
+        Err(knee::Error::Input(message)) => message,
+        other => panic!("expected a clear input error, got {other:?}"),
     };
-    let missing = merge(&a, &b);
+    let missing = merge_fails(&a, &b);
     assert!(
         missing.contains("missing") && missing.contains("rate-200"),
         "{missing}"
     );
-    let another = merge(&a, &c);
+    let another = merge_fails(&a, &c);
     assert!(
         another.contains("other steps") || another.contains("another run"),
         "{another}"
@@ -164,7 +157,7 @@ fn merging_folders_that_are_not_one_runs_shards_fails_clearly() {
         ],
     );
     assert!(record.is_some());
-    let message = merge(&not_shard, &b);
+    let message = merge_fails(&not_shard, &b);
     assert!(message.contains("not a shard"), "{message}");
     // Only fixed-step open-model runs shard.
     let hunt = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/hunt.toml");
