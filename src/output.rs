@@ -185,12 +185,6 @@ impl RunRecord {
     }
 }
 
-/// `20261126T161418Z`: sortable, and valid in file names everywhere.
-pub fn folder_timestamp(at: SystemTime) -> String {
-    let text = humantime::format_rfc3339_seconds(at).to_string(); // 2026-11-26T16:14:18Z
-    text.replace(['-', ':'], "")
-}
-
 /// HdrHistogram's percentile-distribution text (as `outputPercentileDistribution` prints it),
 /// values in milliseconds, so the usual plotters and `hdr-plot` read it.
 pub fn percentile_distribution(hist: &Histogram<u64>) -> String {

@@ -2,7 +2,6 @@
 //! Nothing downstream re-parses strings; the engine, the run folder and the terminal only
 //! see these types.
 
-use crate::demo::stages::Fixes;
 use crate::slo::Slo;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Uri};
@@ -148,7 +147,7 @@ pub struct ObservePlan {
     /// Sample at all (`--no-sample` turns the samplers off, e.g. for benchmarks).
     pub sample: bool,
     /// Flamegraphs of the hold steps: from where.
-    pub profiler: crate::flame::ProfilerPlan,
+    pub profiler: ProfilerPlan,
     /// Sampling frequency asked of the profiler (Hz).
     pub profile_frequency: u32,
 }
@@ -162,10 +161,22 @@ impl Default for ObservePlan {
             metrics: Vec::new(),
             metric_names: Vec::new(),
             sample: true,
-            profiler: crate::flame::ProfilerPlan::Off,
+            profiler: ProfilerPlan::Off,
             profile_frequency: 100,
         }
     }
+}
+
+/// Where the flamegraphs of the profiled steps come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProfilerPlan {
+    Off,
+    /// A pprof endpoint: http://host:port/debug/pprof/profile.
+    Pprof(String),
+    /// The agent the demo target embeds (its URL is known once it runs).
+    DemoAgent,
+    /// `perf record` on the target's pid.
+    Perf,
 }
 
 /// What steps to run: fixed ones, or a hunt that decides them as it goes.
@@ -233,7 +244,7 @@ impl OutDir {
             OutDir::Exact(dir) => dir.clone(),
             OutDir::Reports(base) => base.join(format!(
                 "{}-{name}",
-                crate::output::folder_timestamp(started)
+                folder_timestamp(started)
             )),
         }
     }
@@ -378,6 +389,45 @@ pub fn fmt_rate(rps: f64) -> String {
         format!("{rps:.0}")
     } else {
         format!("{rps:.1}")
+    }
+}
+
+/// `20261126T161418Z`: sortable, and valid in file names everywhere.
+pub fn folder_timestamp(at: std::time::SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(at).to_string(); // 2026-11-26T16:14:18Z
+    text.replace(['-', ':'], "")
+}
+
+/// Bottlenecks of the demo to remove (`--demo-fix`, `knee demo --fix`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fixes {
+    pub lock: bool,
+    pub pool: bool,
+    pub cpu: bool,
+}
+
+impl Fixes {
+    /// Parses "lock,pool" (or "none").
+    pub fn parse(text: &str) -> Result<Fixes, String> {
+        let mut fixes = Fixes::default();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "lock" => fixes.lock = true,
+                "pool" => fixes.pool = true,
+                "cpu" => fixes.cpu = true,
+                "none" => {}
+                other => return Err(format!("unknown fix '{other}' (use lock, pool, cpu)")),
+            }
+        }
+        Ok(fixes)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [(self.lock, "lock"), (self.pool, "pool"), (self.cpu, "cpu")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect()
     }
 }
 

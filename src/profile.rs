@@ -521,7 +521,7 @@ fn check_load(
 }
 
 fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePlan, Error> {
-    use crate::flame::ProfilerPlan;
+    use crate::plan::ProfilerPlan;
     let defaults = crate::plan::ObservePlan::default();
     let profiler =
         match (&raw.profiler, raw.pprof) {

@@ -3,11 +3,10 @@
 
 use super::{CommonArgs, HuntArgs, RunArgs, TargetArgs};
 use crate::error::Error;
-use crate::flame::ProfilerPlan;
 use crate::plan::Shard;
 use crate::plan::{
     build_steps, Arrivals, DemoConfig, HttpVersion, HuntSettings, Kind, Load, Mode, ObservePlan,
-    OutDir, RequestPlan, RunPlan, TargetPlan,
+    OutDir, ProfilerPlan, RequestPlan, RunPlan, TargetPlan,
 };
 use crate::profile::{self, ProfileSpec, RequestSpec};
 use crate::slo::Slo;

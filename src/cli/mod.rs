@@ -3,9 +3,8 @@
 
 mod merge;
 
-use crate::demo::stages::Fixes;
 use crate::error::Error;
-use crate::plan::{Arrivals, DemoConfig, Job, OutDir, ReportFormat};
+use crate::plan::{Arrivals, DemoConfig, Fixes, Job, OutDir, ReportFormat};
 use crate::profile::check_rate;
 use crate::slo::Slo;
 use crate::units::parse_duration;

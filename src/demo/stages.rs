@@ -8,6 +8,7 @@
 //! request costs the same CPU however busy the machine is; the critical section spins for
 //! *wall* time, so the lock is held exactly as long whatever the host steals.
 
+use crate::plan::Fixes;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,38 +17,6 @@ use std::time::Duration;
 pub const LOCK_SHARDS: usize = 64;
 /// How much bigger `--fix pool` makes the pool.
 pub const POOL_FIX_FACTOR: usize = 8;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Fixes {
-    pub lock: bool,
-    pub pool: bool,
-    pub cpu: bool,
-}
-
-impl Fixes {
-    /// Parses "lock,pool" (or "none").
-    pub fn parse(text: &str) -> Result<Fixes, String> {
-        let mut fixes = Fixes::default();
-        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-            match word {
-                "lock" => fixes.lock = true,
-                "pool" => fixes.pool = true,
-                "cpu" => fixes.cpu = true,
-                "none" => {}
-                other => return Err(format!("unknown fix '{other}' (use lock, pool, cpu)")),
-            }
-        }
-        Ok(fixes)
-    }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        [(self.lock, "lock"), (self.pool, "pool"), (self.cpu, "cpu")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, name)| *name)
-            .collect()
-    }
-}
 
 /// The shared state of the chain.
 pub struct Chain {

@@ -27,17 +27,7 @@ pub const TOP_FUNCTIONS: usize = 10;
 /// flagged as undersampled (the kernel's tick caps signal-driven profilers).
 const UNDERSAMPLED_SHARE: f64 = 0.5;
 
-/// Where profiles come from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ProfilerPlan {
-    Off,
-    /// A pprof endpoint: http://host:port/debug/pprof/profile.
-    Pprof(String),
-    /// The agent the demo target embeds (its URL is known once it runs).
-    DemoAgent,
-    /// `perf record` on the target's pid.
-    Perf,
-}
+use crate::plan::ProfilerPlan;
 
 /// What the profiler recorded for one hold step (`observed.profile` in steps.jsonl).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

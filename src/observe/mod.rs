@@ -113,7 +113,7 @@ impl Observation {
             target.as_ref().map(|t| t.pid),
             dir.to_path_buf(),
         );
-        if observe.profiler == crate::flame::ProfilerPlan::Perf && target.is_none() {
+        if observe.profiler == crate::plan::ProfilerPlan::Perf && target.is_none() {
             eprintln!("knee: --profiler perf needs the target's pid (--pid, --spawn, or a local port): no flamegraphs");
         }
         Ok(Observation {

@@ -275,7 +275,7 @@ fn the_demo_knee_moves_when_the_lock_is_fixed() {
     assert_flamegraphs(&first_dir, &first, "critical_section");
 
     let fixed = knee::plan::DemoConfig {
-        fixes: knee::demo::stages::Fixes::parse("lock").unwrap(),
+        fixes: knee::plan::Fixes::parse("lock").unwrap(),
         ..config
     };
     let next = knee::demo::bottleneck(&fixed);
