@@ -11,6 +11,11 @@ use std::time::Duration;
 
 /// The highest rate one generator process accepts; above it, use shards.
 pub const MAX_RATE: f64 = 1_000_000.0;
+/// The finest hunt resolution: rates are rounded to 3 significant digits, so two rates
+/// closer than 1 % may round to the same one (100 and 101 are 1 % apart).
+pub const MIN_RESOLUTION: f64 = 0.01;
+/// A hunt's search runs at most this many steps (bisection from a 1.5x ramp needs ~10).
+pub const MAX_SEARCH_STEPS: usize = 30;
 /// The most concurrent connections one generator process accepts.
 pub const MAX_CONNECTIONS: usize = 20_000;
 

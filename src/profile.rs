@@ -606,8 +606,12 @@ fn check_hunt(
 /// "5%" or 0.05: the search resolution, between 0.1 % and 50 %.
 pub fn parse_resolution(text: &str) -> Result<f64, String> {
     let value = crate::units::parse_fraction(text)?;
-    if !(0.001..=0.5).contains(&value) {
-        return Err(format!("resolution '{text}' must be between 0.1% and 50%"));
+    let floor = crate::plan::MIN_RESOLUTION;
+    if !(floor..=0.5).contains(&value) {
+        return Err(format!(
+            "resolution '{text}' must be between {}% and 50% (rates are kept to 3 significant digits, so a finer step cannot be offered)",
+            floor * 100.0
+        ));
     }
     Ok(value)
 }

@@ -47,7 +47,8 @@ pub struct KneeAnalysis {
     /// The closed-model probe's best throughput.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_ceiling_rps: Option<f64>,
-    /// converged | held_at_max_rate | nothing_held | generator_limited | interrupted | steps
+    /// converged | converged_at_rounding | held_at_max_rate | nothing_held | search_step_cap |
+    /// generator_limited | interrupted | steps
     pub ending: String,
     /// The SLO the steps were judged by, in words; `slo_default` when knee chose it.
     pub slo: String,
@@ -136,10 +137,16 @@ pub async fn run(
     analysis.ending = match (session.interrupted, ending, search.ending()) {
         (true, _, _) => "interrupted".into(),
         (_, Some(e), _) => e.into(),
-        (_, None, Ending::Converged) => "converged".into(),
-        (_, None, Ending::HeldAtMaxRate) => "held_at_max_rate".into(),
-        (_, None, Ending::NothingHeld) => "nothing_held".into(),
+        (_, None, search_ending) => search_ending.as_str().into(),
     };
+    if search.ending() == Ending::StepCap {
+        analysis.notes.push(format!(
+            "the search stopped after {} steps without converging (held {}, failed {})",
+            crate::plan::MAX_SEARCH_STEPS,
+            search.highest_held().map_or("-".into(), fmt_rate),
+            search.lowest_failed().map_or("-".into(), fmt_rate)
+        ));
+    }
     // 3. Hold steps, failure mode, recovery.
     if let (Some(capacity), false) = (analysis.capacity_rps, session.interrupted) {
         hold_steps(session, settings, capacity, &mut analysis).await?;

@@ -16,6 +16,9 @@ pub struct Search {
     next: Option<f64>,
     held: Option<f64>,
     failed: Option<f64>,
+    steps: usize,
+    /// Why it stopped early, when it did.
+    cut: Option<Ending>,
 }
 
 /// Why the search stopped.
@@ -27,6 +30,24 @@ pub enum Ending {
     HeldAtMaxRate,
     /// Even the lowest rate failed.
     NothingHeld,
+    /// Held and failed rates are as close as 3-significant-digit rates can be (the next
+    /// bisection would offer one of them again).
+    RoundingLimit,
+    /// The search ran `MAX_SEARCH_STEPS` steps without converging.
+    StepCap,
+}
+
+impl Ending {
+    /// The name kept in `hunt.ending`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Converged => "converged",
+            Ending::HeldAtMaxRate => "held_at_max_rate",
+            Ending::NothingHeld => "nothing_held",
+            Ending::RoundingLimit => "converged_at_rounding",
+            Ending::StepCap => "search_step_cap",
+        }
+    }
 }
 
 impl Search {
@@ -34,11 +55,13 @@ impl Search {
         let start = (ceiling_estimate * RAMP_START_SHARE).max(MIN_RATE);
         let start = max_rate.map_or(start, |m| start.min(m));
         Search {
-            resolution: resolution.max(0.001),
+            resolution: resolution.max(crate::plan::MIN_RESOLUTION),
             max_rate,
             next: Some(round_rate(start)),
             held: None,
             failed: None,
+            steps: 0,
+            cut: None,
         }
     }
 
@@ -62,9 +85,18 @@ impl Search {
         } else {
             self.failed = Some(self.failed.map_or(rate, |f| f.min(rate)));
         }
+        self.steps += 1;
         self.next = match (self.held, self.failed) {
             (Some(held), Some(failed)) if (failed - held) / held <= self.resolution => None,
-            (Some(held), Some(failed)) => Some(round_rate((held + failed) / 2.0)),
+            (Some(held), Some(failed)) => {
+                let middle = round_rate((held + failed) / 2.0);
+                if middle <= held || middle >= failed {
+                    self.cut = Some(Ending::RoundingLimit);
+                    None
+                } else {
+                    Some(middle)
+                }
+            }
             (Some(held), None) => match self.max_rate {
                 Some(max) if held >= max => None,
                 Some(max) => Some(round_rate((held * RAMP_FACTOR).min(max))),
@@ -74,9 +106,16 @@ impl Search {
             (None, Some(failed)) => Some(round_rate(failed / 2.0)),
             (None, None) => self.next,
         };
+        if self.next.is_some() && self.steps >= crate::plan::MAX_SEARCH_STEPS {
+            self.next = None;
+            self.cut = Some(Ending::StepCap);
+        }
     }
 
     pub fn ending(&self) -> Ending {
+        if let Some(cut) = self.cut {
+            return cut;
+        }
         match (self.held, self.failed) {
             (None, _) => Ending::NothingHeld,
             (Some(_), None) => Ending::HeldAtMaxRate,
@@ -139,6 +178,33 @@ mod tests {
         assert_eq!(*tried.last().unwrap(), 800.0);
         let (search, _) = hunt(0.5, 100.0, None);
         assert_eq!(search.ending(), Ending::NothingHeld);
+    }
+
+    /// A resolution finer than rounding allows used to bisect forever between two rates
+    /// whose midpoint rounds back to one of them.
+    #[test]
+    fn ends_when_rounding_stops_the_bisection_and_at_the_step_cap() {
+        let mut search = Search::new(1000.0, 0.0001, None);
+        let mut tried = Vec::new();
+        while let Some(rate) = search.next_rate() {
+            tried.push(rate);
+            search.record(rate, rate <= 999.4);
+            assert!(tried.len() <= crate::plan::MAX_SEARCH_STEPS, "{tried:?}");
+        }
+        let (held, failed) = (search.highest_held().unwrap(), search.lowest_failed().unwrap());
+        assert!(held <= 999.4 && failed > 999.4, "{tried:?}");
+        assert!((failed - held) / held <= 0.011, "{held} {failed}");
+        let distinct: std::collections::BTreeSet<u64> = tried.iter().map(|r| r.to_bits()).collect();
+        assert_eq!(distinct.len(), tried.len(), "a rate was offered twice: {tried:?}");
+        // A target that holds at random never converges: the cap ends it.
+        let mut search = Search::new(1000.0, 0.05, None);
+        let mut n = 0u32;
+        while let Some(rate) = search.next_rate() {
+            n += 1;
+            search.record(rate, n % 2 == 0 || rate < 10.0);
+        }
+        assert!(n as usize <= crate::plan::MAX_SEARCH_STEPS);
+        assert!(matches!(search.ending(), Ending::StepCap | Ending::Converged | Ending::RoundingLimit));
     }
 
     #[test]
