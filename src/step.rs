@@ -133,3 +133,91 @@ pub struct GeneratorHealth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_contention: Option<String>,
 }
+
+/// Steps built by hand for unit tests of the analyses (verdict, soak, hunt).
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use serde_json::json;
+
+    /// An open-model step at `offered` req/s with good throughput `ok` and p99 `p99_ms`;
+    /// it holds unless told otherwise.
+    pub fn step(name: &str, phase: Phase, offered: f64, ok: f64, p99_ms: f64) -> StepResult {
+        StepResult {
+            name: name.into(),
+            phase,
+            offered_rps: Some(offered),
+            concurrency: None,
+            duration_s: 4.0,
+            warmup_s: 0.8,
+            requests: (offered * 4.0) as u64,
+            achieved_rps: ok,
+            ok_rps: ok,
+            errors: 0,
+            error_rate: 0.0,
+            error_classes: BTreeMap::new(),
+            status_codes: BTreeMap::new(),
+            latency_ms: Percentiles {
+                p50: p99_ms / 4.0,
+                p99: p99_ms,
+                ..Percentiles::default()
+            },
+            service_ms: Percentiles {
+                p50: p99_ms / 4.0,
+                p99: p99_ms,
+                ..Percentiles::default()
+            },
+            generator: GeneratorHealth::default(),
+            holds: true,
+            slo_failures: Vec::new(),
+            partial: false,
+            warmup_requests: 0,
+            unfinished: 0,
+            in_flight_mean: 0.0,
+            slices: Vec::new(),
+            notes: Vec::new(),
+            observed: None,
+        }
+    }
+
+    impl StepResult {
+        /// Marks the step as failing its SLO.
+        pub fn failing(mut self) -> Self {
+            self.holds = false;
+            self.slo_failures = vec!["p99 over the bound".into()];
+            self
+        }
+
+        /// Sets a sampled series' mean (min and max alike), and the sample count to 8.
+        pub fn with(self, key: &str, mean: f64) -> Self {
+            self.with_stat(key, mean, mean, mean)
+        }
+
+        /// Sets a sampled series' min, mean and max.
+        pub fn with_stat(mut self, key: &str, min: f64, mean: f64, max: f64) -> Self {
+            let observed = self.observed.get_or_insert_with(|| json!({}));
+            let samplers = observed
+                .as_object_mut()
+                .expect("observed is an object")
+                .entry("samplers")
+                .or_insert_with(|| json!({"samples": 8, "series": {}}));
+            samplers["series"][key] = json!({"min": min, "mean": mean, "max": max});
+            self
+        }
+
+        /// Sets another observer's findings (`observed.NAME`).
+        pub fn with_observed(mut self, name: &str, value: serde_json::Value) -> Self {
+            let observed = self.observed.get_or_insert_with(|| json!({}));
+            observed[name] = value;
+            self
+        }
+
+        /// Adds errors of `class`, `count` of them.
+        pub fn with_errors(mut self, class: &str, count: u64) -> Self {
+            *self.error_classes.entry(class.into()).or_default() += count;
+            self.errors += count;
+            self.error_rate = self.errors as f64 / self.requests.max(1) as f64;
+            self
+        }
+    }
+}

@@ -297,18 +297,23 @@ fn judge_overload(
     analysis: &mut KneeAnalysis,
 ) {
     let bound_ms = latency_bound_ms(session);
-    let evidence = stress::Evidence {
-        worked_earlier: session
-            .steps
-            .iter()
-            .any(|s| s.name != overload.name && s.ok_rps > 0.0),
-        process_gone: false,
-    };
+    let evidence = overload_evidence(&session.steps, overload);
     analysis.failure_mode = Some(stress::classify(overload, capacity, bound_ms, evidence));
     if let Some(step) = recovery {
         let max_errors = session.slo.max_error_rate.unwrap_or(0.01);
         analysis.recovery_s = stress::recovery_seconds(step, bound_ms, max_errors);
         analysis.recovery_measured = true;
+    }
+}
+
+/// What the classifier needs beyond the overload step itself: whether the target answered
+/// before it, and whether its process was seen gone during it (the sampler's `target.alive`).
+fn overload_evidence(steps: &[StepResult], overload: &StepResult) -> stress::Evidence {
+    stress::Evidence {
+        worked_earlier: steps
+            .iter()
+            .any(|s| s.name != overload.name && s.ok_rps > 0.0),
+        process_gone: crate::analyze::series(overload, "target.alive").is_some_and(|a| a.min < 1.0),
     }
 }
 
@@ -515,4 +520,30 @@ pub fn usl_line(fit: &usl::UslFit) -> String {
         fit.peak_throughput,
         fit.r_squared
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::step::testing::step;
+
+    /// A target whose process died during the overload, while a proxy in front of it went on
+    /// answering 502s quickly, crashed: it did not shed load gracefully.
+    #[test]
+    fn a_target_process_gone_during_the_overload_is_a_crash() {
+        let below = step("hold-095", Phase::Hold, 475.0, 475.0, 12.0).with("target.alive", 1.0);
+        let overload = step("hold-120", Phase::Hold, 600.0, 200.0, 15.0)
+            .failing()
+            .with_errors("http_5xx", 1200)
+            .with_stat("target.alive", 0.0, 0.4, 1.0);
+        let steps = vec![below, overload.clone()];
+        let evidence = overload_evidence(&steps, &overload);
+        assert!(evidence.worked_earlier && evidence.process_gone, "{evidence:?}");
+        assert_eq!(
+            stress::classify(&overload, 500.0, 50.0, evidence),
+            stress::FailureMode::Crashes
+        );
+        let alive = steps[0].clone();
+        assert!(!overload_evidence(&steps, &alive).process_gone);
+    }
 }
