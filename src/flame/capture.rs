@@ -96,8 +96,10 @@ pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Ca
             first_line(&record.stderr)
         ));
     }
+    // No `period` field: inferno's collapser would weight each sample by it (nanoseconds of
+    // cpu-clock), and a profile's count must be its samples.
     let script = Command::new(&perf)
-        .args(["script", "-i"])
+        .args(["script", "-F", "comm,pid,tid,time,event,ip,sym,dso", "-i"])
         .arg(&data)
         .output()
         .map_err(|e| format!("cannot run {perf} script: {e}"));
