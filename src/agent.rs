@@ -28,6 +28,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The path, as Go's net/http/pprof serves it.
 pub const PROFILE_PATH: &str = "/debug/pprof/profile";
+/// Where the agent says what it is (Go's pprof answers 404 there, at once), so knee knows
+/// it may ask for fractions of a second and should take a throw-away profile first.
+pub const IDENTIFY_PATH: &str = "/debug/pprof/knee";
+/// The first words of the agent's answer at [`IDENTIFY_PATH`].
+pub const IDENTITY: &str = "knee agent";
 /// Longest profile one request may ask for.
 pub const MAX_SECONDS: f64 = 60.0;
 /// Highest sampling frequency one request may ask for (Hz).
@@ -92,8 +97,15 @@ async fn accept_loop(listener: std::net::TcpListener) {
     }
 }
 
-/// Answers one request; mount it at [`PROFILE_PATH`] in a service's own hyper server.
+/// Answers one request; mount it at `/debug/pprof/` in a service's own hyper server
+/// ([`PROFILE_PATH`] and [`IDENTIFY_PATH`] are served).
 pub async fn handle<B>(req: Request<B>) -> Response<Full<Bytes>> {
+    if req.uri().path() == IDENTIFY_PATH {
+        return text(
+            StatusCode::OK,
+            &format!("{IDENTITY} {}", env!("CARGO_PKG_VERSION")),
+        );
+    }
     if req.uri().path() != PROFILE_PATH {
         return text(StatusCode::NOT_FOUND, "only /debug/pprof/profile is served");
     }

@@ -195,7 +195,7 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.uri().path() == crate::agent::PROFILE_PATH {
+    if req.uri().path().starts_with("/debug/pprof/") {
         // The embedded profiling agent: `knee hunt --demo` gets flamegraphs with no flags.
         return Ok(crate::agent::handle(req).await);
     }

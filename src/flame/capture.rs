@@ -15,6 +15,46 @@ pub struct Captured {
     pub folded: Folded,
     /// The gzipped pprof profile, when the source gave one.
     pub pprof: Option<Vec<u8>>,
+    /// The rate the samples were taken at, as the profile itself says (its `period`): Go's
+    /// endpoint ignores the frequency asked and samples at 100 Hz.
+    pub sampled_hz: Option<f64>,
+}
+
+/// What serves a pprof URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// knee's own agent: fractions of a second, the frequency asked.
+    KneeAgent,
+    /// Anything else (Go's net/http/pprof, ...): whole seconds only (Go reads anything else
+    /// as its 30 s default), and a frequency it may ignore.
+    Other,
+}
+
+/// Asks the endpoint what it is, at its sibling path `knee` (knee's agent answers there;
+/// Go's pprof answers 404 "Unknown profile" at once). Never asks for a profile.
+pub fn identify(url: &str) -> Endpoint {
+    let Some(base) = url.split('?').next().and_then(|u| u.rsplit_once('/')) else {
+        return Endpoint::Other;
+    };
+    let probe = format!("{}/knee", base.0);
+    match http_get(&probe, Duration::from_secs(2)) {
+        Ok(body) if body.starts_with(crate::agent::IDENTITY.as_bytes()) => Endpoint::KneeAgent,
+        _ => Endpoint::Other,
+    }
+}
+
+/// The seconds to ask `endpoint` for, to cover a counted window of `window` seconds:
+/// as is for knee's agent, rounded down to whole seconds for the others (asking a
+/// fraction of Go's endpoint gets a 30 s profile that runs into the next steps).
+pub fn seconds_for(endpoint: Endpoint, window: f64) -> Result<f64, String> {
+    match endpoint {
+        Endpoint::KneeAgent => Ok(window),
+        Endpoint::Other if window >= 1.0 => Ok(window.floor()),
+        Endpoint::Other => Err(format!(
+            "the counted part of the step is {window:.2} s and this pprof endpoint profiles whole \
+             seconds only (as Go's net/http/pprof does): make the steps longer"
+        )),
+    }
 }
 
 /// GETs `url?seconds=…&frequency=…` and decodes the gzipped (or plain) protobuf.
@@ -32,7 +72,18 @@ pub fn pprof(url: &str, seconds: f64, frequency: u32) -> Result<Captured, String
     Ok(Captured {
         folded: Folded::from_pprof(&profile),
         pprof: Some(body),
+        sampled_hz: sampled_hz(&profile),
     })
+}
+
+/// The sampling rate a CPU profile declares: one sample per `period` nanoseconds.
+pub fn sampled_hz(profile: &Profile) -> Option<f64> {
+    let unit = profile
+        .period_type
+        .as_ref()
+        .map(|t| profile.string(t.unit))
+        .unwrap_or("");
+    (profile.period > 0 && unit == "nanoseconds").then(|| 1e9 / profile.period as f64)
 }
 
 /// Decodes a pprof profile, gzipped (as served) or not.
@@ -118,6 +169,7 @@ pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Ca
     Ok(Captured {
         folded: Folded::parse(&String::from_utf8_lossy(&folded)),
         pprof: None,
+        sampled_hz: Some(f64::from(frequency)),
     })
 }
 

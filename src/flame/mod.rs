@@ -34,7 +34,11 @@ use crate::plan::ProfilerPlan;
 pub struct StepProfile {
     /// "pprof" or "perf".
     pub source: String,
+    /// The rate the samples were taken at (the profile's own period when it has one).
     pub frequency_hz: u32,
+    /// The rate knee asked for, when the endpoint did something else (Go's takes 100 Hz).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_asked_hz: Option<u32>,
     pub seconds: f64,
     pub samples: u64,
     /// CPU the target used during the profile, from /proc (None when its pid is unknown).
@@ -81,7 +85,7 @@ pub struct ProfilerObserver {
 
 #[derive(Clone)]
 enum Source {
-    Pprof(String),
+    Pprof(String, capture::Endpoint),
     Perf,
 }
 
@@ -94,19 +98,26 @@ impl ProfilerObserver {
         pid: Option<u32>,
         dir: PathBuf,
     ) -> Option<ProfilerObserver> {
-        let source = match plan {
+        let url = match plan {
             ProfilerPlan::Off => return None,
-            ProfilerPlan::Pprof(url) => Source::Pprof(url.clone()),
-            ProfilerPlan::DemoAgent => Source::Pprof(format!(
+            ProfilerPlan::Pprof(url) => Some(url.clone()),
+            ProfilerPlan::DemoAgent => Some(format!(
                 "{}{}",
                 demo_url?.trim_end_matches('/'),
                 crate::agent::PROFILE_PATH
             )),
-            ProfilerPlan::Perf => Source::Perf,
+            ProfilerPlan::Perf => None,
         };
-        if let Source::Pprof(url) = &source {
-            prime(url);
-        }
+        let source = match url {
+            Some(url) => {
+                let endpoint = capture::identify(&url);
+                if endpoint == capture::Endpoint::KneeAgent {
+                    prime(&url);
+                }
+                Source::Pprof(url, endpoint)
+            }
+            None => Source::Perf,
+        };
         Some(ProfilerObserver {
             source,
             frequency,
@@ -118,7 +129,7 @@ impl ProfilerObserver {
 
     fn source_name(&self) -> &'static str {
         match self.source {
-            Source::Pprof(_) => "pprof",
+            Source::Pprof(..) => "pprof",
             Source::Perf => "perf",
         }
     }
@@ -134,15 +145,24 @@ impl Observer for ProfilerObserver {
             return;
         }
         let (source, frequency, pid) = (self.source.clone(), self.frequency, self.pid);
-        let (warmup, seconds) = (spec.warmup, spec.duration.as_secs_f64());
+        let window = spec.duration.as_secs_f64();
+        // What can be profiled of the counted window (whole seconds, for most endpoints).
+        let seconds = match &source {
+            Source::Pprof(_, endpoint) => capture::seconds_for(*endpoint, window),
+            Source::Perf => Ok(window),
+        };
+        let warmup = spec.warmup;
         let scratch = self.dir.join("flame").join(&spec.name);
         let capture = std::thread::spawn(move || {
             std::thread::sleep(warmup);
             let cpu_before = pid.and_then(cpu_seconds);
-            let result = match (&source, pid) {
-                (Source::Pprof(url), _) => capture::pprof(url, seconds, frequency),
-                (Source::Perf, Some(pid)) => capture::perf(pid, seconds, frequency, &scratch),
-                (Source::Perf, None) => {
+            let result = match (&source, pid, &seconds) {
+                (_, _, Err(e)) => Err(e.clone()),
+                (Source::Pprof(url, _), _, Ok(seconds)) => capture::pprof(url, *seconds, frequency),
+                (Source::Perf, Some(pid), Ok(seconds)) => {
+                    capture::perf(pid, *seconds, frequency, &scratch)
+                }
+                (Source::Perf, None, _) => {
                     Err("perf needs the target's pid (--pid, --spawn or a local port)".into())
                 }
             };
@@ -151,7 +171,7 @@ impl Observer for ProfilerObserver {
                 .map(|(before, after)| after - before);
             Capture {
                 result,
-                seconds,
+                seconds: seconds.unwrap_or(window),
                 cpu_seconds,
             }
         });
@@ -186,6 +206,7 @@ impl ProfilerObserver {
         let mut profile = StepProfile {
             source: self.source_name().into(),
             frequency_hz: self.frequency,
+            frequency_asked_hz: None,
             seconds: capture.seconds,
             samples: 0,
             target_cpu_seconds: capture.cpu_seconds,
@@ -206,13 +227,20 @@ impl ProfilerObserver {
             }
         };
         let folded = &captured.folded;
+        if let Some(hz) = captured.sampled_hz.filter(|hz| *hz >= 0.5) {
+            let hz = hz.round() as u32;
+            if hz != self.frequency {
+                profile.frequency_asked_hz = Some(self.frequency);
+                profile.frequency_hz = hz;
+            }
+        }
         profile.samples = folded.total();
         profile.top_self = folded.top_self(TOP_FUNCTIONS);
         profile.top_inclusive = folded.top_inclusive(TOP_FUNCTIONS);
         if let Some(cpu) = capture.cpu_seconds.filter(|c| *c > 0.05) {
             let rate = profile.samples as f64 / cpu;
             profile.samples_per_cpu_second = Some((rate * 10.0).round() / 10.0);
-            profile.undersampled = rate < f64::from(self.frequency) * UNDERSAMPLED_SHARE;
+            profile.undersampled = rate < f64::from(profile.frequency_hz) * UNDERSAMPLED_SHARE;
         }
         let dir = self.dir.join("flame");
         let stem = format!("flame/{}", spec.name);

@@ -197,3 +197,41 @@ fn perf_profiles_a_local_process() {
         "the lock target's work is seen: {top}"
     );
 }
+
+/// Go's own net/http/pprof: whole seconds only (anything else is read as its 30 s default)
+/// and 100 Hz whatever is asked. knee must not prime it, must ask whole seconds, and must
+/// report the rate the profile was actually taken at.
+#[test]
+fn a_go_service_is_profiled_through_its_own_pprof_endpoint_without_stalling() {
+    let test = "a_go_service_is_profiled_through_its_own_pprof_endpoint_without_stalling";
+    let Some(go) = crate::tools::GoService::start(&["-cpu", "2ms"], test) else {
+        return;
+    };
+    let _serial = serial();
+    let out = TempDir::new("go-pprof");
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(knee_bin())
+        .args(["hunt", &format!("{}/cpu", go.base), "-q", "--pprof"])
+        .arg(format!("{}/debug/pprof/profile", go.base))
+        .args(["--profile-frequency", "250", "--max-rate", "300"])
+        .args(["--step-duration", "500ms", "--hold-duration", "1200ms"])
+        .args(["--holds", "80,105", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // Primed with a fractional profile, Go's endpoint took 30 s before the first step.
+    assert!(took < Duration::from_secs(30), "the hunt took {took:?}");
+    let steps = read_steps_jsonl(out.path());
+    let hold = steps.iter().find(|s| s["name"] == "hold-080").unwrap();
+    let profile = &hold["observed"]["profile"];
+    assert_eq!(profile["error"], serde_json::Value::Null, "{profile}");
+    assert_eq!(profile["seconds"], 1.0, "whole seconds of the 1.2 s window: {profile}");
+    assert_eq!(profile["frequency_hz"], 100, "Go samples at 100 Hz: {profile}");
+    assert_eq!(profile["frequency_asked_hz"], 250, "{profile}");
+    let top = profile["top_inclusive"].to_string();
+    assert!(top.contains("main.burn"), "{top}");
+    assert!(profile["samples"].as_u64().unwrap() >= 20, "{profile}");
+}

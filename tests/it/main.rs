@@ -1,5 +1,6 @@
 //! knee's integration tests: one binary, shared helpers in `util`.
 
+mod tools;
 mod util;
 
 mod engine;
