@@ -91,11 +91,15 @@ fn the_agent_profiles_a_busy_service_and_refuses_what_it_should() {
         said >= 20,
         "a busy thread for 1.5 s at 100 Hz: {said} samples"
     );
-    // The hot function is on the stacks with its inlined leaf after it (callers first).
+    // The hot function is on the stacks, by its full path (the test binary is built with
+    // line tables only, whose DWARF names are bare), with its inlined leaf after it (callers
+    // first; an inlined frame keeps the name DWARF gives it).
     let hot: u64 = folded
         .stacks
         .iter()
-        .filter(|(stack, _)| stack.ends_with("agent_test_hot_loop;agent_test_inlined_leaf"))
+        .filter(|(stack, _)| {
+            stack.ends_with("it::flame::agent_test_hot_loop;agent_test_inlined_leaf")
+        })
         .map(|(_, n)| n)
         .sum();
     assert!(
@@ -110,6 +114,8 @@ fn the_agent_profiles_a_busy_service_and_refuses_what_it_should() {
         folded.top_self(5)
     );
 
+    go_tool_pprof_reads_full_paths(&body);
+
     let (status, _, body) = get(&format!("{url}?seconds=61"));
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("capped at 60"));
@@ -117,6 +123,24 @@ fn the_agent_profiles_a_busy_service_and_refuses_what_it_should() {
     assert_eq!(status, 400);
     let (status, _, _) = get(&format!("{url}?seconds=abc"));
     assert_eq!(status, 400);
+}
+
+/// `go tool pprof -top` reads the agent's profile and shows the full path (where Go is).
+fn go_tool_pprof_reads_full_paths(profile: &[u8]) {
+    if !crate::tools::have("go", "the_agent_profiles_a_busy_service (go tool pprof)") {
+        return;
+    }
+    let dir = TempDir::new("pprof-top");
+    let path = dir.join("agent.pb.gz");
+    std::fs::write(&path, profile).unwrap();
+    let top = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    assert!(text.contains("it::flame::agent_test_hot_loop"), "{text}");
 }
 
 /// A hunt against an in-process lock target, profiled by perf through this process's pid.

@@ -15,6 +15,8 @@
 //! process gets at most about one sample per tick per CPU-second (~250/s here). The answer says
 //! how many samples were taken, in the `X-Samples` header and in the profile's comment.
 
+mod symbols;
+
 use crate::pprof_proto::{self, Profile, StringTable};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -267,6 +269,30 @@ fn take_profile(ask: ProfileRequest) -> Result<(Vec<u8>, i64), String> {
         .map_err(|e| format!("cannot compress the profile: {e}"))
 }
 
+/// A frame's function name, as its full path where the executable's symbol table has it
+/// (`physical`: the frame's own function, not one inlined into it; see `symbols`).
+fn function_name(symbol: &pprof::Symbol, physical: bool) -> String {
+    let name = symbol.name();
+    let full = symbol
+        .addr
+        .filter(|_| physical)
+        .and_then(|addr| symbols::full_path(addr as u64, strip_hash(&name)));
+    match full {
+        Some(path) => path.to_string(),
+        None => name,
+    }
+}
+
+/// `f::h0123456789abcdef` → `f`.
+fn strip_hash(name: &str) -> &str {
+    match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => name,
+    }
+}
+
 /// pprof-rs's report as a pprof profile: one location per distinct frame (its inlined
 /// functions as lines, innermost first), samples of [count, cpu nanoseconds].
 pub fn encode(
@@ -286,9 +312,10 @@ pub fn encode(
         for frame in &frames.frames {
             let lines: Vec<(u64, i64)> = frame
                 .iter()
-                .map(|symbol| {
+                .enumerate()
+                .map(|(i, symbol)| {
                     let key = (
-                        symbol.name(),
+                        function_name(symbol, i + 1 == frame.len()),
                         symbol.sys_name().into_owned(),
                         symbol.filename().into_owned(),
                     );
