@@ -71,8 +71,13 @@ impl Session {
             self.interrupted = true;
             return Ok(Vec::new());
         }
-        for observer in &mut self.observers {
-            specs.iter().for_each(|spec| observer.step_started(spec));
+        // The chain's steps follow one another with no pause (see `Engine::run_chain`).
+        let mut starts_at = std::time::Instant::now();
+        for spec in specs {
+            for observer in &mut self.observers {
+                observer.step_started(spec, starts_at);
+            }
+            starts_at += spec.warmup + spec.duration;
         }
         let bars: Vec<_> = specs
             .iter()

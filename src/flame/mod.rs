@@ -1,7 +1,9 @@
-//! Flamegraphs per hold step: "here is where the CPU went at the knee".
+//! Flamegraphs per step: "here is where the CPU went at the knee".
 //!
-//! The profiler is an observer: when a hold step starts it waits out the warm-up and takes a
-//! profile covering the counted part of the step, from a pprof endpoint or from perf; when the
+//! The profiler is an observer. It profiles a hunt's hold steps, every step of a `knee run`
+//! (load, steps, stress, sweep), and a soak's windows on a cadence (see `profiled`). When
+//! such a step starts it waits out the warm-up and takes a profile covering the counted part
+//! of the step, from a pprof endpoint or from perf; when the
 //! step ends it writes `flame/<step>.{pb.gz,folded,svg}` and records the samples taken, how
 //! they compare with the CPU the target burnt, and the top functions by self and inclusive
 //! samples (what makes "the bottleneck moved" readable as text). A profile that fails is a
@@ -69,6 +71,30 @@ struct Pending {
     capture: JoinHandle<Capture>,
 }
 
+/// A soak profiles one window in this many, so about one every 10 minutes of soak (and never
+/// two windows in a row: a window with no warm-up starts the instant the last one ends).
+fn soak_cadence(window: std::time::Duration) -> usize {
+    let every = (600.0 / window.as_secs_f64().max(1e-3)).ceil() as usize;
+    every.max(2)
+}
+
+/// Whether a step gets a profile: a hunt's holds (not its probe and search steps, which
+/// only find the knee), every step of a fixed-step run, one soak window in `soak_cadence`.
+pub fn profiled(spec: &StepSpec) -> bool {
+    match spec.phase {
+        Phase::Hold | Phase::Step => true,
+        Phase::Window => {
+            let index: usize = spec
+                .name
+                .trim_start_matches("window-")
+                .parse()
+                .unwrap_or(1);
+            (index - 1).is_multiple_of(soak_cadence(spec.duration))
+        }
+        Phase::Probe | Phase::Search | Phase::Recovery => false,
+    }
+}
+
 struct Capture {
     result: Result<capture::Captured, String>,
     seconds: f64,
@@ -80,7 +106,7 @@ pub struct ProfilerObserver {
     frequency: u32,
     pid: Option<u32>,
     dir: PathBuf,
-    pending: Option<Pending>,
+    pending: Vec<Pending>,
 }
 
 #[derive(Clone)]
@@ -123,7 +149,7 @@ impl ProfilerObserver {
             frequency,
             pid,
             dir,
-            pending: None,
+            pending: Vec::new(),
         })
     }
 
@@ -140,8 +166,8 @@ impl Observer for ProfilerObserver {
         "profile"
     }
 
-    fn step_started(&mut self, spec: &StepSpec) {
-        if spec.phase != Phase::Hold || self.pending.is_some() {
+    fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
+        if !profiled(spec) {
             return;
         }
         let (source, frequency, pid) = (self.source.clone(), self.frequency, self.pid);
@@ -151,10 +177,10 @@ impl Observer for ProfilerObserver {
             Source::Pprof(_, endpoint) => capture::seconds_for(*endpoint, window),
             Source::Perf => Ok(window),
         };
-        let warmup = spec.warmup;
+        let counted_from = starts_at + spec.warmup;
         let scratch = self.dir.join("flame").join(&spec.name);
         let capture = std::thread::spawn(move || {
-            std::thread::sleep(warmup);
+            std::thread::sleep(counted_from.saturating_duration_since(Instant::now()));
             let cpu_before = pid.and_then(cpu_seconds);
             let result = match (&source, pid, &seconds) {
                 (_, _, Err(e)) => Err(e.clone()),
@@ -175,7 +201,7 @@ impl Observer for ProfilerObserver {
                 cpu_seconds,
             }
         });
-        self.pending = Some(Pending {
+        self.pending.push(Pending {
             step: spec.name.clone(),
             capture,
         });
@@ -187,10 +213,8 @@ impl Observer for ProfilerObserver {
         result: &StepResult,
         _window: (Instant, Instant),
     ) -> Option<serde_json::Value> {
-        if self.pending.as_ref()?.step != spec.name {
-            return None;
-        }
-        let pending = self.pending.take()?;
+        let index = self.pending.iter().position(|p| p.step == spec.name)?;
+        let pending = self.pending.remove(index);
         let capture = pending.capture.join().ok()?;
         let profile = self.write(spec, result, capture);
         if let Some(error) = &profile.error {

@@ -21,8 +21,9 @@ use target::{Spawned, TargetProcess};
 pub trait Observer: Send {
     /// The key of this observer's findings in `observed`.
     fn name(&self) -> &str;
-    /// Called before the step is scheduled (for a chain of steps, before the chain).
-    fn step_started(&mut self, spec: &StepSpec);
+    /// Called before the step is scheduled (for a chain of steps, before the chain, for each
+    /// step); `starts_at` is when the step's schedule is due to begin (its warm-up first).
+    fn step_started(&mut self, spec: &StepSpec, starts_at: Instant);
     /// What was observed during the step's counted window (`from`, `to`), if anything.
     fn step_finished(
         &mut self,

@@ -201,7 +201,7 @@ impl Observer for SamplerObserver {
         "samplers"
     }
 
-    fn step_started(&mut self, _spec: &StepSpec) {}
+    fn step_started(&mut self, _spec: &StepSpec, _starts_at: Instant) {}
 
     fn step_finished(
         &mut self,

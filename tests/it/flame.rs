@@ -259,3 +259,54 @@ fn a_go_service_is_profiled_through_its_own_pprof_endpoint_without_stalling() {
     assert!(top.contains("main.burn"), "{top}");
     assert!(profile["samples"].as_u64().unwrap() >= 20, "{profile}");
 }
+
+/// `knee run --pprof` profiles each step (it used to take none, silently); a soak profiles
+/// one window in many (here the first of three 1 s windows: one per 10 minutes of soak).
+#[test]
+fn knee_run_profiles_each_step_and_a_soak_on_a_cadence() {
+    let _serial = serial();
+    let target = http_target(Http::Lock {
+        work: Duration::from_millis(2),
+    });
+    let out = TempDir::new("run-pprof");
+    let url = target.url("/");
+    let pprof = agent_url();
+    let (outcome, record) = knee_run(
+        out.path(),
+        &[
+            "--url", &url, "--steps", "50,100", "--step-duration", "1s", "--warmup", "200ms",
+            "--pprof", &pprof, "--no-sample",
+        ],
+    );
+    outcome.unwrap();
+    let record = record.unwrap();
+    for step in &record.steps {
+        let profile = knee::flame::StepProfile::of(step).expect("every step is profiled");
+        assert!(profile.error.is_none() && profile.samples > 0, "{profile:?}");
+        assert!(out.join(profile.svg.as_ref().unwrap()).exists());
+    }
+
+    let soak_dir = TempDir::new("soak-pprof");
+    let profile = soak_dir.join("soak.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "kind = \"soak\"\n[target]\nurl = \"{url}\"\n[load]\nrate = 50\nwarmup = \"200ms\"\n\
+             duration = \"3s\"\nwindow = \"1s\"\n[observe]\npprof = \"{pprof}\"\n"
+        ),
+    )
+    .unwrap();
+    let (outcome, record) = knee_run(
+        &soak_dir.join("run"),
+        &[profile.to_str().unwrap(), "--no-sample"],
+    );
+    outcome.unwrap();
+    let windows = record.unwrap().steps;
+    assert_eq!(windows.len(), 3);
+    let profiled: Vec<&str> = windows
+        .iter()
+        .filter(|w| knee::flame::StepProfile::of(w).is_some())
+        .map(|w| w.name.as_str())
+        .collect();
+    assert_eq!(profiled, ["window-001"]);
+}
