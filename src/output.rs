@@ -106,7 +106,7 @@ impl RunFolder {
         crate::hlog::write(
             &hist_path.with_extension("hlog"),
             started,
-            std::time::Duration::from_secs_f64(step.duration_s),
+            std::time::Duration::try_from_secs_f64(step.duration_s).unwrap_or_default(),
             &[("latency", latency), ("service", service)],
         )
         .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
@@ -171,18 +171,97 @@ impl RunRecord {
         }
     }
 
+    /// Reads run.json and checks its values (a hand-edited or damaged file must be refused
+    /// in one line, not reach a panic in `knee merge`, `report` or `compare`).
     pub fn read(path: &Path) -> Result<RunRecord, Error> {
         let text = fs::read_to_string(path)
             .map_err(|e| Error::input(format!("{}: cannot read: {e}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| {
+        let record: RunRecord = serde_json::from_str(&text).map_err(|e| {
             Error::input(format!(
                 "{}:{}:{}: {e}",
                 path.display(),
                 e.line(),
                 e.column()
             ))
-        })
+        })?;
+        record
+            .check()
+            .map_err(|problem| Error::input(format!("{}: {problem}", path.display())))?;
+        Ok(record)
     }
+
+    /// The first value that cannot be right, in words.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, step) in self.steps.iter().enumerate() {
+            check_step(step).map_err(|e| format!("steps[{i}] ('{}'): {e}", step.name))?;
+        }
+        for (what, analysis) in [("hunt", &self.hunt), ("stress", &self.stress)] {
+            let Some(a) = analysis else { continue };
+            for (field, value) in [
+                ("capacity_rps", a.capacity_rps),
+                ("latency_knee_rps", a.latency_knee_rps),
+                ("saturation_rps", a.saturation_rps),
+                ("recovery_s", a.recovery_s),
+            ] {
+                if let Some(v) = value {
+                    non_negative(v).map_err(|e| format!("{what}.{field} {e}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `value` is a finite number ≥ 0, or says why not.
+fn non_negative(value: f64) -> Result<(), String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("is {value} (must be a number >= 0)"))
+    }
+}
+
+/// A step's figures are finite and ≥ 0, its shares within 0..=1, its counts consistent.
+fn check_step(step: &StepResult) -> Result<(), String> {
+    let g = &step.generator;
+    let numbers = [
+        ("duration_s", step.duration_s),
+        ("warmup_s", step.warmup_s),
+        ("offered_rps", step.offered_rps.unwrap_or(0.0)),
+        ("achieved_rps", step.achieved_rps),
+        ("ok_rps", step.ok_rps),
+        ("in_flight_mean", step.in_flight_mean),
+        ("generator.cpu_cores", g.cpu_cores),
+        ("generator.send_lag_p99_ms", g.send_lag_p99_ms),
+    ];
+    for (field, value) in numbers {
+        non_negative(value).map_err(|e| format!("{field} {e}"))?;
+    }
+    for (field, p) in [("latency_ms", &step.latency_ms), ("service_ms", &step.service_ms)] {
+        for (name, value) in [
+            ("mean", p.mean),
+            ("p50", p.p50),
+            ("p90", p.p90),
+            ("p99", p.p99),
+            ("p999", p.p999),
+            ("max", p.max),
+        ] {
+            non_negative(value).map_err(|e| format!("{field}.{name} {e}"))?;
+        }
+    }
+    if !(0.0..=1.0).contains(&step.error_rate) {
+        return Err(format!(
+            "error_rate is {} (must be between 0 and 1)",
+            step.error_rate
+        ));
+    }
+    if step.errors > step.requests {
+        return Err(format!(
+            "errors ({}) exceed requests ({})",
+            step.errors, step.requests
+        ));
+    }
+    Ok(())
 }
 
 /// HdrHistogram's percentile-distribution text (as `outputPercentileDistribution` prints it),

@@ -217,3 +217,38 @@ fn the_html_check_has_teeth() {
     ));
     assert!(fails("<!doctype html><html><body><p>x</body></html>"));
 }
+
+/// A damaged run.json (a negative duration reached `Duration::from_secs_f64` in `knee merge`
+/// and panicked) is refused in one line naming the file and the value, exit 2, by every
+/// command that reads run folders.
+#[test]
+fn a_damaged_run_json_is_refused_by_merge_report_and_compare() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let text = std::fs::read_to_string(format!("{fixtures}/hunt-cpu-bound.run.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["steps"][1]["duration_s"] = (-2.5).into();
+    json["shard"] = serde_json::json!({"index": 1, "count": 2});
+    let damaged = TempDir::new("damaged");
+    let good = TempDir::new("good");
+    std::fs::write(damaged.join("run.json"), json.to_string()).unwrap();
+    std::fs::copy(format!("{fixtures}/hunt-cpu-bound.run.json"), good.join("run.json")).unwrap();
+    let out = TempDir::new("damaged-out");
+    let (d, g, o) = (
+        damaged.path().to_str().unwrap(),
+        good.path().to_str().unwrap(),
+        out.path().to_str().unwrap(),
+    );
+    for args in [
+        vec!["knee", "merge", d, g, "--out", o],
+        vec!["knee", "report", d],
+        vec!["knee", "compare", g, d, "--out", o],
+    ] {
+        let err = knee::run(args.clone()).expect_err("refused");
+        let message = err.to_string();
+        assert_eq!(err.exit_code(), 2, "{args:?}: {message}");
+        assert!(message.contains("run.json") && message.contains("duration_s is -2.5"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+    // The damaged file breaks the schema too: gone before the folder's check on drop.
+    std::fs::remove_file(damaged.join("run.json")).unwrap();
+}
