@@ -228,10 +228,11 @@ fn perf_profiles_a_local_process() {
 #[test]
 fn a_go_service_is_profiled_through_its_own_pprof_endpoint_without_stalling() {
     let test = "a_go_service_is_profiled_through_its_own_pprof_endpoint_without_stalling";
+    // Serial before the Go build: `go build` takes both cores for seconds.
+    let _serial = serial();
     let Some(go) = crate::tools::GoService::start(&["-cpu", "2ms"], test) else {
         return;
     };
-    let _serial = serial();
     let out = TempDir::new("go-pprof");
     let started = std::time::Instant::now();
     let output = std::process::Command::new(knee_bin())
@@ -274,7 +275,7 @@ fn knee_run_profiles_each_step_and_a_soak_on_a_cadence() {
     let (outcome, record) = knee_run(
         out.path(),
         &[
-            "--url", &url, "--steps", "50,100", "--step-duration", "1s", "--warmup", "200ms",
+            "--url", &url, "--steps", "100,200", "--step-duration", "1s", "--warmup", "200ms",
             "--pprof", &pprof, "--no-sample",
         ],
     );
@@ -291,7 +292,7 @@ fn knee_run_profiles_each_step_and_a_soak_on_a_cadence() {
     std::fs::write(
         &profile,
         format!(
-            "kind = \"soak\"\n[target]\nurl = \"{url}\"\n[load]\nrate = 50\nwarmup = \"200ms\"\n\
+            "kind = \"soak\"\n[target]\nurl = \"{url}\"\n[load]\nrate = 100\nwarmup = \"200ms\"\n\
              duration = \"3s\"\nwindow = \"1s\"\n[observe]\npprof = \"{pprof}\"\n"
         ),
     )

@@ -252,3 +252,20 @@ fn a_damaged_run_json_is_refused_by_merge_report_and_compare() {
     // The damaged file breaks the schema too: gone before the folder's check on drop.
     std::fs::remove_file(damaged.join("run.json")).unwrap();
 }
+
+/// The check every test's temp folder goes through looks into subfolders, and a run folder
+/// without its run.json fails it.
+#[test]
+fn the_run_folder_check_reaches_subfolders_and_wants_run_json() {
+    let dir = TempDir::new("nested-check");
+    let nested = dir.join("a/b/run");
+    std::fs::create_dir_all(nested.join("hist")).unwrap();
+    std::fs::write(nested.join("steps.jsonl"), "").unwrap();
+    let problem = check_run_folder(dir.path()).unwrap_err();
+    assert!(problem.contains("without run.json"), "{problem}");
+    std::fs::write(nested.join("run.json"), "{\"schema_version\": 1}").unwrap();
+    let problem = check_run_folder(dir.path()).unwrap_err();
+    assert!(problem.contains("a/b/run/run.json breaks the schema"), "{problem}");
+    std::fs::remove_dir_all(dir.join("a")).unwrap();
+    check_run_folder(dir.path()).unwrap();
+}

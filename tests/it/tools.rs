@@ -87,9 +87,6 @@ impl GoService {
         Some(GoService { child, base })
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for GoService {

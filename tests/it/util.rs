@@ -397,10 +397,35 @@ fn schema() -> &'static (boon::Schemas, boon::SchemaIndex, boon::SchemaIndex) {
     })
 }
 
-/// Validates a run folder's run.json and steps.jsonl, if it has them.
+/// Validates every run folder under `dir` (itself and its subfolders, at any depth): each
+/// run.json against the schema, and each steps.jsonl line as a step. A folder that holds a
+/// run's files (steps.jsonl, samples.jsonl or hist/) without a run.json fails.
 pub fn check_run_folder(dir: &Path) -> Result<(), String> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        check_one_folder(&folder)?;
+        if let Ok(entries) = std::fs::read_dir(&folder) {
+            pending.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir() && !p.is_symlink()),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_one_folder(dir: &Path) -> Result<(), String> {
     let (schemas, run, step) = schema();
-    if let Ok(text) = std::fs::read_to_string(dir.join("run.json")) {
+    let run_json = dir.join("run.json");
+    let is_run = ["steps.jsonl", "samples.jsonl", "hist"]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    if is_run && !run_json.exists() {
+        return Err(format!("{}: a run folder without run.json", dir.display()));
+    }
+    if let Ok(text) = std::fs::read_to_string(&run_json) {
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("run.json is not JSON: {e}"))?;
         schemas
