@@ -55,6 +55,9 @@ pub struct Dispatched {
     pub busy: f64,
     pub interrupted: bool,
     pub workers: Vec<JoinHandle<()>>,
+    /// Jobs queued while every connection of their lane was busy and the lane was at its
+    /// share of `--max-connections`: knee's own cap held them back.
+    pub at_cap: u64,
 }
 
 impl Dispatcher {
@@ -82,6 +85,7 @@ impl Dispatcher {
             }
         }
         let mut lag = new_histogram();
+        let mut at_cap = 0u64;
         let mut interrupted = false;
         let mut last_wake = Instant::now();
         let mut lane = 0;
@@ -122,16 +126,18 @@ impl Dispatcher {
                 });
             }
             let (lane_ref, idle) = &self.lanes[lane];
-            if queue.len() > idle.load(Ordering::Relaxed)
-                && per_lane[lane] < self.max_workers_per_lane
-            {
-                workers.push(worker::spawn(
-                    lane_ref,
-                    &ctx,
-                    idle,
-                    Jobs::Open(receiver.clone()),
-                ));
-                per_lane[lane] += 1;
+            if queue.len() > idle.load(Ordering::Relaxed) {
+                if per_lane[lane] < self.max_workers_per_lane {
+                    workers.push(worker::spawn(
+                        lane_ref,
+                        &ctx,
+                        idle,
+                        Jobs::Open(receiver.clone()),
+                    ));
+                    per_lane[lane] += 1;
+                } else {
+                    at_cap += 1;
+                }
             }
         }
         for (queue, receiver) in &queues {
@@ -149,6 +155,7 @@ impl Dispatcher {
             busy,
             interrupted,
             workers,
+            at_cap,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod dispatch;
 pub mod errors;
 pub mod h1;
+pub mod health;
 pub mod lanes;
 pub mod record;
 pub mod schedule;
@@ -17,13 +18,13 @@ pub mod worker;
 use crate::error::Error;
 use crate::plan::{Arrivals, Load, RunPlan, StepSpec};
 use crate::slo::Slo;
-use crate::step::{GeneratorHealth, StepResult};
+use crate::step::StepResult;
 use client::Client;
 use cpu::ThreadCpu;
 use dispatch::{dispatch_gap, Dispatched, Dispatcher};
 use hdrhistogram::Histogram;
 use lanes::Lane;
-use record::{Shards, StepRecorder, Timeline};
+use record::{Shards, Timeline};
 use schedule::{Mix, OpenSchedule, Rng};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,10 +35,6 @@ use worker::{Jobs, StepCtx};
 
 /// The scheduler is "late" beyond this, or 10 % of the send interval if that is longer.
 const LAG_BOUND: Duration = Duration::from_millis(5);
-/// Generator CPU at or above this share of its cores marks the step generator-limited.
-const CPU_SATURATED_SHARE: f64 = 0.9;
-/// A late dispatcher using at least this share of a core was busy: the generator's limit.
-const DISPATCHER_BUSY: f64 = 0.5;
 
 /// Receives live figures while a step runs (the progress bar).
 pub trait LiveSink: Send + Sync {
@@ -61,8 +58,8 @@ struct Running {
     timeline: Timeline,
     lag_bound: Duration,
     watcher: JoinHandle<()>,
-    /// The dispatcher's lateness, and the share of a core it used (open model only).
-    dispatch: Option<(Histogram<u64>, f64)>,
+    /// The dispatcher's own report (open model only).
+    dispatch: Option<health::DispatchReport>,
     interrupted: bool,
     workers: Vec<JoinHandle<()>>,
     /// When the schedule stopped (early on Ctrl-C).
@@ -83,6 +80,8 @@ pub struct Engine {
     phase: f64,
     /// Mixed into seeds so shards' Poisson streams are independent.
     seed_base: u64,
+    /// See `service_floor`.
+    service_floor: std::sync::Mutex<Option<f64>>,
 }
 
 impl Engine {
@@ -106,11 +105,22 @@ impl Engine {
             steps_run: AtomicU64::new(0),
             phase: plan.shard.map_or(0.0, |s| s.phase()),
             seed_base: plan.shard.map_or(0, |s| u64::from(s.index) << 48),
+            service_floor: std::sync::Mutex::new(None),
         })
     }
 
     fn cpu_available(&self) -> f64 {
         self.lanes.len() as f64
+    }
+
+    /// The lowest service-time p50 of the steps so far that knee did not hold back (ms).
+    fn service_floor(&self) -> Option<f64> {
+        *self.service_floor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lower_service_floor(&self, p50_ms: f64) {
+        let mut floor = self.service_floor.lock().unwrap_or_else(|e| e.into_inner());
+        *floor = Some(floor.map_or(p50_ms, |f| f.min(p50_ms)));
     }
 
     /// Runs steps back to back with no pause: each starts the instant the previous one's
@@ -175,7 +185,12 @@ impl Engine {
         let (dispatch, interrupted, workers) = match spec.load {
             Load::Rate { rps, arrivals } => {
                 let done = self.dispatch(&ctx, timeline, rps, arrivals, seed).await;
-                (Some((done.lag, done.busy)), done.interrupted, done.workers)
+                let report = health::DispatchReport {
+                    lag: done.lag,
+                    busy: done.busy,
+                    at_cap: done.at_cap,
+                };
+                (Some(report), done.interrupted, done.workers)
             }
             Load::Concurrency(n) => {
                 let workers = self.closed_workers(&ctx, n, timeline.end, seed);
@@ -225,13 +240,20 @@ impl Engine {
         let recorder = ctx.recorder.merged();
         let cpu_cores =
             (self.cpu.seconds() - cpu_before) / wall_before.elapsed().as_secs_f64().max(1e-9);
-        let generator = self.health(
-            &recorder,
-            dispatch.as_ref(),
+        let generator = health::health(&health::Inputs {
+            recorder: &recorder,
+            dispatch: dispatch.as_ref(),
             lag_bound,
             cpu_cores,
+            cpu_available: self.cpu_available(),
             connections,
-        );
+            max_connections: self.max_connections,
+            offered_rps: spec.offered_rps(),
+            service_floor_ms: self.service_floor(),
+        });
+        if !generator.limited && !recorder.service.is_empty() {
+            self.lower_service_floor(recorder.service.value_at_quantile(0.5) as f64 / 1000.0);
+        }
         let result = recorder.finish(spec, slo, ended, generator, interrupted, unfinished);
         StepOutcome {
             result,
@@ -306,6 +328,7 @@ impl Engine {
             busy: 0.0,
             interrupted: true,
             workers: Vec::new(),
+            at_cap: 0,
         })
     }
 
@@ -326,60 +349,5 @@ impl Engine {
             }
         }
         stopped
-    }
-
-    /// Generator health. A late scheduler is the generator's limit only when it was busy;
-    /// late while mostly idle means it was kept off the CPU: host contention, which the
-    /// step records but does not blame on the generator.
-    fn health(
-        &self,
-        recorder: &StepRecorder,
-        dispatch: Option<&(Histogram<u64>, f64)>,
-        lag_bound: Duration,
-        cpu_cores: f64,
-        connections: u64,
-    ) -> GeneratorHealth {
-        let ms = |us: u64| us as f64 / 1000.0;
-        let lag = &recorder.send_lag;
-        let dispatch_p99 = dispatch.map_or(0.0, |(h, _)| ms(h.value_at_quantile(0.99)));
-        let busy = dispatch.map_or(0.0, |(_, busy)| *busy);
-        let bound_ms = lag_bound.as_secs_f64() * 1000.0;
-        let available = self.cpu_available();
-        let late = dispatch_p99 > bound_ms;
-        let limited_reason = if late && busy >= DISPATCHER_BUSY {
-            Some(format!(
-                "the scheduler sent {dispatch_p99:.1}ms late at p99 (bound {bound_ms:.1}ms) while using {:.0}% of a core: the generator could not keep up",
-                busy * 100.0
-            ))
-        } else if cpu_cores >= CPU_SATURATED_SHARE * available {
-            Some(format!(
-                "generator CPU saturated: {cpu_cores:.2} of {available:.0} cores"
-            ))
-        } else {
-            None
-        };
-        let host_contention = (late && limited_reason.is_none()).then(|| {
-            format!(
-                "the scheduler sent {dispatch_p99:.1}ms late at p99 while using only {:.0}% of a core: \
-                 something else held the CPU (the target on the same host?)",
-                busy * 100.0
-            )
-        });
-        GeneratorHealth {
-            send_lag_p50_ms: ms(lag.value_at_quantile(0.5)),
-            send_lag_p99_ms: ms(lag.value_at_quantile(0.99)),
-            send_lag_max_ms: ms(lag.max()),
-            dispatch_lag_p99_ms: dispatch_p99,
-            dispatcher_busy: busy,
-            late_sends: recorder.late_sends(),
-            lag_bound_ms: bound_ms,
-            not_sent: recorder.not_sent(),
-            cpu_cores,
-            cpu_available: available,
-            connections,
-            limited: limited_reason.is_some(),
-            limited_reason,
-            host_contention,
-        }
     }
 }

@@ -154,6 +154,11 @@ impl StepRecorder {
         self.late_sends
     }
 
+    /// Requests whose intended send time fell in the counted window.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
     /// Requests never sent.
     pub fn not_sent(&self) -> u64 {
         self.error_classes[ErrorClass::NotSent.index()]

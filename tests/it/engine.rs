@@ -254,3 +254,33 @@ duration = "1s"
         step.requests
     );
 }
+
+/// knee's own connection cap is knee's limit, not the target's: a target answering every
+/// request in a flat 20 ms, offered 150 req/s through 2 connections (3 are needed), used to
+/// "fail" as if the target could not take it. With enough connections it holds.
+#[test]
+fn knees_own_connection_cap_marks_the_step_generator_limited() {
+    let _serial = serial();
+    let target = http_target(Http::Sleep(Duration::from_millis(20)));
+    let url = target.url("/");
+    let run = |max: &str| {
+        let out = TempDir::new("cap");
+        let (_, record) = knee_run(
+            out.path(),
+            &[
+                "--url", &url, "--rate", "150", "--duration", "1s", "--warmup", "200ms",
+                "--max-connections", max, "--no-sample",
+            ],
+        );
+        record.unwrap().steps.remove(0)
+    };
+    let capped = run("2");
+    let reason = capped.generator.limited_reason.clone().unwrap_or_default();
+    assert!(capped.generator.limited, "{:#?}", capped.generator);
+    assert!(reason.starts_with("connections:"), "{reason}");
+    assert!(reason.contains("--max-connections"), "{reason}");
+    assert!(!capped.holds, "a generator-limited step never holds");
+    let enough = run("16");
+    assert!(!enough.generator.limited, "{:#?}", enough.generator);
+    assert!(enough.holds, "{:?}", enough.slo_failures);
+}
