@@ -237,7 +237,10 @@ fn check_step(step: &StepResult) -> Result<(), String> {
     for (field, value) in numbers {
         non_negative(value).map_err(|e| format!("{field} {e}"))?;
     }
-    for (field, p) in [("latency_ms", &step.latency_ms), ("service_ms", &step.service_ms)] {
+    for (field, p) in [
+        ("latency_ms", &step.latency_ms),
+        ("service_ms", &step.service_ms),
+    ] {
         for (name, value) in [
             ("mean", p.mean),
             ("p50", p.p50),

@@ -247,10 +247,7 @@ impl OutDir {
     pub fn folder(&self, name: &str, started: std::time::SystemTime) -> PathBuf {
         match self {
             OutDir::Exact(dir) => dir.clone(),
-            OutDir::Reports(base) => base.join(format!(
-                "{}-{name}",
-                folder_timestamp(started)
-            )),
+            OutDir::Reports(base) => base.join(format!("{}-{name}", folder_timestamp(started))),
         }
     }
 }

@@ -41,7 +41,10 @@ pub fn full_path(address: u64, short: &str) -> Option<&'static str> {
         return None;
     }
     let table = table().as_ref()?;
-    let i = table.symbols.partition_point(|s| s.0 <= address).checked_sub(1)?;
+    let i = table
+        .symbols
+        .partition_point(|s| s.0 <= address)
+        .checked_sub(1)?;
     let (start, end, path) = &table.symbols[i];
     let suffix = path.strip_suffix(short)?;
     (address >= *start && address < *end && suffix.ends_with("::")).then_some(path.as_str())
@@ -60,7 +63,7 @@ mod tests {
     fn finds_the_full_path_of_a_function_of_this_executable() {
         let mut found = None;
         // resolve() looks one byte before the address it is given (a return address).
-        let inside = (agent_symbols_probe as usize + 1) as *mut std::ffi::c_void;
+        let inside = (agent_symbols_probe as fn() -> u64 as usize + 1) as *mut std::ffi::c_void;
         backtrace::resolve(inside, |symbol| {
             found = symbol.addr().map(|a| a as u64);
         });

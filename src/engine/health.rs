@@ -118,8 +118,7 @@ fn connection_cap(i: &Inputs) -> Option<String> {
     );
     let waited = ms(i.recorder.send_lag.value_at_quantile(0.5));
     let flat = p99 <= FLAT_SPREAD * p50
-        && i
-            .service_floor_ms
+        && i.service_floor_ms
             .is_none_or(|floor| p50 <= FLAT_GROWTH * floor + 1.0);
     if !flat || waited <= p50 {
         return None;

@@ -84,12 +84,8 @@ pub fn profiled(spec: &StepSpec) -> bool {
     match spec.phase {
         Phase::Hold | Phase::Step => true,
         Phase::Window => {
-            let index: usize = spec
-                .name
-                .trim_start_matches("window-")
-                .parse()
-                .unwrap_or(1);
-            (index - 1).is_multiple_of(soak_cadence(spec.duration))
+            let index: usize = spec.name.trim_start_matches("window-").parse().unwrap_or(1);
+            (index - 1) % soak_cadence(spec.duration) == 0
         }
         Phase::Probe | Phase::Search | Phase::Recovery => false,
     }

@@ -538,7 +538,10 @@ mod tests {
             .with_stat("target.alive", 0.0, 0.4, 1.0);
         let steps = vec![below, overload.clone()];
         let evidence = overload_evidence(&steps, &overload);
-        assert!(evidence.worked_earlier && evidence.process_gone, "{evidence:?}");
+        assert!(
+            evidence.worked_earlier && evidence.process_gone,
+            "{evidence:?}"
+        );
         assert_eq!(
             stress::classify(&overload, 500.0, 50.0, evidence),
             stress::FailureMode::Crashes

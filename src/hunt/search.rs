@@ -191,11 +191,18 @@ mod tests {
             search.record(rate, rate <= 999.4);
             assert!(tried.len() <= crate::plan::MAX_SEARCH_STEPS, "{tried:?}");
         }
-        let (held, failed) = (search.highest_held().unwrap(), search.lowest_failed().unwrap());
+        let (held, failed) = (
+            search.highest_held().unwrap(),
+            search.lowest_failed().unwrap(),
+        );
         assert!(held <= 999.4 && failed > 999.4, "{tried:?}");
         assert!((failed - held) / held <= 0.011, "{held} {failed}");
         let distinct: std::collections::BTreeSet<u64> = tried.iter().map(|r| r.to_bits()).collect();
-        assert_eq!(distinct.len(), tried.len(), "a rate was offered twice: {tried:?}");
+        assert_eq!(
+            distinct.len(),
+            tried.len(),
+            "a rate was offered twice: {tried:?}"
+        );
         // A target that holds at random never converges: the cap ends it.
         let mut search = Search::new(1000.0, 0.05, None);
         let mut n = 0u32;
@@ -204,7 +211,10 @@ mod tests {
             search.record(rate, n % 2 == 0 || rate < 10.0);
         }
         assert!(n as usize <= crate::plan::MAX_SEARCH_STEPS);
-        assert!(matches!(search.ending(), Ending::StepCap | Ending::Converged | Ending::RoundingLimit));
+        assert!(matches!(
+            search.ending(),
+            Ending::StepCap | Ending::Converged | Ending::RoundingLimit
+        ));
     }
 
     #[test]

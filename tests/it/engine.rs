@@ -268,8 +268,17 @@ fn knees_own_connection_cap_marks_the_step_generator_limited() {
         let (_, record) = knee_run(
             out.path(),
             &[
-                "--url", &url, "--rate", "150", "--duration", "1s", "--warmup", "200ms",
-                "--max-connections", max, "--no-sample",
+                "--url",
+                &url,
+                "--rate",
+                "150",
+                "--duration",
+                "1s",
+                "--warmup",
+                "200ms",
+                "--max-connections",
+                max,
+                "--no-sample",
             ],
         );
         record.unwrap().steps.remove(0)

@@ -139,7 +139,11 @@ fn go_tool_pprof_reads_full_paths(profile: &[u8]) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&top.stdout);
-    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    assert!(
+        top.status.success(),
+        "{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
     assert!(text.contains("it::flame::agent_test_hot_loop"), "{text}");
 }
 
@@ -253,8 +257,14 @@ fn a_go_service_is_profiled_through_its_own_pprof_endpoint_without_stalling() {
     let hold = steps.iter().find(|s| s["name"] == "hold-080").unwrap();
     let profile = &hold["observed"]["profile"];
     assert_eq!(profile["error"], serde_json::Value::Null, "{profile}");
-    assert_eq!(profile["seconds"], 1.0, "whole seconds of the 1.2 s window: {profile}");
-    assert_eq!(profile["frequency_hz"], 100, "Go samples at 100 Hz: {profile}");
+    assert_eq!(
+        profile["seconds"], 1.0,
+        "whole seconds of the 1.2 s window: {profile}"
+    );
+    assert_eq!(
+        profile["frequency_hz"], 100,
+        "Go samples at 100 Hz: {profile}"
+    );
     assert_eq!(profile["frequency_asked_hz"], 250, "{profile}");
     let top = profile["top_inclusive"].to_string();
     assert!(top.contains("main.burn"), "{top}");
@@ -275,15 +285,27 @@ fn knee_run_profiles_each_step_and_a_soak_on_a_cadence() {
     let (outcome, record) = knee_run(
         out.path(),
         &[
-            "--url", &url, "--steps", "100,200", "--step-duration", "1s", "--warmup", "200ms",
-            "--pprof", &pprof, "--no-sample",
+            "--url",
+            &url,
+            "--steps",
+            "100,200",
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--pprof",
+            &pprof,
+            "--no-sample",
         ],
     );
     outcome.unwrap();
     let record = record.unwrap();
     for step in &record.steps {
         let profile = knee::flame::StepProfile::of(step).expect("every step is profiled");
-        assert!(profile.error.is_none() && profile.samples > 0, "{profile:?}");
+        assert!(
+            profile.error.is_none() && profile.samples > 0,
+            "{profile:?}"
+        );
         assert!(out.join(profile.svg.as_ref().unwrap()).exists());
     }
 

@@ -231,7 +231,11 @@ fn a_damaged_run_json_is_refused_by_merge_report_and_compare() {
     let damaged = TempDir::new("damaged");
     let good = TempDir::new("good");
     std::fs::write(damaged.join("run.json"), json.to_string()).unwrap();
-    std::fs::copy(format!("{fixtures}/hunt-cpu-bound.run.json"), good.join("run.json")).unwrap();
+    std::fs::copy(
+        format!("{fixtures}/hunt-cpu-bound.run.json"),
+        good.join("run.json"),
+    )
+    .unwrap();
     let out = TempDir::new("damaged-out");
     let (d, g, o) = (
         damaged.path().to_str().unwrap(),
@@ -246,7 +250,10 @@ fn a_damaged_run_json_is_refused_by_merge_report_and_compare() {
         let err = knee::run(args.clone()).expect_err("refused");
         let message = err.to_string();
         assert_eq!(err.exit_code(), 2, "{args:?}: {message}");
-        assert!(message.contains("run.json") && message.contains("duration_s is -2.5"), "{message}");
+        assert!(
+            message.contains("run.json") && message.contains("duration_s is -2.5"),
+            "{message}"
+        );
         assert!(!message.contains('\n'), "one line: {message}");
     }
     // The damaged file breaks the schema too: gone before the folder's check on drop.
@@ -265,7 +272,10 @@ fn the_run_folder_check_reaches_subfolders_and_wants_run_json() {
     assert!(problem.contains("without run.json"), "{problem}");
     std::fs::write(nested.join("run.json"), "{\"schema_version\": 1}").unwrap();
     let problem = check_run_folder(dir.path()).unwrap_err();
-    assert!(problem.contains("a/b/run/run.json breaks the schema"), "{problem}");
+    assert!(
+        problem.contains("a/b/run/run.json breaks the schema"),
+        "{problem}"
+    );
     std::fs::remove_dir_all(dir.join("a")).unwrap();
     check_run_folder(dir.path()).unwrap();
 }

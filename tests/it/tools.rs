@@ -33,7 +33,9 @@ pub fn missing(tool: &str, test: &str) {
     if std::env::var("KNEE_REQUIRE_TOOLS").as_deref() == Ok("1") {
         panic!("{test}: {tool} is required here (KNEE_REQUIRE_TOOLS=1) but cannot be run");
     }
-    eprintln!("{test}: {tool} is not installed here: this test checks nothing (tests/run.sh installs it)");
+    eprintln!(
+        "{test}: {tool} is not installed here: this test checks nothing (tests/run.sh installs it)"
+    );
 }
 
 /// The Go test service, built once per test run; None without Go.
@@ -86,7 +88,6 @@ impl GoService {
         assert!(base.starts_with("http://127.0.0.1:"), "{line}");
         Some(GoService { child, base })
     }
-
 }
 
 impl Drop for GoService {
