@@ -113,6 +113,15 @@ impl RunFolder {
         Ok(())
     }
 
+    /// Removes what `create` made (and the sampler's file), when nothing was measured; a
+    /// folder that held anything else stays.
+    pub fn discard(self) {
+        let _ = fs::remove_file(self.dir.join("steps.jsonl"));
+        let _ = fs::remove_file(self.dir.join("samples.jsonl"));
+        let _ = fs::remove_dir(self.dir.join("hist"));
+        let _ = fs::remove_dir(&self.dir);
+    }
+
     pub fn write_run(&self, record: &RunRecord) -> Result<PathBuf, Error> {
         let path = self.dir.join("run.json");
         let text = serde_json::to_string_pretty(record).context("cannot encode run.json")?;

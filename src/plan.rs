@@ -269,6 +269,56 @@ pub struct TargetPlan {
     pub request_timeout: Duration,
     /// Upper bound of the connection pool in the open model.
     pub max_connections: usize,
+    /// Send each request of the mix once before any load, and stop on what cannot be right.
+    pub check: TargetCheck,
+}
+
+/// The check of the target before any load: one request per entry of the mix; a refused
+/// connection, a TLS failure, no answer, or an error status not allowed ends the run with
+/// one line (exit 2) instead of a run of failures and a contradictory verdict.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetCheck {
+    /// `--no-check`: skip it (to load a target meant to fail, e.g. to study its errors).
+    pub skip: bool,
+    /// Statuses ≥ 400 that are expected answers (`--allow-status 404,5xx`).
+    pub allowed: Vec<StatusPattern>,
+}
+
+/// One status, or a class of them ("5xx").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusPattern {
+    Code(u16),
+    Class(u16),
+}
+
+impl StatusPattern {
+    /// Parses "404,5xx".
+    pub fn parse_list(text: &str) -> Result<Vec<StatusPattern>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                let bad = || format!("'{t}' is not a status (404) or a class of them (5xx)");
+                match t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
+                    Some(class) => match class.parse::<u16>() {
+                        Ok(c @ 1..=5) => Ok(StatusPattern::Class(c)),
+                        _ => Err(bad()),
+                    },
+                    None => match t.parse::<u16>() {
+                        Ok(code @ 100..=599) => Ok(StatusPattern::Code(code)),
+                        _ => Err(bad()),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    pub fn matches(&self, status: u16) -> bool {
+        match *self {
+            StatusPattern::Code(code) => code == status,
+            StatusPattern::Class(class) => status / 100 == class,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -469,6 +519,18 @@ impl Default for DemoConfig {
 #[cfg(test)]
 mod tests {
     use super::Shard;
+
+    #[test]
+    fn status_patterns_parse_and_match() {
+        use super::StatusPattern;
+        let allowed = StatusPattern::parse_list("404, 5xx").unwrap();
+        assert!(allowed.iter().any(|p| p.matches(404)));
+        assert!(allowed.iter().any(|p| p.matches(503)));
+        assert!(!allowed.iter().any(|p| p.matches(401)));
+        for bad in ["40", "6xx", "abc", "1000"] {
+            assert!(StatusPattern::parse_list(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn shards_parse_and_phase() {

@@ -26,6 +26,10 @@ pub struct ProfileSpec {
     pub timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
+    /// `[target] check` (default true): send each request once before the load.
+    pub check: bool,
+    /// `[target] allow_status = "404,5xx"`.
+    pub allow_status: Vec<crate::plan::StatusPattern>,
     pub requests: Vec<RequestSpec>,
     pub loads: Vec<Load>,
     pub warmup: Option<Duration>,
@@ -120,6 +124,8 @@ struct RawTarget {
     #[serde(default)]
     insecure: bool,
     max_connections: Option<Bounded<1, MAX_CONNECTIONS>>,
+    check: Option<bool>,
+    allow_status: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +347,12 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
         timeout: target.timeout.as_ref().map(|d| d.0),
         connect_timeout: target.connect_timeout.as_ref().map(|d| d.0),
         max_connections: target.max_connections.as_ref().map(|m| m.0),
+        check: target.check.unwrap_or(true),
+        allow_status: match &target.allow_status {
+            Some(text) => crate::plan::StatusPattern::parse_list(text.get_ref())
+                .map_err(|e| src.error_at(Some(text.span()), &e))?,
+            None => Vec::new(),
+        },
         requests,
         loads,
         warmup,

@@ -176,8 +176,15 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
             target.pid, target.found_by
         );
     }
+    let engine = Engine::new(&plan, engine_lanes(), stop_rx.clone()).await?;
+    if let Err(problem) = engine.check_target(&plan.target, &plan.requests).await {
+        // Nothing was measured: leave no half run folder behind.
+        observation.finish();
+        folder.discard();
+        return Err(problem);
+    }
     let mut session = Session {
-        engine: Engine::new(&plan, engine_lanes(), stop_rx.clone()).await?,
+        engine,
         folder,
         terminal: Terminal::new(plan.progress),
         observers: observation.observers(),

@@ -259,6 +259,14 @@ impl Base {
                 .map(|m| m as usize)
                 .or(profile.and_then(|p| p.max_connections))
                 .unwrap_or(512),
+            check: crate::plan::TargetCheck {
+                skip: args.no_check || profile.is_some_and(|p| !p.check),
+                allowed: if args.allow_status.is_empty() {
+                    profile.map(|p| p.allow_status.clone()).unwrap_or_default()
+                } else {
+                    args.allow_status.clone()
+                },
+            },
         };
         let requests = request_plans(args, profile)?;
         let slo = common

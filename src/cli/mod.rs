@@ -130,6 +130,13 @@ pub struct TargetArgs {
     /// Most connections the open model may open (default 512).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     pub max_connections: Option<u32>,
+    /// Error statuses the target is expected to answer (e.g. 404,5xx): the check before
+    /// the load lets them through.
+    #[arg(long, value_name = "CODES", value_delimiter = ',', value_parser = parse_status)]
+    pub allow_status: Vec<crate::plan::StatusPattern>,
+    /// Do not send each request once before the load to check the target.
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 /// Where results go and what counts as holding (shared by run and hunt).
@@ -299,6 +306,12 @@ impl DemoArgs {
             explain: self.explain,
         }
     }
+}
+
+fn parse_status(text: &str) -> Result<crate::plan::StatusPattern, String> {
+    crate::plan::StatusPattern::parse_list(text)?
+        .pop()
+        .ok_or_else(|| format!("'{text}' is not a status"))
 }
 
 fn parse_hold(text: &str) -> Result<f64, String> {

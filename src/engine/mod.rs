@@ -4,6 +4,7 @@
 //! the same request loop runs (`worker`), on the engine's lanes (one single-threaded runtime
 //! per core, `lanes`), and records into per-thread shards merged at the end (`record`).
 
+mod check;
 pub mod client;
 pub mod cpu;
 pub mod dispatch;

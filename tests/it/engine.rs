@@ -225,6 +225,7 @@ fn a_weighted_mix_sends_each_request_in_proportion() {
 name = "mix"
 [target]
 url = "{}"
+allow_status = "404"
 [[requests]]
 name = "home"
 path = "/"

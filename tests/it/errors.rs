@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 /// Runs 20 requests (100/s for 200 ms) at `url`; returns the step's error classes.
 fn classes_for(url: &str, extra: &[&str]) -> (u64, BTreeMap<String, u64>) {
     let out = TempDir::new("errors");
+    // The check before the load would stop at the first failure: these targets fail on purpose.
     let mut args = vec![
+        "--no-check",
         "--url",
         url,
         "--rate",
@@ -73,6 +75,7 @@ fn requests_stuck_in_flight_break_littles_law_and_the_step_says_so() {
     let (_, record) = knee_run(
         out.path(),
         &[
+            "--no-check",
             "--url",
             &url,
             "--rate",
@@ -106,6 +109,7 @@ fn requests_stuck_in_flight_break_littles_law_and_the_step_says_so() {
     let (_, record) = knee_run(
         out.path(),
         &[
+            "--no-check",
             "--url",
             &url,
             "--rate",
@@ -168,6 +172,7 @@ fn requests_that_could_not_be_sent_are_counted() {
     let (_, record) = knee_run(
         out.path(),
         &[
+            "--no-check",
             "--url",
             &url,
             "--rate",
@@ -212,6 +217,7 @@ fn a_target_that_dies_mid_run_leaves_a_complete_run() {
     let (outcome, record) = knee_run(
         out.path(),
         &[
+            "--no-check",
             "--url",
             &url,
             "--steps",
@@ -251,6 +257,7 @@ fn an_absurd_rate_ends_quickly_and_is_marked() {
     let (outcome, record) = knee_run(
         out.path(),
         &[
+            "--no-check",
             "--url",
             &url,
             "--rate",
@@ -270,4 +277,38 @@ fn an_absurd_rate_ends_quickly_and_is_marked() {
         "a rate no generator can offer is either marked generator-limited or counted unsent: {:?}",
         step.generator
     );
+}
+
+/// A wrong URL ends before any load, in one line naming it and what came back (exit 2):
+/// nothing listening, a path that answers 404 (unless allowed), a hunt alike. It used to run
+/// a probe of failures and print "no knee reached: every step held".
+#[test]
+fn a_wrong_url_is_refused_before_any_load() {
+    let refused = format!("http://127.0.0.1:{}/", closed_port());
+    let target = http_target(Http::Fast);
+    let missing = target.url("/missing");
+    let out = TempDir::new("wrong-url");
+    let o = out.path().to_str().unwrap();
+    for (args, said) in [
+        (vec!["knee", "hunt", refused.as_str(), "-q", "--out", o], "connection refused"),
+        (vec!["knee", "hunt", missing.as_str(), "-q", "--out", o], "answered 404 Not Found"),
+        (
+            vec!["knee", "run", "--url", missing.as_str(), "--rate", "10", "--duration", "200ms", "--out", o],
+            "answered 404",
+        ),
+    ] {
+        let err = knee::run(args.clone()).expect_err("refused before any load");
+        let message = err.to_string();
+        assert_eq!(err.exit_code(), 2, "{message}");
+        assert!(message.contains(said), "{message}");
+        assert!(message.starts_with("target check: GET http://127.0.0.1:"), "{message}");
+        assert!(!message.contains('\n'));
+        assert!(!out.join("steps.jsonl").exists(), "no half run folder is left");
+    }
+    let (outcome, record) = knee_run(
+        out.path(),
+        &["--url", &missing, "--rate", "20", "--duration", "200ms", "--allow-status", "4xx"],
+    );
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert!(record.unwrap().steps[0].error_classes.contains_key("http_4xx"));
 }

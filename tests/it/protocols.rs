@@ -28,8 +28,14 @@ fn https_with_a_self_signed_certificate_needs_insecure() {
     let step = run_ok(&url, &["--insecure"]);
     assert_eq!(step.errors, 0, "{:?}", step.error_classes);
     assert_eq!(step.status_codes.get("200").copied(), Some(step.requests));
-    // Without --insecure the certificate is checked, and refused.
-    let step = run_ok(&url, &[]);
+    // Without --insecure the certificate is checked, and refused: by the check before the
+    // load, in one line (exit 2), and by every request of a run told not to check.
+    let out = TempDir::new("tls-check");
+    let (outcome, _) = knee_run(out.path(), &["--url", &url, "--rate", "10", "--duration", "200ms"]);
+    let err = outcome.expect_err("the check refuses the certificate");
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("TLS handshake failed"), "{err}");
+    let step = run_ok(&url, &["--no-check"]);
     assert_eq!(step.error_classes.get("tls").copied(), Some(step.requests));
 }
 
