@@ -333,6 +333,9 @@ fn bottleneck_block(v: &verdict::Verdict) -> String {
         "\nbottleneck: {} (confidence {})\n",
         v.bottleneck, v.confidence
     );
+    if let Some(site) = &v.site {
+        out.push_str(&format!("  site: {site}\n"));
+    }
     for line in &v.evidence {
         out.push_str(&format!("  - {line}\n"));
     }

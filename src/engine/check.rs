@@ -35,7 +35,11 @@ impl Engine {
             let url = redact_url(&format!(
                 "{}{}",
                 target.base.to_string().trim_end_matches('/'),
-                if request.path.is_empty() { "" } else { &request.path }
+                if request.path.is_empty() {
+                    ""
+                } else {
+                    &request.path
+                }
             ));
             let what = format!("target check: {} {url}", request.method);
             match answer {

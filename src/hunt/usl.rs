@@ -130,11 +130,7 @@ fn grid_start(anchor: f64, sse: &dyn Fn([f64; 3]) -> f64) -> [f64; 3] {
 
 /// Pattern search within `bounds`: try a step up and down along each coordinate, keep what
 /// lowers the error, halve the steps when nothing does.
-fn refine(
-    mut best: [f64; 3],
-    bounds: [(f64, f64); 3],
-    sse: &dyn Fn([f64; 3]) -> f64,
-) -> [f64; 3] {
+fn refine(mut best: [f64; 3], bounds: [(f64, f64); 3], sse: &dyn Fn([f64; 3]) -> f64) -> [f64; 3] {
     let mut steps = [
         0.05 * best[0].max(1e-9),
         (best[1] * 0.5).max(1e-4),
@@ -224,7 +220,10 @@ mod tests {
         assert!((fit.kappa - 0.002).abs() < 1e-4, "{fit:?}");
         assert!(fit.r_squared > 0.999 && fit.follows_usl, "{fit:?}");
         let peak = ((1.0 - 0.05) / 0.002f64).sqrt();
-        assert!((fit.peak_concurrency.unwrap() - peak).abs() < 0.5, "{fit:?}");
+        assert!(
+            (fit.peak_concurrency.unwrap() - peak).abs() < 0.5,
+            "{fit:?}"
+        );
         assert!(fit.shape.contains("rises to"), "{}", fit.shape);
     }
 
@@ -253,7 +252,10 @@ mod tests {
 
     #[test]
     fn linear_scaling_has_no_peak() {
-        let points: Vec<(f64, f64)> = [1.0, 2.0, 4.0, 8.0].iter().map(|&n| (n, 100.0 * n)).collect();
+        let points: Vec<(f64, f64)> = [1.0, 2.0, 4.0, 8.0]
+            .iter()
+            .map(|&n| (n, 100.0 * n))
+            .collect();
         let fit = fit(&points).unwrap();
         assert!(fit.sigma < 1e-3 && fit.kappa < 1e-5, "{fit:?}");
         assert!(fit.follows_usl);

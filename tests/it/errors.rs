@@ -290,10 +290,27 @@ fn a_wrong_url_is_refused_before_any_load() {
     let out = TempDir::new("wrong-url");
     let o = out.path().to_str().unwrap();
     for (args, said) in [
-        (vec!["knee", "hunt", refused.as_str(), "-q", "--out", o], "connection refused"),
-        (vec!["knee", "hunt", missing.as_str(), "-q", "--out", o], "answered 404 Not Found"),
         (
-            vec!["knee", "run", "--url", missing.as_str(), "--rate", "10", "--duration", "200ms", "--out", o],
+            vec!["knee", "hunt", refused.as_str(), "-q", "--out", o],
+            "connection refused",
+        ),
+        (
+            vec!["knee", "hunt", missing.as_str(), "-q", "--out", o],
+            "answered 404 Not Found",
+        ),
+        (
+            vec![
+                "knee",
+                "run",
+                "--url",
+                missing.as_str(),
+                "--rate",
+                "10",
+                "--duration",
+                "200ms",
+                "--out",
+                o,
+            ],
             "answered 404",
         ),
     ] {
@@ -301,14 +318,31 @@ fn a_wrong_url_is_refused_before_any_load() {
         let message = err.to_string();
         assert_eq!(err.exit_code(), 2, "{message}");
         assert!(message.contains(said), "{message}");
-        assert!(message.starts_with("target check: GET http://127.0.0.1:"), "{message}");
+        assert!(
+            message.starts_with("target check: GET http://127.0.0.1:"),
+            "{message}"
+        );
         assert!(!message.contains('\n'));
-        assert!(!out.join("steps.jsonl").exists(), "no half run folder is left");
+        assert!(
+            !out.join("steps.jsonl").exists(),
+            "no half run folder is left"
+        );
     }
     let (outcome, record) = knee_run(
         out.path(),
-        &["--url", &missing, "--rate", "20", "--duration", "200ms", "--allow-status", "4xx"],
+        &[
+            "--url",
+            &missing,
+            "--rate",
+            "20",
+            "--duration",
+            "200ms",
+            "--allow-status",
+            "4xx",
+        ],
     );
     assert!(outcome.is_ok(), "{outcome:?}");
-    assert!(record.unwrap().steps[0].error_classes.contains_key("http_4xx"));
+    assert!(record.unwrap().steps[0]
+        .error_classes
+        .contains_key("http_4xx"));
 }

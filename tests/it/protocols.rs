@@ -31,7 +31,10 @@ fn https_with_a_self_signed_certificate_needs_insecure() {
     // Without --insecure the certificate is checked, and refused: by the check before the
     // load, in one line (exit 2), and by every request of a run told not to check.
     let out = TempDir::new("tls-check");
-    let (outcome, _) = knee_run(out.path(), &["--url", &url, "--rate", "10", "--duration", "200ms"]);
+    let (outcome, _) = knee_run(
+        out.path(),
+        &["--url", &url, "--rate", "10", "--duration", "200ms"],
+    );
     let err = outcome.expect_err("the check refuses the certificate");
     assert_eq!(err.exit_code(), 2);
     assert!(err.to_string().contains("TLS handshake failed"), "{err}");

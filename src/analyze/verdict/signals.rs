@@ -1,0 +1,275 @@
+//! The signals the verdict weighs, one small function each: it reads one kind of evidence at
+//! the knee step (against the step below it) and returns a `Finding` with its strength, or
+//! nothing. `all` lists them in the order that breaks ties between equal strengths.
+
+use super::{Context, Finding};
+
+/// Target CPU at or above this share of the cores is CPU-bound, whatever else is queueing...
+pub const CPU_SATURATED_SHARE: f64 = 0.9;
+/// ...and at or above this share a weaker CPU-bound finding.
+pub const CPU_BOUND_SHARE: f64 = 0.85;
+
+/// Words that make a scraped gauge's *name* a saturation signal (matched as whole words of
+/// the name, never in its labels).
+const SATURATION_WORDS: [&str; 9] = [
+    "wait", "waiting", "waiters", "queue", "queued", "pending", "backlog", "blocked", "inflight",
+];
+/// Known false friends: gauges whose names carry a saturation word but count something idle
+/// or something else (nginx's waiting connections are idle keep-alives), and exporters whose
+/// series describe the machine or a runtime, not the service's own queues.
+const FALSE_FRIENDS: [&str; 2] = [
+    "nginx_connections_waiting",
+    "nginx_http_connections_waiting",
+];
+const FOREIGN_PREFIXES: [&str; 6] = ["node_", "go_", "process_", "jvm_", "python_", "nodejs_"];
+
+pub fn all(ctx: &Context) -> Vec<Finding> {
+    let signals: [fn(&Context) -> Option<Finding>; 8] = [
+        errors,
+        memory_pressure,
+        cpu_bound,
+        queue_gauge,
+        host_contention,
+        serialized,
+        waiting,
+        host_only,
+    ];
+    signals.iter().filter_map(|signal| signal(ctx)).collect()
+}
+
+/// Errors above the SLO bound at the knee: what users see (a symptom, named beside a cause).
+pub fn errors(ctx: &Context) -> Option<Finding> {
+    let knee = ctx.knee;
+    if knee.error_rate <= ctx.max_error_rate.max(0.001) {
+        return None;
+    }
+    let (class, count) = knee
+        .error_classes
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(c, n)| (c.clone(), *n))
+        .unwrap_or_default();
+    let mut finding = Finding::new("errors", format!("failing requests ({class})"), 0.85)
+        .evidence(format!(
+            "{:.1}% of requests failed at the knee; most as {class} ({count})",
+            knee.error_rate * 100.0
+        ))
+        .confirm("the target's logs for that error class");
+    if ctx.at_knee("target.alive").is_some_and(|a| a < 1.0) {
+        finding = finding.evidence("the target process went away during the step");
+    }
+    finding.symptom = Some(class);
+    Some(finding)
+}
+
+/// Swapping, the cgroup near its memory limit, or the target's RSS jumping.
+pub fn memory_pressure(ctx: &Context) -> Option<Finding> {
+    let swap_growth = ctx.at_knee("host.swap_used_mb").unwrap_or(0.0)
+        - ctx.below("host.swap_used_mb").unwrap_or(0.0);
+    let cgroup_share = ctx
+        .at_knee("host.cgroup_memory_used_mb")
+        .zip(ctx.at_knee("host.cgroup_memory_limit_mb"))
+        .map(|(u, l)| u / l);
+    let rss = ctx.at_knee("target.rss_mb");
+    let rss_jump = rss.zip(ctx.below("target.rss_mb")).map(|(k, b)| k - b);
+    let pressed = swap_growth > 50.0
+        || cgroup_share.is_some_and(|s| s > 0.9)
+        || rss_jump.is_some_and(|j| j > 50.0 && j > 0.25 * rss.unwrap_or(0.0));
+    pressed.then(|| {
+        Finding::new("memory_pressure", "memory pressure", 0.95)
+            .evidence(format!(
+                "swap +{swap_growth:.0} MB, cgroup memory {}, target RSS {}",
+                cgroup_share.map_or("-".into(), |s| format!("{:.0}% of limit", s * 100.0)),
+                rss.map_or("-".into(), |r| format!("{r:.0} MB"))
+            ))
+            .confirm("a heap profile, and a soak test for growth")
+    })
+}
+
+/// The target uses (nearly) every core: queues elsewhere are its echo.
+pub fn cpu_bound(ctx: &Context) -> Option<Finding> {
+    let cpu = ctx.target_cpu()?;
+    let strength = if cpu >= CPU_SATURATED_SHARE * ctx.cores {
+        0.9
+    } else if cpu >= CPU_BOUND_SHARE * ctx.cores {
+        0.55
+    } else {
+        return None;
+    };
+    let run_queue = ctx.at_knee("host.run_queue").unwrap_or(0.0);
+    Some(
+        Finding::new("cpu_bound", "CPU-bound (target)", strength)
+            .evidence(ctx.cpu_line(cpu))
+            .evidence(format!(
+                "host run queue {run_queue:.1} on {:.0} cores",
+                ctx.cores
+            ))
+            .confirm(
+                "a flamegraph at the 95% hold step (--pprof or --profiler perf) to see which functions",
+            ),
+    )
+}
+
+/// Whether a scraped series' name (labels aside) names a queue, and is not a false friend.
+pub fn names_a_queue(key: &str) -> bool {
+    let name = key
+        .trim_start_matches("metrics.")
+        .split('{')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if FALSE_FRIENDS.contains(&name.as_str())
+        || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return false;
+    }
+    name.split(['_', ':', '.'])
+        .any(|word| SATURATION_WORDS.contains(&word))
+}
+
+/// A scraped gauge named like a queue at least doubling to ≥ 1 at the knee.
+pub fn queue_gauge(ctx: &Context) -> Option<Finding> {
+    let series = ctx
+        .knee
+        .observed
+        .as_ref()?
+        .get("samplers")?
+        .get("series")?
+        .as_object()?;
+    let (name, at_knee, at_below) = series
+        .keys()
+        .filter(|k| k.starts_with("metrics.") && !k.ends_with(":rate") && names_a_queue(k))
+        .filter_map(|k| {
+            let at_knee = ctx.at_knee(k)?;
+            let at_below = ctx.below(k).unwrap_or(0.0);
+            (at_knee >= 1.0 && at_knee >= 2.0 * (at_below + 0.5)).then(|| {
+                (
+                    k.trim_start_matches("metrics.").to_string(),
+                    at_knee,
+                    at_below,
+                )
+            })
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let lower = name.to_ascii_lowercase();
+    let (kind, words, confirm) = if lower.contains("lock") || lower.contains("mutex") {
+        (
+            "lock",
+            "serialized on a lock",
+            "a flamegraph at the 95% hold step (time under the lock), or an off-CPU profile",
+        )
+    } else if lower.contains("pool") || lower.contains("conn") {
+        ("pool", "waiting on the pool", "the pool's size vs its hold time (slots / hold = capacity); a bigger pool should move the knee")
+    } else {
+        (
+            "waiting",
+            "waiting (a queue is growing)",
+            "what drains that queue: its workers or its downstream",
+        )
+    };
+    let mut finding = Finding::new(kind, format!("{words} ({name})"), 0.6)
+        .evidence(format!(
+            "{name} averaged {at_knee:.1} at the knee (below it: {at_below:.1})"
+        ))
+        .confirm(confirm);
+    if let Some(cpu) = ctx.target_cpu() {
+        finding = finding.evidence(ctx.cpu_line(cpu));
+        finding.strength = 0.8;
+    }
+    Some(with_context_switches(ctx, finding))
+}
+
+/// The host is full and others (the generator among them) hold a real share of it, or the
+/// cgroup throttles.
+pub fn host_contention(ctx: &Context) -> Option<Finding> {
+    let cpu = ctx.target_cpu()?;
+    let generator = ctx.at_knee("generator.cpu_cores").unwrap_or(0.0);
+    let host_cpu = ctx.at_knee("host.cpu_cores").unwrap_or(0.0);
+    let others = (host_cpu - cpu).max(0.0);
+    let throttled = ctx.at_knee("host.cgroup_throttled_share").unwrap_or(0.0);
+    let run_queue = ctx.at_knee("host.run_queue").unwrap_or(0.0);
+    let contended =
+        (host_cpu >= 0.9 * ctx.cores && others >= 0.5) || generator >= 0.5 || throttled > 0.1;
+    contended.then(|| {
+        Finding::new("host_contention", "host contention", 0.54)
+            .evidence(ctx.cpu_line(cpu))
+            .evidence(format!(
+                "the host used {host_cpu:.2} of {:.0} cores, {others:.2} of them outside the target (the generator: {generator:.2}); \
+                 run queue {run_queue:.1}; cgroup throttled {:.0}% of the time",
+                ctx.cores,
+                throttled * 100.0
+            ))
+            .confirm("run the generator on another machine, or give the target dedicated cores")
+    })
+}
+
+/// About one core busy on a host with more: a lock or a single thread.
+pub fn serialized(ctx: &Context) -> Option<Finding> {
+    let cpu = ctx.target_cpu()?;
+    let one_core = ctx.cores >= 2.0 && (0.6..=1.4).contains(&cpu) && cpu <= 0.7 * ctx.cores;
+    one_core.then(|| {
+        let finding = Finding::new(
+            "serialized",
+            "serialized: about one core busy (a lock or a single thread)",
+            0.52,
+        )
+        .evidence(ctx.cpu_line(cpu))
+        .confirm("a flamegraph at the 95% hold step: one lock or one thread holding the time");
+        with_context_switches(ctx, finding)
+    })
+}
+
+/// Less than half the cores busy: the target waits on something that is not CPU.
+pub fn waiting(ctx: &Context) -> Option<Finding> {
+    let cpu = ctx.target_cpu()?;
+    if cpu >= 0.5 * ctx.cores {
+        return None;
+    }
+    let mut finding = Finding::new(
+        "waiting",
+        "waiting: a pool, I/O or a downstream (not CPU)",
+        0.5,
+    )
+    .evidence(ctx.cpu_line(cpu))
+    .confirm("the target's pool, queue and downstream metrics (--metrics), or traces of its downstream calls");
+    let io = ctx.at_knee("target.read_bytes_per_s").unwrap_or(0.0)
+        + ctx.at_knee("target.write_bytes_per_s").unwrap_or(0.0);
+    if io > 1e6 {
+        finding = finding.evidence(format!("disk I/O {:.1} MB/s", io / 1e6));
+    }
+    Some(with_context_switches(ctx, finding))
+}
+
+/// No target process: only what the host shows, at low confidence.
+pub fn host_only(ctx: &Context) -> Option<Finding> {
+    if ctx.target_cpu().is_some() {
+        return None;
+    }
+    let host = ctx.at_knee("host.cpu_cores").unwrap_or(0.0);
+    let line = format!(
+        "host CPU {host:.2} of {:.0} cores; no target process known (give --pid, --spawn or --demo)",
+        ctx.cores
+    );
+    Some(if host >= 0.9 * ctx.cores {
+        Finding::new("cpu_bound", "CPU-bound (host)", 0.3)
+            .evidence(line)
+            .confirm("--pid of the target, to see whether it is the target's CPU")
+    } else {
+        Finding::new("waiting", "not CPU: waiting somewhere", 0.25)
+            .evidence(line)
+            .confirm("--pid of the target, and its metrics (--metrics)")
+    })
+}
+
+/// Adds the target's context switches (blocking vs preempted) to a finding's evidence.
+fn with_context_switches(ctx: &Context, finding: Finding) -> Finding {
+    match (
+        ctx.at_knee("target.voluntary_ctx_per_s"),
+        ctx.at_knee("target.involuntary_ctx_per_s"),
+    ) {
+        (Some(vol), Some(invol)) => finding.evidence(format!(
+            "{vol:.0} voluntary context switches/s (threads blocking), {invol:.0} involuntary/s (preempted)"
+        )),
+        _ => finding,
+    }
+}
