@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-/// Series kept per endpoint when no names are given.
+/// Series kept per endpoint beyond the ones named (`--metric`) and the ones the verdict
+/// reads (queue gauges), which are kept whatever their number.
 const MAX_SERIES: usize = 100;
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -18,6 +19,8 @@ pub struct MetricsSource {
     counters: HashMap<String, (Instant, f64)>,
     /// The last scrape failed (reported once per failure streak in the values).
     pub failures: u64,
+    /// Whether the series cut was already reported.
+    told_dropped: bool,
 }
 
 impl MetricsSource {
@@ -41,6 +44,7 @@ impl MetricsSource {
             names,
             counters: HashMap::new(),
             failures: 0,
+            told_dropped: false,
         })
     }
 
@@ -56,19 +60,25 @@ impl MetricsSource {
             self.failures += 1;
             return;
         };
-        let mut kept = 0;
+        let mut others = 0;
+        let mut dropped = 0;
         for sample in scrape.samples {
-            if !self.names.is_empty() && !self.names.contains(&sample.metric) {
-                continue;
-            }
-            if self.names.is_empty() && kept >= MAX_SERIES {
-                break;
+            let named = self.names.contains(&sample.metric);
+            let read_by_verdict = names_a_queue(&sample.metric);
+            if !named && !read_by_verdict {
+                if !self.names.is_empty() {
+                    continue;
+                }
+                if others >= MAX_SERIES {
+                    dropped += 1;
+                    continue;
+                }
+                others += 1;
             }
             let key = series_key(&sample.metric, &sample.labels);
             match sample.value {
                 prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => {
                     values.insert(format!("metrics.{key}"), v);
-                    kept += 1;
                 }
                 prometheus_parse::Value::Counter(v) => {
                     if let Some((at, before)) = self.counters.insert(key.clone(), (now, v)) {
@@ -77,9 +87,18 @@ impl MetricsSource {
                             values.insert(format!("metrics.{key}:rate"), (v - before) / dt);
                         }
                     }
-                    kept += 1;
                 }
                 _ => {}
+            }
+        }
+        if dropped > 0 {
+            values.insert("metrics.dropped_series".into(), dropped as f64);
+            if !self.told_dropped {
+                self.told_dropped = true;
+                eprintln!(
+                    "knee: {}{}: {dropped} series not kept (the first {MAX_SERIES}, and every queue gauge the verdict reads, are); name the ones you want with --metric",
+                    self.authority, self.path
+                );
             }
         }
     }
@@ -96,6 +115,38 @@ impl MetricsSource {
         .ok()
         .map(|body| String::from_utf8_lossy(&body).into_owned())
     }
+}
+
+/// Words that make a scraped gauge's *name* a saturation signal (matched as whole words of
+/// the name, never in its labels).
+const SATURATION_WORDS: [&str; 9] = [
+    "wait", "waiting", "waiters", "queue", "queued", "pending", "backlog", "blocked", "inflight",
+];
+/// Known false friends: gauges whose names carry a saturation word but count something idle
+/// or something else (nginx's waiting connections are idle keep-alives), and exporters whose
+/// series describe the machine or a runtime, not the service's own queues.
+const FALSE_FRIENDS: [&str; 2] = [
+    "nginx_connections_waiting",
+    "nginx_http_connections_waiting",
+];
+const FOREIGN_PREFIXES: [&str; 6] = ["node_", "go_", "process_", "jvm_", "python_", "nodejs_"];
+
+/// Whether a scraped series' name (labels aside) names a queue, and is not a false friend:
+/// the series the verdict reads as saturation.
+pub fn names_a_queue(key: &str) -> bool {
+    let name = key
+        .trim_start_matches("metrics.")
+        .split('{')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if FALSE_FRIENDS.contains(&name.as_str())
+        || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return false;
+    }
+    name.split(['_', ':', '.'])
+        .any(|word| SATURATION_WORDS.contains(&word))
 }
 
 fn series_key(name: &str, labels: &prometheus_parse::Labels) -> String {

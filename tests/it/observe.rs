@@ -298,3 +298,48 @@ fn the_target_is_found_by_pid_or_by_its_port() {
         assert!(mean(step, "target.cpu_cores").is_some(), "{how}");
     }
 }
+
+/// An endpoint with more series than knee keeps unnamed (a JVM's, node_exporter's): the first
+/// 100 are kept, every queue gauge the verdict reads is kept wherever it comes, and the cut
+/// is said (it used to be silent).
+#[test]
+fn a_large_exposition_keeps_what_the_verdict_reads_and_says_what_was_dropped() {
+    let mut text = String::new();
+    for i in 0..400 {
+        text.push_str(&format!("# TYPE filler_{i} gauge\nfiller_{i} {i}\n"));
+    }
+    text.push_str("# TYPE app_request_queue_depth gauge\napp_request_queue_depth 7\n");
+    let metrics = text_target(text, false, false);
+    let target = http_target(Http::Fast);
+    let out = TempDir::new("many-series");
+    let output = Command::new(knee_bin())
+        .args([
+            "run",
+            "-q",
+            "--url",
+            &target.url("/"),
+            "--rate",
+            "20",
+            "--duration",
+            "600ms",
+        ])
+        .args([
+            "--sample-every",
+            "200ms",
+            "--metrics",
+            &metrics.url("/metrics"),
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("300 series not kept"), "{stderr}");
+    let record = RunRecord::read(&out.join("run.json")).unwrap();
+    let step = &record.steps[0];
+    assert_eq!(mean(step, "metrics.app_request_queue_depth"), Some(7.0));
+    assert_eq!(mean(step, "metrics.filler_99"), Some(99.0));
+    assert_eq!(mean(step, "metrics.filler_100"), None);
+    assert_eq!(mean(step, "metrics.dropped_series"), Some(300.0));
+}

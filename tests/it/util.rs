@@ -594,3 +594,74 @@ pub fn assert_self_contained_html(html: &str, charts: usize) {
         "{svgs} inline SVG charts, expected {charts}"
     );
 }
+
+/// A Prometheus-style endpoint: every GET answers `body` as text, over TLS with a
+/// self-signed certificate when `tls`, and in chunks (`Transfer-Encoding: chunked`, a frame
+/// per line) when `chunked`.
+pub fn text_target(body: String, chunked: bool, tls: bool) -> Target {
+    let body: Arc<str> = body.into();
+    let acceptor = tls.then(self_signed_acceptor);
+    start(move |listener| async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let body = body.clone();
+            let acceptor = acceptor.clone();
+            tokio::task::spawn_local(async move {
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        let frames: std::collections::VecDeque<Bytes> = if chunked {
+                            body.split_inclusive('\n')
+                                .map(|line| Bytes::from(line.to_string()))
+                                .collect()
+                        } else {
+                            [Bytes::from(body.to_string())].into()
+                        };
+                        let mut response = Response::new(Frames(frames));
+                        if !chunked {
+                            response.headers_mut().insert(
+                                http::header::CONTENT_LENGTH,
+                                body.len().to_string().parse().unwrap(),
+                            );
+                        }
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4".parse().unwrap(),
+                        );
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(tls), service)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// A body of frames of unknown total size: hyper sends it chunked unless told its length.
+struct Frames(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}

@@ -3,25 +3,12 @@
 //! nothing. `all` lists them in the order that breaks ties between equal strengths.
 
 use super::{Context, Finding};
+use crate::observe::prometheus::names_a_queue;
 
 /// Target CPU at or above this share of the cores is CPU-bound, whatever else is queueing...
 pub const CPU_SATURATED_SHARE: f64 = 0.9;
 /// ...and at or above this share a weaker CPU-bound finding.
 pub const CPU_BOUND_SHARE: f64 = 0.85;
-
-/// Words that make a scraped gauge's *name* a saturation signal (matched as whole words of
-/// the name, never in its labels).
-const SATURATION_WORDS: [&str; 9] = [
-    "wait", "waiting", "waiters", "queue", "queued", "pending", "backlog", "blocked", "inflight",
-];
-/// Known false friends: gauges whose names carry a saturation word but count something idle
-/// or something else (nginx's waiting connections are idle keep-alives), and exporters whose
-/// series describe the machine or a runtime, not the service's own queues.
-const FALSE_FRIENDS: [&str; 2] = [
-    "nginx_connections_waiting",
-    "nginx_http_connections_waiting",
-];
-const FOREIGN_PREFIXES: [&str; 6] = ["node_", "go_", "process_", "jvm_", "python_", "nodejs_"];
 
 pub fn all(ctx: &Context) -> Vec<Finding> {
     let signals: [fn(&Context) -> Option<Finding>; 8] = [
@@ -108,23 +95,6 @@ pub fn cpu_bound(ctx: &Context) -> Option<Finding> {
                 "a flamegraph at the 95% hold step (--pprof or --profiler perf) to see which functions",
             ),
     )
-}
-
-/// Whether a scraped series' name (labels aside) names a queue, and is not a false friend.
-pub fn names_a_queue(key: &str) -> bool {
-    let name = key
-        .trim_start_matches("metrics.")
-        .split('{')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if FALSE_FRIENDS.contains(&name.as_str())
-        || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p))
-    {
-        return false;
-    }
-    name.split(['_', ':', '.'])
-        .any(|word| SATURATION_WORDS.contains(&word))
 }
 
 /// A scraped gauge named like a queue at least doubling to ≥ 1 at the knee.

@@ -176,7 +176,7 @@ fn a_growing_queue_gauge_names_its_lock_or_pool_and_outranks_cpu_at_85_percent()
 /// Names, not labels; and the known false friends are not queues.
 #[test]
 fn queue_names_are_matched_on_names_and_false_friends_are_not_queues() {
-    use super::signals::names_a_queue;
+    use crate::observe::prometheus::names_a_queue;
     for queue in [
         "metrics.db_pool_waiting",
         "metrics.hikaricp_connections_pending{pool=\"main\"}",
