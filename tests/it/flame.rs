@@ -214,9 +214,11 @@ fn perf_profiles_a_local_process() {
     let profile = &hold["observed"]["profile"];
     assert_eq!(profile["source"], "perf", "{profile}");
     // Samples are counted, not weighted by their period (10 ms of cpu-clock each at 100 Hz):
-    // a 1 s profile of at most 2 cores at 100 Hz holds at most ~200 of them.
+    // a 1 s profile of at most 2 cores at 100 Hz holds at most ~200 of them. (perf takes
+    // few of this in-process target's: 9 to 17 per second of ~0.95 cores spinning, which
+    // the profile reports as undersampled; the bound below only asks that it saw some.)
     let samples = profile["samples"].as_u64().unwrap();
-    assert!(samples > 10 && samples <= 300, "{profile}");
+    assert!(samples >= 5 && samples <= 300, "{profile}");
     let per_cpu_second = profile["samples_per_cpu_second"].as_f64().unwrap();
     assert!(per_cpu_second <= 150.0, "{profile}");
     let top = profile["top_inclusive"].to_string();
