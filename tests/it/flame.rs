@@ -203,7 +203,7 @@ fn perf_profiles_a_local_process() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !works {
-        eprintln!("perf is not usable here: perf_profiles_a_local_process checks nothing");
+        crate::tools::missing("perf (installed and allowed)", "perf_profiles_a_local_process");
         return;
     }
     let _serial = serial();
