@@ -288,6 +288,9 @@ fn finish(
         for line in &soak.verdicts {
             println!("soak: {line}");
         }
+        for line in &soak.notes {
+            println!("soak note: {line}");
+        }
     }
     if let Some(target) = &record.target_process {
         if let Some(at) = target.exited_at_s {

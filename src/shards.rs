@@ -217,6 +217,12 @@ fn merged_step(
     g.cpu_cores = sum_f(&|s| s.generator.cpu_cores);
     g.cpu_available = sum_f(&|s| s.generator.cpu_available);
     g.connections = sum_u(&|s| s.generator.connections);
+    g.connections_mean = parts
+        .iter()
+        .map(|s| s.generator.connections_mean)
+        .sum::<Option<f64>>();
+    g.connections_opened = sum_u(&|s| s.generator.connections_opened);
+    g.connections_closed = sum_u(&|s| s.generator.connections_closed);
     // Time slices are per machine and not aligned to each other: kept per shard only.
     step.slices.clear();
     step.notes = parts

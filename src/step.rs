@@ -123,8 +123,16 @@ pub struct GeneratorHealth {
     pub cpu_cores: f64,
     /// Cores the generator may use.
     pub cpu_available: f64,
-    /// Connections open at the end of the step.
+    /// knee's connections to the target: the most open at once in the counted window.
     pub connections: u64,
+    /// ...their mean over the window (sampled every 10 ms)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_mean: Option<f64>,
+    /// ...and how many were opened and closed during it.
+    #[serde(default)]
+    pub connections_opened: u64,
+    #[serde(default)]
+    pub connections_closed: u64,
     /// The generator, not the target, was the limit: this step says nothing about the target.
     pub limited: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

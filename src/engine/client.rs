@@ -17,6 +17,7 @@ use rustls::pki_types::ServerName;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -27,14 +28,57 @@ use tokio_rustls::TlsConnector;
 /// The half of a hyper HTTP/2 connection that does the I/O; polled by whoever waits on it.
 type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// One open connection: HTTP/1.1 by hand (`h1`), HTTP/2 by hyper.
-pub enum Conn {
+/// One open connection: HTTP/1.1 by hand (`h1`), HTTP/2 by hyper; counted open until dropped.
+pub struct Conn {
+    wire: Wire,
+    _open: OpenGuard,
+}
+
+enum Wire {
     H1(H1Conn),
     H2 {
         sender: http2::SendRequest<Full<Bytes>>,
         /// None once the connection has ended.
         driver: Option<Driver>,
     },
+}
+
+/// The connections the generator opened and closed, and how many are open now: what
+/// `generator.connections` reports (knee's own connections must not read as the target's).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub open: AtomicU64,
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+}
+
+impl ConnStats {
+    /// (open, opened, closed) now.
+    pub fn read(&self) -> (u64, u64, u64) {
+        (
+            self.open.load(Ordering::Relaxed),
+            self.opened.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counts a connection open from its opening until it is dropped.
+struct OpenGuard(Arc<ConnStats>);
+
+impl OpenGuard {
+    fn new(stats: &Arc<ConnStats>) -> OpenGuard {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        stats.opened.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(stats.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.closed.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Polls `fut`, and the connection's I/O while `fut` waits on it. When the connection ends,
@@ -67,6 +111,7 @@ struct Prepared {
 }
 
 pub struct Client {
+    pub stats: Arc<ConnStats>,
     addrs: Vec<SocketAddr>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     http: HttpVersion,
@@ -113,6 +158,7 @@ impl Client {
             .map(|r| prepare(target, r, &host_value))
             .collect::<Result<_, _>>()?;
         Ok(Client {
+            stats: Arc::default(),
             addrs,
             tls,
             http: target.http,
@@ -145,12 +191,12 @@ impl Client {
         }
         let conn = slot.as_mut().expect("connection was just opened");
         let prepared = &self.requests[index];
-        match conn {
-            Conn::H1(h1) => {
+        match &mut conn.wire {
+            Wire::H1(h1) => {
                 h1.send(&prepared.wire, prepared.method == Method::HEAD)
                     .await
             }
-            Conn::H2 { sender, driver } => {
+            Wire::H2 { sender, driver } => {
                 let mut request = Request::new(Full::new(prepared.body.clone()));
                 *request.method_mut() = prepared.method.clone();
                 *request.uri_mut() = prepared.uri.clone();
@@ -170,20 +216,27 @@ impl Client {
 
     async fn connect(&self) -> Result<Conn, ErrorClass> {
         let tcp = self.connect_tcp().await?;
-        let Some((connector, name)) = &self.tls else {
-            return match self.http {
-                HttpVersion::Http1 => Ok(Conn::H1(H1Conn::new(Box::new(tcp)))),
-                HttpVersion::Http2 => handshake_h2(tcp).await,
-            };
+        let open = OpenGuard::new(&self.stats);
+        let wire = match &self.tls {
+            None => match self.http {
+                HttpVersion::Http1 => Wire::H1(H1Conn::new(Box::new(tcp))),
+                HttpVersion::Http2 => handshake_h2(tcp).await?,
+            },
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(
+                    self.connect_timeout,
+                    connector.connect(name.clone(), tcp),
+                )
+                .await
+                .map_err(|_| ErrorClass::ConnectTimeout)?
+                .map_err(|_| ErrorClass::Tls)?;
+                match self.http {
+                    HttpVersion::Http1 => Wire::H1(H1Conn::new(Box::new(tls))),
+                    HttpVersion::Http2 => handshake_h2(tls).await?,
+                }
+            }
         };
-        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), tcp))
-            .await
-            .map_err(|_| ErrorClass::ConnectTimeout)?
-            .map_err(|_| ErrorClass::Tls)?;
-        match self.http {
-            HttpVersion::Http1 => Ok(Conn::H1(H1Conn::new(Box::new(tls)))),
-            HttpVersion::Http2 => handshake_h2(tls).await,
-        }
+        Ok(Conn { wire, _open: open })
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, ErrorClass> {
@@ -205,20 +258,20 @@ impl Client {
 /// Whether `conn` can take a request now: see `H1Conn::is_open`; an HTTP/2 connection is
 /// polled until it is ready for another stream (or found ended, e.g. by a GOAWAY).
 async fn is_open(conn: &mut Conn) -> bool {
-    match conn {
-        Conn::H1(h1) => h1.is_open().await,
-        Conn::H2 { sender, driver } => drive(driver, sender.ready()).await.is_ok(),
+    match &mut conn.wire {
+        Wire::H1(h1) => h1.is_open().await,
+        Wire::H2 { sender, driver } => drive(driver, sender.ready()).await.is_ok(),
     }
 }
 
-async fn handshake_h2<IO>(io: IO) -> Result<Conn, ErrorClass>
+async fn handshake_h2<IO>(io: IO) -> Result<Wire, ErrorClass>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
         .await
         .map_err(|e| ErrorClass::of_request(&e))?;
-    Ok(Conn::H2 {
+    Ok(Wire::H2 {
         sender,
         driver: Some(Box::pin(async move {
             let _ = connection.await;

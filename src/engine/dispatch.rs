@@ -1,14 +1,21 @@
 //! The open model's scheduler, on a thread of its own for one step: a thread sleep is precise
 //! to tens of microseconds (1 µs timer slack), the async timer only to 1 ms, which would show
-//! up as latency. It hands each job to a lane's queue at its intended time, and grows a lane's
-//! workers (connections) when every one of them is busy.
+//! up as latency. It hands each job to a lane's queue at its intended time, and sizes each
+//! lane's workers (one connection each) to the load (`LaneLoad`):
+//! - a worker is added only when jobs have waited for one for `GROW_AFTER` (a scheduling
+//!   hiccup that queues a burst for a moment opens no connection), up to the lane's share of
+//!   `--max-connections`;
+//! - a worker beyond what the load needed in the last `IDLE_CLOSE` (the most busy at once,
+//!   plus headroom) is retired, one per lane every `RETIRE_EVERY`, and its connection closed.
+//!   (A fair queue keeps every worker a little busy, so an idle timeout alone never shrinks
+//!   an oversized pool: on a 90 s soak at 5,000 req/s the pool grew from 2 to 152.)
 
 use super::cpu::ThreadCpu;
 use super::errors::ErrorClass;
-use super::lanes::Lane;
+use super::lanes::{Lane, IDLE_CLOSE};
 use super::record::{new_histogram, Outcome, Record, HIST_MAX_US};
 use super::schedule::{Mix, OpenSchedule, Rng};
-use super::worker::{self, Idle, Job, Jobs, StepCtx};
+use super::worker::{self, Idle, Job, Jobs, StepCtx, Task};
 use hdrhistogram::Histogram;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +24,10 @@ use tokio::task::JoinHandle;
 
 /// Below this rate the dispatcher wakes for every request; above it, for small batches.
 const PRECISE_UP_TO_RPS: f64 = 2_000.0;
+/// Jobs must have waited for a free worker this long before another connection opens.
+const GROW_AFTER: Duration = Duration::from_millis(1);
+/// At most one worker per lane is retired this often.
+const RETIRE_EVERY: Duration = Duration::from_millis(100);
 
 /// The least time between dispatcher wake-ups: none up to 2,000 req/s, then enough for about
 /// four requests per wake-up, at most 500 µs. Each wake-up costs a context switch or two
@@ -29,6 +40,72 @@ pub fn dispatch_gap(rps: f64) -> Duration {
     } else {
         Duration::from_secs_f64((4.0 / rps).min(0.0005))
     }
+}
+
+/// How busy a lane's workers were lately: the most busy at once in the current and the
+/// previous half of `IDLE_CLOSE`. Kept across steps by the engine, so a soak's windows (each
+/// a step of its own) share one history.
+#[derive(Clone, Copy, Debug)]
+pub struct BusyHistory {
+    half_started: Instant,
+    peak: [usize; 2],
+    /// Halves seen so far (up to 2): nothing is retired before a whole `IDLE_CLOSE`.
+    halves: u8,
+    last_retire: Instant,
+}
+
+impl Default for BusyHistory {
+    fn default() -> Self {
+        let now = Instant::now();
+        BusyHistory {
+            half_started: now,
+            peak: [0; 2],
+            halves: 0,
+            last_retire: now,
+        }
+    }
+}
+
+impl BusyHistory {
+    /// Workers to start a step with, of `pooled` warm connections: what the load needed
+    /// lately, once that is known (the rest of the pool ages out and is closed).
+    pub fn initial_workers(&self, pooled: usize) -> usize {
+        if self.seen_enough() {
+            pooled.min(self.needed())
+        } else {
+            pooled
+        }
+    }
+
+    fn observe(&mut self, busy: usize, now: Instant) {
+        if now.duration_since(self.half_started) >= IDLE_CLOSE / 2 {
+            self.halves = (self.halves + 1).min(2);
+            self.peak = [busy, self.peak[0]];
+            self.half_started = now;
+        } else {
+            self.peak[0] = self.peak[0].max(busy);
+        }
+    }
+
+    fn seen_enough(&self) -> bool {
+        self.halves >= 2
+    }
+
+    /// Workers the load needed lately, with headroom (a quarter more, at least two).
+    pub fn needed(&self) -> usize {
+        let peak = self.peak[0].max(self.peak[1]);
+        peak + (peak / 4).max(2)
+    }
+}
+
+/// One lane's queue and workers, as the dispatcher sees them.
+struct LaneLoad {
+    queue: async_channel::Sender<Task>,
+    receiver: async_channel::Receiver<Task>,
+    workers: usize,
+    /// Since when jobs have been waiting for a free worker.
+    waiting_since: Option<Instant>,
+    history: BusyHistory,
 }
 
 pub struct Dispatcher {
@@ -44,6 +121,8 @@ pub struct Dispatcher {
     pub backlog: usize,
     pub min_gap: Duration,
     pub cpu: ThreadCpu,
+    /// Each lane's recent load, from the steps before.
+    pub history: Vec<BusyHistory>,
 }
 
 /// What the dispatcher leaves behind: its own lateness, whether Ctrl-C stopped it, and the
@@ -58,6 +137,8 @@ pub struct Dispatched {
     /// Jobs queued while every connection of their lane was busy and the lane was at its
     /// share of `--max-connections`: knee's own cap held them back.
     pub at_cap: u64,
+    /// Each lane's load history, for the next step.
+    pub history: Vec<BusyHistory>,
 }
 
 impl Dispatcher {
@@ -66,22 +147,22 @@ impl Dispatcher {
         precise_sleeps();
         let (cpu_start, wall_start) = (ThreadCpu::current_thread_seconds(), Instant::now());
         let ctx = self.ctx.clone();
-        let queues: Vec<_> = self
-            .lanes
-            .iter()
-            .map(|_| async_channel::bounded::<Job>(self.backlog))
+        let mut lanes: Vec<LaneLoad> = (0..self.lanes.len())
+            .map(|i| {
+                let (queue, receiver) = async_channel::bounded::<Task>(self.backlog);
+                LaneLoad {
+                    queue,
+                    receiver,
+                    workers: 0,
+                    waiting_since: None,
+                    history: self.history.get(i).copied().unwrap_or_default(),
+                }
+            })
             .collect();
-        let mut per_lane = vec![0usize; self.lanes.len()];
         let mut workers = Vec::new();
-        for (i, (lane, idle)) in self.lanes.iter().enumerate() {
+        for (i, load) in lanes.iter_mut().enumerate() {
             for _ in 0..self.initial_workers[i].max(1) {
-                workers.push(worker::spawn(
-                    lane,
-                    &ctx,
-                    idle,
-                    Jobs::Open(queues[i].1.clone()),
-                ));
-                per_lane[i] += 1;
+                workers.push(self.spawn_worker(i, load));
             }
         }
         let mut lag = new_histogram();
@@ -89,7 +170,7 @@ impl Dispatcher {
         let mut interrupted = false;
         let mut last_wake = Instant::now();
         let mut lane = 0;
-        'schedule: for intended in self.schedule.by_ref() {
+        'schedule: while let Some(intended) = self.schedule.next() {
             if intended > last_wake {
                 // Not due at the last wake-up: sleep until it is, but not sooner than
                 // `min_gap` after the last wake-up. Everything due then is one batch,
@@ -116,8 +197,7 @@ impl Dispatcher {
                 intended,
                 request: self.mix.pick(&mut self.rng),
             };
-            let (queue, receiver) = &queues[lane];
-            if queue.try_send(job).is_err() {
+            if lanes[lane].queue.try_send(Task::Send(job)).is_err() {
                 ctx.recorder.add(&Record {
                     intended,
                     sent: None,
@@ -125,27 +205,18 @@ impl Dispatcher {
                     outcome: Outcome::Failed(ErrorClass::NotSent),
                 });
             }
-            let (lane_ref, idle) = &self.lanes[lane];
-            if queue.len() > idle.load(Ordering::Relaxed) {
-                if per_lane[lane] < self.max_workers_per_lane {
-                    workers.push(worker::spawn(
-                        lane_ref,
-                        &ctx,
-                        idle,
-                        Jobs::Open(receiver.clone()),
-                    ));
-                    per_lane[lane] += 1;
-                } else {
-                    at_cap += 1;
-                }
+            match self.size_lane(lane, &mut lanes[lane], last_wake) {
+                Sizing::Grow => workers.push(self.spawn_worker(lane, &mut lanes[lane])),
+                Sizing::AtCap => at_cap += 1,
+                Sizing::Keep => {}
             }
         }
-        for (queue, receiver) in &queues {
-            queue.close();
+        for load in &lanes {
+            load.queue.close();
             if interrupted {
                 // Jobs still queued were due but never sent: the step is partial.
                 ctx.unsent
-                    .fetch_add(receiver.len() as u64, Ordering::Relaxed);
+                    .fetch_add(load.receiver.len() as u64, Ordering::Relaxed);
             }
         }
         let busy = (ThreadCpu::current_thread_seconds() - cpu_start)
@@ -156,8 +227,52 @@ impl Dispatcher {
             interrupted,
             workers,
             at_cap,
+            history: lanes.iter().map(|l| l.history).collect(),
         }
     }
+
+    fn spawn_worker(&self, index: usize, load: &mut LaneLoad) -> JoinHandle<()> {
+        let (lane, idle) = &self.lanes[index];
+        load.workers += 1;
+        worker::spawn(lane, &self.ctx, idle, Jobs::Open(load.receiver.clone()))
+    }
+
+    /// Whether lane `index` needs another worker, has one too many (one is retired here), or
+    /// is right, after a job was queued on it.
+    fn size_lane(&self, index: usize, load: &mut LaneLoad, now: Instant) -> Sizing {
+        let idle = self.lanes[index].1.load(Ordering::Relaxed);
+        let queued = load.queue.len();
+        load.history
+            .observe(load.workers.saturating_sub(idle).max(queued.min(1)), now);
+        if queued > idle {
+            let since = *load.waiting_since.get_or_insert(now);
+            if now.duration_since(since) < GROW_AFTER {
+                return Sizing::Keep;
+            }
+            if load.workers >= self.max_workers_per_lane {
+                return Sizing::AtCap;
+            }
+            load.waiting_since = None;
+            return Sizing::Grow;
+        }
+        load.waiting_since = None;
+        let history = &mut load.history;
+        if history.seen_enough()
+            && load.workers > history.needed().max(1)
+            && now.duration_since(history.last_retire) >= RETIRE_EVERY
+            && load.queue.try_send(Task::Retire).is_ok()
+        {
+            history.last_retire = now;
+            load.workers -= 1;
+        }
+        Sizing::Keep
+    }
+}
+
+enum Sizing {
+    Grow,
+    AtCap,
+    Keep,
 }
 
 /// Asks Linux for 1 µs timer slack on this thread (the default 50 µs would add lateness).

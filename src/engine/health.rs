@@ -46,6 +46,7 @@ pub struct Inputs<'a> {
     /// Cores the generator's threads used, and may use.
     pub cpu_cores: f64,
     pub cpu_available: f64,
+    /// Connections open when the step was drained (when the window had no sample).
     pub connections: u64,
     pub max_connections: usize,
     pub offered_rps: Option<f64>,
@@ -93,7 +94,18 @@ pub fn health(i: &Inputs) -> GeneratorHealth {
         not_sent: i.recorder.not_sent(),
         cpu_cores: i.cpu_cores,
         cpu_available: i.cpu_available,
-        connections: i.connections,
+        connections: if i.recorder.connections.mean().is_some() {
+            i.recorder.connections.peak
+        } else {
+            i.connections
+        },
+        connections_mean: i
+            .recorder
+            .connections
+            .mean()
+            .map(|m| (m * 10.0).round() / 10.0),
+        connections_opened: i.recorder.connections.churn().0,
+        connections_closed: i.recorder.connections.churn().1,
         limited: limited_reason.is_some(),
         limited_reason,
         host_contention,

@@ -8,32 +8,41 @@ use super::cpu::ThreadCpu;
 use crate::error::Error;
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// Keep-alive connections kept between steps, so each step starts warm. A connection belongs
-/// to the lane whose runtime opened it.
+/// A connection unused this long is closed: in the lane's pool between steps, or as a worker
+/// the load no longer needs (see `dispatch`).
+pub const IDLE_CLOSE: Duration = Duration::from_secs(5);
+
+/// Keep-alive connections kept between steps, so each step starts warm; the most recently
+/// used is taken first, and one idle longer than `IDLE_CLOSE` is closed. A connection
+/// belongs to the lane whose runtime opened it.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Vec<Conn>>,
+    idle: Mutex<Vec<(Instant, Conn)>>,
 }
 
 impl Pool {
+    fn locked(&self) -> std::sync::MutexGuard<'_, Vec<(Instant, Conn)>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(since, _)| since.elapsed() < IDLE_CLOSE);
+        idle
+    }
+
     pub fn take(&self) -> Option<Conn> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        self.locked().pop().map(|(_, conn)| conn)
     }
 
     pub fn put(&self, conn: Option<Conn>) {
         if let Some(conn) = conn {
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(conn);
+            self.locked().push((Instant::now(), conn));
         }
     }
 
     pub fn len(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -83,6 +83,8 @@ pub struct Engine {
     seed_base: u64,
     /// See `service_floor`.
     service_floor: std::sync::Mutex<Option<f64>>,
+    /// Each lane's recent load, carried from step to step (see `dispatch::BusyHistory`).
+    history: std::sync::Mutex<Vec<dispatch::BusyHistory>>,
 }
 
 impl Engine {
@@ -107,11 +109,19 @@ impl Engine {
             phase: plan.shard.map_or(0.0, |s| s.phase()),
             seed_base: plan.shard.map_or(0, |s| u64::from(s.index) << 48),
             service_floor: std::sync::Mutex::new(None),
+            history: std::sync::Mutex::new(Vec::new()),
         })
     }
 
     fn cpu_available(&self) -> f64 {
         self.lanes.len() as f64
+    }
+
+    fn busy_history(&self) -> Vec<dispatch::BusyHistory> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        (0..self.lanes.len())
+            .map(|i| history.get(i).copied().unwrap_or_default())
+            .collect()
     }
 
     /// The lowest service-time p50 of the steps so far that knee did not hold back (ms).
@@ -186,6 +196,9 @@ impl Engine {
         let (dispatch, interrupted, workers) = match spec.load {
             Load::Rate { rps, arrivals } => {
                 let done = self.dispatch(&ctx, timeline, rps, arrivals, seed).await;
+                if !done.history.is_empty() {
+                    *self.history.lock().unwrap_or_else(|e| e.into_inner()) = done.history;
+                }
                 let report = health::DispatchReport {
                     lag: done.lag,
                     busy: done.busy,
@@ -308,7 +321,13 @@ impl Engine {
                 .with_phase(self.phase),
             mix: self.mix.clone(),
             rng: Rng::new(seed),
-            initial_workers: self.lanes.iter().map(|l| l.pool.len()).collect(),
+            initial_workers: self
+                .lanes
+                .iter()
+                .zip(self.busy_history())
+                .map(|(l, h)| h.initial_workers(l.pool.len()))
+                .collect(),
+            history: self.busy_history(),
             max_workers_per_lane: self.max_connections.div_ceil(lanes),
             backlog: ((rps as usize) / lanes).clamp(1_000, 200_000),
             min_gap: dispatch_gap(rps),
@@ -330,6 +349,7 @@ impl Engine {
             interrupted: true,
             workers: Vec::new(),
             at_cap: 0,
+            history: Vec::new(),
         })
     }
 

@@ -87,7 +87,42 @@ impl SliceRecorder {
     }
 }
 
+/// knee's own connections over a step's counted window, sampled every 10 ms.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnWindow {
+    sum: u64,
+    samples: u64,
+    pub peak: u64,
+    /// (opened, closed) counters at the first and the last sample of the window.
+    first: Option<(u64, u64)>,
+    last: (u64, u64),
+}
+
+impl ConnWindow {
+    pub fn mean(&self) -> Option<f64> {
+        (self.samples > 0).then(|| self.sum as f64 / self.samples as f64)
+    }
+
+    /// Connections opened and closed during the window.
+    pub fn churn(&self) -> (u64, u64) {
+        let (o0, c0) = self.first.unwrap_or(self.last);
+        (
+            self.last.0.saturating_sub(o0),
+            self.last.1.saturating_sub(c0),
+        )
+    }
+
+    fn merge(&mut self, other: &ConnWindow) {
+        self.sum += other.sum;
+        self.samples += other.samples;
+        self.peak = self.peak.max(other.peak);
+        self.first = self.first.or(other.first);
+        self.last = (self.last.0.max(other.last.0), self.last.1.max(other.last.1));
+    }
+}
+
 pub struct StepRecorder {
+    pub connections: ConnWindow,
     timeline: Timeline,
     slice_len: Duration,
     slices: Vec<SliceRecorder>,
@@ -122,6 +157,7 @@ impl StepRecorder {
         let slice_len = (total / 40).max(Duration::from_millis(50));
         let count = (total.as_secs_f64() / slice_len.as_secs_f64()).ceil() as usize;
         StepRecorder {
+            connections: ConnWindow::default(),
             timeline,
             slice_len,
             slices: (0..count.max(1)).map(|_| SliceRecorder::new()).collect(),
@@ -169,6 +205,18 @@ impl StepRecorder {
         if now >= self.timeline.counted_from && now < self.timeline.end {
             self.in_flight_sum += in_flight;
             self.in_flight_samples += 1;
+        }
+    }
+
+    /// A sample of knee's open connections and its opened/closed counters (counted window).
+    pub fn sample_connections(&mut self, now: Instant, (open, opened, closed): (u64, u64, u64)) {
+        if now >= self.timeline.counted_from && now < self.timeline.end {
+            let c = &mut self.connections;
+            c.sum += open;
+            c.samples += 1;
+            c.peak = c.peak.max(open);
+            c.first.get_or_insert((opened, closed));
+            c.last = (opened, closed);
         }
     }
 
@@ -267,6 +315,7 @@ impl StepRecorder {
         }
         self.in_flight_sum += other.in_flight_sum;
         self.in_flight_samples += other.in_flight_samples;
+        self.connections.merge(&other.connections);
         self.requests += other.requests;
         self.responses_in_window += other.responses_in_window;
         self.ok_in_window += other.ok_in_window;
@@ -418,6 +467,10 @@ impl Shards {
 
     pub fn sample_in_flight(&self, now: Instant, in_flight: u64) {
         self.lock(0).sample_in_flight(now, in_flight);
+    }
+
+    pub fn sample_connections(&self, now: Instant, stats: (u64, u64, u64)) {
+        self.lock(0).sample_connections(now, stats);
     }
 
     /// Live figures of the whole step so far.

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 /// The floor of the sampling interval: CPU shares need time between two readings.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
-/// Samples kept in memory (the run folder has them all): 2 hours at 500 ms.
+/// Samples kept in memory at most (the run folder has them all): 2 hours at 500 ms. Once a
+/// step is summarized, the samples before its end are dropped (`SamplerObserver`), so a long
+/// soak keeps about one window's worth, not hours of them.
 const KEEP: usize = 14_400;
 
 /// One reading: seconds since the run started, and every series.
@@ -150,6 +152,23 @@ impl Sampler {
         (window.len(), summarize(&window))
     }
 
+    /// Drops the samples taken before `at` (every step that needed them is summarized).
+    pub fn forget_before(&self, at: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.samples.front().is_some_and(|(t, _)| *t < at) {
+            state.samples.pop_front();
+        }
+    }
+
+    /// Samples held in memory now.
+    pub fn held(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .samples
+            .len()
+    }
+
     pub fn stop(&self) {
         self.running.store(false, Ordering::Relaxed);
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -210,6 +229,8 @@ impl Observer for SamplerObserver {
         window: (Instant, Instant),
     ) -> Option<Value> {
         let (count, series) = self.0.summarize(window.0, window.1);
+        // Steps end in order, and the next one's window starts where this one's ended.
+        self.0.forget_before(window.1);
         Some(json!({
             "samples": count,
             "target_pid": self.0.target,
@@ -357,5 +378,34 @@ impl Reader {
             "write_bytes_per_s",
             rate(now.write_bytes, before.write_bytes),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A summarized step's samples are dropped from memory (a long soak keeps one window's
+    /// worth); the file keeps them all.
+    #[test]
+    fn samples_before_a_summarized_step_are_forgotten() {
+        let dir = std::env::temp_dir().join(format!("knee-sampler-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("samples.jsonl");
+        let sampler = Sampler::start(MIN_INTERVAL, None, Vec::new(), &path).unwrap();
+        let from = Instant::now();
+        std::thread::sleep(Duration::from_millis(900));
+        let to = Instant::now();
+        let (count, series) = sampler.summarize(from, to);
+        assert!(
+            count >= 3 && series.contains_key("host.cpu_cores"),
+            "{count}"
+        );
+        sampler.forget_before(to);
+        assert!(sampler.held() <= 1, "{}", sampler.held());
+        sampler.stop();
+        let written = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(written >= count, "{written} lines written");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -138,6 +138,7 @@ fn verdict_box(out: &mut String, run: &RunRecord) {
             "soak",
             soak.verdicts
                 .iter()
+                .chain(&soak.notes)
                 .map(|v| escape(v))
                 .collect::<Vec<_>>()
                 .join("<br>"),

@@ -99,6 +99,9 @@ fn verdict(out: &mut String, run: &RunRecord) {
         for line in &soak.verdicts {
             let _ = writeln!(out, "- soak: {}", md_cell(line));
         }
+        for line in &soak.notes {
+            let _ = writeln!(out, "- soak note: {}", md_cell(line));
+        }
         let _ = writeln!(out);
     }
     if let Some(fit) = &run.usl {

@@ -294,3 +294,42 @@ fn knees_own_connection_cap_marks_the_step_generator_limited() {
     assert!(!enough.generator.limited, "{:#?}", enough.generator);
     assert!(enough.holds, "{:?}", enough.slo_failures);
 }
+
+/// knee's pool fits the load: over a soak of a fast target its connections stay a small
+/// multiple of what the rate x latency needs, window after window (they used to grow after
+/// every scheduling hiccup and never shrink), and they are counted per window.
+#[test]
+fn the_connection_pool_fits_the_load_over_a_soak() {
+    let _serial = serial();
+    let target = http_target(Http::Fast);
+    let dir = TempDir::new("pool-soak");
+    let profile = dir.join("soak.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "kind = \"soak\"\n[target]\nurl = \"{}\"\n[load]\nrate = 2000\nwarmup = \"500ms\"\n\
+             duration = \"6s\"\nwindow = \"1s\"\n",
+            target.url("/")
+        ),
+    )
+    .unwrap();
+    let (outcome, record) = knee_run(
+        &dir.join("run"),
+        &[profile.to_str().unwrap(), "--no-sample"],
+    );
+    outcome.unwrap();
+    let windows = record.unwrap().steps;
+    assert_eq!(windows.len(), 6);
+    for w in &windows {
+        let g = &w.generator;
+        // 2,000 req/s x well under a millisecond is one or two in flight; a lane keeps a few
+        // more for headroom.
+        assert!(g.connections <= 12, "{}: {g:?}", w.name);
+        assert!(g.connections_mean.unwrap() <= 10.0, "{}: {g:?}", w.name);
+    }
+    let opened_after_warmup: u64 = windows[1..]
+        .iter()
+        .map(|w| w.generator.connections_opened)
+        .sum();
+    assert!(opened_after_warmup <= 10, "{windows:#?}");
+}

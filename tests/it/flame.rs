@@ -203,7 +203,10 @@ fn perf_profiles_a_local_process() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !works {
-        crate::tools::missing("perf (installed and allowed)", "perf_profiles_a_local_process");
+        crate::tools::missing(
+            "perf (installed and allowed)",
+            "perf_profiles_a_local_process",
+        );
         return;
     }
     let _serial = serial();
