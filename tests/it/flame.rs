@@ -221,7 +221,7 @@ fn perf_profiles_a_local_process() {
     // few of this in-process target's: 9 to 17 per second of ~0.95 cores spinning, which
     // the profile reports as undersampled; the bound below only asks that it saw some.)
     let samples = profile["samples"].as_u64().unwrap();
-    assert!(samples >= 5 && samples <= 300, "{profile}");
+    assert!((5..=300).contains(&samples), "{profile}");
     let per_cpu_second = profile["samples_per_cpu_second"].as_f64().unwrap();
     assert!(per_cpu_second <= 150.0, "{profile}");
     let top = profile["top_inclusive"].to_string();
