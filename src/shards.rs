@@ -223,8 +223,11 @@ fn merged_step(
         .sum::<Option<f64>>();
     g.connections_opened = sum_u(&|s| s.generator.connections_opened);
     g.connections_closed = sum_u(&|s| s.generator.connections_closed);
-    // Time slices are per machine and not aligned to each other: kept per shard only.
+    // Time slices are per machine and not aligned to each other: kept per shard only. Connect
+    // times are not in the hlogs, so they cannot be added exactly: left out of the merge.
     step.slices.clear();
+    step.connect_ms = None;
+    step.tls_ms = None;
     step.notes = parts
         .iter()
         .enumerate()

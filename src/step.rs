@@ -33,6 +33,13 @@ pub struct StepResult {
     pub latency_ms: Percentiles,
     /// From the actual send.
     pub service_ms: Percentiles,
+    /// TCP connect time of each connection the step's requests opened (SYN retransmits
+    /// included): a 1 s tail here is the kernel's listen queue, not the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<ConnectTimes>,
+    /// TLS handshake time of the same connections, kept apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ms: Option<ConnectTimes>,
     pub generator: GeneratorHealth,
     /// The step met its SLO (and, in the open model, achieved ≥ 97 % of offered).
     pub holds: bool,
@@ -68,6 +75,40 @@ pub struct Slice {
     pub completed_rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+}
+
+/// How long connections took to open, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConnectTimes {
+    pub count: u64,
+    /// Connects that took at least 0.9 s: their SYN was dropped and sent again after TCP's
+    /// 1 s retransmission timeout (a full listen queue, or loss).
+    #[serde(default)]
+    pub syn_retransmitted: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl ConnectTimes {
+    /// Share of the connects that waited for a SYN retransmit.
+    pub fn retransmitted_share(&self) -> f64 {
+        self.syn_retransmitted as f64 / self.count.max(1) as f64
+    }
+
+    /// The rung of TCP's SYN retransmission ladder (1 s, then 3 s, then 7 s after the first
+    /// SYN) the connect p99 sits on, in ms: the sign of SYNs dropped by a full listen queue.
+    pub fn retransmit_rung(&self) -> Option<f64> {
+        [
+            (1000.0, 900.0, 1400.0),
+            (3000.0, 2800.0, 3600.0),
+            (7000.0, 6500.0, 7900.0),
+        ]
+        .iter()
+        .find(|(_, lo, hi)| (*lo..=*hi).contains(&self.p99))
+        .map(|(rung, ..)| *rung)
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -175,6 +216,8 @@ pub mod testing {
                 p99: p99_ms,
                 ..Percentiles::default()
             },
+            connect_ms: None,
+            tls_ms: None,
             generator: GeneratorHealth::default(),
             holds: true,
             slo_failures: Vec::new(),

@@ -119,8 +119,18 @@ fn step_line(step: &StepResult) -> String {
     } else {
         format!("FAILS: {}", step.slo_failures.join("; "))
     };
+    let connects = step.connect_ms.as_ref().map_or(String::new(), |c| {
+        format!(
+            ", {} connects (p99 {}{})",
+            c.count,
+            fmt_ms(c.p99),
+            step.tls_ms
+                .as_ref()
+                .map_or(String::new(), |t| format!(", TLS p99 {}", fmt_ms(t.p99)))
+        )
+    });
     format!(
-        "{:<14} {load}, achieved {:.1}/s, p50 {} p99 {} max {}, errors {} ({:.2}%){}  {verdict}",
+        "{:<14} {load}, achieved {:.1}/s, p50 {} p99 {} max {}, errors {} ({:.2}%){connects}{}  {verdict}",
         step.name,
         step.achieved_rps,
         fmt_ms(step.latency_ms.p50),

@@ -25,8 +25,8 @@ impl Engine {
             let answer = self.lanes[0]
                 .handle
                 .spawn(async move {
-                    let mut fresh = None;
-                    tokio::time::timeout(timeout, client.send(&mut fresh, index))
+                    let (mut fresh, mut connected) = (None, None);
+                    tokio::time::timeout(timeout, client.send(&mut fresh, index, &mut connected))
                         .await
                         .unwrap_or(Err(ErrorClass::RequestTimeout))
                 })

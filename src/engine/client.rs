@@ -43,6 +43,14 @@ enum Wire {
     },
 }
 
+/// How long opening a connection took: the TCP handshake (SYN to established, SYN
+/// retransmits included) and, over TLS, the TLS handshake after it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Connected {
+    pub tcp: Duration,
+    pub tls: Option<Duration>,
+}
+
 /// The connections the generator opened and closed, and how many are open now: what
 /// `generator.connections` reports (knee's own connections must not read as the target's).
 #[derive(Debug, Default)]
@@ -173,9 +181,15 @@ impl Client {
         self.request_timeout
     }
 
-    /// Sends request `index` of the mix on `slot` (opening a connection if needed) and reads
-    /// the whole response. The caller drops the connection on any failure.
-    pub async fn send(&self, slot: &mut Option<Conn>, index: usize) -> Result<u16, ErrorClass> {
+    /// Sends request `index` of the mix on `slot` (opening a connection if needed, and then
+    /// saying how long that took in `connected`) and reads the whole response. The caller
+    /// drops the connection on any failure.
+    pub async fn send(
+        &self,
+        slot: &mut Option<Conn>,
+        index: usize,
+        connected: &mut Option<Connected>,
+    ) -> Result<u16, ErrorClass> {
         // A keep-alive connection the server closed while idle is not a failed request:
         // open a new one and send there.
         let open = match slot.as_mut() {
@@ -183,7 +197,8 @@ impl Client {
             None => false,
         };
         if !open {
-            let mut fresh = self.connect().await?;
+            let (mut fresh, timing) = self.connect().await?;
+            *connected = Some(timing);
             if !is_open(&mut fresh).await {
                 return Err(ErrorClass::ConnectionReset);
             }
@@ -214,8 +229,13 @@ impl Client {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, ErrorClass> {
+    async fn connect(&self) -> Result<(Conn, Connected), ErrorClass> {
+        let started = std::time::Instant::now();
         let tcp = self.connect_tcp().await?;
+        let mut timing = Connected {
+            tcp: started.elapsed(),
+            tls: None,
+        };
         let open = OpenGuard::new(&self.stats);
         let wire = match &self.tls {
             None => match self.http {
@@ -223,6 +243,7 @@ impl Client {
                 HttpVersion::Http2 => handshake_h2(tcp).await?,
             },
             Some((connector, name)) => {
+                let handshake = std::time::Instant::now();
                 let tls = tokio::time::timeout(
                     self.connect_timeout,
                     connector.connect(name.clone(), tcp),
@@ -230,13 +251,14 @@ impl Client {
                 .await
                 .map_err(|_| ErrorClass::ConnectTimeout)?
                 .map_err(|_| ErrorClass::Tls)?;
+                timing.tls = Some(handshake.elapsed());
                 match self.http {
                     HttpVersion::Http1 => Wire::H1(H1Conn::new(Box::new(tls))),
                     HttpVersion::Http2 => handshake_h2(tls).await?,
                 }
             }
         };
-        Ok(Conn { wire, _open: open })
+        Ok((Conn { wire, _open: open }, timing))
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, ErrorClass> {

@@ -201,6 +201,7 @@ impl Dispatcher {
                 ctx.recorder.add(&Record {
                     intended,
                     sent: None,
+                    connected: None,
                     done: Instant::now(),
                     outcome: Outcome::Failed(ErrorClass::NotSent),
                 });

@@ -6,7 +6,7 @@
 use super::errors::ErrorClass;
 use crate::plan::StepSpec;
 use crate::slo::{Slo, StepFigures};
-use crate::step::{GeneratorHealth, Percentiles, Slice, StepResult};
+use crate::step::{ConnectTimes, GeneratorHealth, Percentiles, Slice, StepResult};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +37,8 @@ pub struct Record {
     pub intended: Instant,
     /// None when the request was never sent.
     pub sent: Option<Instant>,
+    /// The connection this request opened, and how long that took.
+    pub connected: Option<super::client::Connected>,
     pub done: Instant,
     pub outcome: Outcome,
 }
@@ -131,6 +133,9 @@ pub struct StepRecorder {
     pub latency: Histogram<u64>,
     pub service: Histogram<u64>,
     pub send_lag: Histogram<u64>,
+    /// TCP connect and TLS handshake times of the connections the step's requests opened.
+    connect: Histogram<u64>,
+    tls: Histogram<u64>,
     lag_bound: Duration,
     requests: u64,
     responses_in_window: u64,
@@ -166,6 +171,8 @@ impl StepRecorder {
             latency: new_histogram(),
             service: new_histogram(),
             send_lag: new_histogram(),
+            connect: new_histogram(),
+            tls: new_histogram(),
             lag_bound,
             requests: 0,
             responses_in_window: 0,
@@ -278,6 +285,12 @@ impl StepRecorder {
             return;
         }
         self.requests += 1;
+        if let Some(c) = r.connected {
+            record_us(&mut self.connect, c.tcp);
+            if let Some(tls) = c.tls {
+                record_us(&mut self.tls, tls);
+            }
+        }
         if let Some(sent) = r.sent {
             let lag = sent.saturating_duration_since(r.intended);
             record_us(&mut self.send_lag, lag);
@@ -310,6 +323,8 @@ impl StepRecorder {
         let _ = self.latency.add(&other.latency);
         let _ = self.service.add(&other.service);
         let _ = self.send_lag.add(&other.send_lag);
+        let _ = self.connect.add(&other.connect);
+        let _ = self.tls.add(&other.tls);
         for (mine, theirs) in self.slices.iter_mut().zip(&other.slices) {
             mine.merge(theirs);
         }
@@ -415,6 +430,8 @@ impl StepRecorder {
                 .collect(),
             latency_ms: percentiles(&self.latency),
             service_ms: percentiles(&self.service),
+            connect_ms: connect_times(&self.connect),
+            tls_ms: connect_times(&self.tls),
             generator,
             holds: slo_failures.is_empty(),
             slo_failures,
@@ -501,6 +518,19 @@ impl Shards {
         }
         total
     }
+}
+
+/// Connection times of a step: None when it opened no connection.
+fn connect_times(hist: &Histogram<u64>) -> Option<ConnectTimes> {
+    let p = (!hist.is_empty()).then(|| percentiles(hist))?;
+    Some(ConnectTimes {
+        count: hist.len(),
+        syn_retransmitted: hist.count_between(900_000, HIST_MAX_US),
+        p50: p.p50,
+        p90: p.p90,
+        p99: p.p99,
+        max: p.max,
+    })
 }
 
 /// Summary percentiles of a microsecond histogram, in milliseconds.

@@ -127,14 +127,17 @@ async fn worker(ctx: Arc<StepCtx>, pool: Arc<Pool>, idle: Idle, mut jobs: Jobs) 
             Record {
                 intended: job.intended,
                 sent: None,
+                connected: None,
                 done: sent,
                 outcome: Outcome::Failed(ErrorClass::NotSent),
             }
         } else {
             ctx.in_flight.fetch_add(1, Ordering::Relaxed);
             let due = sent + timeout;
+            let mut connected = None;
             let result = {
-                let mut request = std::pin::pin!(ctx.client.send(&mut conn, job.request));
+                let mut request =
+                    std::pin::pin!(ctx.client.send(&mut conn, job.request, &mut connected));
                 loop {
                     tokio::select! {
                         biased;
@@ -155,6 +158,7 @@ async fn worker(ctx: Arc<StepCtx>, pool: Arc<Pool>, idle: Idle, mut jobs: Jobs) 
             Record {
                 intended: job.intended,
                 sent: Some(sent),
+                connected,
                 done: Instant::now(),
                 outcome: match result {
                     Ok(status) => Outcome::Response(status),

@@ -528,3 +528,33 @@ pub fn usl_line(fit: &usl::UslFit) -> String {
         fit.shape
     )
 }
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+    use crate::step::testing::step;
+
+    /// p99 at the SYN retransmit timeout with a flat median is dropped connections, not a
+    /// queue without bound.
+    #[test]
+    fn a_retransmit_tail_with_a_flat_median_drops_connections() {
+        let mut overload = step("hold-120", Phase::Hold, 600.0, 480.0, 1030.0).failing();
+        overload.latency_ms.p50 = 1.1;
+        overload.connect_ms = Some(crate::step::ConnectTimes {
+            count: 2400,
+            syn_retransmitted: 240,
+            p50: 0.2,
+            p90: 0.5,
+            p99: 1020.0,
+            max: 1050.0,
+        });
+        let evidence = stress::Evidence {
+            worked_earlier: true,
+            process_gone: false,
+        };
+        assert_eq!(
+            stress::classify(&overload, 500.0, 100.0, evidence),
+            stress::FailureMode::DropsConnections
+        );
+    }
+}

@@ -20,6 +20,9 @@ pub enum FailureMode {
     Crashes,
     /// Slower and over the SLO, but stable: neither queueing without bound nor collapsing.
     Degrades,
+    /// The kernel dropped connections (the listen queue overflowed): a tail at TCP's SYN
+    /// retransmission timeout while the median stays flat.
+    DropsConnections,
 }
 
 impl FailureMode {
@@ -31,6 +34,7 @@ impl FailureMode {
             FailureMode::Collapses => "collapses",
             FailureMode::Crashes => "crashes",
             FailureMode::Degrades => "degrades",
+            FailureMode::DropsConnections => "drops_connections",
         }
     }
 
@@ -46,6 +50,9 @@ impl FailureMode {
             FailureMode::Collapses => "collapses: good throughput falls well below capacity",
             FailureMode::Crashes => "crashes: connections refused after having worked",
             FailureMode::Degrades => "degrades: slower than the SLO allows, but stable",
+            FailureMode::DropsConnections => {
+                "drops connections: the listen queue overflowed; clients waited for SYN retransmits (a 1 s tail, the median flat)"
+            }
         }
     }
 }
@@ -85,6 +92,14 @@ pub fn classify(
     }
     let counted: Vec<&Slice> = counted_slices(step);
     let growth = latency_growth(&counted);
+    // At least 1 % of the connects waited for a SYN retransmit, and that is the tail.
+    let retransmit_tail = step
+        .connect_ms
+        .as_ref()
+        .is_some_and(|c| c.retransmitted_share() >= 0.01 && step.latency_ms.p99 >= 900.0);
+    if retransmit_tail && growth < QUEUE_GROWTH {
+        return FailureMode::DropsConnections;
+    }
     let rejections = ["http_5xx", "http_4xx"]
         .iter()
         .map(|c| step.error_classes.get(*c).copied().unwrap_or(0))

@@ -96,9 +96,11 @@ impl Observation {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let sampler = if observe.sample {
+            let local = target::is_local(&host);
             let sampler = Sampler::start(
                 observe.interval,
                 target.as_ref().map(|t| t.pid),
+                local.then_some(port),
                 sources,
                 &dir.join("samples.jsonl"),
             )

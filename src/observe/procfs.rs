@@ -117,6 +117,79 @@ pub fn cgroup() -> Cgroup {
     }
 }
 
+/// The kernel's TCP counters the verdict reads (cumulative): the accept queue and the SYN
+/// queue overflowing, SYN cookies, retransmission timeouts and retransmitted segments.
+pub const TCP_COUNTERS: [(&str, &str); 8] = [
+    ("ListenOverflows", "listen_overflows"),
+    ("ListenDrops", "listen_drops"),
+    ("TCPTimeouts", "tcp_timeouts"),
+    ("SyncookiesSent", "syncookies_sent"),
+    ("TCPReqQFullDrop", "syn_queue_full_drops"),
+    ("TCPAbortOnMemory", "aborts_on_memory"),
+    ("TCPBacklogDrop", "backlog_drops"),
+    ("RetransSegs", "retransmitted_segments"),
+];
+
+/// `TCP_COUNTERS` now, by knee's name, from /proc/net/netstat (TcpExt) and /proc/net/snmp
+/// (Tcp): each is a header line of names followed by a line of values.
+pub fn tcp_counters() -> HashMap<&'static str, u64> {
+    let mut found = HashMap::new();
+    for (file, prefix) in [("/proc/net/netstat", "TcpExt:"), ("/proc/net/snmp", "Tcp:")] {
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            for (name, value) in names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .skip(1)
+            {
+                if let Some((_, ours)) = TCP_COUNTERS.iter().find(|(k, _)| *k == name) {
+                    if let Ok(v) = value.parse() {
+                        found.insert(*ours, v);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The accept queue of the sockets listening on local TCP `port`: connections waiting to be
+/// accepted, summed over IPv4 and IPv6 (for a listening socket /proc/net/tcp's rx_queue is
+/// its accept queue, what `ss -lt` shows as Recv-Q; the backlog it is held to, Send-Q, is
+/// only told through sock_diag netlink, which knee does not read yet).
+pub fn accept_queue(port: u16) -> Option<u64> {
+    let mut total: Option<u64> = None;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(queues)) =
+                (fields.get(1), fields.get(3), fields.get(4))
+            else {
+                continue;
+            };
+            let listening_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state != "0A" || listening_port != Some(port) {
+                continue;
+            }
+            let Some((_, rx)) = queues.split_once(':') else {
+                continue;
+            };
+            *total.get_or_insert(0) += u64::from_str_radix(rx, 16).unwrap_or(0);
+        }
+    }
+    total
+}
+
 /// One process's counters, cumulative where /proc keeps them cumulative.
 #[derive(Clone, Debug, Default)]
 pub struct ProcCounters {
@@ -312,6 +385,26 @@ mod tests {
         assert!(me.threads >= 1 && me.rss_kib > 0 && me.fds > 0, "{me:?}");
         assert!(cpu_times().unwrap().all.1 > 0);
         assert!(memory_kib().unwrap().0 > 0);
+    }
+
+    #[test]
+    fn reads_the_tcp_counters_and_an_accept_queue() {
+        let counters = tcp_counters();
+        for (_, name) in TCP_COUNTERS {
+            assert!(counters.contains_key(name), "{name} in {counters:?}");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _waiting = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let waiting = accept_queue(port).expect("a listening socket");
+        assert_eq!(waiting, 1, "one connection not yet accepted");
+        assert_eq!(accept_queue(closed_port()), None);
+    }
+
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
     }
 
     #[test]

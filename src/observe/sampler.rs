@@ -60,6 +60,8 @@ struct Reader {
     started: Instant,
     interval: Duration,
     target: Option<u32>,
+    /// The target's listening port on this host, for its accept queue.
+    listen_port: Option<u16>,
     metrics: Vec<MetricsSource>,
     ticks: f64,
     previous: Option<Previous>,
@@ -72,6 +74,7 @@ struct Previous {
     throttled_us: Option<u64>,
     target: Option<ProcCounters>,
     generator: Option<ProcCounters>,
+    tcp: std::collections::HashMap<&'static str, u64>,
 }
 
 impl Sampler {
@@ -79,6 +82,7 @@ impl Sampler {
     pub fn start(
         interval: Duration,
         target: Option<u32>,
+        listen_port: Option<u16>,
         metrics: Vec<MetricsSource>,
         samples_path: &Path,
     ) -> std::io::Result<Sampler> {
@@ -92,6 +96,7 @@ impl Sampler {
             started: Instant::now(),
             interval: interval.max(MIN_INTERVAL),
             target,
+            listen_port,
             metrics,
             ticks: procfs::clock_ticks(),
             previous: None,
@@ -325,6 +330,20 @@ impl Reader {
                 |p| p.target.as_ref(),
             );
         }
+        let tcp = procfs::tcp_counters();
+        if let (Some(dt), Some(before)) = (dt, self.previous.as_ref().map(|p| &p.tcp)) {
+            for (name, value) in &tcp {
+                if let Some(was) = before.get(name) {
+                    values.insert(
+                        format!("net.{name}_per_s"),
+                        value.saturating_sub(*was) as f64 / dt,
+                    );
+                }
+            }
+        }
+        if let Some(waiting) = self.listen_port.and_then(procfs::accept_queue) {
+            values.insert("net.accept_queue".into(), waiting as f64);
+        }
         for source in &mut self.metrics {
             source.scrape_into(&mut values, now);
         }
@@ -335,6 +354,7 @@ impl Reader {
             throttled_us: cgroup.throttled_us,
             target: target_counters,
             generator,
+            tcp,
         });
         (Sample { t_s, values }, gone)
     }
@@ -392,7 +412,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("knee-sampler-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("samples.jsonl");
-        let sampler = Sampler::start(MIN_INTERVAL, None, Vec::new(), &path).unwrap();
+        let sampler = Sampler::start(MIN_INTERVAL, None, None, Vec::new(), &path).unwrap();
         let from = Instant::now();
         std::thread::sleep(Duration::from_millis(900));
         let to = Instant::now();

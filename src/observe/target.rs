@@ -108,8 +108,14 @@ pub fn answers_http(authority: &str) -> bool {
         && head.starts_with(b"HTTP/1.")
 }
 
+/// Whether the URL's host is this machine (loopback).
+pub fn is_local(host: &str) -> bool {
+    matches!(host, "localhost" | "[::1]" | "::1") || host.starts_with("127.")
+}
+
 /// The owner of the URL's port when the host is this machine.
 pub fn find_by_port(host: &str, port: u16) -> Option<u32> {
-    let local = matches!(host, "localhost" | "[::1]" | "::1") || host.starts_with("127.");
-    local.then(|| procfs::listener_of_port(port)).flatten()
+    is_local(host)
+        .then(|| procfs::listener_of_port(port))
+        .flatten()
 }

@@ -7,6 +7,7 @@ mod engine;
 mod errors;
 mod flame;
 mod hunt;
+mod kernel;
 mod observe;
 mod profiles;
 mod protocols;

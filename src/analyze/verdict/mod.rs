@@ -14,6 +14,7 @@
 //! 0.52, waiting (CPU < 50 %) 0.5, host-level readings without a target process 0.3 or less
 //! (ARCHITECTURE.md).
 
+mod kernel;
 mod signals;
 #[cfg(test)]
 mod tests;

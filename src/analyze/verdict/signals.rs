@@ -11,13 +11,15 @@ pub const CPU_SATURATED_SHARE: f64 = 0.9;
 pub const CPU_BOUND_SHARE: f64 = 0.85;
 
 pub fn all(ctx: &Context) -> Vec<Finding> {
-    let signals: [fn(&Context) -> Option<Finding>; 8] = [
+    let signals: [fn(&Context) -> Option<Finding>; 10] = [
         errors,
         memory_pressure,
+        super::kernel::accept_queue,
         cpu_bound,
         queue_gauge,
         host_contention,
         serialized,
+        super::kernel::network,
         waiting,
         host_only,
     ];

@@ -356,3 +356,61 @@ fn every_step_holding_is_no_knee() {
     let v = verdict(&[below], Some(475.0), 0.01);
     assert_eq!(v.bottleneck, "no knee reached: every step held");
 }
+
+/// The kernel dropped SYNs at the knee: the accept queue is the bottleneck, with the connect
+/// tail as evidence, whatever the (idle) target's CPU says.
+#[test]
+fn listen_overflows_at_the_knee_are_the_accept_queue() {
+    let (below, mut knee) = pair();
+    knee = knee
+        .with("net.listen_overflows_per_s", 120.0)
+        .with("net.syncookies_sent_per_s", 6.0)
+        .with_stat("net.accept_queue", 0.0, 4.2, 5.0)
+        .with("target.cpu_cores", 0.3);
+    knee.connect_ms = Some(crate::step::ConnectTimes {
+        count: 900,
+        syn_retransmitted: 90,
+        p50: 0.2,
+        p90: 1.0,
+        p99: 1020.0,
+        max: 1100.0,
+    });
+    let v = judge(below.with("net.listen_overflows_per_s", 0.0), knee);
+    assert_eq!(
+        (v.kind.as_str(), v.confidence.as_str()),
+        ("accept_queue", "high"),
+        "{v:#?}"
+    );
+    let lines = v.evidence.join("\n");
+    assert!(
+        lines.contains("120 SYNs dropped per second at the knee (below it: 0)"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("90 of 900 connects (10%) took 0.9 s or more"),
+        "{lines}"
+    );
+    assert!(lines.contains("on the 1 s rung"), "{lines}");
+    assert!(lines.contains("up to 5 connections waiting"), "{lines}");
+    assert!(lines.contains("SYN cookies were sent, 6/s"), "{lines}");
+}
+
+#[test]
+fn retransmits_without_overflows_are_the_network() {
+    let (below, knee) = pair();
+    let v = judge(
+        below.with("net.retransmitted_segments_per_s", 2.0),
+        knee.with("net.retransmitted_segments_per_s", 300.0)
+            .with("net.tcp_timeouts_per_s", 40.0)
+            .with("target.cpu_cores", 0.3),
+    );
+    assert_eq!(v.kind, "network", "{v:#?}");
+    // Overflows at the same time are the accept queue's, not the path's.
+    let (below, knee) = pair();
+    let v = judge(
+        below,
+        knee.with("net.retransmitted_segments_per_s", 300.0)
+            .with("net.listen_overflows_per_s", 50.0),
+    );
+    assert_eq!(v.kind, "accept_queue", "{v:#?}");
+}

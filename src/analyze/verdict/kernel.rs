@@ -1,0 +1,96 @@
+//! The kernel's queues as signals (USE for the network stack): the listen (accept) queue
+//! and the SYN queue are resources with a saturation signal of their own. When a server
+//! accepts too slowly from too small a backlog, the kernel drops SYNs (`ListenOverflows`,
+//! `ListenDrops`), clients retry after TCP's 1 s SYN retransmission timeout, and latency
+//! grows a 1 s tail that lives in the connect, while the service itself looks idle.
+
+use super::{Context, Finding};
+use crate::units::fmt_ms;
+
+/// Overflows per second at the knee that count, and how far above the step below.
+const MIN_OVERFLOWS_PER_S: f64 = 1.0;
+
+/// The listen backlog overflowed at the knee while the target's CPU was not saturated.
+pub fn accept_queue(ctx: &Context) -> Option<Finding> {
+    let rate = |key: &str| ctx.at_knee(key).unwrap_or(0.0);
+    let below = |key: &str| ctx.below(key).unwrap_or(0.0);
+    let overflows = rate("net.listen_overflows_per_s").max(rate("net.listen_drops_per_s"));
+    let before = below("net.listen_overflows_per_s").max(below("net.listen_drops_per_s"));
+    if overflows < MIN_OVERFLOWS_PER_S || overflows < 2.0 * before + 1.0 {
+        return None;
+    }
+    let cpu_saturated = ctx.target_cpu().is_some_and(|c| c >= 0.9 * ctx.cores);
+    let strength = if cpu_saturated { 0.6 } else { 0.88 };
+    let mut finding = Finding::new(
+        "accept_queue",
+        "the listen backlog overflowed (the kernel's accept queue)",
+        strength,
+    )
+    .evidence(format!(
+        "the listen backlog overflowed: {overflows:.0} SYNs dropped per second at the knee (below it: {before:.0})"
+    ))
+    .confirm(
+        "raise the listen backlog (the listen(2) backlog, net.core.somaxconn) or accept faster; \
+         `ss -ltn` shows the accept queue (Recv-Q) against its backlog (Send-Q)",
+    );
+    if let Some(connect) = ctx
+        .knee
+        .connect_ms
+        .as_ref()
+        .filter(|c| c.syn_retransmitted > 0)
+    {
+        let rung = connect.retransmit_rung().map_or(String::new(), |r| {
+            format!(", on the {:.0} s rung", r / 1000.0)
+        });
+        finding = finding.evidence(format!(
+            "clients waited for the SYN retransmit: {} of {} connects ({:.0}%) took 0.9 s or more \
+             (TCP resends a dropped SYN after 1 s, then 3 s, 7 s); connect p99 {}{rung}",
+            connect.syn_retransmitted,
+            connect.count,
+            connect.retransmitted_share() * 100.0,
+            fmt_ms(connect.p99),
+        ));
+    }
+    if let Some(queue) = crate::analyze::series(ctx.knee, "net.accept_queue") {
+        finding = finding.evidence(format!(
+            "the accept queue held up to {:.0} connections waiting (mean {:.1})",
+            queue.max, queue.mean
+        ));
+    }
+    let cookies = rate("net.syncookies_sent_per_s");
+    if cookies >= 1.0 {
+        finding = finding.evidence(format!(
+            "SYN cookies were sent, {cookies:.0}/s: the SYN queue was full too"
+        ));
+    }
+    if let Some(cpu) = ctx.target_cpu() {
+        finding = finding.evidence(ctx.cpu_line(cpu));
+    }
+    Some(finding)
+}
+
+/// Retransmits rising at the knee without listen overflows: loss, or a full queue on the path.
+pub fn network(ctx: &Context) -> Option<Finding> {
+    let rate = |key: &str| ctx.at_knee(key).unwrap_or(0.0);
+    let retransmits = rate("net.retransmitted_segments_per_s");
+    let before = ctx.below("net.retransmitted_segments_per_s").unwrap_or(0.0);
+    let overflows = rate("net.listen_overflows_per_s").max(rate("net.listen_drops_per_s"));
+    if overflows >= MIN_OVERFLOWS_PER_S || retransmits < 10.0 || retransmits < 3.0 * before + 10.0 {
+        return None;
+    }
+    Some(
+        Finding::new(
+            "network",
+            "network: retransmits rising (loss or a full queue on the path)",
+            0.55,
+        )
+        .evidence(format!(
+            "{retransmits:.0} TCP segments retransmitted per second at the knee (below it: {before:.0}), with no listen overflow"
+        ))
+        .evidence(format!(
+            "{:.0} retransmission timeouts per second",
+            rate("net.tcp_timeouts_per_s")
+        ))
+        .confirm("`ss -ti` for retransmits per connection, and the path's drops (tc -s qdisc, the NIC's counters)"),
+    )
+}
