@@ -118,8 +118,8 @@ fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
     .map_err(|e| format!("pprof endpoint: {e}"))
 }
 
-/// `perf record -g` on `pid` for `seconds` (cpu-clock, a software event that works where
-/// hardware counters do not), folded by inferno's perf collapser. `KNEE_PERF` names the perf
+/// `perf record --call-graph dwarf` on `pid` for `seconds` (cpu-clock, a software event that
+/// works where hardware counters do not), folded by inferno's perf collapser. `KNEE_PERF` names the perf
 /// binary if it is not `perf` on the PATH.
 pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Captured, String> {
     let perf = std::env::var("KNEE_PERF").unwrap_or_else(|_| "perf".into());
@@ -129,7 +129,10 @@ pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Ca
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let record = Command::new(&perf)
-        .args(["record", "-e", "cpu-clock", "-g", "-q"])
+        // DWARF unwinding: most binaries have no frame pointers, and with `-g` (frame
+        // pointers) their stacks stop at the leaf (a sample in `Instant::elapsed` lost the
+        // `critical_section` that called it). 8 KiB of stack per sample at 100 Hz is cheap.
+        .args(["record", "-e", "cpu-clock", "--call-graph", "dwarf", "-q"])
         .args(["-F", &frequency.to_string(), "-p", &pid.to_string(), "-o"])
         .arg(&data)
         .args(["--", "sleep", &format!("{seconds:.3}")])

@@ -6,6 +6,7 @@ pub mod http;
 pub mod procfs;
 pub mod prometheus;
 pub mod sampler;
+pub mod sockdiag;
 pub mod target;
 
 use crate::demo::DemoChild;

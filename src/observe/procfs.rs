@@ -157,39 +157,6 @@ pub fn tcp_counters() -> HashMap<&'static str, u64> {
     found
 }
 
-/// The accept queue of the sockets listening on local TCP `port`: connections waiting to be
-/// accepted, summed over IPv4 and IPv6 (for a listening socket /proc/net/tcp's rx_queue is
-/// its accept queue, what `ss -lt` shows as Recv-Q; the backlog it is held to, Send-Q, is
-/// only told through sock_diag netlink, which knee does not read yet).
-pub fn accept_queue(port: u16) -> Option<u64> {
-    let mut total: Option<u64> = None;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(queues)) =
-                (fields.get(1), fields.get(3), fields.get(4))
-            else {
-                continue;
-            };
-            let listening_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if *state != "0A" || listening_port != Some(port) {
-                continue;
-            }
-            let Some((_, rx)) = queues.split_once(':') else {
-                continue;
-            };
-            *total.get_or_insert(0) += u64::from_str_radix(rx, 16).unwrap_or(0);
-        }
-    }
-    total
-}
-
 /// One process's counters, cumulative where /proc keeps them cumulative.
 #[derive(Clone, Debug, Default)]
 pub struct ProcCounters {
@@ -388,23 +355,11 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_tcp_counters_and_an_accept_queue() {
+    fn reads_the_tcp_counters() {
         let counters = tcp_counters();
         for (_, name) in TCP_COUNTERS {
             assert!(counters.contains_key(name), "{name} in {counters:?}");
         }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let _waiting = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let waiting = accept_queue(port).expect("a listening socket");
-        assert_eq!(waiting, 1, "one connection not yet accepted");
-        assert_eq!(accept_queue(closed_port()), None);
-    }
-
-    fn closed_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Sampler {
     running: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     target: Option<u32>,
+    interval: Duration,
+    /// When the sampler last began a reading (see `wait_past`).
+    began: Arc<Mutex<Instant>>,
 }
 
 /// What the sampler thread needs.
@@ -92,8 +95,11 @@ impl Sampler {
             target_gone_at: None,
         }));
         let running = Arc::new(AtomicBool::new(true));
+        let started = Instant::now();
+        let began = Arc::new(Mutex::new(started));
+        let began_t = began.clone();
         let mut reader = Reader {
-            started: Instant::now(),
+            started,
             interval: interval.max(MIN_INTERVAL),
             target,
             listen_port,
@@ -115,6 +121,7 @@ impl Sampler {
                     }
                     next += reader.interval;
                     let (sample, gone) = reader.read();
+                    let pushed_from = now;
                     if let Ok(line) = serde_json::to_string(&sample) {
                         let _ = writeln!(file, "{line}");
                     }
@@ -122,10 +129,12 @@ impl Sampler {
                     if gone && state.target_gone_at.is_none() {
                         state.target_gone_at = Some(sample.t_s);
                     }
-                    state.samples.push_back((now, sample));
+                    state.samples.push_back((pushed_from, sample));
                     if state.samples.len() > KEEP {
                         state.samples.pop_front();
                     }
+                    drop(state);
+                    *began_t.lock().unwrap_or_else(|e| e.into_inner()) = pushed_from;
                 }
                 let _ = file.flush();
             })?;
@@ -134,6 +143,8 @@ impl Sampler {
             running,
             thread: Mutex::new(Some(thread)),
             target,
+            interval: interval.max(MIN_INTERVAL),
+            began,
         })
     }
 
@@ -155,6 +166,17 @@ impl Sampler {
             .map(|(_, s)| s)
             .collect();
         (window.len(), summarize(&window))
+    }
+
+    /// Waits (at most `limit`) until a sample begun after `at` is in, or the sampler stopped.
+    pub fn wait_past(&self, at: Instant, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while *self.began.lock().unwrap_or_else(|e| e.into_inner()) < at
+            && self.running.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Drops the samples taken before `at` (every step that needed them is summarized).
@@ -233,6 +255,11 @@ impl Observer for SamplerObserver {
         _result: &StepResult,
         window: (Instant, Instant),
     ) -> Option<Value> {
+        // A sample is filed under the instant its reading began; on a saturated host a
+        // reading can take most of a second, so wait until the sampler has begun one past
+        // the window's end: every sample of the window is then in.
+        self.0
+            .wait_past(window.1, self.0.interval * 4 + Duration::from_secs(1));
         let (count, series) = self.0.summarize(window.0, window.1);
         // Steps end in order, and the next one's window starts where this one's ended.
         self.0.forget_before(window.1);
@@ -341,8 +368,9 @@ impl Reader {
                 }
             }
         }
-        if let Some(waiting) = self.listen_port.and_then(procfs::accept_queue) {
+        if let Some((waiting, backlog)) = self.listen_port.and_then(super::sockdiag::accept_queue) {
             values.insert("net.accept_queue".into(), waiting as f64);
+            values.insert("net.accept_backlog".into(), backlog as f64);
         }
         for source in &mut self.metrics {
             source.scrape_into(&mut values, now);

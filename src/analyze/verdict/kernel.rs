@@ -52,8 +52,12 @@ pub fn accept_queue(ctx: &Context) -> Option<Finding> {
         ));
     }
     if let Some(queue) = crate::analyze::series(ctx.knee, "net.accept_queue") {
+        let backlog = crate::analyze::series(ctx.knee, "net.accept_backlog")
+            .map_or(String::new(), |b| {
+                format!("; the listening socket's backlog is {:.0}: raise it (listen(2) backlog, net.core.somaxconn) or accept faster", b.max)
+            });
         finding = finding.evidence(format!(
-            "the accept queue held up to {:.0} connections waiting (mean {:.1})",
+            "the accept queue held up to {:.0} connections waiting (mean {:.1}){backlog}",
             queue.max, queue.mean
         ));
     }

@@ -366,6 +366,7 @@ fn listen_overflows_at_the_knee_are_the_accept_queue() {
         .with("net.listen_overflows_per_s", 120.0)
         .with("net.syncookies_sent_per_s", 6.0)
         .with_stat("net.accept_queue", 0.0, 4.2, 5.0)
+        .with("net.accept_backlog", 5.0)
         .with("target.cpu_cores", 0.3);
     knee.connect_ms = Some(crate::step::ConnectTimes {
         count: 900,
@@ -392,6 +393,10 @@ fn listen_overflows_at_the_knee_are_the_accept_queue() {
     );
     assert!(lines.contains("on the 1 s rung"), "{lines}");
     assert!(lines.contains("up to 5 connections waiting"), "{lines}");
+    assert!(
+        lines.contains("the listening socket's backlog is 5: raise it"),
+        "{lines}"
+    );
     assert!(lines.contains("SYN cookies were sent, 6/s"), "{lines}");
 }
 
