@@ -110,6 +110,9 @@ fn the_html_report_is_self_contained_has_charts_and_escapes_what_it_shows() {
             "50,100",
             "--step-duration",
             "300ms",
+            // Steps shorter than the default 500 ms sampling would get no samples to chart.
+            "--sample-every",
+            "200ms",
             "-H",
             "X-Note: <script>alert(1)</script>",
         ],
