@@ -72,6 +72,7 @@ impl Exporter for Html {
         }
         out.push_str("</div>");
         step_table(&mut out, run);
+        connect_table(&mut out, run);
         flamegraphs(&mut out, run, dir);
         let _ = write!(
             out,
@@ -346,6 +347,27 @@ fn step_table(out: &mut String, run: &RunRecord) {
             s.errors,
             s.error_rate * 100.0
         );
+    }
+    out.push_str("</table>");
+}
+
+/// The connections each step opened and how long they took (only when some did).
+fn connect_table(out: &mut String, run: &RunRecord) {
+    let rows = super::connect_rows(run);
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Connections</h2><table class=\"steps\"><tr>");
+    for head in super::CONNECT_HEADER {
+        let _ = write!(out, "<th>{}</th>", escape(head));
+    }
+    out.push_str("</tr>");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", escape(&cell));
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</table>");
 }

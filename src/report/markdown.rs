@@ -27,6 +27,7 @@ impl Exporter for Markdown {
         );
         verdict(&mut out, run);
         steps(&mut out, run);
+        connects(&mut out, run);
         flamegraphs(&mut out, run);
         let _ = writeln!(out, "## Files\n");
         let _ = writeln!(
@@ -143,6 +144,26 @@ fn steps(out: &mut String, run: &RunRecord) {
             fmt_ms(s.latency_ms.p99),
             fmt_ms(s.latency_ms.p999),
         );
+    }
+    let _ = writeln!(out);
+}
+
+/// The connections each step opened and how long they took (only when some did).
+fn connects(out: &mut String, run: &RunRecord) {
+    let rows = super::connect_rows(run);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Connections
+"
+    );
+    let _ = writeln!(out, "| {} |", super::CONNECT_HEADER.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(super::CONNECT_HEADER.len()));
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     let _ = writeln!(out);
 }

@@ -28,6 +28,42 @@ pub fn profiled_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, StepPro
         .collect()
 }
 
+/// One row per step that opened connections: step, connects, SYN-retransmitted, connect
+/// p50 / p99 / max, TLS p99 (the text of each cell; escaping is the caller's).
+pub fn connect_rows(run: &RunRecord) -> Vec<[String; 7]> {
+    use crate::units::fmt_ms;
+    run.steps
+        .iter()
+        .filter_map(|s| {
+            let c = s.connect_ms.as_ref()?;
+            Some([
+                s.name.clone(),
+                c.count.to_string(),
+                format!(
+                    "{} ({:.1}%)",
+                    c.syn_retransmitted,
+                    c.retransmitted_share() * 100.0
+                ),
+                fmt_ms(c.p50),
+                fmt_ms(c.p99),
+                fmt_ms(c.max),
+                s.tls_ms.as_ref().map_or("-".into(), |t| fmt_ms(t.p99)),
+            ])
+        })
+        .collect()
+}
+
+/// The header of `connect_rows`.
+pub const CONNECT_HEADER: [&str; 7] = [
+    "step",
+    "connects",
+    "waited for a SYN retransmit",
+    "connect p50",
+    "connect p99",
+    "connect max",
+    "TLS p99",
+];
+
 /// Escapes text for a Markdown table cell: pipes and line breaks would break the table.
 pub fn md_cell(text: &str) -> String {
     text.replace('|', "\\|").replace(['\n', '\r'], " ")
