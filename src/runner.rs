@@ -103,7 +103,9 @@ impl Session {
             interrupted,
             ..
         } = self;
-        let mut results = Vec::with_capacity(specs.len());
+        // The chain's results are the session's last steps: one copy is kept while it runs
+        // (a soak is one chain of many windows).
+        let first = done_steps.len();
         engine
             .run_chain(&steps, slo, |index, outcome| {
                 let mut result = outcome.result;
@@ -123,13 +125,12 @@ impl Session {
                     .checked_sub(outcome.window.0.elapsed())
                     .unwrap_or_else(std::time::SystemTime::now);
                 folder.append_step(&result, &outcome.latency, &outcome.service, started)?;
-                done_steps.push(result.clone());
+                done_steps.push(result);
                 *interrupted |= outcome.interrupted;
-                results.push(result);
                 Ok(())
             })
             .await?;
-        Ok(results)
+        Ok(self.steps[first..].to_vec())
     }
 }
 
