@@ -1,5 +1,5 @@
 //! Real programs the tests drive: a Go service (built here from tests/fixtures/go), and the
-//! Debian packages `.ci/run` installs (Go, perf, node_exporter, PostgreSQL). Without a tool,
+//! Debian packages tests/run.sh installs (Go, perf). Without a tool,
 //! a test says so on stderr and checks nothing, unless `KNEE_REQUIRE_TOOLS=1` (set by
 //! tests/run.sh, which CI runs), where a missing tool fails the test.
 
