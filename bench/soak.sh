@@ -15,21 +15,8 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || {
 }
 cargo build --release --quiet
 KNEE=$PWD/target/release/knee
-tmp=$(mktemp -d)
-cat >"$tmp/nginx.conf" <<CONF
-worker_processes 2;
-pid $tmp/nginx.pid;
-error_log $tmp/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$PORT; location / { return 200 "ok\n"; } }
-}
-CONF
-/usr/sbin/nginx -c "$tmp/nginx.conf" -p "$tmp"
-trap 'kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-sleep 0.5
+. bench/nginx.sh
+start_nginx "$PORT" 2
 cat >"$tmp/soak.toml" <<TOML
 name = "soak-bench"
 kind = "soak"

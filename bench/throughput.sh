@@ -27,21 +27,8 @@ install_tools() {
 install_tools
 cargo build --release --quiet
 KNEE=$PWD/target/release/knee
-tmp=$(mktemp -d)
-cat >"$tmp/nginx.conf" <<CONF
-worker_processes auto;
-pid $tmp/nginx.pid;
-error_log $tmp/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$PORT; location / { return 200 "ok\n"; } }
-}
-CONF
-/usr/sbin/nginx -c "$tmp/nginx.conf" -p "$tmp"
-trap 'kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-sleep 0.5
+. bench/nginx.sh
+start_nginx "$PORT" auto
 
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
