@@ -155,6 +155,9 @@ pub struct ObservePlan {
     pub profiler: ProfilerPlan,
     /// Sampling frequency asked of the profiler (Hz).
     pub profile_frequency: u32,
+    /// Off-CPU profiles of the profiled steps (perf sched_switch on a local target; Go's
+    /// block and mutex profiles beside a Go --pprof URL).
+    pub offcpu: bool,
 }
 
 impl Default for ObservePlan {
@@ -168,6 +171,7 @@ impl Default for ObservePlan {
             sample: true,
             profiler: ProfilerPlan::Off,
             profile_frequency: 100,
+            offcpu: true,
         }
     }
 }
@@ -499,6 +503,8 @@ pub struct DemoConfig {
     pub fixes: Fixes,
     /// Print what each endpoint can take and exit.
     pub explain: bool,
+    /// Serve /metrics (the pool and lock gauges).
+    pub metrics: bool,
 }
 
 impl Default for DemoConfig {
@@ -512,6 +518,7 @@ impl Default for DemoConfig {
             leak_bytes: 64 * 1024,
             fixes: Fixes::default(),
             explain: false,
+            metrics: true,
         }
     }
 }

@@ -95,6 +95,8 @@ struct RawObserve {
     /// "perf", "pprof" or "none".
     profiler: Option<Spanned<String>>,
     profile_frequency: Option<Spanned<u32>>,
+    /// Off-CPU profiles (default true).
+    offcpu: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -577,6 +579,7 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
         sample: true,
         profiler,
         profile_frequency,
+        offcpu: raw.offcpu.unwrap_or(defaults.offcpu),
     })
 }
 

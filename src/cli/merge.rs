@@ -295,6 +295,7 @@ impl Base {
         let out = OutDir::from_flag(common.out.clone());
         let demo = common.demo.then(|| DemoConfig {
             fixes: common.demo_fix.unwrap_or_default(),
+            metrics: !common.demo_no_metrics,
             ..DemoConfig::default()
         });
         let mut observe = profile.map(|p| p.observe.clone()).unwrap_or_default();
@@ -309,6 +310,9 @@ impl Base {
         observe.interval = common.sample_every.unwrap_or(observe.interval);
         observe.sample = !common.no_sample;
         observe.profiler = profiler_plan(common, observe.profiler.clone())?;
+        if let Some(offcpu) = &common.offcpu {
+            observe.offcpu = offcpu == "on";
+        }
         if let Some(hz) = common.profile_frequency {
             if !(1..=crate::agent::MAX_FREQUENCY).contains(&hz) {
                 return Err(Error::input(format!(

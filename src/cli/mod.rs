@@ -157,6 +157,9 @@ pub struct CommonArgs {
     /// With --demo: bottlenecks to remove (lock, pool, cpu; comma-separated).
     #[arg(long, value_parser = Fixes::parse)]
     pub demo_fix: Option<Fixes>,
+    /// With --demo: the demo serves no /metrics, so its gauges name nothing.
+    #[arg(long)]
+    pub demo_no_metrics: bool,
     /// Arrival process of the open model: uniform or poisson.
     #[arg(long, value_parser = parse_arrivals)]
     pub arrivals: Option<Arrivals>,
@@ -193,6 +196,11 @@ pub struct CommonArgs {
     /// Sampling frequency asked of the profiler, in Hz (default 100).
     #[arg(long, value_name = "HZ")]
     pub profile_frequency: Option<u32>,
+    /// Off-CPU profiles of the profiled steps, where the target's threads wait (perf
+    /// sched_switch on a local target; Go's block and mutex profiles with a Go --pprof URL).
+    /// Default: on.
+    #[arg(long, value_parser = ["on", "off"])]
+    pub offcpu: Option<String>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -291,6 +299,9 @@ pub struct DemoArgs {
     /// Print each stage's capacity and exit.
     #[arg(long)]
     pub explain: bool,
+    /// Serve no /metrics (404): the pool and lock gauges name nothing, so only stacks can.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 impl DemoArgs {
@@ -304,6 +315,7 @@ impl DemoArgs {
             leak_bytes: self.leak,
             fixes: self.fix.unwrap_or_default(),
             explain: self.explain,
+            metrics: !self.no_metrics,
         }
     }
 }

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-use tokio::sync::Semaphore;
 
 /// One stage of /api and the rate it can take, by construction.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,8 +154,7 @@ pub async fn serve(config: DemoConfig) -> Result<(), Error> {
     println!("knee demo listening on http://{addr}");
     eprint!("{}", explain(&config));
     let state = Arc::new(State {
-        chain: Chain::new(config.lock_work, config.cpu_work, config.fixes),
-        slots: Semaphore::new(pool_slots(&config)),
+        chain: Chain::new(&config),
         leaked: Mutex::new(Vec::new()),
         leaked_bytes: AtomicU64::new(0),
         requests: AtomicU64::new(0),
@@ -185,7 +183,6 @@ pub async fn serve(config: DemoConfig) -> Result<(), Error> {
 struct State {
     config: DemoConfig,
     chain: Chain,
-    slots: Semaphore,
     leaked: Mutex<Vec<Vec<u8>>>,
     leaked_bytes: AtomicU64,
     requests: AtomicU64,
@@ -205,13 +202,15 @@ async fn handle(
         "/api" => {
             let s = state.clone();
             let _ = tokio::task::spawn_blocking(move || s.chain.locked_stage()).await;
-            pool_stage(&state).await;
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.chain.pool_stage()).await;
             let s = state.clone();
             let _ = tokio::task::spawn_blocking(move || s.chain.cpu_stage()).await;
             (StatusCode::OK, Bytes::from_static(b"api ok\n"))
         }
         "/pool" => {
-            pool_stage(&state).await;
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.chain.pool_stage()).await;
             (StatusCode::OK, Bytes::from_static(b"pool ok\n"))
         }
         "/cpu" => {
@@ -231,25 +230,12 @@ async fn handle(
                 .fetch_add(state.config.leak_bytes as u64, Ordering::Relaxed);
             (StatusCode::OK, Bytes::from_static(b"leak ok\n"))
         }
-        "/metrics" => (StatusCode::OK, Bytes::from(metrics(&state))),
+        "/metrics" if state.config.metrics => (StatusCode::OK, Bytes::from(metrics(&state))),
         _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     Ok(response)
-}
-
-/// Stage 2: wait for a slot, hold it for `pool_hold` (a thread sleep: precise, little CPU).
-async fn pool_stage(state: &Arc<State>) {
-    let chain = &state.chain;
-    chain.pool_waiting.fetch_add(1, Ordering::Relaxed);
-    let slot = state.slots.acquire().await;
-    chain.pool_waiting.fetch_sub(1, Ordering::Relaxed);
-    chain.pool_busy.fetch_add(1, Ordering::Relaxed);
-    let hold = state.config.pool_hold;
-    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(hold)).await;
-    chain.pool_busy.fetch_sub(1, Ordering::Relaxed);
-    drop(slot);
 }
 
 fn metrics(state: &State) -> String {
@@ -313,6 +299,7 @@ impl DemoChild {
             ])
             .args(["--leak", &config.leak_bytes.to_string()])
             .args(["--fix", if fixes.is_empty() { "none" } else { &fixes }])
+            .args((!config.metrics).then_some("--no-metrics"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .stdin(std::process::Stdio::null())

@@ -1,6 +1,8 @@
 //! The demo's chain of bottlenecks, each with a capacity known by construction:
 //! 1. a global lock around a short CPU-bound critical section: serialized, 1 / lock_work;
-//! 2. a pool of "database" slots, each held pool_hold (sleeping): slots / pool_hold;
+//! 2. a pool of "database" slots, each held pool_hold (sleeping): slots / pool_hold. The
+//!    checkout blocks its thread on a condition variable, as a blocking client pool does (an
+//!    async semaphore would park a task, which no thread stack shows);
 //! 3. CPU work on any thread: cores / (lock_work + cpu_work) for the whole request.
 //!
 //! Each fix removes one: `lock` shards the lock, `pool` makes the pool 8× bigger, `cpu`
@@ -8,9 +10,9 @@
 //! request costs the same CPU however busy the machine is; the critical section spins for
 //! *wall* time, so the lock is held exactly as long whatever the host steals.
 
-use crate::plan::Fixes;
+use crate::plan::DemoConfig;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// Shards of the lock once `--fix lock` is on.
@@ -25,6 +27,10 @@ pub struct Chain {
     lock_work: Duration,
     cpu_work: Duration,
     memoized: bool,
+    /// Free slots of the pool, and the signal that one was given back.
+    free_slots: Mutex<usize>,
+    slot_freed: Condvar,
+    pool_hold: Duration,
     /// Requests waiting for a pool slot, and requests holding one (for /metrics).
     pub pool_waiting: AtomicU64,
     pub pool_busy: AtomicU64,
@@ -32,14 +38,17 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn new(lock_work: Duration, cpu_work: Duration, fixes: Fixes) -> Self {
-        let shards = if fixes.lock { LOCK_SHARDS } else { 1 };
+    pub fn new(config: &DemoConfig) -> Self {
+        let shards = if config.fixes.lock { LOCK_SHARDS } else { 1 };
         Chain {
             locks: (0..shards).map(|_| Mutex::new(0)).collect(),
             next_shard: AtomicUsize::new(0),
-            lock_work,
-            cpu_work,
-            memoized: fixes.cpu,
+            lock_work: config.lock_work,
+            cpu_work: config.cpu_work,
+            memoized: config.fixes.cpu,
+            free_slots: Mutex::new(super::pool_slots(config)),
+            slot_freed: Condvar::new(),
+            pool_hold: config.pool_hold,
             pool_waiting: AtomicU64::new(0),
             pool_busy: AtomicU64::new(0),
             lock_waiting: AtomicU64::new(0),
@@ -53,6 +62,32 @@ impl Chain {
         let mut guard = self.locks[shard].lock().unwrap_or_else(|e| e.into_inner());
         self.lock_waiting.fetch_sub(1, Ordering::Relaxed);
         *guard = critical_section(*guard, self.lock_work);
+    }
+
+    /// Stage 2, on a blocking thread: check a slot out of the pool (waiting for one), hold it
+    /// for `pool_hold` (a sleep: precise, little CPU), give it back.
+    pub fn pool_stage(&self) {
+        self.pool_waiting.fetch_add(1, Ordering::Relaxed);
+        self.checkout();
+        self.pool_waiting.fetch_sub(1, Ordering::Relaxed);
+        self.pool_busy.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(self.pool_hold);
+        self.pool_busy.fetch_sub(1, Ordering::Relaxed);
+        *self.free_slots.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.slot_freed.notify_one();
+    }
+
+    /// Waits for a free slot and takes it. Named for off-CPU flamegraphs.
+    #[inline(never)]
+    fn checkout(&self) {
+        let mut free = self.free_slots.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self
+                .slot_freed
+                .wait(free)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
     }
 
     /// Stage 3, on a blocking thread: burn `cpu_work`, unless memoized.
@@ -121,17 +156,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pool_admits_its_slots_at_a_time() {
+        let config = DemoConfig {
+            pool_slots: 2,
+            pool_hold: Duration::from_millis(30),
+            ..DemoConfig::default()
+        };
+        let chain = std::sync::Arc::new(Chain::new(&config));
+        let start = std::time::Instant::now();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let chain = chain.clone();
+                std::thread::spawn(move || chain.pool_stage())
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        // Four holds of 30 ms through two slots: two rounds.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(60), "{took:?}");
+        assert_eq!(*chain.free_slots.lock().unwrap(), 2);
+    }
+
+    #[test]
     fn fixes_parse() {
         assert_eq!(
-            Fixes::parse("lock, cpu").unwrap(),
-            Fixes {
+            crate::plan::Fixes::parse("lock, cpu").unwrap(),
+            crate::plan::Fixes {
                 lock: true,
                 pool: false,
                 cpu: true
             }
         );
-        assert_eq!(Fixes::parse("").unwrap(), Fixes::default());
-        assert!(Fixes::parse("disk").is_err());
+        assert_eq!(
+            crate::plan::Fixes::parse("").unwrap(),
+            crate::plan::Fixes::default()
+        );
+        assert!(crate::plan::Fixes::parse("disk").is_err());
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn decode(body: &[u8]) -> Result<Profile, String> {
 }
 
 /// GETs an http:// URL through the observers' plain HTTP/1.0 client.
-fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+pub(crate) fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("pprof URL '{url}' must start with http://"))?;
@@ -176,7 +176,7 @@ pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Ca
     })
 }
 
-fn first_line(bytes: &[u8]) -> String {
+pub(crate) fn first_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     text.lines()
         .map(str::trim)

@@ -24,10 +24,16 @@ pub struct FunctionShare {
 impl Folded {
     /// Folds a pprof profile by its sample count ("samples" value if present, else the first).
     pub fn from_pprof(profile: &Profile) -> Folded {
+        Folded::from_pprof_value(profile, "samples", 1)
+    }
+
+    /// Folds a pprof profile by the value named `value` (else its first), divided by
+    /// `divisor` (Go's block profile: "delay" in nanoseconds, 1000 for microseconds).
+    pub fn from_pprof_value(profile: &Profile, value: &str, divisor: i64) -> Folded {
         let value_index = profile
             .sample_type
             .iter()
-            .position(|t| profile.string(t.r#type) == "samples")
+            .position(|t| profile.string(t.r#type) == value)
             .unwrap_or(0);
         let functions: std::collections::HashMap<u64, &str> = profile
             .function
@@ -54,7 +60,7 @@ impl Folded {
             .collect();
         let mut folded = Folded::default();
         for sample in &profile.sample {
-            let count = sample.value.get(value_index).copied().unwrap_or(0);
+            let count = sample.value.get(value_index).copied().unwrap_or(0) / divisor.max(1);
             if count <= 0 {
                 continue;
             }

@@ -11,7 +11,10 @@
 
 pub mod capture;
 pub mod folded;
+pub mod offcpu;
 pub mod render;
+pub mod sched;
+pub mod waits;
 
 use crate::observe::procfs;
 use crate::observe::Observer;
@@ -282,7 +285,7 @@ impl ProfilerObserver {
     }
 }
 
-fn title(spec: &StepSpec, result: &StepResult) -> String {
+pub(crate) fn title(spec: &StepSpec, result: &StepResult) -> String {
     let rate = result
         .offered_rps
         .map_or_else(|| "closed".to_string(), |r| format!("{r:.0} req/s offered"));

@@ -2,6 +2,7 @@
 //! one `knee compare` draws (before → after, normalized, red where time grew).
 
 use super::folded::Folded;
+use inferno::flamegraph::color::{BasicPalette, Palette};
 use inferno::flamegraph::{self, Options};
 
 /// An interactive flamegraph SVG (inferno's search and zoom script included).
@@ -10,6 +11,18 @@ pub fn flamegraph_svg(folded: &Folded, title: &str, subtitle: &str) -> Result<Ve
     options.title = title.to_string();
     options.subtitle = Some(subtitle.to_string());
     options.count_name = "samples".into();
+    options.deterministic = true;
+    render(folded.to_text(), &mut options)
+}
+
+/// An off-CPU flamegraph: microseconds per stack, in the cool palette off-CPU graphs are
+/// usually drawn in (so nobody reads it as CPU).
+pub fn offcpu_svg(folded: &Folded, title: &str, subtitle: &str) -> Result<Vec<u8>, String> {
+    let mut options = Options::default();
+    options.title = format!("off-CPU: {title}");
+    options.subtitle = Some(subtitle.to_string());
+    options.count_name = "µs".into();
+    options.colors = Palette::Basic(BasicPalette::Io);
     options.deterministic = true;
     render(folded.to_text(), &mut options)
 }

@@ -8,6 +8,7 @@ pub mod prometheus;
 pub mod sampler;
 pub mod sockdiag;
 pub mod target;
+pub mod threads;
 
 use crate::demo::DemoChild;
 use crate::error::Error;
@@ -39,6 +40,8 @@ pub struct Observation {
     pub sampler: Option<Arc<Sampler>>,
     /// Takes the hold steps' flamegraphs (handed to the session by `observers`).
     profiler: Option<crate::flame::ProfilerObserver>,
+    /// Takes the same steps' off-CPU profiles.
+    offcpu: Option<crate::flame::offcpu::OffCpuObserver>,
     pub spawned: Option<Spawned>,
     pub target: Option<TargetProcess>,
 }
@@ -87,7 +90,11 @@ impl Observation {
         let mut metrics = observe.metrics.clone();
         if metrics.is_empty() {
             // The demo publishes its pool and lock waiters: watch them.
-            metrics.extend(demo.map(|d| format!("{}/metrics", d.base)));
+            let served = plan.demo.as_ref().is_some_and(|d| d.metrics);
+            metrics.extend(
+                demo.filter(|_| served)
+                    .map(|d| format!("{}/metrics", d.base)),
+            );
         }
         let sources = metrics
             .iter()
@@ -117,12 +124,26 @@ impl Observation {
             target.as_ref().map(|t| t.pid),
             dir.to_path_buf(),
         );
+        let offcpu = match crate::flame::offcpu::OffCpuObserver::new(
+            observe,
+            target.as_ref().map(|t| t.pid),
+            dir.to_path_buf(),
+        ) {
+            Ok(offcpu) => Some(offcpu),
+            Err(why) => {
+                if !why.is_empty() {
+                    eprintln!("knee: no off-CPU profiles: {why} (--offcpu off to say so)");
+                }
+                None
+            }
+        };
         if observe.profiler == crate::plan::ProfilerPlan::Perf && target.is_none() {
             eprintln!("knee: --profiler perf needs the target's pid (--pid, --spawn, or a local port): no flamegraphs");
         }
         Ok(Observation {
             sampler,
             profiler,
+            offcpu,
             spawned,
             target,
         })
@@ -137,6 +158,15 @@ impl Observation {
             .collect();
         if let Some(profiler) = self.profiler.take() {
             observers.push(Box::new(profiler));
+        }
+        let own = std::process::id();
+        if let Some(pid) = self.target.as_ref().map(|t| t.pid).filter(|p| *p != own) {
+            if self.sampler.is_some() {
+                observers.push(Box::new(threads::ThreadsObserver::new(pid)));
+            }
+        }
+        if let Some(offcpu) = self.offcpu.take() {
+            observers.push(Box::new(offcpu));
         }
         observers
     }

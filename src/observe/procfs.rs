@@ -235,6 +235,16 @@ pub fn process(pid: u32) -> Option<ProcCounters> {
     Some(counters)
 }
 
+/// A /proc stat line's command name (between the parentheses) and CPU ticks (utime + stime).
+pub fn parse_stat_name_and_ticks(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((name, field(11)? + field(12)?))
+}
+
 fn status_field(status: &str, name: &str) -> u64 {
     status
         .lines()

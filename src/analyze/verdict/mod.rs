@@ -18,6 +18,7 @@ mod kernel;
 mod signals;
 #[cfg(test)]
 mod tests;
+mod waits;
 
 use super::{mean, sample_count};
 use crate::plan::Phase;

@@ -11,15 +11,18 @@ pub const CPU_SATURATED_SHARE: f64 = 0.9;
 pub const CPU_BOUND_SHARE: f64 = 0.85;
 
 pub fn all(ctx: &Context) -> Vec<Finding> {
-    let signals: [fn(&Context) -> Option<Finding>; 10] = [
+    let signals: [fn(&Context) -> Option<Finding>; 13] = [
         errors,
         memory_pressure,
         super::kernel::accept_queue,
+        super::waits::one_thread,
         cpu_bound,
+        super::waits::wait_site,
         queue_gauge,
         host_contention,
         serialized,
         super::kernel::network,
+        super::waits::idle_runtime,
         waiting,
         host_only,
     ];
@@ -99,8 +102,9 @@ pub fn cpu_bound(ctx: &Context) -> Option<Finding> {
     )
 }
 
-/// A scraped gauge named like a queue at least doubling to ≥ 1 at the knee.
-pub fn queue_gauge(ctx: &Context) -> Option<Finding> {
+/// A scraped gauge named like a queue that at least doubled to ≥ 1 at the knee: its name,
+/// its mean at the knee and below.
+pub fn growing_queue_gauge(ctx: &Context) -> Option<(String, f64, f64)> {
     let series = ctx
         .knee
         .observed
@@ -108,7 +112,7 @@ pub fn queue_gauge(ctx: &Context) -> Option<Finding> {
         .get("samplers")?
         .get("series")?
         .as_object()?;
-    let (name, at_knee, at_below) = series
+    series
         .keys()
         .filter(|k| k.starts_with("metrics.") && !k.ends_with(":rate") && names_a_queue(k))
         .filter_map(|k| {
@@ -122,28 +126,22 @@ pub fn queue_gauge(ctx: &Context) -> Option<Finding> {
                 )
             })
         })
-        .max_by(|a, b| a.1.total_cmp(&b.1))?;
-    let lower = name.to_ascii_lowercase();
-    let (kind, words, confirm) = if lower.contains("lock") || lower.contains("mutex") {
-        (
-            "lock",
-            "serialized on a lock",
-            "a flamegraph at the 95% hold step (time under the lock), or an off-CPU profile",
-        )
-    } else if lower.contains("pool") || lower.contains("conn") {
-        ("pool", "waiting on the pool", "the pool's size vs its hold time (slots / hold = capacity); a bigger pool should move the knee")
-    } else {
-        (
-            "waiting",
-            "waiting (a queue is growing)",
-            "what drains that queue: its workers or its downstream",
-        )
-    };
-    let mut finding = Finding::new(kind, format!("{words} ({name})"), 0.6)
-        .evidence(format!(
-            "{name} averaged {at_knee:.1} at the knee (below it: {at_below:.1})"
-        ))
-        .confirm(confirm);
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// A growing queue gauge: something queues. Its name does not say what (a gauge called
+/// `lock_waiting` may count anything): the stacks decide lock or pool (`waits`).
+pub fn queue_gauge(ctx: &Context) -> Option<Finding> {
+    let (name, at_knee, at_below) = growing_queue_gauge(ctx)?;
+    let mut finding = Finding::new(
+        "waiting",
+        format!("waiting: a queue is growing ({name})"),
+        0.6,
+    )
+    .evidence(format!(
+        "{name} averaged {at_knee:.1} at the knee (below it: {at_below:.1})"
+    ))
+    .confirm("what drains that queue (an off-CPU profile at the knee shows where requests wait)");
     if let Some(cpu) = ctx.target_cpu() {
         finding = finding.evidence(ctx.cpu_line(cpu));
         finding.strength = 0.8;

@@ -139,19 +139,18 @@ fn cpu_at_ninety_percent_of_the_cores_is_cpu_bound_with_high_confidence() {
 }
 
 #[test]
-fn a_growing_queue_gauge_names_its_lock_or_pool_and_outranks_cpu_at_85_percent() {
-    for (name, kind) in [
-        ("db_pool_waiting", "pool"),
-        ("app_lock_waiters", "lock"),
-        ("work_queue_length", "waiting"),
-    ] {
+fn a_growing_queue_gauge_says_something_queues_but_not_what() {
+    for name in ["db_pool_waiting", "app_lock_waiters", "work_queue_length"] {
         let key = format!("metrics.{name}");
         let (below, knee) = pair();
         let v = judge(
             below.with(&key, 0.2),
             knee.with(&key, 40.0).with("target.cpu_cores", 1.75),
         );
-        assert_eq!(v.kind, kind, "{name}: {v:#?}");
+        assert_eq!(
+            v.kind, "waiting",
+            "{name}: the name decides nothing: {v:#?}"
+        );
         assert_eq!(v.confidence, "high", "with the target's CPU known");
         assert!(v.bottleneck.contains(name));
     }
@@ -161,7 +160,10 @@ fn a_growing_queue_gauge_names_its_lock_or_pool_and_outranks_cpu_at_85_percent()
         below.with("metrics.db_pool_waiting", 0.0),
         knee.with("metrics.db_pool_waiting", 30.0),
     );
-    assert_eq!((v.kind.as_str(), v.confidence.as_str()), ("pool", "medium"));
+    assert_eq!(
+        (v.kind.as_str(), v.confidence.as_str()),
+        ("waiting", "medium")
+    );
     // A gauge that does not double is no signal.
     let (below, knee) = pair();
     let v = judge(
@@ -171,6 +173,125 @@ fn a_growing_queue_gauge_names_its_lock_or_pool_and_outranks_cpu_at_85_percent()
     );
     assert_eq!(v.kind, "waiting", "{v:#?}");
     assert!(!v.bottleneck.contains("db_pool_waiting"), "{v:#?}");
+}
+
+/// An off-CPU profile: (function, kind, ms per request) sites, `idle_ms` idle.
+fn offcpu(sites: &[(&str, &str, f64)], idle_ms: f64) -> serde_json::Value {
+    let requests = 500.0;
+    let waiting: f64 = sites.iter().map(|s| s.2 * requests).sum();
+    let top: Vec<serde_json::Value> = sites
+        .iter()
+        .map(|(function, kind, per)| {
+            serde_json::json!({"function": function, "kind": kind, "ms": per * requests,
+                "percent": per * requests * 100.0 / waiting.max(1e-9), "ms_per_request": per})
+        })
+        .collect();
+    serde_json::json!({"source": "perf sched_switch", "seconds": 1.0, "threads": 40,
+        "switches": 900, "total_ms": waiting + idle_ms, "waiting_ms": waiting,
+        "idle_ms": idle_ms, "preempted_ms": 0.0, "requests": requests as u64,
+        "ms_per_request": waiting / requests, "by_kind": {}, "top": top,
+        "folded": null, "svg": null, "error": null})
+}
+
+#[test]
+fn the_wait_site_that_grows_per_request_names_kind_and_site() {
+    for (kind, site_kind, function) in [
+        ("lock", "lock", "svc::ledger_append"),
+        ("pool", "pool", "svc::checkout"),
+        ("downstream", "socket", "svc::fetch_quote"),
+        ("disk", "disk", "svc::load_page"),
+    ] {
+        let (below, knee) = pair();
+        // Waiting for clients shrinks per request at the knee; the bottleneck's wait grows.
+        let below = below.with("target.cpu_cores", 0.05).with_observed(
+            "offcpu",
+            offcpu(
+                &[
+                    ("svc::read_request", "socket", 15.0),
+                    (function, site_kind, 0.4),
+                ],
+                0.0,
+            ),
+        );
+        let knee = knee.with("target.cpu_cores", 0.06).with_observed(
+            "offcpu",
+            offcpu(
+                &[
+                    ("svc::read_request", "socket", 7.0),
+                    (function, site_kind, 214.0),
+                ],
+                0.0,
+            ),
+        );
+        let v = judge(below, knee);
+        assert_eq!(v.kind, kind, "{v:#?}");
+        assert_eq!(v.site.as_deref(), Some(function), "{v:#?}");
+        assert_eq!(v.confidence, "high", "{v:#?}");
+        let line = v
+            .evidence
+            .iter()
+            .find(|e| e.contains("per request"))
+            .unwrap();
+        assert!(
+            line.contains("0.40 ms per request below the knee, 214 at it"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_wait_that_does_not_grow_per_request_is_no_wait_site() {
+    let (below, knee) = pair();
+    let below = below.with("target.cpu_cores", 0.05).with_observed(
+        "offcpu",
+        offcpu(&[("svc::read_request", "socket", 15.0)], 0.0),
+    );
+    let knee = knee.with("target.cpu_cores", 0.05).with_observed(
+        "offcpu",
+        offcpu(&[("svc::read_request", "socket", 14.0)], 0.0),
+    );
+    let v = judge(below, knee);
+    assert_eq!(v.kind, "waiting", "{v:#?}");
+    assert!(v.site.is_none(), "{v:#?}");
+}
+
+#[test]
+fn only_idle_threads_while_latency_climbs_points_at_the_runtime() {
+    let (below, knee) = pair();
+    let below = below
+        .with("target.cpu_cores", 0.2)
+        .with_observed("offcpu", offcpu(&[("svc::handler", "sleep", 1.0)], 5000.0));
+    let knee = knee
+        .with("target.cpu_cores", 0.2)
+        .with_observed("offcpu", offcpu(&[("svc::handler", "sleep", 1.0)], 9000.0));
+    let v = judge(below, knee);
+    assert!(v.bottleneck.contains("async runtime"), "{v:#?}");
+    assert!(v.confirm.contains("tokio-console"), "{v:#?}");
+}
+
+#[test]
+fn one_thread_at_a_full_core_is_not_a_lock() {
+    let threads = |busiest: f64, rest: f64| {
+        serde_json::json!({"count": 9, "cores": busiest + rest, "busiest": [
+            {"tid": 7, "name": "worker-0", "cores": busiest},
+            {"tid": 8, "name": "conn-1", "cores": rest}]})
+    };
+    let (below, knee) = pair();
+    let v = judge(
+        below.with("target.cpu_cores", 0.9),
+        knee.with("target.cpu_cores", 1.05)
+            .with_observed("threads", threads(0.99, 0.06)),
+    );
+    assert_eq!(v.kind, "single_thread", "{v:#?}");
+    assert!(v.bottleneck.contains("`worker-0` at 0.99 cores"), "{v:#?}");
+    // Many threads taking turns: one core in all, no thread near a core of its own.
+    let (below, knee) = pair();
+    let v = judge(
+        below.with("target.cpu_cores", 0.9),
+        knee.with("target.cpu_cores", 1.05)
+            .with_observed("threads", threads(0.3, 0.75)),
+    );
+    assert_eq!(v.kind, "serialized", "{v:#?}");
 }
 
 /// Names, not labels; and the known false friends are not queues.

@@ -1,0 +1,188 @@
+//! Signals from where the target waits and which of its threads burn CPU: the off-CPU
+//! profile's wait sites (`flame::offcpu`), and CPU per thread (`observe::threads`).
+//!
+//! A wait site is the bottleneck when its time *per request* grows at the knee against the
+//! step below it, and it holds a real share of the waiting: time that only shrinks per
+//! request as load rises (threads waiting for their clients' next request) is the service
+//! being idle, whatever the stack says. A growing queue gauge corroborates a site; it never
+//! names one.
+
+use super::signals::growing_queue_gauge;
+use super::{Context, Finding};
+use crate::flame::offcpu::{OffCpu, WaitSite};
+use crate::flame::waits::WaitKind;
+use crate::observe::threads::Threads;
+
+/// A site's share of the waiting at the knee to be a finding at all, and to be a strong one.
+const SITE_SHARE: f64 = 25.0;
+const STRONG_SHARE: f64 = 50.0;
+/// Growth per request (knee over below) for a finding, and ms per request for a strong one.
+const GROWTH: f64 = 2.0;
+const STRONG_GROWTH_MS: f64 = 1.0;
+
+/// The wait site whose time per request grew most at the knee names the kind and the site.
+pub fn wait_site(ctx: &Context) -> Option<Finding> {
+    let (site, was, now) = grown_site(ctx)?;
+    let (kind, words, confirm) = match site.kind {
+        WaitKind::Lock => (
+            "lock",
+            format!("serialized on a lock in {}", site.function),
+            "a shorter critical section, or a lock per shard; the lock's hold time × rate is its capacity",
+        ),
+        WaitKind::Pool => (
+            "pool",
+            format!("waiting on a pool in {}", site.function),
+            "the pool's size vs its hold time (slots / hold = capacity); a bigger pool should move the knee",
+        ),
+        WaitKind::Queue => (
+            "pool",
+            format!("waiting for a worker (a channel) in {}", site.function),
+            "how many workers drain that channel, and what each one does per request",
+        ),
+        WaitKind::Socket => (
+            "downstream",
+            format!("waiting on a downstream (socket) in {}", site.function),
+            "the downstream's own latency and load at this rate (its CPU, its queues)",
+        ),
+        WaitKind::Disk => (
+            "disk",
+            format!("waiting for disk I/O in {}", site.function),
+            "the device's utilization and queue (iostat -x) at this rate",
+        ),
+        _ => (
+            "waiting",
+            format!("waiting in {}", site.function),
+            "what that function waits for",
+        ),
+    };
+    let offcpu = OffCpu::of(ctx.knee)?;
+    let strong = site.percent >= STRONG_SHARE && now - was >= STRONG_GROWTH_MS;
+    let mut finding = Finding::new(kind, words, if strong { 0.85 } else { 0.65 })
+        .evidence(format!(
+            "{:.0}% of the time the target's {} spent waiting at the knee was {} in {}; \
+             {} ms per request below the knee, {} at it",
+            site.percent,
+            unit(&offcpu),
+            site.kind.words(),
+            site.function,
+            round(was),
+            round(now)
+        ))
+        .evidence(format!(
+            "off-CPU at the knee ({}): {:.0} ms waiting, {:.0} ms idle, {:.0} ms preempted over {:.1} s",
+            offcpu.source, offcpu.waiting_ms, offcpu.idle_ms, offcpu.preempted_ms, offcpu.seconds
+        ))
+        .confirm(confirm);
+    finding.site = Some(site.function.clone());
+    if let Some((name, at_knee, below)) = growing_queue_gauge(ctx) {
+        finding = finding.evidence(format!(
+            "corroborated by {name}: {at_knee:.1} at the knee (below it: {below:.1})"
+        ));
+    }
+    if let Some(cpu) = ctx.target_cpu() {
+        finding = finding.evidence(ctx.cpu_line(cpu));
+    }
+    Some(finding)
+}
+
+/// The site with the largest growth in ms per request that qualifies: (site, below, knee).
+fn grown_site(ctx: &Context) -> Option<(WaitSite, f64, f64)> {
+    let knee = OffCpu::of(ctx.knee).filter(|o| o.error.is_none())?;
+    let below = ctx.below.and_then(OffCpu::of);
+    knee.top
+        .iter()
+        .filter(|s| s.kind != WaitKind::Sleep && s.percent >= SITE_SHARE)
+        .filter_map(|site| {
+            let now = site.ms_per_request?;
+            let was = below
+                .as_ref()
+                .and_then(|b| {
+                    b.top
+                        .iter()
+                        .find(|s| s.kind == site.kind && s.function == site.function)
+                })
+                .and_then(|s| s.ms_per_request)
+                .unwrap_or(0.0);
+            (now >= GROWTH * was && now - was >= 0.05).then(|| (site.clone(), was, now))
+        })
+        .max_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1)))
+}
+
+/// Latency climbed, but the target's threads only idled: an async runtime parks tasks, not
+/// threads, so their waits are in the runtime's own view, not in thread stacks.
+pub fn idle_runtime(ctx: &Context) -> Option<Finding> {
+    let knee = OffCpu::of(ctx.knee).filter(|o| o.error.is_none())?;
+    if knee.source != "perf sched_switch" || grown_site(ctx).is_some() {
+        return None;
+    }
+    let below_p99 = ctx.below.map(|b| b.latency_ms.p99)?;
+    let climbed = ctx.knee.latency_ms.p99 >= 2.0 * below_p99;
+    let idle = knee.idle_ms >= 0.5 * knee.total_ms.max(1e-9);
+    (climbed && idle).then(|| {
+        Finding::new(
+            "waiting",
+            "tasks wait, threads idle: an async runtime parks tasks, not threads",
+            0.51,
+        )
+        .evidence(format!(
+            "off-CPU at the knee: {:.0} ms idle (event loops, parked workers) of {:.0} ms, no wait site grew per request, while p99 rose from {} to {} ms",
+            knee.idle_ms,
+            knee.total_ms,
+            round(below_p99),
+            round(ctx.knee.latency_ms.p99)
+        ))
+        .confirm(
+            "the runtime's own view of waiting tasks: Go's block and mutex profiles (--pprof, with runtime.SetBlockProfileRate), tokio-console or tokio's task metrics, asyncio's debug mode, Node's async hooks",
+        )
+    })
+}
+
+/// One thread at (nearly) a full core while the host has more: an event loop or a single
+/// worker, not a lock that many threads take turns on.
+pub fn one_thread(ctx: &Context) -> Option<Finding> {
+    let threads = Threads::of(ctx.knee)?;
+    let busiest = threads.busiest.first()?;
+    let rest = threads.cores - busiest.cores;
+    let single = ctx.cores >= 2.0 && busiest.cores >= 0.85 && rest < 0.5 * busiest.cores;
+    single.then(|| {
+        let mut finding = Finding::new(
+            "single_thread",
+            format!(
+                "CPU-bound on one thread: `{}` at {:.2} cores",
+                busiest.name, busiest.cores
+            ),
+            0.9,
+        )
+        .evidence(format!(
+            "thread `{}` (tid {}) used {:.2} cores at the knee; the other {} threads {:.2} together, of {:.0} cores",
+            busiest.name,
+            busiest.tid,
+            busiest.cores,
+            threads.count.saturating_sub(1),
+            rest.max(0.0),
+            ctx.cores
+        ))
+        .confirm("a CPU flamegraph of that thread; spread its work over more threads or processes");
+        finding.site = Some(busiest.name.clone());
+        finding
+    })
+}
+
+/// "the target's threads" or "goroutines".
+fn unit(offcpu: &OffCpu) -> &'static str {
+    if offcpu.source.starts_with("go") {
+        "goroutines"
+    } else {
+        "threads"
+    }
+}
+
+fn round(ms: f64) -> String {
+    if ms >= 10.0 {
+        format!("{ms:.0}")
+    } else if ms >= 1.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.2}")
+    }
+}

@@ -1,0 +1,482 @@
+//! Off-CPU profiles: where the target waits while requests queue, beside where it burns CPU.
+//!
+//! Most bottlenecks on a staging box burn no CPU (a lock held across I/O, a pool, a
+//! downstream), so a CPU flamegraph cannot show them. At each profiled step this observer
+//! records, over the counted window, the time the target's threads spent switched out per
+//! stack (`sched`: perf on the scheduler's tracepoint) or, for a Go service whose pprof URL
+//! is given, the time goroutines spent blocked (Go's block profile; Go parks goroutines, so
+//! its threads' stacks show only the runtime), and the mutex profile beside it. Each stack is
+//! classified (`waits`): lock, pool, queue, socket, disk, sleep; idle and preempted time is
+//! kept apart. The step records `observed.offcpu` and writes `flame/STEP.offcpu.{folded,svg}`
+//! (microseconds per stack, drawn in a cool palette).
+
+use super::folded::Folded;
+use super::sched::{self, Recording};
+use super::waits::{self, Frame, WaitKind};
+use crate::observe::Observer;
+use crate::plan::{ObservePlan, ProfilerPlan, StepSpec};
+use crate::step::StepResult;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How much of each profiled step is recorded: perf on every context switch of a target
+/// with hundreds of threads costs it real capacity while it runs (measured in the README),
+/// so a second from the middle of the counted window is recorded, and the rest of the step
+/// measures the target undisturbed. Go's profiles take whole seconds, so one second too.
+const RECORDED: Duration = Duration::from_secs(1);
+
+/// Wait sites kept per step.
+pub const TOP_SITES: usize = 12;
+
+/// What the off-CPU profile of one step saw (`observed.offcpu`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct OffCpu {
+    /// "perf sched_switch" or "go block profile".
+    pub source: String,
+    pub seconds: f64,
+    /// Threads seen switching (perf).
+    pub threads: usize,
+    pub switches: u64,
+    /// All time recorded off-CPU: waiting + idle + preempted.
+    pub total_ms: f64,
+    /// The application waiting for something (lock, pool, queue, socket, disk, sleep, other).
+    pub waiting_ms: f64,
+    /// Event loops and parked runtime or pool threads with nothing to do.
+    pub idle_ms: f64,
+    /// Runnable threads waiting for a CPU.
+    pub preempted_ms: f64,
+    /// Requests completed in the recorded window.
+    pub requests: u64,
+    /// `waiting_ms` per completed request.
+    pub ms_per_request: Option<f64>,
+    /// Waiting time by kind, ms.
+    pub by_kind: BTreeMap<String, f64>,
+    /// The wait sites with the most waiting time.
+    pub top: Vec<WaitSite>,
+    pub folded: Option<String>,
+    pub svg: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Why there is no off-CPU profile, when there is none.
+    pub error: Option<String>,
+}
+
+/// One place the application waits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WaitSite {
+    /// The application function closest to the wait ("(runtime)" when there is none).
+    pub function: String,
+    pub kind: WaitKind,
+    pub ms: f64,
+    /// Of the step's waiting time.
+    pub percent: f64,
+    pub ms_per_request: Option<f64>,
+}
+
+impl OffCpu {
+    /// The off-CPU profile recorded in a step, if any.
+    pub fn of(step: &StepResult) -> Option<OffCpu> {
+        let value = step.observed.as_ref()?.get("offcpu")?;
+        serde_json::from_value(value.clone()).ok()
+    }
+
+    /// Summarizes a recording of `seconds` during which `requests` completed.
+    pub fn summarize(source: &str, recording: &Recording, seconds: f64, requests: u64) -> OffCpu {
+        let ms = |us: u64| (us as f64 / 100.0).round() / 10.0;
+        let per_request = |us: u64| {
+            (requests > 0).then(|| (us as f64 / 1000.0 / requests as f64 * 1000.0).round() / 1000.0)
+        };
+        let mut by_kind_us: BTreeMap<WaitKind, u64> = BTreeMap::new();
+        for ((kind, _), us) in &recording.sites {
+            *by_kind_us.entry(*kind).or_default() += us;
+        }
+        let sum = |pick: &dyn Fn(WaitKind) -> bool| -> u64 {
+            by_kind_us
+                .iter()
+                .filter(|(k, _)| pick(**k))
+                .map(|(_, us)| us)
+                .sum()
+        };
+        let waiting_us = sum(&|k| k.is_waiting());
+        let mut top: Vec<WaitSite> = recording
+            .sites
+            .iter()
+            .filter(|((kind, _), _)| kind.is_waiting())
+            .map(|((kind, site), us)| WaitSite {
+                function: site.clone().unwrap_or_else(|| "(runtime)".into()),
+                kind: *kind,
+                ms: ms(*us),
+                percent: (*us as f64 * 1000.0 / waiting_us.max(1) as f64).round() / 10.0,
+                ms_per_request: per_request(*us),
+            })
+            .collect();
+        top.sort_by(|a, b| b.ms.total_cmp(&a.ms).then(a.function.cmp(&b.function)));
+        top.truncate(TOP_SITES);
+        OffCpu {
+            source: source.into(),
+            seconds,
+            threads: recording.threads,
+            switches: recording.switches,
+            total_ms: ms(sum(&|_| true)),
+            waiting_ms: ms(waiting_us),
+            idle_ms: ms(sum(&|k| k == WaitKind::Idle)),
+            preempted_ms: ms(sum(&|k| k == WaitKind::Preempted)),
+            requests,
+            ms_per_request: per_request(waiting_us),
+            by_kind: by_kind_us
+                .iter()
+                .filter(|(k, _)| k.is_waiting())
+                .map(|(k, us)| (k.as_str().to_string(), ms(*us)))
+                .collect(),
+            top,
+            ..OffCpu::default()
+        }
+    }
+}
+
+/// A recording made of folded stacks whose values are µs (Go's block profile, converted).
+pub fn recording_of(folded: Folded) -> Recording {
+    let mut sites = BTreeMap::new();
+    for (stack, us) in &folded.stacks {
+        let leaf_first: Vec<Frame> = stack
+            .rsplit(';')
+            .map(|name| match name.strip_suffix("_[k]") {
+                Some(kernel) => Frame {
+                    name: kernel.to_string(),
+                    kernel: true,
+                    foreign: false,
+                },
+                None => Frame::user(name),
+            })
+            .collect();
+        let c = waits::classify(&leaf_first, None);
+        *sites.entry((c.kind, c.site)).or_default() += us;
+    }
+    Recording {
+        folded,
+        sites,
+        threads: 0,
+        switches: 0,
+    }
+}
+
+/// Where off-CPU stacks come from.
+#[derive(Clone)]
+struct Sources {
+    /// perf on this pid (a local target that is not knee itself).
+    perf: Option<u32>,
+    /// Go's pprof base (`http://host:port/debug/pprof/`).
+    go: Option<String>,
+    /// The first perf failure: later steps do not try again.
+    perf_failed: Arc<Mutex<Option<String>>>,
+}
+
+struct Captures {
+    seconds: f64,
+    perf: Option<Result<Recording, String>>,
+    go_block: Option<Result<Folded, String>>,
+    go_mutex: Option<Result<Folded, String>>,
+}
+
+pub struct OffCpuObserver {
+    sources: Sources,
+    dir: PathBuf,
+    pending: Vec<(String, JoinHandle<Captures>)>,
+}
+
+impl OffCpuObserver {
+    /// None (and the line to say why) when no off-CPU source can work for this target.
+    pub fn new(
+        observe: &ObservePlan,
+        pid: Option<u32>,
+        dir: PathBuf,
+    ) -> Result<OffCpuObserver, String> {
+        if !observe.offcpu {
+            return Err(String::new());
+        }
+        let go = match &observe.profiler {
+            ProfilerPlan::Pprof(url)
+                if url
+                    .split('?')
+                    .next()
+                    .unwrap_or("")
+                    .ends_with("/debug/pprof/profile")
+                    && super::capture::identify(url) == super::capture::Endpoint::Other =>
+            {
+                url.split('?')
+                    .next()
+                    .and_then(|u| u.strip_suffix("profile"))
+                    .map(str::to_string)
+            }
+            _ => None,
+        };
+        let perf = match pid {
+            Some(pid) if pid == std::process::id() => {
+                if go.is_none() {
+                    return Err("the target is knee's own process (an in-process target)".into());
+                }
+                None
+            }
+            Some(pid) => match perf_available() {
+                Ok(()) => Some(pid),
+                Err(why) if go.is_none() => return Err(why),
+                Err(_) => None,
+            },
+            None if go.is_none() => {
+                return Err("no local target process (give --pid, --spawn, or a local port)".into())
+            }
+            None => None,
+        };
+        Ok(OffCpuObserver {
+            sources: Sources {
+                perf,
+                go,
+                perf_failed: Arc::new(Mutex::new(None)),
+            },
+            dir,
+            pending: Vec::new(),
+        })
+    }
+}
+
+/// Whether `perf` runs here.
+fn perf_available() -> Result<(), String> {
+    let perf = std::env::var("KNEE_PERF").unwrap_or_else(|_| "perf".into());
+    match std::process::Command::new(&perf)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => Ok(()),
+        _ => Err(format!(
+            "perf not found ('{perf}'): install linux-perf (off-CPU profiles need perf and root or perf_event_paranoid <= -1)"
+        )),
+    }
+}
+
+impl Observer for OffCpuObserver {
+    fn name(&self) -> &str {
+        "offcpu"
+    }
+
+    fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
+        if !super::profiled(spec) {
+            return;
+        }
+        let sources = self.sources.clone();
+        // A slice from the middle of the counted window, not all of it (see RECORDED).
+        let counted = spec.duration.as_secs_f64();
+        let window = counted.min(RECORDED.as_secs_f64());
+        let counted_from =
+            starts_at + spec.warmup + Duration::from_secs_f64((counted - window) / 2.0);
+        let scratch = self.dir.join("flame").join(&spec.name);
+        let capture = std::thread::spawn(move || {
+            std::thread::sleep(counted_from.saturating_duration_since(Instant::now()));
+            capture(&sources, window, &scratch)
+        });
+        self.pending.push((spec.name.clone(), capture));
+    }
+
+    fn step_finished(
+        &mut self,
+        spec: &StepSpec,
+        result: &StepResult,
+        _window: (Instant, Instant),
+    ) -> Option<serde_json::Value> {
+        let index = self
+            .pending
+            .iter()
+            .position(|(name, _)| *name == spec.name)?;
+        let (_, capture) = self.pending.remove(index);
+        let captures = capture.join().ok()?;
+        let offcpu = self.write(spec, result, captures);
+        if let Some(error) = &offcpu.error {
+            eprintln!("knee: no off-CPU profile for {}: {error}", spec.name);
+        }
+        serde_json::to_value(offcpu).ok()
+    }
+}
+
+/// Takes the step's recordings, side by side.
+fn capture(sources: &Sources, window: f64, scratch: &std::path::Path) -> Captures {
+    let go_seconds = super::capture::seconds_for(super::capture::Endpoint::Other, window);
+    std::thread::scope(|scope| {
+        let go = sources.go.as_ref().map(|base| {
+            let block = scope.spawn(|| go_profile(base, "block", &go_seconds));
+            let mutex = scope.spawn(|| go_profile(base, "mutex", &go_seconds));
+            (block, mutex)
+        });
+        let failed = sources
+            .perf_failed
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or(None);
+        let perf = sources.perf.map(|pid| match failed {
+            Some(why) => Err(why),
+            None => {
+                let result = sched::record(pid, window, scratch);
+                let lasting = result.as_ref().err().filter(|why| sched::lasting(why));
+                if let (Some(why), Ok(mut failed)) = (lasting, sources.perf_failed.lock()) {
+                    *failed = Some(format!("{why} (not tried again in this run)"));
+                }
+                result
+            }
+        });
+        let (go_block, go_mutex) = match go {
+            Some((block, mutex)) => (
+                Some(block.join().unwrap_or_else(|_| Err("panicked".into()))),
+                Some(mutex.join().unwrap_or_else(|_| Err("panicked".into()))),
+            ),
+            None => (None, None),
+        };
+        Captures {
+            seconds: window,
+            perf,
+            go_block,
+            go_mutex,
+        }
+    })
+}
+
+/// One of Go's delta profiles over the step (`block` or `mutex`), by delay in µs.
+fn go_profile(base: &str, which: &str, seconds: &Result<f64, String>) -> Result<Folded, String> {
+    let seconds = seconds.clone()?;
+    let url = format!("{base}{which}?seconds={seconds:.0}");
+    let body = super::capture::http_get(&url, std::time::Duration::from_secs_f64(seconds + 30.0))?;
+    let profile = super::capture::decode(&body)?;
+    let folded = Folded::from_pprof_value(&profile, "delay", 1000);
+    if folded.total() == 0 {
+        let enable = match which {
+            "block" => "runtime.SetBlockProfileRate(1)",
+            _ => "runtime.SetMutexProfileFraction(1)",
+        };
+        return Err(format!(
+            "Go's {which} profile recorded nothing: if the service has not enabled it, call {enable} at its start"
+        ));
+    }
+    Ok(folded)
+}
+
+impl OffCpuObserver {
+    /// Picks the source, writes the step's files; what to record.
+    fn write(&self, spec: &StepSpec, result: &StepResult, captures: Captures) -> OffCpu {
+        let requests = (result.achieved_rps * captures.seconds).round() as u64;
+        let mut notes = Vec::new();
+        let mut errors = Vec::new();
+        let mut chosen: Option<(&str, Recording)> = None;
+        match captures.go_block {
+            Some(Ok(folded)) => chosen = Some(("go block profile", recording_of(folded))),
+            Some(Err(e)) => errors.push(e),
+            None => {}
+        }
+        match captures.go_mutex {
+            Some(Ok(folded)) => {
+                if let Some(top) = folded.top_inclusive(40).into_iter().find(|f| {
+                    !f.function.starts_with("runtime.") && !f.function.starts_with("sync.")
+                }) {
+                    notes.push(format!(
+                        "Go's mutex profile: {:.0}% of the contention delay under {}",
+                        top.percent, top.function
+                    ));
+                }
+                self.write_file(spec, "mutex.folded", folded.to_text().as_bytes());
+            }
+            Some(Err(e)) => notes.push(e),
+            None => {}
+        }
+        match captures.perf {
+            Some(Ok(recording)) if chosen.is_none() => {
+                chosen = Some(("perf sched_switch", recording))
+            }
+            Some(Err(e)) => errors.push(e),
+            _ => {}
+        }
+        let Some((source, recording)) = chosen else {
+            return OffCpu {
+                seconds: captures.seconds,
+                notes,
+                error: Some(errors.join("; ")),
+                ..OffCpu::default()
+            };
+        };
+        let mut offcpu = OffCpu::summarize(source, &recording, captures.seconds, requests);
+        offcpu.notes = notes;
+        offcpu.folded =
+            self.write_file(spec, "offcpu.folded", recording.folded.to_text().as_bytes());
+        let subtitle = format!(
+            "{}: {:.0} ms waiting, {:.0} ms idle, {:.0} ms preempted over {:.1} s (µs per stack)",
+            source, offcpu.waiting_ms, offcpu.idle_ms, offcpu.preempted_ms, offcpu.seconds
+        );
+        match super::render::offcpu_svg(&recording.folded, &super::title(spec, result), &subtitle) {
+            Ok(svg) => offcpu.svg = self.write_file(spec, "offcpu.svg", &svg),
+            Err(e) => offcpu.notes.push(format!("no off-CPU flamegraph: {e}")),
+        }
+        offcpu
+    }
+
+    fn write_file(&self, spec: &StepSpec, suffix: &str, bytes: &[u8]) -> Option<String> {
+        std::fs::create_dir_all(self.dir.join("flame")).ok()?;
+        let relative = format!("flame/{}.{suffix}", spec.name);
+        std::fs::write(self.dir.join(&relative), bytes).ok()?;
+        Some(relative)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_keeps_idle_and_preempted_apart_and_ranks_sites() {
+        let mut recording = Recording::default();
+        let site = |s: &str| Some(s.to_string());
+        recording
+            .sites
+            .insert((WaitKind::Lock, site("svc::append")), 60_000);
+        recording
+            .sites
+            .insert((WaitKind::Sleep, site("svc::append")), 20_000);
+        recording
+            .sites
+            .insert((WaitKind::Socket, site("svc::read_request")), 20_000);
+        recording.sites.insert((WaitKind::Idle, None), 500_000);
+        recording
+            .sites
+            .insert((WaitKind::Preempted, site("svc::hash")), 3_000);
+        let s = OffCpu::summarize("perf sched_switch", &recording, 1.0, 200);
+        assert_eq!(s.waiting_ms, 100.0);
+        assert_eq!(s.idle_ms, 500.0);
+        assert_eq!(s.preempted_ms, 3.0);
+        assert_eq!(s.total_ms, 603.0);
+        assert_eq!(s.ms_per_request, Some(0.5));
+        assert_eq!(s.top[0].function, "svc::append");
+        assert_eq!(s.top[0].kind, WaitKind::Lock);
+        assert_eq!(s.top[0].percent, 60.0);
+        assert_eq!(s.top[0].ms_per_request, Some(0.3));
+        assert_eq!(s.top.len(), 3, "idle and preempted are not wait sites");
+        assert_eq!(s.by_kind["lock"], 60.0);
+        assert!(!s.by_kind.contains_key("idle"));
+    }
+
+    #[test]
+    fn go_stacks_are_classified_from_their_names() {
+        let folded = Folded::parse(
+            "net/http.(*conn).serve;main.main.func3;main.ledgerAppend;sync.(*Mutex).Lock 9000\n\
+             net/http.(*conn).serve;main.main.func4;runtime.chansend1 1000\n",
+        );
+        let r = recording_of(folded);
+        assert_eq!(
+            r.sites[&(WaitKind::Lock, Some("main.ledgerAppend".into()))],
+            9000
+        );
+        assert_eq!(
+            r.sites[&(WaitKind::Queue, Some("main.main.func4".into()))],
+            1000
+        );
+    }
+}

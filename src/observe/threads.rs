@@ -1,0 +1,166 @@
+//! The target's CPU per thread over each step's counted window, from /proc/PID/task: what
+//! tells one saturated thread (an event loop, a single worker: "`worker-3` at 0.99 cores")
+//! from many threads taking turns under a lock (each a fraction of a core, one core in all).
+
+use super::procfs;
+use super::Observer;
+use crate::plan::StepSpec;
+use crate::step::StepResult;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Threads listed per step.
+const BUSIEST: usize = 5;
+
+/// One thread's share of the step (`observed.threads.busiest`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ThreadCpu {
+    pub tid: u32,
+    pub name: String,
+    pub cores: f64,
+}
+
+/// `observed.threads`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Threads {
+    /// Threads alive at the end of the window.
+    pub count: usize,
+    /// All the threads' CPU over the window, in cores.
+    pub cores: f64,
+    pub busiest: Vec<ThreadCpu>,
+}
+
+impl Threads {
+    pub fn of(step: &StepResult) -> Option<Threads> {
+        let value = step.observed.as_ref()?.get("threads")?;
+        serde_json::from_value(value.clone()).ok()
+    }
+}
+
+/// tid → (name, CPU ticks so far).
+type Reading = HashMap<u32, (String, u64)>;
+
+/// Every thread of `pid` (its own, not its children's) with its CPU ticks.
+pub fn read(pid: u32) -> Reading {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Reading::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (name, ticks) = procfs::parse_stat_name_and_ticks(&stat)?;
+            Some((tid, (name, ticks)))
+        })
+        .collect()
+}
+
+/// The threads' CPU between two readings `seconds` apart.
+pub fn between(before: &Reading, after: &Reading, seconds: f64, ticks_per_s: f64) -> Threads {
+    let mut busiest: Vec<ThreadCpu> = after
+        .iter()
+        .map(|(tid, (name, ticks))| {
+            let was = before.get(tid).map_or(0, |(_, t)| *t);
+            ThreadCpu {
+                tid: *tid,
+                name: name.clone(),
+                cores: ticks.saturating_sub(was) as f64 / ticks_per_s / seconds.max(1e-3),
+            }
+        })
+        .collect();
+    busiest.sort_by(|a, b| b.cores.total_cmp(&a.cores).then(a.tid.cmp(&b.tid)));
+    let cores = busiest.iter().map(|t| t.cores).sum::<f64>();
+    busiest.truncate(BUSIEST);
+    for thread in &mut busiest {
+        thread.cores = (thread.cores * 100.0).round() / 100.0;
+    }
+    Threads {
+        count: after.len(),
+        cores: (cores * 100.0).round() / 100.0,
+        busiest,
+    }
+}
+
+/// Reads the target's threads as each step's counted window begins and when it ends.
+pub struct ThreadsObserver {
+    pid: u32,
+    pending: Vec<(String, JoinHandle<(Instant, Reading)>)>,
+}
+
+impl ThreadsObserver {
+    pub fn new(pid: u32) -> ThreadsObserver {
+        ThreadsObserver {
+            pid,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl Observer for ThreadsObserver {
+    fn name(&self) -> &str {
+        "threads"
+    }
+
+    fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
+        let (pid, counted_from) = (self.pid, starts_at + spec.warmup);
+        let first = std::thread::spawn(move || {
+            std::thread::sleep(counted_from.saturating_duration_since(Instant::now()));
+            (Instant::now(), read(pid))
+        });
+        self.pending.push((spec.name.clone(), first));
+    }
+
+    fn step_finished(
+        &mut self,
+        spec: &StepSpec,
+        _result: &StepResult,
+        _window: (Instant, Instant),
+    ) -> Option<serde_json::Value> {
+        let index = self
+            .pending
+            .iter()
+            .position(|(name, _)| *name == spec.name)?;
+        let (_, first) = self.pending.remove(index);
+        let (at, before) = first.join().ok()?;
+        // The step ends a little after its counted window; read now, over what elapsed.
+        let after = read(self.pid);
+        let seconds = Instant::now().duration_since(at).as_secs_f64();
+        (!after.is_empty())
+            .then(|| between(&before, &after, seconds, procfs::clock_ticks()))
+            .and_then(|threads| serde_json::to_value(threads).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_threads_and_ranks_the_busiest() {
+        let before = read(std::process::id());
+        assert!(!before.is_empty());
+        let spinner = std::thread::Builder::new()
+            .name("spin-test".into())
+            .spawn(|| {
+                let start = Instant::now();
+                let mut x = 1u64;
+                while start.elapsed() < std::time::Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_mul(31));
+                }
+            })
+            .unwrap();
+        let mid = read(std::process::id());
+        assert!(mid.values().any(|(name, _)| name == "spin-test"), "{mid:?}");
+        spinner.join().unwrap();
+        let a: Reading = [(1, ("a".to_string(), 10)), (2, ("b".to_string(), 0))].into();
+        let b: Reading = [(1, ("a".to_string(), 110)), (2, ("b".to_string(), 20))].into();
+        let t = between(&a, &b, 1.0, 100.0);
+        assert_eq!(t.count, 2);
+        assert_eq!(t.busiest[0].name, "a");
+        assert_eq!(t.busiest[0].cores, 1.0);
+        assert_eq!(t.cores, 1.2);
+    }
+}
