@@ -371,7 +371,10 @@ impl OffCpuObserver {
         let mut chosen: Option<(&str, Recording)> = None;
         match captures.go_block {
             Some(Ok(folded)) => chosen = Some(("go block profile", recording_of(folded))),
-            Some(Err(e)) => errors.push(e),
+            Some(Err(e)) => {
+                notes.push(e.clone());
+                errors.push(e);
+            }
             None => {}
         }
         match captures.go_mutex {

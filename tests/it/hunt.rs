@@ -200,13 +200,14 @@ fn a_sweep_fits_the_universal_scalability_law() {
 }
 
 /// `knee hunt --demo` with the given fixes, as a child process (the demo is this binary).
-fn hunt_demo(fix: Option<&str>) -> (TempDir, RunRecord) {
+fn hunt_demo(fix: Option<&str>, extra: &[&str]) -> (TempDir, RunRecord) {
     let out = TempDir::new("demo-hunt");
     let mut command = Command::new(knee_bin());
     command
         .args(["hunt", "--demo", "-q", "--out"])
         .arg(out.path())
-        .args(SHORT);
+        .args(SHORT)
+        .args(extra);
     if let Some(fix) = fix {
         command.args(["--demo-fix", fix]);
     }
@@ -261,10 +262,14 @@ fn assert_flamegraphs(dir: &TempDir, record: &RunRecord, top: &str) {
 #[test]
 fn the_demo_knee_moves_when_the_lock_is_fixed() {
     let _serial = serial();
+    // The stacks name lock and pool (off-CPU profiles need perf).
+    if !crate::tools::have("perf", "the_demo_knee_moves_when_the_lock_is_fixed") {
+        return;
+    }
     let config = knee::plan::DemoConfig::default();
     let lock_truth = knee::demo::bottleneck(&config);
     assert_eq!(lock_truth.name, "lock");
-    let (first_dir, first) = hunt_demo(None);
+    let (first_dir, first) = hunt_demo(None, &[]);
     let before = first.hunt.clone().unwrap().capacity_rps.unwrap();
     // 15 %, not 10 % as for the in-process targets: the demo is a second process sharing the
     // two cores with knee, and each request also pays the lock's handoff (waking the next
@@ -280,12 +285,22 @@ fn the_demo_knee_moves_when_the_lock_is_fixed() {
     };
     let next = knee::demo::bottleneck(&fixed);
     assert_eq!(next.name, "pool");
-    let (second_dir, second) = hunt_demo(Some("lock"));
+    // With no /metrics: the pool is named from the stacks alone.
+    let (second_dir, second) = hunt_demo(Some("lock"), &["--demo-no-metrics"]);
     let after = second.hunt.clone().unwrap().capacity_rps.unwrap();
     let verdict = second.verdict.clone().unwrap();
     assert_eq!(
         verdict.kind, "pool",
         "after --fix lock the pool is next: {verdict:#?}"
+    );
+    assert_eq!(
+        verdict.site.as_deref(),
+        Some("knee::demo::stages::Chain::checkout"),
+        "{verdict:#?}"
+    );
+    assert!(
+        !verdict.evidence.iter().any(|e| e.contains("knee_demo_")),
+        "no gauge was scraped: {verdict:#?}"
     );
     let expected = next.capacity_rps / lock_truth.capacity_rps;
     let moved = after / before;

@@ -14,3 +14,4 @@ mod protocols;
 mod report;
 mod shards;
 mod signals;
+mod waits;

@@ -106,8 +106,11 @@ fn pool_limited_target_that_sleeps_is_waiting() {
 }
 
 #[test]
-fn with_the_demo_its_metrics_name_the_lock() {
+fn with_the_demo_the_stacks_name_the_lock_and_its_gauge_corroborates() {
     let _serial = serial();
+    if !crate::tools::have("perf", "with_the_demo_the_stacks_name_the_lock") {
+        return;
+    }
     let record = knee_child(&[
         "run",
         "--demo",
@@ -126,7 +129,17 @@ fn with_the_demo_its_metrics_name_the_lock() {
     ]);
     let v = record.verdict.unwrap();
     assert_eq!(v.kind, "lock", "{v:#?}");
-    assert!(v.bottleneck.contains("knee_demo_lock_waiting"), "{v:#?}");
+    assert_eq!(
+        v.site.as_deref(),
+        Some("knee::demo::stages::Chain::locked_stage"),
+        "{v:#?}"
+    );
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.starts_with("corroborated by knee_demo_lock_waiting")),
+        "{v:#?}"
+    );
     assert_eq!(record.target_process.unwrap().found_by, "demo");
 }
 

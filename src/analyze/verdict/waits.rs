@@ -13,6 +13,9 @@ use crate::flame::offcpu::{OffCpu, WaitSite};
 use crate::flame::waits::WaitKind;
 use crate::observe::threads::Threads;
 
+/// A thread at this share of a core is saturated: on a host shared with the generator (and a
+/// profiler) one thread rarely gets a whole core, so not 0.95.
+const ONE_CORE: f64 = 0.75;
 /// A site's share of the waiting at the knee to be a finding at all, and to be a strong one.
 const SITE_SHARE: f64 = 25.0;
 const STRONG_SHARE: f64 = 50.0;
@@ -143,7 +146,7 @@ pub fn one_thread(ctx: &Context) -> Option<Finding> {
     let threads = Threads::of(ctx.knee)?;
     let busiest = threads.busiest.first()?;
     let rest = threads.cores - busiest.cores;
-    let single = ctx.cores >= 2.0 && busiest.cores >= 0.85 && rest < 0.5 * busiest.cores;
+    let single = ctx.cores >= 2.0 && busiest.cores >= ONE_CORE && rest < 0.5 * busiest.cores;
     single.then(|| {
         let mut finding = Finding::new(
             "single_thread",
