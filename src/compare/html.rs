@@ -51,20 +51,21 @@ pub fn render(c: &Comparison) -> Vec<u8> {
     out.push_str("</div>");
     hold_table(&mut out, c);
     for pair in &c.holds {
-        let Some(svg) = &pair.diff_svg else { continue };
-        let _ = write!(
-            out,
-            "<h3>Differential flamegraph: {}</h3>",
-            escape(&pair.name)
-        );
-        if let Ok(bytes) = std::fs::read(c.out.join(svg)) {
-            let _ = write!(
-                out,
-                "<img alt=\"differential flamegraph\" src=\"data:image/svg+xml;base64,{}\">",
-                base64(&bytes)
-            );
+        for (what, svg) in [
+            ("Differential flamegraph", &pair.diff_svg),
+            ("Differential off-CPU flamegraph", &pair.diff_offcpu_svg),
+        ] {
+            let Some(svg) = svg else { continue };
+            let _ = write!(out, "<h3>{what}: {}</h3>", escape(&pair.name));
+            if let Ok(bytes) = std::fs::read(c.out.join(svg)) {
+                let _ = write!(
+                    out,
+                    "<img alt=\"{what}\" src=\"data:image/svg+xml;base64,{}\">",
+                    base64(&bytes)
+                );
+            }
+            let _ = write!(out, "<p><a href=\"{0}\">{0}</a></p>", escape(svg));
         }
-        let _ = write!(out, "<p><a href=\"{0}\">{0}</a></p>", escape(svg));
     }
     out.push_str("</body></html>\n");
     out.into_bytes()

@@ -38,17 +38,18 @@ pub fn render(c: &Comparison) -> Vec<u8> {
         );
         let _ = writeln!(
             out,
-            "| step | before: offered | good/s | p99 | after: offered | good/s | p99 | differential flamegraph |"
+            "| step | before: offered | good/s | p99 | after: offered | good/s | p99 | differential flamegraph | off-CPU |"
         );
-        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|---|");
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|---|---|");
         for pair in &c.holds {
-            let diff = pair
-                .diff_svg
-                .as_ref()
-                .map_or("-".to_string(), |svg| format!("[{svg}]({svg})"));
+            let link = |svg: &Option<String>| {
+                svg.as_ref()
+                    .map_or("-".to_string(), |svg| format!("[{svg}]({svg})"))
+            };
+            let (diff, offcpu) = (link(&pair.diff_svg), link(&pair.diff_offcpu_svg));
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {diff} |",
+                "| {} | {} | {} | {diff} | {offcpu} |",
                 md_cell(&pair.name),
                 cells(pair.before),
                 cells(pair.after)

@@ -7,6 +7,7 @@ pub mod html;
 pub mod markdown;
 
 use crate::error::Error;
+use crate::flame::offcpu::OffCpu;
 use crate::flame::{self, StepProfile};
 use crate::output::RunRecord;
 use crate::plan::Phase;
@@ -63,6 +64,8 @@ pub struct HoldPair<'a> {
     pub after: &'a StepResult,
     /// The differential flamegraph, relative to the comparison folder.
     pub diff_svg: Option<String>,
+    /// The differential off-CPU flamegraph (where requests waited), likewise.
+    pub diff_offcpu_svg: Option<String>,
 }
 
 pub struct Comparison<'a> {
@@ -172,6 +175,7 @@ pub fn compare<'a>(before: &'a Side, after: &'a Side, out: &Path) -> Comparison<
                 before: x,
                 after: y,
                 diff_svg: differential(before, x, after, y, out),
+                diff_offcpu_svg: offcpu_differential(before, x, after, y, out),
             })
         })
         .collect();
@@ -208,12 +212,39 @@ fn differential(
     let a = flame::load_folded(&before.dir, &StepProfile::of(x)?)?;
     let b = flame::load_folded(&after.dir, &StepProfile::of(y)?)?;
     let title = format!("{}: {} → {}", x.name, before.label, after.label);
+    draw_differential(&a, &b, &title, out, &format!("diff-{}.svg", x.name))
+}
+
+/// The differential off-CPU flamegraph of one hold step pair, if both have off-CPU profiles.
+fn offcpu_differential(
+    before: &Side,
+    x: &StepResult,
+    after: &Side,
+    y: &StepResult,
+    out: &Path,
+) -> Option<String> {
+    let load = |side: &Side, step: &StepResult| {
+        let folded = OffCpu::of(step)?.folded?;
+        let text = std::fs::read_to_string(side.dir.join(folded)).ok()?;
+        Some(flame::folded::Folded::parse(&text))
+    };
+    let (a, b) = (load(before, x)?, load(after, y)?);
+    let title = format!("off-CPU {}: {} → {}", x.name, before.label, after.label);
+    draw_differential(&a, &b, &title, out, &format!("diff-offcpu-{}.svg", x.name))
+}
+
+fn draw_differential(
+    a: &flame::folded::Folded,
+    b: &flame::folded::Folded,
+    title: &str,
+    out: &Path,
+    name: &str,
+) -> Option<String> {
     let subtitle =
         "after's stacks, coloured by the change since before (normalized): red grew, blue shrank";
-    let svg = flame::render::differential_svg(&a, &b, &title, subtitle).ok()?;
-    let name = format!("diff-{}.svg", x.name);
-    std::fs::write(out.join(&name), svg).ok()?;
-    Some(name)
+    let svg = flame::render::differential_svg(a, b, title, subtitle).ok()?;
+    std::fs::write(out.join(name), svg).ok()?;
+    Some(name.to_string())
 }
 
 /// `knee compare`: writes compare.md and compare.html into `out`; the capacity shift.

@@ -379,15 +379,20 @@ impl OffCpuObserver {
         }
         match captures.go_mutex {
             Some(Ok(folded)) => {
-                if let Some(top) = folded.top_inclusive(40).into_iter().find(|f| {
-                    !f.function.starts_with("runtime.") && !f.function.starts_with("sync.")
-                }) {
+                self.write_file(spec, "mutex.folded", folded.to_text().as_bytes());
+                // The mutex profile's stacks are where contended locks were released.
+                let total = folded.total().max(1) as f64;
+                let sites = recording_of(folded).sites;
+                let top = sites
+                    .iter()
+                    .filter_map(|((_, site), us)| Some((site.as_ref()?, *us)))
+                    .max_by_key(|(_, us)| *us);
+                if let Some((site, us)) = top {
                     notes.push(format!(
-                        "Go's mutex profile: {:.0}% of the contention delay under {}",
-                        top.percent, top.function
+                        "Go's mutex profile: {:.0}% of the contention delay released in {site}",
+                        us as f64 * 100.0 / total
                     ));
                 }
-                self.write_file(spec, "mutex.folded", folded.to_text().as_bytes());
             }
             Some(Err(e)) => notes.push(e),
             None => {}

@@ -140,20 +140,22 @@ mod tests {
 
     #[test]
     fn reads_this_process_threads_and_ranks_the_busiest() {
-        let before = read(std::process::id());
-        assert!(!before.is_empty());
+        let (started, running) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let spinner = std::thread::Builder::new()
             .name("spin-test".into())
-            .spawn(|| {
-                let start = Instant::now();
-                let mut x = 1u64;
-                while start.elapsed() < std::time::Duration::from_millis(300) {
-                    x = std::hint::black_box(x.wrapping_mul(31));
-                }
+            .spawn(move || {
+                started.send(()).unwrap();
+                let _ = stopped.recv();
             })
             .unwrap();
-        let mid = read(std::process::id());
-        assert!(mid.values().any(|(name, _)| name == "spin-test"), "{mid:?}");
+        running.recv().unwrap();
+        let threads = read(std::process::id());
+        assert!(
+            threads.values().any(|(name, _)| name == "spin-test"),
+            "{threads:?}"
+        );
+        stop.send(()).unwrap();
         spinner.join().unwrap();
         let a: Reading = [(1, ("a".to_string(), 10)), (2, ("b".to_string(), 0))].into();
         let b: Reading = [(1, ("a".to_string(), 110)), (2, ("b".to_string(), 20))].into();

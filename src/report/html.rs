@@ -74,6 +74,7 @@ impl Exporter for Html {
         step_table(&mut out, run);
         connect_table(&mut out, run);
         flamegraphs(&mut out, run, dir);
+        offcpu(&mut out, run, dir);
         let _ = write!(
             out,
             "<h2>Settings</h2><pre>{}</pre>",
@@ -428,6 +429,59 @@ fn flamegraphs(out: &mut String, run: &RunRecord, dir: &std::path::Path) {
             out.push_str("</table>");
         }
         out.push_str("</div></div>");
+    }
+}
+
+/// Each step with an off-CPU profile: its flamegraph (embedded, cool palette) and its top
+/// wait sites with the time per request each cost.
+fn offcpu(out: &mut String, run: &RunRecord, dir: &std::path::Path) {
+    let steps = super::offcpu_steps(run);
+    if steps.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Where requests waited (off-CPU)</h2>");
+    for (step, offcpu) in steps {
+        let _ = write!(
+            out,
+            "<div class=\"flame\"><h3>{} · {} · {:.0} ms waiting, {:.0} ms idle</h3>",
+            escape(&step.name),
+            escape(&offcpu.source),
+            offcpu.waiting_ms,
+            offcpu.idle_ms
+        );
+        if let Some(error) = &offcpu.error {
+            let _ = write!(out, "<p>no off-CPU profile: {}</p>", escape(error));
+        }
+        if let Some(svg) = &offcpu.svg {
+            if let Ok(bytes) = std::fs::read(dir.join(svg)) {
+                let _ = write!(
+                    out,
+                    "<img alt=\"off-CPU flamegraph of {}\" src=\"data:image/svg+xml;base64,{}\">",
+                    escape(&step.name),
+                    base64(&bytes)
+                );
+            }
+            let _ = write!(out, "<p><a href=\"{0}\">{0}</a></p>", escape(svg));
+        }
+        out.push_str(
+            "<table><tr><th>wait site</th><th>kind</th><th>ms/request</th><th>%</th></tr>",
+        );
+        for site in &offcpu.top {
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
+                escape(&site.function),
+                site.kind.as_str(),
+                site.ms_per_request
+                    .map_or("-".into(), |p| format!("{p:.2}")),
+                site.percent
+            );
+        }
+        out.push_str("</table>");
+        for note in &offcpu.notes {
+            let _ = write!(out, "<p>{}</p>", escape(note));
+        }
+        out.push_str("</div>");
     }
 }
 

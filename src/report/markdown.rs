@@ -29,6 +29,7 @@ impl Exporter for Markdown {
         steps(&mut out, run);
         connects(&mut out, run);
         flamegraphs(&mut out, run);
+        offcpu(&mut out, run);
         let _ = writeln!(out, "## Files\n");
         let _ = writeln!(
             out,
@@ -164,6 +165,46 @@ fn connects(out: &mut String, run: &RunRecord) {
     for row in rows {
         let cells: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
         let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    let _ = writeln!(out);
+}
+
+/// Per step with an off-CPU profile: its flamegraph, waiting per request, the top wait sites.
+fn offcpu(out: &mut String, run: &RunRecord) {
+    let steps = super::offcpu_steps(run);
+    if steps.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Where requests waited (off-CPU)
+"
+    );
+    let _ = writeln!(
+        out,
+        "| step | off-CPU flamegraph | waiting ms/request | idle ms | top wait sites |"
+    );
+    let _ = writeln!(out, "|---|---|--:|--:|---|");
+    for (step, offcpu) in steps {
+        let link = match (&offcpu.svg, &offcpu.error) {
+            (Some(svg), _) => format!("[{svg}]({svg})"),
+            (None, Some(error)) => format!("none: {}", md_cell(error)),
+            (None, None) => "-".into(),
+        };
+        let per = offcpu
+            .ms_per_request
+            .map_or("-".to_string(), |p| format!("{p:.2}"));
+        let sites: Vec<String> = super::wait_sites(&offcpu, 3)
+            .iter()
+            .map(|s| md_cell(s))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {link} | {per} | {:.0} | {} |",
+            md_cell(&step.name),
+            offcpu.idle_ms,
+            sites.join("; ")
+        );
     }
     let _ = writeln!(out);
 }

@@ -6,6 +6,7 @@ pub mod html;
 pub mod markdown;
 
 use crate::error::Error;
+use crate::flame::offcpu::OffCpu;
 use crate::flame::StepProfile;
 use crate::output::RunRecord;
 use crate::plan::ReportFormat;
@@ -25,6 +26,29 @@ pub fn profiled_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, StepPro
     run.steps
         .iter()
         .filter_map(|s| StepProfile::of(s).map(|p| (s, p)))
+        .collect()
+}
+
+/// Steps with an off-CPU profile, in run order.
+pub fn offcpu_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, OffCpu)> {
+    run.steps
+        .iter()
+        .filter_map(|s| OffCpu::of(s).map(|o| (s, o)))
+        .collect()
+}
+
+/// "`ledger_append` lock 94% (214 ms/req)" for a step's top wait sites.
+pub fn wait_sites(offcpu: &OffCpu, n: usize) -> Vec<String> {
+    offcpu
+        .top
+        .iter()
+        .take(n)
+        .map(|s| {
+            let per = s
+                .ms_per_request
+                .map_or(String::new(), |p| format!(", {p:.2} ms/request"));
+            format!("{} {} {:.0}%{per}", s.function, s.kind.as_str(), s.percent)
+        })
         .collect()
 }
 

@@ -336,12 +336,22 @@ fn compare_the_demo_runs(before: &TempDir, after: &TempDir) {
     assert!(capacity.contains("(+"), "the knee moved up: {stdout}");
     let was = stdout.lines().find(|l| l.contains("was:")).unwrap();
     let now = stdout.lines().find(|l| l.contains("now:")).unwrap();
-    assert!(was.contains("lock"), "{stdout}");
-    assert!(now.contains("pool"), "{stdout}");
+    assert!(
+        was.contains("lock in knee::demo::stages::Chain::locked_stage"),
+        "{stdout}"
+    );
+    assert!(
+        now.contains("pool in knee::demo::stages::Chain::checkout"),
+        "{stdout}"
+    );
     let markdown = std::fs::read_to_string(out.join("compare.md")).unwrap();
     assert!(
         markdown.contains("[diff-hold-095.svg](diff-hold-095.svg)"),
         "{markdown}"
+    );
+    assert!(
+        markdown.contains("[diff-offcpu-hold-095.svg](diff-offcpu-hold-095.svg)"),
+        "the off-CPU profiles are compared too: {markdown}"
     );
     let diff = std::fs::read_to_string(out.join("diff-hold-095.svg")).unwrap();
     assert!(diff.contains("<svg"));

@@ -101,6 +101,15 @@ fn judged(mode: &str) -> (String, Option<String>, String) {
     let folded = std::fs::read_to_string(dir.join(offcpu.folded.as_ref().unwrap())).unwrap();
     assert!(folded.lines().count() > 1, "{folded}");
     check_run_folder(dir.path()).unwrap();
+    // The reports show each step's off-CPU flamegraph and its top wait sites.
+    let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("## Where requests waited (off-CPU)")
+            && markdown.contains(&format!("({})", offcpu.svg.as_ref().unwrap())),
+        "{markdown}"
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("alt=\"off-CPU flamegraph of"), "{mode}");
     eprintln!(
         "{mode}: capacity {:?}, verdict {} at {:?}: {:#?}",
         record.hunt.as_ref().and_then(|h| h.capacity_rps),
