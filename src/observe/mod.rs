@@ -3,6 +3,7 @@
 //! returns what it saw, which is stored in the step's `observed` object under its name.
 
 pub mod http;
+pub mod processes;
 pub mod procfs;
 pub mod prometheus;
 pub mod sampler;
@@ -44,6 +45,8 @@ pub struct Observation {
     offcpu: Option<crate::flame::offcpu::OffCpuObserver>,
     pub spawned: Option<Spawned>,
     pub target: Option<TargetProcess>,
+    /// The target's listening port, when it is on this host.
+    listen_port: Option<u16>,
 }
 
 impl Observation {
@@ -144,6 +147,7 @@ impl Observation {
             sampler,
             profiler,
             offcpu,
+            listen_port: target::is_local(&host).then_some(port),
             spawned,
             target,
         })
@@ -163,6 +167,10 @@ impl Observation {
         if let Some(pid) = self.target.as_ref().map(|t| t.pid).filter(|p| *p != own) {
             if self.sampler.is_some() {
                 observers.push(Box::new(threads::ThreadsObserver::new(pid)));
+                observers.push(Box::new(processes::ProcessesObserver::new(
+                    pid,
+                    self.listen_port,
+                )));
             }
         }
         if let Some(offcpu) = self.offcpu.take() {

@@ -84,6 +84,11 @@ fn hunt(url: &str, extra: &[&str], env: &[(&str, &str)]) -> (TempDir, RunRecord,
 
 /// The verdict's kind and site for a wait target, with its off-CPU files checked.
 fn judged(mode: &str) -> (String, Option<String>, String) {
+    let (kind, site, bottleneck, _) = judged_with_record(mode);
+    (kind, site, bottleneck)
+}
+
+fn judged_with_record(mode: &str) -> (String, Option<String>, String, RunRecord) {
     let target = WaitTarget::start(mode);
     let (dir, record, stderr) = hunt(&target.url, &[], &[]);
     let verdict = record.verdict.clone().unwrap();
@@ -117,7 +122,7 @@ fn judged(mode: &str) -> (String, Option<String>, String) {
         verdict.site,
         verdict.evidence
     );
-    (verdict.kind, verdict.site, verdict.bottleneck)
+    (verdict.kind, verdict.site, verdict.bottleneck, record)
 }
 
 #[test]
@@ -148,9 +153,26 @@ fn a_slow_downstream_is_named_from_the_stacks() {
     if !have("perf", "a_slow_downstream_is_named_from_the_stacks") {
         return;
     }
-    let (kind, site, _) = judged("downstream");
+    let (kind, site, _, record) = judged_with_record("downstream");
     assert_eq!(kind, "downstream");
     assert_eq!(site.as_deref(), Some("wait_targets::fetch_quote"));
+    // The target's connections to its backend, matched to the process listening there.
+    let knee_step = record.verdict.as_ref().unwrap().knee_step.clone().unwrap();
+    let step = record.steps.iter().find(|s| s.name == knee_step).unwrap();
+    let processes = knee::observe::processes::Processes::of(step).unwrap();
+    let backend = processes
+        .downstreams
+        .iter()
+        .find(|d| d.name.as_deref() == Some("wait_targets"))
+        .unwrap_or_else(|| panic!("{processes:?}"));
+    assert!(backend.connections >= 1 && backend.pid.is_some(), "{backend:?}");
+    assert!(
+        processes
+            .top
+            .iter()
+            .any(|b| b.role.as_deref() == Some("target")),
+        "{processes:?}"
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@
 //! (ARCHITECTURE.md).
 
 mod kernel;
+mod processes;
 mod signals;
 #[cfg(test)]
 mod tests;

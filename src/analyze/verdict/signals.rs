@@ -11,12 +11,13 @@ pub const CPU_SATURATED_SHARE: f64 = 0.9;
 pub const CPU_BOUND_SHARE: f64 = 0.85;
 
 pub fn all(ctx: &Context) -> Vec<Finding> {
-    let signals: [fn(&Context) -> Option<Finding>; 13] = [
+    let signals: [fn(&Context) -> Option<Finding>; 14] = [
         errors,
         memory_pressure,
         super::kernel::accept_queue,
         super::waits::one_thread,
         cpu_bound,
+        super::processes::downstream,
         super::waits::wait_site,
         queue_gauge,
         host_contention,
@@ -155,21 +156,31 @@ pub fn host_contention(ctx: &Context) -> Option<Finding> {
     let cpu = ctx.target_cpu()?;
     let generator = ctx.at_knee("generator.cpu_cores").unwrap_or(0.0);
     let host_cpu = ctx.at_knee("host.cpu_cores").unwrap_or(0.0);
-    let others = (host_cpu - cpu).max(0.0);
+    // The target's downstreams busy on its behalf are not contention.
+    let downstreams = super::processes::downstream_cores(ctx);
+    let others = (host_cpu - cpu - downstreams).max(0.0);
     let throttled = ctx.at_knee("host.cgroup_throttled_share").unwrap_or(0.0);
     let run_queue = ctx.at_knee("host.run_queue").unwrap_or(0.0);
     let contended =
         (host_cpu >= 0.9 * ctx.cores && others >= 0.5) || generator >= 0.5 || throttled > 0.1;
     contended.then(|| {
-        Finding::new("host_contention", "host contention", 0.54)
+        let named = super::processes::others_named(ctx);
+        let mut finding = Finding::new("host_contention", "host contention", 0.54)
             .evidence(ctx.cpu_line(cpu))
             .evidence(format!(
-                "the host used {host_cpu:.2} of {:.0} cores, {others:.2} of them outside the target (the generator: {generator:.2}); \
+                "the host used {host_cpu:.2} of {:.0} cores, {others:.2} of them outside the target and its downstreams (the generator: {generator:.2}); \
                  run queue {run_queue:.1}; cgroup throttled {:.0}% of the time",
                 ctx.cores,
                 throttled * 100.0
             ))
-            .confirm("run the generator on another machine, or give the target dedicated cores")
+            .confirm("run the generator on another machine, or give the target dedicated cores");
+        if let Some(named) = named {
+            finding = finding.evidence(format!("outside the target: {named}"));
+            finding.confirm = format!(
+                "move what else runs there ({named}) off the target's host, or give the target dedicated cores"
+            );
+        }
+        finding
     })
 }
 

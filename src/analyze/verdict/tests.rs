@@ -540,3 +540,64 @@ fn retransmits_without_overflows_are_the_network() {
     );
     assert_eq!(v.kind, "accept_queue", "{v:#?}");
 }
+
+fn processes(downstream_cores: f64, others: &[(&str, f64)]) -> serde_json::Value {
+    let mut top = vec![
+        serde_json::json!({"name": "python3", "pid": 40, "processes": 1, "cores": 0.04, "rss_mb": 30.0, "role": "target"}),
+        serde_json::json!({"name": "postgres", "pid": 10, "processes": 9, "cores": downstream_cores, "rss_mb": 200.0, "role": "downstream"}),
+    ];
+    for (i, (name, cores)) in others.iter().enumerate() {
+        top.push(serde_json::json!({"name": name, "pid": 100 + i, "processes": 1, "cores": cores, "rss_mb": 10.0}));
+    }
+    serde_json::json!({"top": top, "downstreams": [
+        {"peer": "127.0.0.1:5432", "connections": 16, "pid": 10, "name": "postgres", "cores": downstream_cores}]})
+}
+
+#[test]
+fn a_saturated_downstream_is_named_and_is_not_host_contention() {
+    let (below, knee) = pair();
+    let v = judge(
+        below
+            .with("target.cpu_cores", 0.04)
+            .with_observed("processes", processes(1.2, &[])),
+        knee.with("target.cpu_cores", 0.04)
+            .with("host.cpu_cores", 2.0)
+            .with_observed("processes", processes(1.96, &[])),
+    );
+    assert_eq!(v.kind, "downstream", "{v:#?}");
+    assert_eq!(v.site.as_deref(), Some("postgres (127.0.0.1:5432)"));
+    assert!(
+        v.bottleneck
+            .contains("downstream: postgres (pid 10, 127.0.0.1:5432) CPU-bound at 1.96 of 2 cores"),
+        "{v:#?}"
+    );
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("the target used 0.04 cores and held 16 connections")),
+        "{v:#?}"
+    );
+    assert!(
+        !v.evidence.iter().any(|e| e.contains("host contention")),
+        "postgres works for the target: {v:#?}"
+    );
+}
+
+#[test]
+fn host_contention_names_who_else_is_busy() {
+    let (below, knee) = pair();
+    let v = judge(
+        below.with("target.cpu_cores", 0.5),
+        knee.with("target.cpu_cores", 0.5)
+            .with("host.cpu_cores", 1.95)
+            .with_observed("processes", processes(0.0, &[("ffmpeg", 1.3)])),
+    );
+    assert_eq!(v.kind, "host_contention", "{v:#?}");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e == "outside the target: ffmpeg (pid 100) 1.30"),
+        "{v:#?}"
+    );
+    assert!(v.confirm.contains("ffmpeg"), "{v:#?}");
+}

@@ -1,0 +1,83 @@
+//! Signals from the other processes on the target's host (`observe::processes`): a
+//! downstream the target talks to that saturated, and the names behind "outside the target".
+
+use super::{Context, Finding};
+use crate::observe::processes::Processes;
+
+/// A downstream using this many cores is saturated: one core is all a single-threaded
+/// database or cache has, and 90 % of a 1-core host is all of it.
+const SATURATED_CORES: f64 = 0.9;
+
+/// The target waits (little CPU) while a process it holds connections to is CPU-bound.
+pub fn downstream(ctx: &Context) -> Option<Finding> {
+    let processes = Processes::of(ctx.knee)?;
+    let cpu = ctx.target_cpu()?;
+    if cpu >= 0.5 * ctx.cores {
+        return None;
+    }
+    let (d, cores, name) = processes
+        .downstreams
+        .iter()
+        .filter_map(|d| Some((d, d.cores?, d.name.clone()?)))
+        .filter(|(_, cores, _)| *cores >= SATURATED_CORES)
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let pid = d.pid.map_or(String::new(), |p| format!("pid {p}, "));
+    let mut finding = Finding::new(
+        "downstream",
+        format!(
+            "downstream: {name} ({pid}{}) CPU-bound at {cores:.2} of {:.0} cores",
+            d.peer, ctx.cores
+        ),
+        0.87,
+    )
+    .evidence(format!(
+        "the target used {cpu:.2} cores and held {} connections to {name} at {}",
+        d.connections, d.peer
+    ))
+    .confirm(format!(
+        "{name}'s own view of the load (its slow queries, its plans: a missing index, a full scan)"
+    ));
+    if let Some(below) = ctx
+        .below
+        .and_then(Processes::of)
+        .and_then(|p| p.downstreams.into_iter().find(|b| b.peer == d.peer))
+        .and_then(|b| b.cores)
+    {
+        finding = finding.evidence(format!(
+            "{name} used {below:.2} cores below the knee, {cores:.2} at it"
+        ));
+    }
+    finding.site = Some(format!("{name} ({})", d.peer));
+    Some(finding)
+}
+
+/// CPU outside the target that its downstreams explain, at the knee.
+pub fn downstream_cores(ctx: &Context) -> f64 {
+    Processes::of(ctx.knee).map_or(0.0, |p| {
+        p.top
+            .iter()
+            .filter(|b| b.role.as_deref() == Some("downstream"))
+            .map(|b| b.cores)
+            .sum()
+    })
+}
+
+/// "postgres 1.20, knee (the generator) 0.31" — who used the CPU outside the target and its
+/// downstreams at the knee, busiest first.
+pub fn others_named(ctx: &Context) -> Option<String> {
+    let processes = Processes::of(ctx.knee)?;
+    let names: Vec<String> = processes
+        .top
+        .iter()
+        .filter(|b| !matches!(b.role.as_deref(), Some("target") | Some("downstream")))
+        .filter(|b| b.cores >= 0.05)
+        .take(3)
+        .map(|b| match b.role.as_deref() {
+            Some("generator") => {
+                format!("{} (the generator, pid {}) {:.2}", b.name, b.pid, b.cores)
+            }
+            _ => format!("{} (pid {}) {:.2}", b.name, b.pid, b.cores),
+        })
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
+}
