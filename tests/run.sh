@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests drive for real when it is
-# missing — Go (a Go service with net/http/pprof, built by the tests) and perf (linux-perf:
-# CPU profiles of a process) — from Debian's packages, then runs the tests with
+# missing — Go (a Go service with net/http/pprof, built by the tests), perf (linux-perf: CPU
+# and off-CPU profiles of a process), PostgreSQL and Debian's python3 with psycopg2 (a
+# database behind a small service) — from Debian's packages, then runs the tests with
 # KNEE_REQUIRE_TOOLS=1, so a tool that is still missing fails its tests instead of skipping
 # them. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v go >/dev/null || need+=(golang-go)
 command -v perf >/dev/null || need+=(linux-perf)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+/usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need+=(python3-psycopg2)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "tests/run.sh: installing ${need[*]}" >&2

@@ -282,6 +282,15 @@ const USER_MARKERS: &[(&str, WaitKind)] = &[
 /// (`R` preempted, `D` uninterruptible, `S` sleeping; None when unknown, as in Go's profiles).
 pub fn classify(leaf_first: &[Frame], state: Option<char>) -> Classified {
     let app_at = leaf_first.iter().position(|f| !f.is_library());
+    // Interpreted and runtime-only stacks (CPython, a driver's C library) have no
+    // application frame: their site is the first non-kernel frame not a C library or runtime
+    // call (libpq's `pqSocketCheck`), when the wait is one that code waits on.
+    let library_site = || {
+        leaf_first
+            .iter()
+            .find(|f| !f.kernel && !is_runtime_name(&f.name))
+            .map(|f| f.name.clone())
+    };
     let site = app_at.map(|i| leaf_first[i].name.clone());
     let below_site = &leaf_first[..app_at.unwrap_or(leaf_first.len())];
     let kind = match state {
@@ -289,15 +298,21 @@ pub fn classify(leaf_first: &[Frame], state: Option<char>) -> Classified {
         Some('D') => WaitKind::Disk,
         _ => marked_kind(below_site).unwrap_or(WaitKind::Other),
     };
-    // A stack with no application frame is the runtime waiting for work; an event loop's
-    // epoll is idle wherever it is called from.
-    let kind = match (kind, &site) {
-        (WaitKind::Preempted, _) => WaitKind::Preempted,
-        (WaitKind::Idle, _) => WaitKind::Idle,
-        (_, None) if kind != WaitKind::Disk => WaitKind::Idle,
-        (kind, _) => kind,
-    };
-    Classified { kind, site }
+    // A stack with no application frame parked on a futex, a condvar or a channel is the
+    // runtime waiting for work; one blocked on a socket, the disk or a lock (the GIL) is
+    // code waiting. An event loop's epoll is idle wherever it is called from.
+    match (kind, site) {
+        (WaitKind::Preempted | WaitKind::Idle, site) => Classified { kind, site },
+        (WaitKind::Socket | WaitKind::Disk | WaitKind::Lock, None) => Classified {
+            kind,
+            site: library_site(),
+        },
+        (_, None) => Classified {
+            kind: WaitKind::Idle,
+            site: None,
+        },
+        (kind, site) => Classified { kind, site },
+    }
 }
 
 /// Frames that decide the kind wherever they are under the site: the GIL waits on a
@@ -536,6 +551,20 @@ mod tests {
         );
         let slots = user(&["runtime.chanrecv1", "main.acquireSlot", "main.handleSlots"]);
         assert_eq!(classify(&slots, None).kind, WaitKind::Queue);
+    }
+
+    /// CPython blocked in libpq's poll: no application frame, but a socket wait, at the
+    /// driver's function.
+    #[test]
+    fn an_interpreter_waiting_on_its_database_driver_is_a_socket_wait() {
+        let stack = stack(
+            &["schedule", "do_sys_poll", "__x64_sys_poll"],
+            &["__GI___poll", "pqSocketCheck", "pqWait", "PQexecFinish"],
+            &["_PyEval_EvalFrameDefault", "PyObject_Call"],
+        );
+        let c = classify(&stack, Some('S'));
+        assert_eq!(c.kind, WaitKind::Socket);
+        assert_eq!(c.site.as_deref(), Some("pqSocketCheck"));
     }
 
     /// CPython waiting for the GIL: a condvar underneath, but a lock.

@@ -3,6 +3,7 @@
 mod tools;
 mod util;
 
+mod database;
 mod engine;
 mod errors;
 mod flame;

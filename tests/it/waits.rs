@@ -165,7 +165,10 @@ fn a_slow_downstream_is_named_from_the_stacks() {
         .iter()
         .find(|d| d.name.as_deref() == Some("wait_targets"))
         .unwrap_or_else(|| panic!("{processes:?}"));
-    assert!(backend.connections >= 1 && backend.pid.is_some(), "{backend:?}");
+    assert!(
+        backend.connections >= 1 && backend.pid.is_some(),
+        "{backend:?}"
+    );
     assert!(
         processes
             .top
