@@ -356,6 +356,7 @@ fn hold_line(step: &StepResult, capacity: Option<f64>) -> String {
     ]
     .into_iter()
     .flatten()
+    .chain(processes::busiest_line(step))
     .collect();
     format!(
         "{} ({share}{:.0} req/s, p99 {}): {}",

@@ -51,6 +51,37 @@ pub fn downstream(ctx: &Context) -> Option<Finding> {
     Some(finding)
 }
 
+/// "busiest: postgres 1.46 (downstream), python3 0.05 (target)" for a hold line.
+pub fn busiest_line(step: &crate::step::StepResult) -> Option<String> {
+    let processes = Processes::of(step)?;
+    let names: Vec<String> = processes
+        .top
+        .iter()
+        .filter(|b| b.cores >= 0.05)
+        .take(3)
+        .map(|b| match &b.role {
+            Some(role) => format!("{} {:.2} ({role})", b.name, b.cores),
+            None => format!("{} {:.2}", b.name, b.cores),
+        })
+        .collect();
+    (!names.is_empty()).then(|| format!("busiest: {}", names.join(", ")))
+}
+
+/// "the target held 16 connections to 10.0.0.5:5432" for a socket wait's evidence.
+pub fn connections_line(ctx: &Context) -> Option<String> {
+    let processes = Processes::of(ctx.knee)?;
+    let peers: Vec<String> = processes
+        .downstreams
+        .iter()
+        .take(3)
+        .map(|d| match &d.name {
+            Some(name) => format!("{} to {name} at {}", d.connections, d.peer),
+            None => format!("{} to {}", d.connections, d.peer),
+        })
+        .collect();
+    (!peers.is_empty()).then(|| format!("the target held connections: {}", peers.join(", ")))
+}
+
 /// CPU outside the target that its downstreams explain, at the knee.
 pub fn downstream_cores(ctx: &Context) -> f64 {
     Processes::of(ctx.knee).map_or(0.0, |p| {

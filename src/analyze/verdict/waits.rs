@@ -77,6 +77,12 @@ pub fn wait_site(ctx: &Context) -> Option<Finding> {
         ))
         .confirm(confirm);
     finding.site = Some(site.function.clone());
+    if site.kind == WaitKind::Socket {
+        // A remote downstream has no process here to read: its address is the name.
+        if let Some(line) = super::processes::connections_line(ctx) {
+            finding = finding.evidence(line);
+        }
+    }
     if let Some((name, at_knee, below)) = growing_queue_gauge(ctx) {
         finding = finding.evidence(format!(
             "corroborated by {name}: {at_knee:.1} at the knee (below it: {below:.1})"
