@@ -24,7 +24,7 @@ trap cleanup EXIT
 
 "${AS[@]}" "$PGBIN/initdb" -D "$DIR/data" -U knee --auth=trust -E UTF8 >/dev/null
 "${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w start \
-    -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1" >/dev/null
+    -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=300" >/dev/null
 psql() { "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U knee -d postgres -qc "$1"; }
 psql "CREATE TABLE orders (id serial, customer int, amount int);
       INSERT INTO orders (customer, amount)

@@ -80,7 +80,7 @@ fn start_cluster(bin: PathBuf) -> Cluster {
         "set -e\n\
          {as_user}{bin_s}/initdb -D {data_s} -U knee --auth=trust -E UTF8 >/dev/null\n\
          {as_user}{bin_s}/pg_ctl -D {data_s} -l {dir_s}/log -w start \
-           -o '-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c shared_buffers=64MB' >/dev/null\n\
+           -o '-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c shared_buffers=64MB -c max_connections=300' >/dev/null\n\
          echo started\n\
          read _ || true\n\
          {as_user}{bin_s}/pg_ctl -D {data_s} -m immediate stop >/dev/null 2>&1\n\

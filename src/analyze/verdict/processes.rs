@@ -28,7 +28,9 @@ pub fn downstream(ctx: &Context) -> Option<Finding> {
             "downstream: {name} ({pid}{}) CPU-bound at {cores:.2} of {:.0} cores",
             d.peer, ctx.cores
         ),
-        0.87,
+        // Above the accept queue (0.88): a target whose workers all wait on a saturated
+        // downstream accepts slowly and overflows its backlog; the reverse never holds.
+        0.89,
     )
     .evidence(format!(
         "the target used {cpu:.2} cores and held {} connections to {name} at {}",
@@ -91,6 +93,19 @@ pub fn downstream_cores(ctx: &Context) -> f64 {
             .map(|b| b.cores)
             .sum()
     })
+}
+
+/// CPU of the process groups that are neither the target nor its downstreams, at the knee.
+pub fn others_cores(ctx: &Context) -> Option<f64> {
+    let processes = Processes::of(ctx.knee)?;
+    Some(
+        processes
+            .top
+            .iter()
+            .filter(|b| !matches!(b.role.as_deref(), Some("target") | Some("downstream")))
+            .map(|b| b.cores)
+            .sum(),
+    )
 }
 
 /// "postgres 1.20, knee (the generator) 0.31" — who used the CPU outside the target and its
