@@ -123,6 +123,7 @@ fn verdict_box(out: &mut String, run: &RunRecord) {
         let evidence: String = v
             .evidence
             .iter()
+            .chain(super::busy_at_knee(run).as_ref())
             .map(|e| format!("<li>{}</li>", escape(e)))
             .collect();
         row(

@@ -95,6 +95,9 @@ fn verdict(out: &mut String, run: &RunRecord) {
         for line in &v.evidence {
             let _ = writeln!(out, "- {}", md_cell(line));
         }
+        if let Some(busy) = super::busy_at_knee(run) {
+            let _ = writeln!(out, "- {}", md_cell(&busy));
+        }
         let _ = writeln!(out, "- to confirm: {}\n", md_cell(&v.confirm));
     }
     if let Some(soak) = &run.soak {

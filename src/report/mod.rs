@@ -29,6 +29,46 @@ pub fn profiled_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, StepPro
         .collect()
 }
 
+/// "at hold-105: postgres (pid 1538, 37 processes) 1.37 cores, downstream, 31 connections
+/// from the target; python3 (pid 1555) 0.03 cores, the target" — who was busy at the knee.
+pub fn busy_at_knee(run: &RunRecord) -> Option<String> {
+    use crate::observe::processes::Processes;
+    let knee = run.verdict.as_ref()?.knee_step.as_ref()?;
+    let step = run.steps.iter().find(|s| &s.name == knee)?;
+    let processes = Processes::of(step)?;
+    let groups: Vec<String> = processes
+        .top
+        .iter()
+        .filter(|b| b.cores >= 0.01)
+        .take(4)
+        .map(|b| {
+            let many = if b.processes > 1 {
+                format!(", {} processes", b.processes)
+            } else {
+                String::new()
+            };
+            let connections = processes
+                .downstreams
+                .iter()
+                .filter(|d| d.name.as_deref() == Some(b.name.as_str()))
+                .map(|d| d.connections)
+                .sum::<usize>();
+            let role = match b.role.as_deref() {
+                Some("downstream") => {
+                    format!(", downstream, {connections} connections from the target")
+                }
+                Some(role) => format!(", the {role}"),
+                None => String::new(),
+            };
+            format!(
+                "{} (pid {}{many}) {:.2} cores{role}",
+                b.name, b.pid, b.cores
+            )
+        })
+        .collect();
+    (!groups.is_empty()).then(|| format!("busy at {knee}: {}", groups.join("; ")))
+}
+
 /// Steps with an off-CPU profile, in run order.
 pub fn offcpu_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, OffCpu)> {
     run.steps
