@@ -199,6 +199,16 @@ fn the_bottleneck_moves_off_the_database_after_an_index() {
         .as_deref()
         .unwrap_or("")
         .starts_with("postgres (127.0.0.1:"));
+    // The report says who was busy at the knee, by name.
+    let markdown = std::fs::read_to_string(before_dir.join("report.md")).unwrap();
+    let busy = markdown
+        .lines()
+        .find(|l| l.starts_with("- busy at "))
+        .unwrap_or_else(|| panic!("{markdown}"));
+    assert!(
+        busy.contains("postgres (pid ") && busy.contains("downstream"),
+        "{busy}"
+    );
 
     cluster.psql("CREATE INDEX ON orders (customer); ANALYZE orders;");
     let after_dir = TempDir::new("db-after");
