@@ -26,6 +26,12 @@ pub struct Busy {
     /// The group's root (the first process of that name in its tree).
     pub pid: u32,
     pub processes: usize,
+    /// Threads of all its processes, and how many were running or runnable (state R) at the
+    /// step's end.
+    #[serde(default)]
+    pub threads: u64,
+    #[serde(default)]
+    pub running: usize,
     pub cores: f64,
     pub rss_mb: f64,
     /// "target", "generator" or "downstream", when it is one of those.
@@ -66,6 +72,8 @@ struct Proc {
     name: String,
     ticks: u64,
     rss_pages: u64,
+    threads: u64,
+    running: bool,
 }
 
 type Snapshot = HashMap<u32, Proc>;
@@ -96,6 +104,8 @@ fn parse_stat(stat: &str) -> Option<Proc> {
         name,
         ticks,
         rss_pages: fields.get(21)?.parse().ok()?,
+        threads: fields.get(17)?.parse().ok()?,
+        running: fields.first() == Some(&"R"),
     })
 }
 
@@ -129,11 +139,15 @@ fn busiest(before: &Snapshot, after: &Snapshot, seconds: f64) -> Vec<Busy> {
             name: proc_.name.clone(),
             pid: root,
             processes: 0,
+            threads: 0,
+            running: 0,
             cores: 0.0,
             rss_mb: 0.0,
             role: None,
         });
         group.processes += 1;
+        group.threads += proc_.threads;
+        group.running += usize::from(proc_.running);
         group.cores += proc_.ticks.saturating_sub(was) as f64 / ticks_per_s / seconds.max(1e-3);
         group.rss_mb += proc_.rss_pages as f64 * page_mb;
     }
@@ -326,6 +340,8 @@ mod tests {
             name: name.into(),
             ticks,
             rss_pages: 256,
+            threads: 1,
+            running: false,
         }
     }
 
@@ -349,6 +365,7 @@ mod tests {
         assert_eq!(top[0].name, "postgres");
         assert_eq!(top[0].pid, 10);
         assert_eq!(top[0].processes, 4);
+        assert_eq!(top[0].threads, 4);
         assert_eq!(
             top[0].cores, 1.0,
             "(150 + 40 + 10) ticks over 200 ticks of time"

@@ -39,6 +39,16 @@ pub fn downstream(ctx: &Context) -> Option<Finding> {
     .confirm(format!(
         "{name}'s own view of the load (its slow queries, its plans: a missing index, a full scan)"
     ));
+    let group = processes
+        .top
+        .iter()
+        .find(|b| b.name == name && b.role.as_deref() == Some("downstream"));
+    if let Some(group) = group {
+        finding = finding.evidence(format!(
+            "{name}: {} processes, {} threads, {} running at the step's end",
+            group.processes, group.threads, group.running
+        ));
+    }
     if let Some(below) = ctx
         .below
         .and_then(Processes::of)
