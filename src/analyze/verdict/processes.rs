@@ -105,19 +105,6 @@ pub fn downstream_cores(ctx: &Context) -> f64 {
     })
 }
 
-/// CPU of the process groups that are neither the target nor its downstreams, at the knee.
-pub fn others_cores(ctx: &Context) -> Option<f64> {
-    let processes = Processes::of(ctx.knee)?;
-    Some(
-        processes
-            .top
-            .iter()
-            .filter(|b| !matches!(b.role.as_deref(), Some("target") | Some("downstream")))
-            .map(|b| b.cores)
-            .sum(),
-    )
-}
-
 /// "postgres 1.20, knee (the generator) 0.31" — who used the CPU outside the target and its
 /// downstreams at the knee, busiest first.
 pub fn others_named(ctx: &Context) -> Option<String> {

@@ -156,12 +156,9 @@ pub fn host_contention(ctx: &Context) -> Option<Finding> {
     let cpu = ctx.target_cpu()?;
     let generator = ctx.at_knee("generator.cpu_cores").unwrap_or(0.0);
     let host_cpu = ctx.at_knee("host.cpu_cores").unwrap_or(0.0);
-    // The target's downstreams busy on its behalf are not contention; with the host's
-    // processes known, "others" is what other processes used (kernel time and processes
-    // that came and went are no one to name).
+    // The target's downstreams busy on its behalf are not contention.
     let downstreams = super::processes::downstream_cores(ctx);
-    let others = super::processes::others_cores(ctx)
-        .unwrap_or_else(|| (host_cpu - cpu - downstreams).max(0.0));
+    let others = (host_cpu - cpu - downstreams).max(0.0);
     let throttled = ctx.at_knee("host.cgroup_throttled_share").unwrap_or(0.0);
     let run_queue = ctx.at_knee("host.run_queue").unwrap_or(0.0);
     let contended =
