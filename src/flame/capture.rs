@@ -118,16 +118,38 @@ pub(crate) fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> 
     .map_err(|e| format!("pprof endpoint: {e}"))
 }
 
-/// `perf record --call-graph dwarf` on `pid` for `seconds` (cpu-clock, a software event that
-/// works where hardware counters do not), folded by inferno's perf collapser. `KNEE_PERF` names the perf
-/// binary if it is not `perf` on the PATH.
-pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Captured, String> {
-    let perf = std::env::var("KNEE_PERF").unwrap_or_else(|_| "perf".into());
-    let data = scratch.with_extension("perf.data");
+/// The perf binary: `KNEE_PERF`, else `perf` on the PATH.
+pub(crate) fn perf_binary() -> String {
+    std::env::var("KNEE_PERF").unwrap_or_else(|_| "perf".into())
+}
+
+/// Where a recording goes: `scratch` with `extension`, its directory created.
+pub(crate) fn perf_data(scratch: &Path, extension: &str) -> Result<std::path::PathBuf, String> {
+    let data = scratch.with_extension(extension);
     if let Some(dir) = data.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    Ok(data)
+}
+
+/// Why perf could not be started: not installed (then what installing it gives: `purpose`),
+/// or another error.
+pub(crate) fn perf_spawn_error(perf: &str, e: &std::io::Error, purpose: &str) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("perf not found ('{perf}'): install linux-perf {purpose}")
+        }
+        _ => format!("cannot run {perf}: {e}"),
+    }
+}
+
+/// `perf record --call-graph dwarf` on `pid` for `seconds` (cpu-clock, a software event that
+/// works where hardware counters do not), folded by inferno's perf collapser. `KNEE_PERF` names the perf
+/// binary if it is not `perf` on the PATH.
+pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Captured, String> {
+    let perf = perf_binary();
+    let data = perf_data(scratch, "perf.data")?;
     let record = Command::new(&perf)
         // DWARF unwinding: most binaries have no frame pointers, and with `-g` (frame
         // pointers) their stacks stop at the leaf (a sample in `Instant::elapsed` lost the
@@ -137,12 +159,7 @@ pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Ca
         .arg(&data)
         .args(["--", "sleep", &format!("{seconds:.3}")])
         .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => format!(
-                "perf not found ('{perf}'): install linux-perf to get flamegraphs with --profiler perf"
-            ),
-            _ => format!("cannot run {perf}: {e}"),
-        })?;
+        .map_err(|e| perf_spawn_error(&perf, &e, "to get flamegraphs with --profiler perf"))?;
     if !record.status.success() {
         let _ = std::fs::remove_file(&data);
         return Err(format!(

@@ -23,7 +23,6 @@ use crate::step::StepResult;
 use folded::{Folded, FunctionShare};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Rows kept in each top-functions table.
@@ -69,11 +68,6 @@ impl StepProfile {
     }
 }
 
-struct Pending {
-    step: String,
-    capture: JoinHandle<Capture>,
-}
-
 /// A soak profiles one window in this many, so about one every 10 minutes of soak (and never
 /// two windows in a row: a window with no warm-up starts the instant the last one ends).
 fn soak_cadence(window: std::time::Duration) -> usize {
@@ -105,7 +99,7 @@ pub struct ProfilerObserver {
     frequency: u32,
     pid: Option<u32>,
     dir: PathBuf,
-    pending: Vec<Pending>,
+    pending: crate::observe::Pending<Capture>,
 }
 
 #[derive(Clone)]
@@ -148,7 +142,7 @@ impl ProfilerObserver {
             frequency,
             pid,
             dir,
-            pending: Vec::new(),
+            pending: crate::observe::Pending::new(),
         })
     }
 
@@ -178,8 +172,7 @@ impl Observer for ProfilerObserver {
         };
         let counted_from = starts_at + spec.warmup;
         let scratch = self.dir.join("flame").join(&spec.name);
-        let capture = std::thread::spawn(move || {
-            std::thread::sleep(counted_from.saturating_duration_since(Instant::now()));
+        self.pending.start_at(&spec.name, counted_from, move || {
             let cpu_before = pid.and_then(cpu_seconds);
             let result = match (&source, pid, &seconds) {
                 (_, _, Err(e)) => Err(e.clone()),
@@ -200,10 +193,6 @@ impl Observer for ProfilerObserver {
                 cpu_seconds,
             }
         });
-        self.pending.push(Pending {
-            step: spec.name.clone(),
-            capture,
-        });
     }
 
     fn step_finished(
@@ -212,9 +201,7 @@ impl Observer for ProfilerObserver {
         result: &StepResult,
         _window: (Instant, Instant),
     ) -> Option<serde_json::Value> {
-        let index = self.pending.iter().position(|p| p.step == spec.name)?;
-        let pending = self.pending.remove(index);
-        let capture = pending.capture.join().ok()?;
+        let capture = self.pending.finish(&spec.name)?;
         let profile = self.write(spec, result, capture);
         if let Some(error) = &profile.error {
             eprintln!("knee: no flamegraph for {}: {error}", spec.name);

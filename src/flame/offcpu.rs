@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How much of each profiled step is recorded: perf on every context switch of a target
@@ -185,7 +184,7 @@ struct Captures {
 pub struct OffCpuObserver {
     sources: Sources,
     dir: PathBuf,
-    pending: Vec<(String, JoinHandle<Captures>)>,
+    pending: crate::observe::Pending<Captures>,
 }
 
 impl OffCpuObserver {
@@ -238,14 +237,14 @@ impl OffCpuObserver {
                 perf_failed: Arc::new(Mutex::new(None)),
             },
             dir,
-            pending: Vec::new(),
+            pending: crate::observe::Pending::new(),
         })
     }
 }
 
 /// Whether `perf` runs here.
 fn perf_available() -> Result<(), String> {
-    let perf = std::env::var("KNEE_PERF").unwrap_or_else(|_| "perf".into());
+    let perf = super::capture::perf_binary();
     match std::process::Command::new(&perf)
         .arg("--version")
         .stdout(std::process::Stdio::null())
@@ -275,11 +274,9 @@ impl Observer for OffCpuObserver {
         let counted_from =
             starts_at + spec.warmup + Duration::from_secs_f64((counted - window) / 2.0);
         let scratch = self.dir.join("flame").join(&spec.name);
-        let capture = std::thread::spawn(move || {
-            std::thread::sleep(counted_from.saturating_duration_since(Instant::now()));
+        self.pending.start_at(&spec.name, counted_from, move || {
             capture(&sources, window, &scratch)
         });
-        self.pending.push((spec.name.clone(), capture));
     }
 
     fn step_finished(
@@ -288,12 +285,7 @@ impl Observer for OffCpuObserver {
         result: &StepResult,
         _window: (Instant, Instant),
     ) -> Option<serde_json::Value> {
-        let index = self
-            .pending
-            .iter()
-            .position(|(name, _)| *name == spec.name)?;
-        let (_, capture) = self.pending.remove(index);
-        let captures = capture.join().ok()?;
+        let captures = self.pending.finish(&spec.name)?;
         let offcpu = self.write(spec, result, captures);
         if let Some(error) = &offcpu.error {
             eprintln!("knee: no off-CPU profile for {}: {error}", spec.name);

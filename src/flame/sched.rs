@@ -5,6 +5,7 @@
 //! what that stack cost, summed per stack in microseconds. A wait still open when the
 //! recording ends is counted up to its end; waits that began before it started are not seen.
 
+use super::capture;
 use super::folded::Folded;
 use super::waits::{self, Classified, Frame, WaitKind};
 use std::collections::{BTreeMap, HashMap};
@@ -24,12 +25,8 @@ pub struct Recording {
 
 /// Records `pid`'s context switches for `seconds` and reads them back.
 pub fn record(pid: u32, seconds: f64, scratch: &Path) -> Result<Recording, String> {
-    let perf = std::env::var("KNEE_PERF").unwrap_or_else(|_| "perf".into());
-    let data = scratch.with_extension("offcpu.perf.data");
-    if let Some(dir) = data.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+    let perf = capture::perf_binary();
+    let data = capture::perf_data(scratch, "offcpu.perf.data")?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
@@ -60,7 +57,7 @@ pub fn record(pid: u32, seconds: f64, scratch: &Path) -> Result<Recording, Strin
     if !script.status.success() {
         return Err(format!(
             "perf script failed: {}",
-            super::capture::first_line(&script.stderr)
+            capture::first_line(&script.stderr)
         ));
     }
     Ok(parse(
@@ -76,12 +73,7 @@ fn record_once(perf: &str, pid: u32, seconds: f64, data: &Path) -> Result<(), St
         .arg(data)
         .args(["--", "sleep", &format!("{seconds:.3}")])
         .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("perf not found ('{perf}'): install linux-perf for off-CPU profiles")
-            }
-            _ => format!("cannot run {perf}: {e}"),
-        })?;
+        .map_err(|e| capture::perf_spawn_error(perf, &e, "for off-CPU profiles"))?;
     if recorded.status.success() {
         return Ok(());
     }

@@ -36,6 +36,42 @@ pub trait Observer: Send {
     ) -> Option<serde_json::Value>;
 }
 
+/// Work an observer starts at a given instant of a step (a reading or a profile at the start
+/// of its counted window) on a thread of its own, collected by step name when it ends.
+pub struct Pending<T> {
+    running: Vec<(String, std::thread::JoinHandle<T>)>,
+}
+
+impl<T: Send + 'static> Pending<T> {
+    pub fn new() -> Pending<T> {
+        Pending {
+            running: Vec::new(),
+        }
+    }
+
+    /// Runs `work` at `at` (at once if that is past), on its own thread, for step `step`.
+    pub fn start_at(&mut self, step: &str, at: Instant, work: impl FnOnce() -> T + Send + 'static) {
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            work()
+        });
+        self.running.push((step.to_string(), handle));
+    }
+
+    /// What the work for `step` produced (waiting for it); None if none was started or it
+    /// panicked.
+    pub fn finish(&mut self, step: &str) -> Option<T> {
+        let index = self.running.iter().position(|(name, _)| name == step)?;
+        self.running.remove(index).1.join().ok()
+    }
+}
+
+impl<T: Send + 'static> Default for Pending<T> {
+    fn default() -> Self {
+        Pending::new()
+    }
+}
+
 /// Everything watching the target during a run.
 pub struct Observation {
     pub sampler: Option<Arc<Sampler>>,

@@ -13,7 +13,6 @@ use crate::plan::StepSpec;
 use crate::step::StepResult;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Process groups listed per step.
@@ -243,7 +242,7 @@ fn is_local(ip: &str) -> bool {
 pub struct ProcessesObserver {
     target: u32,
     listen_port: Option<u16>,
-    pending: Vec<(String, JoinHandle<(Instant, Snapshot)>)>,
+    pending: super::Pending<(Instant, Snapshot)>,
 }
 
 impl ProcessesObserver {
@@ -251,7 +250,7 @@ impl ProcessesObserver {
         ProcessesObserver {
             target,
             listen_port,
-            pending: Vec::new(),
+            pending: super::Pending::new(),
         }
     }
 
@@ -304,12 +303,10 @@ impl Observer for ProcessesObserver {
     }
 
     fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
-        let counted_from = starts_at + spec.warmup;
-        let first = std::thread::spawn(move || {
-            std::thread::sleep(counted_from.saturating_duration_since(Instant::now()));
-            (Instant::now(), snapshot())
-        });
-        self.pending.push((spec.name.clone(), first));
+        self.pending
+            .start_at(&spec.name, starts_at + spec.warmup, || {
+                (Instant::now(), snapshot())
+            });
     }
 
     fn step_finished(
@@ -318,12 +315,7 @@ impl Observer for ProcessesObserver {
         _result: &StepResult,
         _window: (Instant, Instant),
     ) -> Option<serde_json::Value> {
-        let index = self
-            .pending
-            .iter()
-            .position(|(name, _)| *name == spec.name)?;
-        let (_, first) = self.pending.remove(index);
-        let (at, before) = first.join().ok()?;
+        let (at, before) = self.pending.finish(&spec.name)?;
         let after = snapshot();
         let seconds = Instant::now().duration_since(at).as_secs_f64();
         serde_json::to_value(self.observe(&before, &after, seconds)).ok()

@@ -8,7 +8,6 @@ use crate::plan::StepSpec;
 use crate::step::StepResult;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Threads listed per step.
@@ -87,14 +86,14 @@ pub fn between(before: &Reading, after: &Reading, seconds: f64, ticks_per_s: f64
 /// Reads the target's threads as each step's counted window begins and when it ends.
 pub struct ThreadsObserver {
     pid: u32,
-    pending: Vec<(String, JoinHandle<(Instant, Reading)>)>,
+    pending: super::Pending<(Instant, Reading)>,
 }
 
 impl ThreadsObserver {
     pub fn new(pid: u32) -> ThreadsObserver {
         ThreadsObserver {
             pid,
-            pending: Vec::new(),
+            pending: super::Pending::new(),
         }
     }
 }
@@ -105,12 +104,11 @@ impl Observer for ThreadsObserver {
     }
 
     fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
-        let (pid, counted_from) = (self.pid, starts_at + spec.warmup);
-        let first = std::thread::spawn(move || {
-            std::thread::sleep(counted_from.saturating_duration_since(Instant::now()));
-            (Instant::now(), read(pid))
-        });
-        self.pending.push((spec.name.clone(), first));
+        let pid = self.pid;
+        self.pending
+            .start_at(&spec.name, starts_at + spec.warmup, move || {
+                (Instant::now(), read(pid))
+            });
     }
 
     fn step_finished(
@@ -119,12 +117,7 @@ impl Observer for ThreadsObserver {
         _result: &StepResult,
         _window: (Instant, Instant),
     ) -> Option<serde_json::Value> {
-        let index = self
-            .pending
-            .iter()
-            .position(|(name, _)| *name == spec.name)?;
-        let (_, first) = self.pending.remove(index);
-        let (at, before) = first.join().ok()?;
+        let (at, before) = self.pending.finish(&spec.name)?;
         // The step ends a little after its counted window; read now, over what elapsed.
         let after = read(self.pid);
         let seconds = Instant::now().duration_since(at).as_secs_f64();

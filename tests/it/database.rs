@@ -5,9 +5,8 @@
 //! host contention; with the index, the bottleneck moves off it, and `knee compare` says so.
 
 use crate::tools::missing;
-use crate::util::{knee_bin, serial, TempDir};
+use crate::util::{knee_bin, serial, spawn_reading_first_line, TempDir};
 use knee::output::RunRecord;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -86,21 +85,8 @@ fn start_cluster(bin: PathBuf) -> Cluster {
          {as_user}{bin_s}/pg_ctl -D {data_s} -m immediate stop >/dev/null 2>&1\n\
          rm -rf {dir_s}\n"
     );
-    let mut keeper = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(keeper.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(
-        line.trim(),
-        "started",
-        "postgres did not start: see {dir_s}/log"
-    );
+    let (keeper, line) = spawn_reading_first_line(Command::new("sh").args(["-c", &script]));
+    assert_eq!(line, "started", "postgres did not start: see {dir_s}/log");
     Cluster {
         port,
         bin,
@@ -138,17 +124,9 @@ impl Service {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/python/orders_service.py"
         );
-        let mut child = Command::new("/usr/bin/python3")
-            .args([script, dsn])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut port = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut port)
-            .unwrap();
-        let url = format!("http://127.0.0.1:{}/orders?customer=5", port.trim());
+        let (child, port) =
+            spawn_reading_first_line(Command::new("/usr/bin/python3").args([script, dsn]));
+        let url = format!("http://127.0.0.1:{port}/orders?customer=5");
         Service { child, url }
     }
 }

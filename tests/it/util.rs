@@ -729,3 +729,21 @@ impl Drop for SlowAcceptor {
         }
     }
 }
+
+/// Starts `command` with stdin and stdout piped (a service of ours exits when its stdin, our
+/// end of the pipe, closes) and returns it with the first line it prints (its port or URL).
+pub fn spawn_reading_first_line(
+    command: &mut std::process::Command,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().to_string())
+}

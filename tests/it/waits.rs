@@ -4,12 +4,11 @@
 //! stacks cannot see: its block profile names them.
 
 use crate::tools::{have, GoService};
-use crate::util::{check_run_folder, knee_bin, serial, TempDir};
+use crate::util::{check_run_folder, knee_bin, serial, spawn_reading_first_line, TempDir};
 use knee::flame::offcpu::OffCpu;
 use knee::output::RunRecord;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 /// One of examples/wait_targets.rs's services (stopped when dropped).
 struct WaitTarget {
@@ -31,17 +30,8 @@ impl WaitTarget {
             "{} (cargo test builds it)",
             binary.display()
         );
-        let mut child = Command::new(&binary)
-            .args([mode, "180"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut port = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut port)
-            .unwrap();
-        let url = format!("http://127.0.0.1:{}/", port.trim());
+        let (child, port) = spawn_reading_first_line(Command::new(&binary).args([mode, "180"]));
+        let url = format!("http://127.0.0.1:{port}/");
         WaitTarget { child, url }
     }
 }
