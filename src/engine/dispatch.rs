@@ -143,7 +143,7 @@ pub struct Dispatched {
 
 impl Dispatcher {
     pub fn run(mut self) -> Dispatched {
-        self.cpu.register_current_thread();
+        let _counted = self.cpu.register_current_thread();
         precise_sleeps();
         let (cpu_start, wall_start) = (ThreadCpu::current_thread_seconds(), Instant::now());
         let ctx = self.ctx.clone();

@@ -66,7 +66,7 @@ impl Lane {
         std::thread::Builder::new()
             .name(format!("knee-lane-{index}"))
             .spawn(move || {
-                cpu.register_current_thread();
+                let _counted = cpu.register_current_thread();
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
