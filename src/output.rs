@@ -113,6 +113,23 @@ impl RunFolder {
         Ok(())
     }
 
+    /// The steps written so far, read back from steps.jsonl (a soak keeps only slim copies
+    /// of its windows in memory; run.json and the reports get the whole of each).
+    pub fn read_steps(&self) -> Result<Vec<StepResult>, Error> {
+        let path = self.dir.join("steps.jsonl");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .with_context(|| format!("{}:{}: not a step", path.display(), i + 1))
+                    .map_err(Error::Internal)
+            })
+            .collect()
+    }
+
     /// Removes what `create` made (and the sampler's file), when nothing was measured; a
     /// folder that held anything else stays.
     pub fn discard(self) {

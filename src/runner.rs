@@ -57,6 +57,11 @@ pub struct Session {
     pub interrupted: bool,
     /// Steps expected in all, for the progress prefix (0 when unknown, as in a hunt).
     pub planned: usize,
+    /// The run's start: steps' `started_s` and the samples' `t_s` count from it.
+    origin: std::time::Instant,
+    /// Keep slim copies of the steps (`StepResult::slimmed`): a soak's windows, read back
+    /// whole from steps.jsonl at the end.
+    slim: bool,
 }
 
 impl Session {
@@ -74,10 +79,12 @@ impl Session {
         }
         // The chain's steps follow one another with no pause (see `Engine::run_chain`).
         let mut starts_at = std::time::Instant::now();
+        let mut started_s = Vec::with_capacity(specs.len());
         for spec in specs {
             for observer in &mut self.observers {
                 observer.step_started(spec, starts_at);
             }
+            started_s.push(starts_at.duration_since(self.origin).as_secs_f64());
             starts_at += spec.warmup + spec.duration;
         }
         let bars: Vec<_> = specs
@@ -101,6 +108,7 @@ impl Session {
             slo,
             steps: done_steps,
             interrupted,
+            slim,
             ..
         } = self;
         // The chain's results are the session's last steps: one copy is kept while it runs
@@ -109,6 +117,7 @@ impl Session {
         engine
             .run_chain(&steps, slo, |index, outcome| {
                 let mut result = outcome.result;
+                result.started_s = Some((started_s[index] * 1000.0).round() / 1000.0);
                 result.notes.extend(littles_law_note(&result));
                 let observed: serde_json::Map<String, serde_json::Value> = observers
                     .iter_mut()
@@ -125,7 +134,10 @@ impl Session {
                     .checked_sub(outcome.window.0.elapsed())
                     .unwrap_or_else(std::time::SystemTime::now);
                 folder.append_step(&result, &outcome.latency, &outcome.service, started)?;
-                done_steps.push(result);
+                done_steps.push(if *slim { result.slimmed() } else { result });
+                // The window's histograms, slices and buffers are freed: give the pages back,
+                // so knee's RSS follows what it holds, not its highest point.
+                crate::engine::release_free_memory();
                 *interrupted |= outcome.interrupted;
                 Ok(())
             })
@@ -158,7 +170,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         }
         None => None,
     };
-    let started = SystemTime::now();
+    let (started, origin) = (SystemTime::now(), std::time::Instant::now());
     let folder = RunFolder::create(&plan.out, &plan.name, started)?;
     let planned = match &plan.mode {
         Mode::Steps(steps) => steps.len(),
@@ -171,7 +183,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         redact_url(&plan.target.base.to_string()),
         folder.dir.display()
     );
-    let mut observation = Observation::start(&plan, demo.as_ref(), &folder.dir)?;
+    let mut observation = Observation::start(&plan, demo.as_ref(), &folder.dir, origin)?;
     if let Some(target) = &observation.target {
         eprintln!(
             "knee: target process {} (found by {})",
@@ -195,6 +207,8 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         steps: Vec::new(),
         interrupted: false,
         planned,
+        origin,
+        slim: plan.kind == Kind::Soak,
     };
     wait_for_start(&plan).await;
     let mut analysis = Analysis::default();
@@ -265,6 +279,11 @@ fn finish(
     analysis: Analysis,
 ) -> Result<RunSummary, Error> {
     let interrupted = session.interrupted;
+    let mut session = session;
+    if session.slim {
+        // Each window whole, as it was written (the slim copies served the analysis).
+        session.steps = session.folder.read_steps()?;
+    }
     let mut record = RunRecord::new(plan, started, session.steps, interrupted);
     record.slo = session.slo.clone();
     record.hunt = analysis.hunt;
@@ -278,6 +297,9 @@ fn finish(
     let reports = crate::report::write_all(&record, &session.folder.dir)?;
     print!("\n{}", summary_table(&record.steps));
     if let Some(block) = record.hunt.as_ref().or(record.stress.as_ref()) {
+        if let Some(curve) = crate::report::text_chart::knee_curve(&record) {
+            print!("\n{curve}");
+        }
         print!("{}", hunt::verdict_block(block));
     }
     if let Some(fit) = &record.usl {

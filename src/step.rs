@@ -16,6 +16,10 @@ pub struct StepResult {
     pub offered_rps: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// When the step began (its warm-up), seconds from the run's start: the time line the
+    /// samples (`samples.jsonl` `t_s`) are on too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_s: Option<f64>,
     /// Counted part of the step (after warm-up), seconds.
     pub duration_s: f64,
     pub warmup_s: f64,
@@ -122,6 +126,31 @@ pub struct Percentiles {
 }
 
 impl StepResult {
+    /// What a long soak keeps of a window in memory while it runs: no time slices, and of
+    /// what was observed only the target's and the generator's sampled series (what the soak
+    /// analysis reads). The whole window is in steps.jsonl, which run.json is built from at
+    /// the end, so a day-long soak does not hold a day of slices and samples.
+    pub fn slimmed(mut self) -> StepResult {
+        self.slices = Vec::new();
+        self.observed = self.observed.as_ref().and_then(|observed| {
+            let samplers = observed.get("samplers")?;
+            let series: serde_json::Map<String, serde_json::Value> = samplers
+                .get("series")?
+                .as_object()?
+                .iter()
+                .filter(|(name, _)| name.starts_with("target.") || name.starts_with("generator."))
+                .map(|(name, stat)| (name.clone(), stat.clone()))
+                .collect();
+            let mut kept = serde_json::Map::new();
+            kept.insert("series".into(), series.into());
+            if let Some(samples) = samplers.get("samples") {
+                kept.insert("samples".into(), samples.clone());
+            }
+            Some(serde_json::json!({ "samplers": kept }))
+        });
+        self
+    }
+
     /// "500/s" (open model) or "c=50" (closed model), for report tables.
     pub fn load_label(&self) -> String {
         match (self.offered_rps, self.concurrency) {
@@ -225,6 +254,7 @@ pub mod testing {
             warmup_requests: 0,
             unfinished: 0,
             in_flight_mean: 0.0,
+            started_s: None,
             slices: Vec::new(),
             notes: Vec::new(),
             observed: None,
@@ -270,5 +300,21 @@ pub mod testing {
             self.error_rate = self.errors as f64 / self.requests.max(1) as f64;
             self
         }
+    }
+
+    #[test]
+    fn a_slimmed_window_keeps_what_the_soak_analysis_reads() {
+        let mut window = step("window-002", Phase::Window, 100.0, 100.0, 5.0)
+            .with("target.rss_mb", 40.0)
+            .with("host.cpu0", 0.5)
+            .with_observed("processes", json!({"groups": [1, 2, 3]}));
+        window.slices = vec![Slice::default(); 40];
+        let slim = window.clone().slimmed();
+        assert!(slim.slices.is_empty());
+        assert_eq!(crate::analyze::mean(&slim, "target.rss_mb"), Some(40.0));
+        assert_eq!(crate::analyze::mean(&slim, "host.cpu0"), None);
+        assert_eq!(crate::analyze::sample_count(&slim), 8);
+        assert!(slim.observed.as_ref().unwrap().get("processes").is_none());
+        assert_eq!(slim.latency_ms, window.latency_ms);
     }
 }

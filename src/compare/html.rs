@@ -1,11 +1,14 @@
 //! compare.html: self-contained like report.html. The shift and the verdicts on top, then
-//! both runs overlaid on one chart per quantity (good throughput, and latency p50 and p99,
-//! against offered rate), then the hold steps and their differential flamegraphs.
+//! both runs overlaid: the knee curves, the timelines, one chart per quantity against
+//! offered rate (good throughput, latency p50 and p99), then the hold steps and their
+//! differential flamegraphs.
 
 use super::{Comparison, Side};
 use crate::plan::Phase;
-use crate::report::charts::{line_chart, Series, PALETTE};
+use crate::report::charts::{Chart, Legend, Series, Style, GRID, WIDE};
+use crate::report::curves;
 use crate::report::html::{base64, escape};
+use crate::report::timeline::Timeline;
 use crate::units::fmt_ms;
 use std::fmt::Write as _;
 
@@ -41,6 +44,7 @@ pub fn render(c: &Comparison) -> Vec<u8> {
         escape(&c.verdict_before),
         escape(&c.verdict_after)
     );
+    timelines_and_knees(&mut out, c);
     out.push_str("<h2>Before and after, per offered rate</h2><div class=\"charts\">");
     out.push_str(&overlay(c, "Good throughput", "good req/s", false, &|s| {
         Some(s.ok_rps)
@@ -93,38 +97,80 @@ fn overlay(
     let p50 = |s: &crate::step::StepResult| (s.requests > 0).then_some(s.latency_ms.p50);
     let label_before = if latency { "before p99" } else { "before" };
     let label_after = if latency { "after p99" } else { "after" };
-    let mut series = vec![
-        Series {
-            label: label_before,
-            points: points(c.before, y),
-            color: PALETTE[0],
-        },
-        Series {
-            label: label_after,
-            points: points(c.after, y),
-            color: PALETTE[3],
-        },
+    let mut chart = Chart::new(title, "offered rate (req/s)", y_label, GRID);
+    chart.log_y = latency;
+    chart.series = vec![
+        Series::new(label_before, points(c.before, y), 0, Style::LinePoints),
+        Series::new(label_after, points(c.after, y), 3, Style::LinePoints),
     ];
     if latency {
-        series.push(Series {
-            label: "before p50",
-            points: points(c.before, &p50),
-            color: PALETTE[4],
-        });
-        series.push(Series {
-            label: "after p50",
-            points: points(c.after, &p50),
-            color: PALETTE[1],
-        });
+        chart.series.extend([
+            Series::new("before p50", points(c.before, &p50), 4, Style::LinePoints),
+            Series::new("after p50", points(c.after, &p50), 1, Style::LinePoints),
+        ]);
     }
-    line_chart(
-        title,
-        "offered rate (req/s)",
-        y_label,
-        &series,
-        latency,
-        None,
-    )
+    chart.svg()
+}
+
+/// Both runs' time lines (each from its own start) and knee curves, overlaid.
+fn timelines_and_knees(out: &mut String, c: &Comparison) {
+    let (before, after) = (
+        Timeline::read(&c.before.run, &c.before.dir),
+        Timeline::read(&c.after.run, &c.after.dir),
+    );
+    let mut requests = Chart::new("Requests over time", "time (s)", "req/s", WIDE);
+    requests.series = vec![
+        Series::new("before offered", before.offered, 5, Style::Line),
+        Series::new("before achieved", before.achieved, 0, Style::Line),
+        Series::new("after offered", after.offered, 4, Style::Line),
+        Series::new("after achieved", after.achieved, 3, Style::Line),
+    ];
+    let mut p99 = Chart::new("p99 over time", "time (s)", "ms (log)", WIDE);
+    p99.log_y = true;
+    p99.series = vec![
+        Series::new("before p99", before.p99, 0, Style::Line),
+        Series::new("after p99", after.p99, 3, Style::Line),
+    ];
+    let mut knee = Chart::new(
+        "The knee, before and after: p99 against good throughput",
+        "good throughput (ok req/s)",
+        "p99 ms (log)",
+        (WIDE.0, 360),
+    );
+    knee.log_y = true;
+    knee.series = vec![
+        Series::new(
+            "before",
+            curves::knee_points(&c.before.run),
+            0,
+            Style::LinePoints,
+        ),
+        Series::new(
+            "after",
+            curves::knee_points(&c.after.run),
+            3,
+            Style::LinePoints,
+        ),
+    ];
+    knee.legend = Legend::LowerRight;
+    requests.legend = Legend::Beside;
+    p99.legend = Legend::Beside;
+    knee.marks = curves::knee_marks(&c.before.run, " before")
+        .into_iter()
+        .take(1)
+        .chain(
+            curves::knee_marks(&c.after.run, " after")
+                .into_iter()
+                .take(1),
+        )
+        .collect();
+    out.push_str("<h2>The knee, before and after</h2><div class=\"wide\">");
+    out.push_str(&knee.svg());
+    out.push_str("</div><h2>Timelines, before and after</h2><div class=\"wide\">");
+    for chart in [requests, p99].iter().filter(|c| c.has_data()) {
+        out.push_str(&chart.svg());
+    }
+    out.push_str("</div>");
 }
 
 fn hold_table(out: &mut String, c: &Comparison) {

@@ -407,6 +407,7 @@ impl StepRecorder {
                 crate::plan::Load::Concurrency(n) => Some(n),
                 crate::plan::Load::Rate { .. } => None,
             },
+            started_s: None,
             duration_s,
             warmup_s: spec.warmup.as_secs_f64(),
             requests: self.requests,

@@ -91,6 +91,7 @@ impl Observation {
         plan: &RunPlan,
         demo: Option<&DemoChild>,
         dir: &Path,
+        origin: Instant,
     ) -> Result<Observation, Error> {
         let observe = &plan.observe;
         let host = plan.target.base.host().unwrap_or("").to_string();
@@ -150,6 +151,7 @@ impl Observation {
                 local.then_some(port),
                 sources,
                 &dir.join("samples.jsonl"),
+                origin,
             )
             .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start the sampler: {e}")))?;
             Some(Arc::new(sampler))

@@ -88,6 +88,7 @@ impl Sampler {
         listen_port: Option<u16>,
         metrics: Vec<MetricsSource>,
         samples_path: &Path,
+        origin: Instant,
     ) -> std::io::Result<Sampler> {
         let mut file = File::create(samples_path)?;
         let state = Arc::new(Mutex::new(State {
@@ -95,8 +96,8 @@ impl Sampler {
             target_gone_at: None,
         }));
         let running = Arc::new(AtomicBool::new(true));
-        let started = Instant::now();
-        let began = Arc::new(Mutex::new(started));
+        let started = origin;
+        let began = Arc::new(Mutex::new(Instant::now()));
         let began_t = began.clone();
         let mut reader = Reader {
             started,
@@ -440,7 +441,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("knee-sampler-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("samples.jsonl");
-        let sampler = Sampler::start(MIN_INTERVAL, None, None, Vec::new(), &path).unwrap();
+        let sampler =
+            Sampler::start(MIN_INTERVAL, None, None, Vec::new(), &path, Instant::now()).unwrap();
         let from = Instant::now();
         std::thread::sleep(Duration::from_millis(900));
         let to = Instant::now();

@@ -1,14 +1,12 @@
 //! `report.html`: one self-contained file (inline CSS, inline SVG charts, no script, no
-//! network). Plots first: the verdict box, then the charts against offered rate (against
-//! time for a soak) with the capacity marked, then the step table and the settings. Every
-//! text that came from the run (names, errors, evidence, the command) is escaped.
+//! network). Plots first: the verdict box, then the timeline (timeline.rs), the knee curve
+//! and the per-step charts (curves.rs), then the step table, the flamegraphs and the
+//! settings. Every text that came from the run (names, errors, evidence, the command) is
+//! escaped.
 
-use super::charts::{line_chart, Series, PALETTE};
-use super::Exporter;
-use crate::analyze::mean;
+use super::timeline::Timeline;
+use super::{curves, Exporter};
 use crate::output::RunRecord;
-use crate::plan::Phase;
-use crate::step::StepResult;
 use crate::units::fmt_ms;
 use std::fmt::Write as _;
 
@@ -33,7 +31,7 @@ pub fn escape(text: &str) -> String {
 /// The reports' stylesheet (compare.html uses it too).
 pub const STYLE: &str = "body{font-family:sans-serif;max-width:1340px;margin:1em auto;color:#222}\
 h1{font-size:1.5em}.meta{color:#555}.verdict{border:2px solid #333;border-radius:6px;padding:.6em 1em;background:#fafafa}\
-.verdict td{padding:.15em .8em .15em 0}.charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #ddd}\
+.verdict td{padding:.15em .8em .15em 0}.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:8px}.charts svg,.wide svg{width:100%;height:auto;border:1px solid #ddd}.wide svg{margin-bottom:6px}\
 table.steps{border-collapse:collapse;font-size:.85em}table.steps td,table.steps th{border:1px solid #ccc;padding:.2em .5em;text-align:right}\
 table.steps td:first-child{text-align:left}.flame img{width:100%;border:1px solid #ddd}\
 .top{display:flex;gap:2em;font-size:.85em}.top td{padding:0 .6em 0 0}.no{color:#b00;font-weight:bold}pre{white-space:pre-wrap;background:#f4f4f4;padding:.5em}";
@@ -66,11 +64,7 @@ impl Exporter for Html {
             escape(&run.slo.describe())
         );
         verdict_box(&mut out, run);
-        let _ = write!(out, "<h2>Charts</h2><div class=\"charts\">");
-        for chart in charts(run) {
-            out.push_str(&chart);
-        }
-        out.push_str("</div>");
+        charts(&mut out, run, dir);
         step_table(&mut out, run);
         connect_table(&mut out, run);
         flamegraphs(&mut out, run, dir);
@@ -152,182 +146,29 @@ fn verdict_box(out: &mut String, run: &RunRecord) {
     out.push_str("</table></div>");
 }
 
-/// The x of a step: offered rate (open model), concurrency (closed), or time (soak windows).
-fn x_axis(run: &RunRecord) -> (&'static str, Vec<(f64, &StepResult)>) {
+/// The timeline first (every run has one), then for runs of several loads the knee curve
+/// and the per-step charts, or for a soak its windows' trends.
+fn charts(out: &mut String, run: &RunRecord, dir: &std::path::Path) {
+    out.push_str("<h2 id=\"timeline\">Timeline</h2><div class=\"wide\">");
+    for chart in Timeline::read(run, dir).charts() {
+        out.push_str(&chart);
+    }
+    out.push_str("</div>");
     if run.kind == "soak" {
-        let mut t = 0.0;
-        let points = run
-            .steps
-            .iter()
-            .map(|s| {
-                t += s.warmup_s + s.duration_s;
-                (t, s)
-            })
-            .collect();
-        return ("time (s)", points);
+        out.push_str("<h2 id=\"windows\">Soak windows</h2><div class=\"charts\">");
+        for chart in curves::soak_charts(run) {
+            out.push_str(&chart);
+        }
+        out.push_str("</div>");
+    } else if curves::distinct_loads(run) > 1 {
+        out.push_str("<h2 id=\"knee\">The knee</h2><div class=\"wide\">");
+        out.push_str(&curves::knee_chart(run).svg());
+        out.push_str("</div><h2 id=\"per-step\">Per step</h2><p class=\"meta\">One line per phase, steps sorted by load (the search, then the holds); dots: the probe, crosses: recovery.</p><div class=\"charts\">");
+        for chart in curves::step_charts(run) {
+            out.push_str(&chart);
+        }
+        out.push_str("</div>");
     }
-    let open: Vec<(f64, &StepResult)> = run
-        .steps
-        .iter()
-        .filter(|s| !matches!(s.phase, Phase::Probe | Phase::Recovery))
-        .filter_map(|s| s.offered_rps.map(|r| (r, s)))
-        .collect();
-    if !open.is_empty() {
-        let mut open = open;
-        open.sort_by(|a, b| a.0.total_cmp(&b.0));
-        return ("offered rate (req/s)", open);
-    }
-    let closed = run
-        .steps
-        .iter()
-        .filter_map(|s| s.concurrency.map(|c| (f64::from(c), s)))
-        .collect();
-    ("concurrency", closed)
-}
-
-fn charts(run: &RunRecord) -> Vec<String> {
-    let (x_label, steps) = x_axis(run);
-    let mark = run
-        .hunt
-        .as_ref()
-        .or(run.stress.as_ref())
-        .and_then(|k| k.capacity_rps)
-        .filter(|_| run.kind != "soak");
-    let line = |label: &'static str, i: usize, f: &dyn Fn(&StepResult) -> Option<f64>| Series {
-        label,
-        points: steps
-            .iter()
-            .filter_map(|(x, s)| f(s).map(|y| (*x, y)))
-            .collect(),
-        color: PALETTE[i % PALETTE.len()],
-    };
-    let mut charts = vec![
-        line_chart(
-            "Throughput",
-            x_label,
-            "req/s",
-            &[
-                line("achieved", 0, &|s| Some(s.achieved_rps)),
-                line("good (not errors)", 2, &|s| Some(s.ok_rps)),
-            ],
-            false,
-            mark,
-        ),
-        line_chart(
-            "Latency (from the intended send)",
-            x_label,
-            "ms (log)",
-            &[
-                line("p50", 0, &|s| (s.requests > 0).then_some(s.latency_ms.p50)),
-                line("p90", 1, &|s| (s.requests > 0).then_some(s.latency_ms.p90)),
-                line("p99", 3, &|s| (s.requests > 0).then_some(s.latency_ms.p99)),
-                line("p99.9", 4, &|s| {
-                    (s.requests > 0).then_some(s.latency_ms.p999)
-                }),
-            ],
-            true,
-            mark,
-        ),
-    ];
-    let mut classes: Vec<&String> = steps
-        .iter()
-        .flat_map(|(_, s)| s.error_classes.keys())
-        .collect();
-    classes.sort();
-    classes.dedup();
-    let errors: Vec<Series> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, class)| Series {
-            label: class.as_str(),
-            points: steps
-                .iter()
-                .map(|(x, s)| {
-                    (
-                        *x,
-                        100.0 * *s.error_classes.get(*class).unwrap_or(&0) as f64
-                            / s.requests.max(1) as f64,
-                    )
-                })
-                .collect(),
-            color: PALETTE[(i + 3) % PALETTE.len()],
-        })
-        .collect();
-    charts.push(line_chart(
-        "Errors by class",
-        x_label,
-        "% of requests",
-        &errors,
-        false,
-        mark,
-    ));
-    charts.push(line_chart(
-        "CPU (cores)",
-        x_label,
-        "cores",
-        &[
-            line("target", 3, &|s| mean(s, "target.cpu_cores")),
-            line("host", 0, &|s| mean(s, "host.cpu_cores")),
-            line("generator", 2, &|s| mean(s, "generator.cpu_cores")),
-        ],
-        false,
-        mark,
-    ));
-    let rss = line("RSS", 4, &|s| mean(s, "target.rss_mb"));
-    let rss_trend = soak_trend(run, &rss.points, 3);
-    charts.push(line_chart(
-        "Target memory",
-        x_label,
-        "RSS (MB)",
-        &[Some(rss), rss_trend]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>(),
-        false,
-        mark,
-    ));
-    if run.kind == "soak" {
-        let p99 = line("p99", 3, &|s| (s.requests > 0).then_some(s.latency_ms.p99));
-        let p99_trend = soak_trend(run, &p99.points, 0);
-        charts.push(line_chart(
-            "p99 over the soak",
-            x_label,
-            "ms",
-            &[Some(p99), p99_trend]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
-            false,
-            None,
-        ));
-    }
-    charts.push(line_chart(
-        "Generator: send lag p99",
-        x_label,
-        "ms",
-        &[line("send lag p99", 1, &|s| {
-            Some(s.generator.send_lag_p99_ms)
-        })],
-        false,
-        mark,
-    ));
-    charts
-}
-
-/// For a soak, the least-squares trend line through `points` (the first window, the warm-up,
-/// left out, as in the soak analysis), drawn from the second window to the last.
-fn soak_trend(run: &RunRecord, points: &[(f64, f64)], color: usize) -> Option<Series<'static>> {
-    if run.kind != "soak" {
-        return None;
-    }
-    let fitted = points.get(1..)?;
-    let (slope, intercept, _) = crate::analyze::linear_fit(fitted)?;
-    let (x0, x1) = (fitted.first()?.0, fitted.last()?.0);
-    Some(Series {
-        label: "trend",
-        points: vec![(x0, intercept + slope * x0), (x1, intercept + slope * x1)],
-        color: PALETTE[color % PALETTE.len()],
-    })
 }
 
 fn step_table(out: &mut String, run: &RunRecord) {

@@ -2,8 +2,11 @@
 //! so `knee report RUN` can re-render any run folder after an upgrade.
 
 pub mod charts;
+pub mod curves;
 pub mod html;
 pub mod markdown;
+pub mod text_chart;
+pub mod timeline;
 
 use crate::error::Error;
 use crate::flame::offcpu::OffCpu;

@@ -219,7 +219,38 @@ fn hunt_demo(fix: Option<&str>, extra: &[&str]) -> (TempDir, RunRecord) {
         String::from_utf8_lossy(&output.stderr)
     );
     let record = RunRecord::read(&out.join("run.json")).unwrap();
+    assert_knee_curve_printed(&String::from_utf8_lossy(&output.stdout), &record);
     (out, record)
+}
+
+/// The end of a hunt shows the knee curve in the terminal, above the verdict block, and
+/// report.html has the timeline, the knee chart with the capacity marked, and the per-step
+/// charts.
+fn assert_knee_curve_printed(stdout: &str, record: &RunRecord) {
+    let chart = stdout
+        .find("p99 (ms) against offered rate (req/s)")
+        .unwrap_or_else(|| panic!("no knee curve in the terminal: {stdout}"));
+    let verdict = stdout.find("knee verdict").unwrap_or(usize::MAX);
+    assert!(
+        chart < verdict,
+        "the curve comes above the verdict: {stdout}"
+    );
+    let curve = &stdout[chart..];
+    assert!(
+        curve.contains("good throughput (ok req/s) against offered rate"),
+        "{stdout}"
+    );
+    assert!(
+        curve
+            .chars()
+            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "braille dots: {stdout}"
+    );
+    let capacity = record.hunt.as_ref().unwrap().capacity_rps.unwrap();
+    assert!(
+        curve.contains(&format!("capacity {capacity:.0}/s")),
+        "{stdout}"
+    );
 }
 
 /// The demo profiles itself: one flamegraph per hold step; `top` is the top self function

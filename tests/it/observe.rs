@@ -278,7 +278,18 @@ fn soak(path: &str) -> RunRecord {
 #[test]
 fn a_leaking_target_gets_a_leak_verdict_and_a_steady_one_does_not() {
     let _serial = serial();
-    let leaking = soak("/leak").soak.unwrap();
+    let run = soak("/leak");
+    // knee keeps slim copies of a soak's windows while it runs; run.json has each whole,
+    // read back from steps.jsonl.
+    for window in &run.steps {
+        assert!(!window.slices.is_empty(), "{}: no slices", window.name);
+        assert!(
+            knee::analyze::mean(window, "host.cpu_cores").is_some(),
+            "{}: the host's series are kept",
+            window.name
+        );
+    }
+    let leaking = run.soak.unwrap();
     assert!(leaking.leak, "{leaking:#?}");
     let rss = &leaking.trends["rss_mb"];
     // 150 req/s x 64 KiB = about 9.4 MB/s = about 34 GB/hour.

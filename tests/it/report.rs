@@ -126,10 +126,64 @@ fn the_html_report_is_self_contained_has_charts_and_escapes_what_it_shows() {
         "the charts are inline SVG"
     );
     assert!(html.contains("Throughput") && html.contains("Latency"));
+    assert_charts(&html, &["timeline", "knee", "per-step"]);
+    assert!(
+        html.contains("Requests over time") && html.contains("time (s)"),
+        "the timeline is on the run's time axis"
+    );
+    assert!(
+        html.contains("rate-100"),
+        "the second step's start is marked with its name"
+    );
     assert!(!html.contains("<script"), "text from the run is escaped");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     for attr in ["src=", "href=", "@import", "url("] {
         assert!(!html.contains(attr), "nothing is fetched: found {attr}");
+    }
+}
+
+/// The report's chart sections, by their anchors: `want` present, the others absent.
+fn assert_charts(html: &str, want: &[&str]) {
+    for section in ["timeline", "windows", "knee", "per-step"] {
+        let id = format!("<h2 id=\"{section}\">");
+        assert_eq!(
+            html.contains(&id),
+            want.contains(&section),
+            "section {section}: expected {want:?}"
+        );
+    }
+}
+
+/// A one-step run gets the timeline (its slices and samples against time), not charts of
+/// one dot per step; every step of the run is on the time line from the run's start.
+#[test]
+fn a_one_step_run_gets_a_timeline_instead_of_single_dots() {
+    let target = http_target(Http::Fast);
+    let out = TempDir::new("html-one");
+    let url = target.url("/");
+    let (outcome, record) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--sample-every",
+            "200ms",
+        ],
+    );
+    assert!(outcome.is_ok());
+    let step = &record.unwrap().steps[0];
+    let started = step.started_s.expect("steps say when they started");
+    assert!((0.0..5.0).contains(&started), "{started}");
+    assert!(step.slices.len() >= 10, "{}", step.slices.len());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_self_contained_html(&html, 3);
+    assert_charts(&html, &["timeline"]);
+    for chart in ["Requests over time", "Latency over time", "CPU over time"] {
+        assert!(html.contains(chart), "{chart}");
     }
 }
 
