@@ -158,6 +158,9 @@ pub struct ObservePlan {
     /// Off-CPU profiles of the profiled steps (perf sched_switch on a local target; Go's
     /// block and mutex profiles beside a Go --pprof URL).
     pub offcpu: bool,
+    /// The target runs on another host even if its URL resolves here (a proxy, a tunnel):
+    /// nothing is discovered locally, and this host's readings are the generator's only.
+    pub remote_target: bool,
 }
 
 impl Default for ObservePlan {
@@ -172,6 +175,7 @@ impl Default for ObservePlan {
             profiler: ProfilerPlan::Off,
             profile_frequency: 100,
             offcpu: true,
+            remote_target: false,
         }
     }
 }

@@ -97,6 +97,9 @@ struct RawObserve {
     profile_frequency: Option<Spanned<u32>>,
     /// Off-CPU profiles (default true).
     offcpu: Option<bool>,
+    /// The target is on another host (see `ObservePlan::remote_target`).
+    #[serde(default)]
+    remote_target: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -580,6 +583,7 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
         profiler,
         profile_frequency,
         offcpu: raw.offcpu.unwrap_or(defaults.offcpu),
+        remote_target: raw.remote_target,
     })
 }
 

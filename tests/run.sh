@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests drive for real when it is
-# missing — Go (a Go service with net/http/pprof, built by the tests), perf (linux-perf: CPU
+# missing — Go (a Go service with net/http/pprof and the Prometheus client library's
+# /metrics, built by the tests), node_exporter (a host's figures), perf (linux-perf: CPU
 # and off-CPU profiles of a process), PostgreSQL and Debian's python3 with psycopg2 (a
 # database behind a small service) — from Debian's packages, then runs the tests with
 # KNEE_REQUIRE_TOOLS=1, so a tool that is still missing fails its tests instead of skipping
@@ -10,6 +11,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v go >/dev/null || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/prometheus/client_golang ] ||
+    need+=(golang-github-prometheus-client-golang-dev)
+command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
 command -v perf >/dev/null || need+=(linux-perf)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need+=(python3-psycopg2)

@@ -301,6 +301,14 @@ impl Base {
         let mut observe = profile.map(|p| p.observe.clone()).unwrap_or_default();
         observe.pid = common.pid.or(observe.pid);
         observe.spawn = common.spawn.clone().or(observe.spawn);
+        observe.remote_target |= common.remote_target;
+        if observe.remote_target
+            && (observe.pid.is_some() || observe.spawn.is_some() || demo.is_some())
+        {
+            return Err(Error::input(
+                "remote_target: the target runs on another host, so --pid, --spawn and --demo cannot name it here",
+            ));
+        }
         if !common.metrics.is_empty() {
             observe.metrics = common.metrics.clone();
         }

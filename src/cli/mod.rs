@@ -172,6 +172,12 @@ pub struct CommonArgs {
     /// Start the target with this shell command, wait until the URL answers, stop it at the end.
     #[arg(long)]
     pub spawn: Option<String>,
+    /// The target runs on another host, even if its URL resolves here (a proxy or tunnel):
+    /// discover nothing locally; this host is sampled as the generator's only
+    /// (generator_host.*). Its host and process figures come from --metrics (node_exporter,
+    /// process_*).
+    #[arg(long, conflicts_with_all = ["pid", "spawn", "demo"])]
+    pub remote_target: bool,
     /// A Prometheus /metrics URL to scrape each sample (repeatable).
     #[arg(long = "metrics")]
     pub metrics: Vec<String>,

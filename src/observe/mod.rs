@@ -2,6 +2,7 @@
 //! (samplers, profilers) implements `Observer`. It is told when each step starts and ends and
 //! returns what it saw, which is stored in the step's `observed` object under its name.
 
+pub mod exporters;
 pub mod http;
 pub mod processes;
 pub mod procfs;
@@ -122,7 +123,7 @@ impl Observation {
             Some(found(pid, "demo"))
         } else if let Some(pid) = observe.pid {
             Some(found(pid, "pid"))
-        } else if observe.sample {
+        } else if observe.sample && !observe.remote_target {
             target::find_by_port(&host, port).map(|pid| found(pid, "port"))
         } else {
             None
@@ -143,8 +144,11 @@ impl Observation {
                     .map_err(Error::input)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The target's host is this one only when the URL is local (and not declared remote)
+        // or a process of this host was named as the target.
+        let local = !observe.remote_target && target::is_local(&host);
+        let remote = !local && target.is_none();
         let sampler = if observe.sample {
-            let local = target::is_local(&host);
             let sampler = Sampler::start(
                 observe.interval,
                 target.as_ref().map(|t| t.pid),
@@ -152,6 +156,7 @@ impl Observation {
                 sources,
                 &dir.join("samples.jsonl"),
                 origin,
+                remote,
             )
             .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start the sampler: {e}")))?;
             Some(Arc::new(sampler))
@@ -185,7 +190,7 @@ impl Observation {
             sampler,
             profiler,
             offcpu,
-            listen_port: target::is_local(&host).then_some(port),
+            listen_port: local.then_some(port),
             spawned,
             target,
         })

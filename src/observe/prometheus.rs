@@ -1,14 +1,20 @@
-//! Prometheus scraping: each sample, GET a /metrics endpoint (plain HTTP/1.0, so no chunked
-//! bodies) and keep gauges as they are and counters as rates per second, as
-//! `metrics.<name>{labels}` and `metrics.<name>{labels}:rate`. Parsing is prometheus-parse's.
+//! Prometheus scraping: GET a /metrics endpoint (plain HTTP/1.0, so no chunked bodies) and
+//! keep gauges as they are and counters as rates per second, as `metrics.<name>{labels}` and
+//! `metrics.<name>{labels}:rate`. Parsing is prometheus-parse's. Each endpoint is scraped on
+//! its own thread (`Scraper`), and the sampler takes the latest scrape at each reading: a
+//! saturated service answers its /metrics late (seconds, when its CPU is what ran out), and
+//! must not stall the host's readings nor lose its own.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Series kept per endpoint beyond the ones named (`--metric`) and the ones the verdict
 /// reads (queue gauges), which are kept whatever their number.
 const MAX_SERIES: usize = 100;
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A scrape may take this long (a saturated service answers late; Prometheus allows 10 s).
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct MetricsSource {
     /// host:port
@@ -21,6 +27,10 @@ pub struct MetricsSource {
     pub failures: u64,
     /// Whether the series cut was already reported.
     told_dropped: bool,
+    /// node_exporter's and the client libraries' standard series, read as knee's own.
+    standard: super::exporters::Rates,
+    /// Which of knee's series groups this endpoint supplied at its last scrape.
+    pub provided: super::exporters::Provided,
 }
 
 impl MetricsSource {
@@ -45,21 +55,50 @@ impl MetricsSource {
             counters: HashMap::new(),
             failures: 0,
             told_dropped: false,
+            standard: super::exporters::Rates::default(),
+            provided: super::exporters::Provided::default(),
         })
     }
 
+    /// The endpoint, as given.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.authority, self.path)
+    }
+
+    /// What supplied a group of series: node_exporter for the host, process_* for a target.
+    pub fn exporter(&self, group: &str) -> &'static str {
+        if group == "host" {
+            "node_exporter"
+        } else {
+            "process_* metrics"
+        }
+    }
+
     /// Scrapes once and adds what it finds to `values`.
-    pub fn scrape_into(&mut self, values: &mut BTreeMap<String, f64>, now: Instant) {
+    /// Counters' rates are timed by the answers' arrival, which is about when the endpoint
+    /// read its counters (a late answer timed by its request would skew the rate).
+    pub fn scrape_into(&mut self, values: &mut BTreeMap<String, f64>) {
         let Some(text) = self.fetch() else {
             self.failures += 1;
             values.insert("metrics.scrape_failures".into(), self.failures as f64);
             return;
         };
+        let now = Instant::now();
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
             self.failures += 1;
             return;
         };
+        // Standard series fill only what /proc did not give (a local target wins).
+        let (standard, provided) = self.standard.read(&scrape.samples, now);
+        self.provided = provided;
+        for (key, value) in standard {
+            if provided.host && key.starts_with("host.")
+                || provided.target && key.starts_with("target.")
+            {
+                values.entry(key).or_insert(value);
+            }
+        }
         let mut others = 0;
         let mut dropped = 0;
         for sample in scrape.samples {
@@ -114,6 +153,83 @@ impl MetricsSource {
         )
         .ok()
         .map(|body| String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// One scrape's result, as the sampler takes it.
+#[derive(Clone, Default)]
+pub struct Scraped {
+    /// Counts the scrapes, so that each is taken once.
+    pub number: u64,
+    pub values: BTreeMap<String, f64>,
+    pub provided: super::exporters::Provided,
+}
+
+/// An endpoint scraped every `interval` on its own thread; the latest scrape is kept.
+pub struct Scraper {
+    latest: Arc<Mutex<Scraped>>,
+    running: Arc<AtomicBool>,
+    pub url: String,
+    exporter: [&'static str; 2],
+}
+
+impl Scraper {
+    pub fn start(mut source: MetricsSource, interval: Duration) -> Scraper {
+        let latest = Arc::new(Mutex::new(Scraped::default()));
+        let running = Arc::new(AtomicBool::new(true));
+        let url = source.url();
+        let exporter = [source.exporter("host"), source.exporter("target")];
+        let (latest_t, running_t) = (latest.clone(), running.clone());
+        let spawned = std::thread::Builder::new()
+            .name("knee-scraper".into())
+            .spawn(move || {
+                let mut next = Instant::now();
+                while running_t.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now < next {
+                        std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                        continue;
+                    }
+                    next = now + interval;
+                    let mut values = BTreeMap::new();
+                    source.scrape_into(&mut values);
+                    let mut latest = latest_t.lock().unwrap_or_else(|e| e.into_inner());
+                    *latest = Scraped {
+                        number: latest.number + 1,
+                        values,
+                        provided: source.provided,
+                    };
+                }
+            });
+        if spawned.is_err() {
+            running.store(false, Ordering::Relaxed);
+        }
+        Scraper {
+            latest,
+            running,
+            url,
+            exporter,
+        }
+    }
+
+    /// The latest scrape if it is newer than scrape number `after`: each scrape lands in
+    /// one sample only (a late answer repeated in every sample until the next would weigh a
+    /// stale reading as many times as the endpoint was slow).
+    pub fn take_after(&self, after: u64) -> Option<Scraped> {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        (latest.number > after).then(|| latest.clone())
+    }
+
+    /// What supplied a group of series ("host" → node_exporter, "target" → process_*).
+    pub fn exporter(&self, group: &str) -> &'static str {
+        self.exporter[usize::from(group != "host")]
+    }
+}
+
+impl Drop for Scraper {
+    /// The thread ends after its current scrape (at most `SCRAPE_TIMEOUT`); not waited for.
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
     }
 }
 

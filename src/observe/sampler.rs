@@ -5,7 +5,7 @@
 //! flat map of dotted names ("target.cpu_cores") to numbers, easy to plot and to query.
 
 use super::procfs::{self, ProcCounters};
-use super::prometheus::MetricsSource;
+use super::prometheus::{MetricsSource, Scraper};
 use super::Observer;
 use crate::plan::StepSpec;
 use crate::step::StepResult;
@@ -46,6 +46,9 @@ struct State {
     samples: VecDeque<(Instant, Sample)>,
     /// Seconds since the start when the target was first seen gone.
     target_gone_at: Option<f64>,
+    /// Where the host and target series come from ("host" → "/proc on this machine", or an
+    /// exporter's URL), for the verdict and the reports.
+    sources: BTreeMap<String, String>,
 }
 
 pub struct Sampler {
@@ -65,9 +68,14 @@ struct Reader {
     target: Option<u32>,
     /// The target's listening port on this host, for its accept queue.
     listen_port: Option<u16>,
-    metrics: Vec<MetricsSource>,
+    metrics: Vec<Scraper>,
+    /// Per endpoint: the number of its last scrape taken, and what it supplied.
+    taken: Vec<(u64, super::exporters::Provided)>,
     ticks: f64,
     previous: Option<Previous>,
+    /// The target is on another host: this machine's host-wide readings are the generator's
+    /// host (`generator_host.*`, `generator_net.*`), never the target's.
+    remote: bool,
 }
 
 /// Cumulative counters of the last reading, for rates.
@@ -89,11 +97,13 @@ impl Sampler {
         metrics: Vec<MetricsSource>,
         samples_path: &Path,
         origin: Instant,
+        remote: bool,
     ) -> std::io::Result<Sampler> {
         let mut file = File::create(samples_path)?;
         let state = Arc::new(Mutex::new(State {
             samples: VecDeque::new(),
             target_gone_at: None,
+            sources: BTreeMap::new(),
         }));
         let running = Arc::new(AtomicBool::new(true));
         let started = origin;
@@ -104,9 +114,14 @@ impl Sampler {
             interval: interval.max(MIN_INTERVAL),
             target,
             listen_port,
-            metrics,
+            taken: vec![Default::default(); metrics.len()],
+            metrics: metrics
+                .into_iter()
+                .map(|m| Scraper::start(m, interval.max(MIN_INTERVAL)))
+                .collect(),
             ticks: procfs::clock_ticks(),
             previous: None,
+            remote,
         };
         let (state_t, running_t) = (state.clone(), running.clone());
         let thread = std::thread::Builder::new()
@@ -130,6 +145,7 @@ impl Sampler {
                     if gone && state.target_gone_at.is_none() {
                         state.target_gone_at = Some(sample.t_s);
                     }
+                    state.sources = reader.sources();
                     state.samples.push_back((pushed_from, sample));
                     if state.samples.len() > KEEP {
                         state.samples.pop_front();
@@ -150,6 +166,15 @@ impl Sampler {
     }
 
     /// Seconds into the run when the target process was first seen gone.
+    /// Where the host and target series come from.
+    pub fn sources(&self) -> BTreeMap<String, String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sources
+            .clone()
+    }
+
     pub fn target_gone_at(&self) -> Option<f64> {
         self.state
             .lock()
@@ -268,12 +293,45 @@ impl Observer for SamplerObserver {
             "samples": count,
             "target_pid": self.0.target,
             "target_gone_at_s": self.0.target_gone_at(),
+            "sources": self.0.sources(),
             "series": series,
         }))
     }
 }
 
+/// A host-wide series of this machine, renamed as the generator's host's.
+fn generator_side(key: String) -> String {
+    if let Some(rest) = key.strip_prefix("host.") {
+        format!("generator_host.{rest}")
+    } else if let Some(rest) = key.strip_prefix("net.") {
+        format!("generator_net.{rest}")
+    } else {
+        key
+    }
+}
+
 impl Reader {
+    /// Where the host and target series come from, as of the last reading.
+    fn sources(&self) -> BTreeMap<String, String> {
+        let mut sources = BTreeMap::new();
+        if !self.remote {
+            sources.insert("host".to_string(), "/proc on this machine".to_string());
+        }
+        if let Some(pid) = self.target {
+            sources.insert("target".to_string(), format!("/proc of pid {pid}"));
+        }
+        for (metrics, (_, provided)) in self.metrics.iter().zip(&self.taken) {
+            for (group, given) in [("host", provided.host), ("target", provided.target)] {
+                if given {
+                    sources.entry(group.to_string()).or_insert_with(|| {
+                        format!("{} ({})", metrics.url, metrics.exporter(group))
+                    });
+                }
+            }
+        }
+        sources
+    }
+
     /// Takes one sample; the bool is true when the target has gone.
     fn read(&mut self) -> (Sample, bool) {
         let now = Instant::now();
@@ -373,8 +431,22 @@ impl Reader {
             values.insert("net.accept_queue".into(), waiting as f64);
             values.insert("net.accept_backlog".into(), backlog as f64);
         }
-        for source in &mut self.metrics {
-            source.scrape_into(&mut values, now);
+        if self.remote {
+            values = values
+                .into_iter()
+                .map(|(key, value)| (generator_side(key), value))
+                .collect();
+        }
+        // Exporters fill what /proc did not (a remote target's host and process): each
+        // endpoint's scrape that answered since the last reading (none: a gap in its series).
+        for (scraper, taken) in self.metrics.iter().zip(&mut self.taken) {
+            let Some(scraped) = scraper.take_after(taken.0) else {
+                continue;
+            };
+            *taken = (scraped.number, scraped.provided);
+            for (key, value) in scraped.values {
+                values.entry(key).or_insert(value);
+            }
         }
         let t_s = now.duration_since(self.started).as_secs_f64();
         self.previous = Some(Previous {
@@ -441,8 +513,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("knee-sampler-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("samples.jsonl");
-        let sampler =
-            Sampler::start(MIN_INTERVAL, None, None, Vec::new(), &path, Instant::now()).unwrap();
+        let sampler = Sampler::start(
+            MIN_INTERVAL,
+            None,
+            None,
+            Vec::new(),
+            &path,
+            Instant::now(),
+            false,
+        )
+        .unwrap();
         let from = Instant::now();
         std::thread::sleep(Duration::from_millis(900));
         let to = Instant::now();

@@ -12,6 +12,7 @@ mod kernel;
 mod observe;
 mod profiles;
 mod protocols;
+mod remote;
 mod report;
 mod shards;
 mod signals;

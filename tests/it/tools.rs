@@ -54,6 +54,8 @@ pub fn go_service_binary(test: &str) -> Option<PathBuf> {
                 .arg(source)
                 .env("GOFLAGS", "-mod=mod")
                 .env("GO111MODULE", "off")
+                // Debian's golang-github-prometheus-client-golang-dev (for /metrics).
+                .env("GOPATH", "/usr/share/gocode")
                 .current_dir(env!("CARGO_TARGET_TMPDIR"))
                 .status()
                 .expect("go runs");
@@ -91,6 +93,61 @@ impl GoService {
 }
 
 impl Drop for GoService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's prometheus-node-exporter on a free loopback port, with the collectors knee maps
+/// (cpu, meminfo, loadavg, stat, pressure); killed when dropped. None without it.
+pub struct NodeExporter {
+    child: Child,
+    /// `http://127.0.0.1:PORT/metrics`
+    pub metrics: String,
+}
+
+impl NodeExporter {
+    pub fn start(test: &str) -> Option<NodeExporter> {
+        if !have("prometheus-node-exporter", test) {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("prometheus-node-exporter")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args([
+                "--collector.disable-defaults",
+                "--collector.cpu",
+                "--collector.meminfo",
+                "--collector.loadavg",
+                "--collector.stat",
+                "--collector.pressure",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node_exporter starts");
+        let exporter = NodeExporter {
+            child,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node_exporter did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(exporter)
+    }
+}
+
+impl Drop for NodeExporter {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -120,12 +120,37 @@ impl Context<'_> {
         self.at_knee("target.cpu_cores")
     }
 
-    /// "the target used 1.07 of 2 cores (below the knee: 1.05)"
+    /// Where a group of series ("host", "target") was read at the knee: /proc here, or an
+    /// exporter's URL.
+    pub fn source(&self, group: &str) -> Option<&str> {
+        self.knee
+            .observed
+            .as_ref()?
+            .get("samplers")?
+            .get("sources")?
+            .get(group)?
+            .as_str()
+    }
+
+    /// The target is on another host: this machine was sampled as the generator's only.
+    pub fn remote(&self) -> bool {
+        self.at_knee("generator_host.cores").is_some()
+    }
+
+    /// "the target used 1.07 of 2 cores (below the knee: 1.05)", and where that was read
+    /// when not from /proc here ("; from http://staging:9100/metrics (process_* metrics)").
     pub fn cpu_line(&self, cpu: f64) -> String {
         let was = self
             .below("target.cpu_cores")
             .map_or(String::new(), |b| format!(" (below the knee: {b:.2})"));
-        format!("the target used {cpu:.2} of {:.0} cores{was}", self.cores)
+        let from = self
+            .source("target")
+            .filter(|s| !s.starts_with("/proc"))
+            .map_or(String::new(), |s| format!("; read from {s}"));
+        format!(
+            "the target used {cpu:.2} of {:.0} cores{was}{from}",
+            self.cores
+        )
     }
 }
 

@@ -154,7 +154,12 @@ pub fn queue_gauge(ctx: &Context) -> Option<Finding> {
 /// cgroup throttles.
 pub fn host_contention(ctx: &Context) -> Option<Finding> {
     let cpu = ctx.target_cpu()?;
-    let generator = ctx.at_knee("generator.cpu_cores").unwrap_or(0.0);
+    // A generator on another machine takes nothing from the target's host.
+    let generator = if ctx.remote() {
+        0.0
+    } else {
+        ctx.at_knee("generator.cpu_cores").unwrap_or(0.0)
+    };
     let host_cpu = ctx.at_knee("host.cpu_cores").unwrap_or(0.0);
     // The target's downstreams busy on its behalf are not contention.
     let downstreams = super::processes::downstream_cores(ctx);
@@ -221,20 +226,36 @@ pub fn waiting(ctx: &Context) -> Option<Finding> {
     Some(with_context_switches(ctx, finding))
 }
 
-/// No target process: only what the host shows, at low confidence.
+/// No target process: only what the host shows, at low confidence (medium when the host is
+/// the target's own, the generator elsewhere, and full).
 pub fn host_only(ctx: &Context) -> Option<Finding> {
     if ctx.target_cpu().is_some() {
         return None;
     }
-    let host = ctx.at_knee("host.cpu_cores").unwrap_or(0.0);
-    let line = format!(
-        "host CPU {host:.2} of {:.0} cores; no target process known (give --pid, --spawn or --demo)",
-        ctx.cores
-    );
+    let Some(host) = ctx.at_knee("host.cpu_cores") else {
+        // A remote target whose host nobody reported: say so rather than read this machine.
+        return ctx.remote().then(|| {
+            Finding::new("unclear", "unknown: the target's host is not observed", 0.2)
+                .evidence(
+                    "the target runs on another host and nothing reported its host or process \
+                     (this machine was sampled as the generator's host only)",
+                )
+                .confirm("--metrics with the target host's node_exporter and the service's process_* metrics")
+        });
+    };
+    let unknown = match ctx.source("target").filter(|s| !s.starts_with("/proc")) {
+        // The service's own metrics went quiet: a service whose CPU ran out answers late.
+        Some(source) => {
+            format!("the target's metrics ({source}) did not answer during the knee step")
+        }
+        None => "no target process known (give --pid, --spawn or --demo)".to_string(),
+    };
+    let line = format!("host CPU {host:.2} of {:.0} cores; {unknown}", ctx.cores);
     Some(if host >= 0.9 * ctx.cores {
-        Finding::new("cpu_bound", "CPU-bound (host)", 0.3)
+        let strength = if ctx.remote() { 0.5 } else { 0.3 };
+        Finding::new("cpu_bound", "CPU-bound (host)", strength)
             .evidence(line)
-            .confirm("--pid of the target, to see whether it is the target's CPU")
+            .confirm("the target's own CPU (--pid on its host, or its process_* metrics) to see whether it is the target's")
     } else {
         Finding::new("waiting", "not CPU: waiting somewhere", 0.25)
             .evidence(line)

@@ -601,3 +601,42 @@ fn host_contention_names_who_else_is_busy() {
     );
     assert!(v.confirm.contains("ffmpeg"), "{v:#?}");
 }
+
+/// A remote target: this machine's readings are the generator's host's. Without exporters
+/// nothing is known of the target's host, and the verdict says so instead of reading this
+/// machine; with them, the target's CPU line says where it was read, and the generator
+/// (elsewhere) is no contention on the target's host.
+#[test]
+fn a_remote_target_is_judged_on_its_own_host_or_not_at_all() {
+    let (below, knee) = pair();
+    let remote = |s: StepResult| {
+        s.with("generator_host.cores", 2.0)
+            .with("generator_host.cpu_cores", 1.9)
+    };
+    let v = judge(remote(below.clone()), remote(knee.clone()));
+    assert_eq!(v.kind, "unclear", "{v:#?}");
+    assert!(v.bottleneck.contains("host is not observed"), "{v:#?}");
+
+    let source = serde_json::json!({"host": "http://staging:9100/metrics (node_exporter)",
+                        "target": "http://staging:8080/metrics (process_* metrics)"});
+    let observed = |s: StepResult, cpu: f64| {
+        let mut s = remote(s)
+            .with("target.cpu_cores", cpu)
+            .with("host.cpu_cores", 1.97)
+            .with("generator.cpu_cores", 0.9);
+        s.observed.as_mut().unwrap()["samplers"]["sources"] = source.clone();
+        s
+    };
+    let v = judge(observed(below, 1.5), observed(knee, 1.92));
+    assert_eq!(v.kind, "cpu_bound", "{v:#?}");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("read from http://staging:8080/metrics (process_* metrics)")),
+        "{v:#?}"
+    );
+    assert!(
+        !v.evidence.iter().any(|e| e.contains("host contention")),
+        "the generator runs elsewhere: {v:#?}"
+    );
+}
