@@ -57,7 +57,7 @@ pub use harness_entry::{run, Outcome};
 #[cfg(feature = "harness")]
 mod harness_entry {
     use crate::plan::Job;
-    use crate::{cli, compare, demo, report, runner, Error};
+    use crate::{cli, compare, demo, observe, report, runner, Error};
     use std::ffi::OsString;
 
     /// How a command ended, when it did not fail outright.
@@ -122,6 +122,26 @@ mod harness_entry {
             }
             Job::Demo(config) if config.explain => {
                 print!("{}", demo::explain(&config));
+                Ok(Outcome::Passed)
+            }
+            Job::Observe(plan) => {
+                let observer = observe::serve::start(&plan)?;
+                println!(
+                    "knee observe: pid {} on http://{} ({})",
+                    observer.pid,
+                    observer.address,
+                    if plan.token.is_some() {
+                        "every request needs the token"
+                    } else {
+                        "loopback only, no token"
+                    }
+                );
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(runner::wait_for_stop_signal());
+                drop(observer);
                 Ok(Outcome::Passed)
             }
             Job::Demo(config) => {

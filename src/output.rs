@@ -61,6 +61,9 @@ pub struct RunRecord {
     /// The target process that was sampled, and whether it went away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_process: Option<TargetProcess>,
+    /// The `knee observe` servers the target's host was read through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observers: Vec<crate::observe::remote::ObserverRecord>,
 }
 
 pub struct RunFolder {
@@ -184,6 +187,7 @@ impl RunRecord {
             soak: None,
             shard: None,
             target_process: None,
+            observers: Vec::new(),
         }
     }
 

@@ -100,6 +100,9 @@ struct RawObserve {
     /// The target is on another host (see `ObservePlan::remote_target`).
     #[serde(default)]
     remote_target: bool,
+    /// `knee observe` servers, "[NAME=]http://host:port" (token: KNEE_OBSERVER_TOKEN).
+    #[serde(default)]
+    observers: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -583,7 +586,15 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
         profiler,
         profile_frequency,
         offcpu: raw.offcpu.unwrap_or(defaults.offcpu),
-        remote_target: raw.remote_target,
+        remote_target: raw.remote_target || !raw.observers.is_empty(),
+        observers: raw
+            .observers
+            .iter()
+            .map(|o| {
+                crate::plan::ObserverSpec::parse(o.get_ref(), crate::observe::token::from_env())
+                    .map_err(|e| src.error_at(Some(o.span()), &e))
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

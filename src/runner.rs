@@ -245,6 +245,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         }
     }
     analysis.target = observation.finish();
+    analysis.observers = observation.observer_records();
     if plan.kind == Kind::Soak {
         analysis.soak = Some(soak::analyze(&session.steps));
     }
@@ -270,6 +271,7 @@ struct Analysis {
     verdict: Option<verdict::Verdict>,
     soak: Option<soak::SoakAnalysis>,
     target: Option<TargetProcess>,
+    observers: Vec<crate::observe::remote::ObserverRecord>,
 }
 
 fn finish(
@@ -293,6 +295,7 @@ fn finish(
     record.soak = analysis.soak;
     record.shard = plan.shard;
     record.target_process = analysis.target;
+    record.observers = analysis.observers;
     let run_json = session.folder.write_run(&record)?;
     let reports = crate::report::write_all(&record, &session.folder.dir)?;
     print!("\n{}", summary_table(&record.steps));
@@ -416,7 +419,7 @@ fn verdict_line(plan: &RunPlan, record: &RunRecord) -> String {
     line
 }
 
-async fn wait_for_stop_signal() {
+pub(crate) async fn wait_for_stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -309,6 +309,19 @@ impl Base {
                 "remote_target: the target runs on another host, so --pid, --spawn and --demo cannot name it here",
             ));
         }
+        if !common.observers.is_empty() {
+            let token = match &common.observer_token_file {
+                Some(path) => Some(crate::observe::token::read_file(path).map_err(Error::input)?),
+                None => crate::observe::token::from_env(),
+            };
+            observe.observers = common
+                .observers
+                .iter()
+                .map(|o| crate::plan::ObserverSpec::parse(o, token.clone()))
+                .collect::<Result<_, _>>()
+                .map_err(Error::input)?;
+            observe.remote_target = true;
+        }
         if !common.metrics.is_empty() {
             observe.metrics = common.metrics.clone();
         }

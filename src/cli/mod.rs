@@ -40,6 +40,59 @@ pub enum Command {
     Compare(CompareArgs),
     /// Merge the run folders of shards (`knee run --shard I/N`) into one run, exactly.
     Merge(MergeArgs),
+    /// Run on the target's host: serve its samples (host, target process) to a driver on
+    /// another machine (`knee hunt URL --observer http://THIS-HOST:PORT`). Read-only.
+    Observe(ObserveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ObserveArgs {
+    /// Address to serve on; beyond loopback a --token-file is required.
+    #[arg(long, default_value = "127.0.0.1:9477")]
+    pub listen: std::net::SocketAddr,
+    /// The target's process id.
+    #[arg(long, conflicts_with_all = ["port", "spawn"], required_unless_present_any = ["port", "spawn"])]
+    pub pid: Option<u32>,
+    /// The target is the process listening on this port of this host (with --spawn: the port
+    /// the started command listens on).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Start the target with this shell command, wait until --port answers, stop it at the end.
+    #[arg(long, requires = "port")]
+    pub spawn: Option<String>,
+    /// A file holding the token every request must carry (Authorization: Bearer TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Sampling interval (default 500ms, at least 200ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub sample_every: Option<Duration>,
+}
+
+impl ObserveArgs {
+    fn plan(self) -> Result<crate::plan::ServePlan, Error> {
+        use crate::plan::ServeTarget;
+        let target = match (self.pid, self.port, self.spawn) {
+            (Some(pid), _, _) => ServeTarget::Pid(pid),
+            (None, Some(port), Some(command)) => ServeTarget::Spawn { command, port },
+            (None, Some(port), None) => ServeTarget::Port(port),
+            (None, None, _) => {
+                return Err(Error::input("knee observe needs --pid, --port or --spawn"))
+            }
+        };
+        let token = match &self.token_file {
+            Some(path) => Some(crate::observe::token::read_file(path).map_err(Error::input)?),
+            None => None,
+        };
+        Ok(crate::plan::ServePlan {
+            listen: self.listen,
+            target,
+            token,
+            interval: self
+                .sample_every
+                .unwrap_or(Duration::from_millis(500))
+                .max(crate::observe::sampler::MIN_INTERVAL),
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -178,6 +231,14 @@ pub struct CommonArgs {
     /// process_*).
     #[arg(long, conflicts_with_all = ["pid", "spawn", "demo"])]
     pub remote_target: bool,
+    /// A `knee observe` on the target's host, [NAME=]http://host:port (repeatable: the app's
+    /// host, the database's). Its host and target series replace local discovery (implies
+    /// --remote-target); figures read through it are labelled NAME.
+    #[arg(long = "observer", value_name = "[NAME=]URL", conflicts_with_all = ["pid", "spawn", "demo", "no_sample"])]
+    pub observers: Vec<String>,
+    /// The observers' token, from a file (default: $KNEE_OBSERVER_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub observer_token_file: Option<PathBuf>,
     /// A Prometheus /metrics URL to scrape each sample (repeatable).
     #[arg(long = "metrics")]
     pub metrics: Vec<String>,
@@ -398,5 +459,6 @@ where
             after: compare.after,
             fail_if_slower: compare.fail_if_slower,
         },
+        Command::Observe(observe) => Job::Observe(observe.plan()?),
     }))
 }

@@ -111,7 +111,7 @@ pub(crate) fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> 
     crate::observe::http::get(
         authority,
         path,
-        None,
+        &[],
         (Duration::from_secs(5), timeout),
         256 << 20,
     )

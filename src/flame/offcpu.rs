@@ -225,6 +225,9 @@ impl OffCpuObserver {
                 Err(why) if go.is_none() => return Err(why),
                 Err(_) => None,
             },
+            None if go.is_none() && !observe.observers.is_empty() => {
+                return Err("off-CPU stacks are not taken through an observer yet".into())
+            }
             None if go.is_none() => {
                 return Err("no local target process (give --pid, --spawn, or a local port)".into())
             }

@@ -1,4 +1,5 @@
-//! The one plain HTTP/1.0 GET the observers need (Prometheus scrapes, pprof profiles):
+//! The one plain HTTP/1.0 GET the observers need (Prometheus scrapes, pprof profiles,
+//! `knee observe`):
 //! HTTP/1.0 so no chunked body has to be undone, a bounded read, and errors that name the
 //! endpoint. Not the engine's client: observing must not share the load's connections.
 
@@ -7,11 +8,12 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// GETs `path` from `authority` (host:port): the body of a 200, else an error naming the
-/// status and the first line the server said. At most `limit` bytes are read.
+/// status and the first line the server said. At most `limit` bytes are read. `headers` are
+/// sent as given (an Accept, an Authorization).
 pub fn get(
     authority: &str,
     path: &str,
-    accept: Option<&str>,
+    headers: &[(&str, &str)],
     (connect_timeout, io_timeout): (Duration, Duration),
     limit: u64,
 ) -> Result<Vec<u8>, String> {
@@ -24,8 +26,11 @@ pub fn get(
         .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
     let _ = stream.set_read_timeout(Some(io_timeout));
     let _ = stream.set_write_timeout(Some(io_timeout));
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n{accept}\r\n");
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n{headers}\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("cannot send the request to {authority}: {e}"))?;

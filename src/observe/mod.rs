@@ -7,16 +7,19 @@ pub mod http;
 pub mod processes;
 pub mod procfs;
 pub mod prometheus;
+pub mod remote;
 pub mod sampler;
+pub mod serve;
 pub mod sockdiag;
 pub mod target;
 pub mod threads;
+pub mod token;
 
 use crate::demo::DemoChild;
 use crate::error::Error;
 use crate::plan::{RunPlan, StepSpec};
 use crate::step::StepResult;
-use sampler::{Sampler, SamplerObserver};
+use sampler::{Sampler, SamplerConfig, SamplerObserver};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +87,38 @@ pub struct Observation {
     pub target: Option<TargetProcess>,
     /// The target's listening port, when it is on this host.
     listen_port: Option<u16>,
+    /// `knee observe` servers the target's host is read through.
+    feeds: Vec<Arc<remote::Feed>>,
+}
+
+/// Connects to each observer (its clock offset, its description) before any load: one that
+/// cannot be read is an input error, said in one line.
+fn connect_observers(
+    specs: &[crate::plan::ObserverSpec],
+    interval: Duration,
+    origin: Instant,
+) -> Result<Vec<Arc<remote::Feed>>, Error> {
+    specs
+        .iter()
+        .map(|spec| {
+            let feed = remote::Feed::connect(spec.clone(), interval, origin).map_err(Error::input)?;
+            let d = &feed.description;
+            let record = feed.record();
+            eprintln!(
+                "knee: observer {}: host {} ({} cores, {:.0} MB), target {}, clock offset {:+.1} ms (round trip {:.1} ms)",
+                spec.name,
+                d.host,
+                d.cores,
+                d.memory_mb,
+                d.target
+                    .as_ref()
+                    .map_or("none".to_string(), |t| format!("pid {} ({})", t.pid, t.command)),
+                record.clock_offset_ms,
+                record.rtt_ms
+            );
+            Ok(feed)
+        })
+        .collect()
 }
 
 impl Observation {
@@ -148,16 +183,17 @@ impl Observation {
         // or a process of this host was named as the target.
         let local = !observe.remote_target && target::is_local(&host);
         let remote = !local && target.is_none();
+        let feeds = connect_observers(&observe.observers, observe.interval, origin)?;
         let sampler = if observe.sample {
-            let sampler = Sampler::start(
-                observe.interval,
-                target.as_ref().map(|t| t.pid),
-                local.then_some(port),
-                sources,
-                &dir.join("samples.jsonl"),
-                origin,
+            let sampler = Sampler::start(SamplerConfig {
+                target: target.as_ref().map(|t| t.pid),
+                listen_port: local.then_some(port),
+                metrics: sources,
+                samples_path: Some(dir.join("samples.jsonl")),
                 remote,
-            )
+                feeds: feeds.clone(),
+                ..SamplerConfig::new(observe.interval, origin)
+            })
             .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start the sampler: {e}")))?;
             Some(Arc::new(sampler))
         } else {
@@ -193,7 +229,13 @@ impl Observation {
             listen_port: local.then_some(port),
             spawned,
             target,
+            feeds,
         })
+    }
+
+    /// The observers read, as run.json keeps them.
+    pub fn observer_records(&self) -> Vec<remote::ObserverRecord> {
+        self.feeds.iter().map(|feed| feed.record()).collect()
     }
 
     /// The observers to attach to the session (the profiler goes to the first caller).
@@ -227,7 +269,9 @@ impl Observation {
         if let Some(sampler) = &self.sampler {
             sampler.stop();
         }
-        let mut target = self.target.clone()?;
+        let Some(mut target) = self.target.clone() else {
+            return self.feeds.first().and_then(|feed| feed.target());
+        };
         target.exited_at_s = self.sampler.as_ref().and_then(|s| s.target_gone_at());
         target.exit_status = self.spawned.as_mut().and_then(Spawned::exit_status);
         Some(target)

@@ -147,7 +147,7 @@ impl MetricsSource {
         super::http::get(
             &self.authority,
             &self.path,
-            Some("text/plain"),
+            &[("Accept", "text/plain")],
             (SCRAPE_TIMEOUT, SCRAPE_TIMEOUT),
             16 << 20,
         )

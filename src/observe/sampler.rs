@@ -6,6 +6,7 @@
 
 use super::procfs::{self, ProcCounters};
 use super::prometheus::{MetricsSource, Scraper};
+use super::remote::Feed;
 use super::Observer;
 use crate::plan::StepSpec;
 use crate::step::StepResult;
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +45,8 @@ pub struct Stat {
 
 struct State {
     samples: VecDeque<(Instant, Sample)>,
+    /// Readings of this host taken so far (the number of the last one).
+    pushed: u64,
     /// Seconds since the start when the target was first seen gone.
     target_gone_at: Option<f64>,
     /// Where the host and target series come from ("host" → "/proc on this machine", or an
@@ -59,6 +62,7 @@ pub struct Sampler {
     interval: Duration,
     /// When the sampler last began a reading (see `wait_past`).
     began: Arc<Mutex<Instant>>,
+    feeds: Vec<Arc<Feed>>,
 }
 
 /// What the sampler thread needs.
@@ -88,81 +92,159 @@ struct Previous {
     tcp: std::collections::HashMap<&'static str, u64>,
 }
 
+/// What a sampler reads, and where it puts it.
+pub struct SamplerConfig {
+    pub interval: Duration,
+    pub target: Option<u32>,
+    /// The target's listening port on this host, for its accept queue.
+    pub listen_port: Option<u16>,
+    pub metrics: Vec<MetricsSource>,
+    /// Every sample as a JSON line; none keeps them in memory only (`knee observe`).
+    pub samples_path: Option<PathBuf>,
+    /// The run's start: samples' `t_s` counts from it.
+    pub origin: Instant,
+    /// The target is on another host (see `Reader::remote`).
+    pub remote: bool,
+    /// Samples held in memory at most.
+    pub keep: usize,
+    /// `knee observe` servers whose samples join this machine's.
+    pub feeds: Vec<Arc<Feed>>,
+}
+
+impl SamplerConfig {
+    /// A sampler of this host, writing nothing, keeping `KEEP` samples.
+    pub fn new(interval: Duration, origin: Instant) -> SamplerConfig {
+        SamplerConfig {
+            interval,
+            target: None,
+            listen_port: None,
+            metrics: Vec::new(),
+            samples_path: None,
+            origin,
+            remote: false,
+            keep: KEEP,
+            feeds: Vec::new(),
+        }
+    }
+}
+
 impl Sampler {
-    /// Starts sampling now; `samples_path` receives every sample as a JSON line.
-    pub fn start(
-        interval: Duration,
-        target: Option<u32>,
-        listen_port: Option<u16>,
-        metrics: Vec<MetricsSource>,
-        samples_path: &Path,
-        origin: Instant,
-        remote: bool,
-    ) -> std::io::Result<Sampler> {
-        let mut file = File::create(samples_path)?;
+    /// Starts sampling now.
+    pub fn start(config: SamplerConfig) -> std::io::Result<Sampler> {
+        let mut file = match &config.samples_path {
+            Some(path) => Some(File::create(path)?),
+            None => None,
+        };
         let state = Arc::new(Mutex::new(State {
             samples: VecDeque::new(),
+            pushed: 0,
             target_gone_at: None,
             sources: BTreeMap::new(),
         }));
         let running = Arc::new(AtomicBool::new(true));
-        let started = origin;
+        let interval = config.interval.max(MIN_INTERVAL);
         let began = Arc::new(Mutex::new(Instant::now()));
         let began_t = began.clone();
         let mut reader = Reader {
-            started,
-            interval: interval.max(MIN_INTERVAL),
-            target,
-            listen_port,
-            taken: vec![Default::default(); metrics.len()],
-            metrics: metrics
+            started: config.origin,
+            interval,
+            target: config.target,
+            listen_port: config.listen_port,
+            taken: vec![Default::default(); config.metrics.len()],
+            metrics: config
+                .metrics
                 .into_iter()
-                .map(|m| Scraper::start(m, interval.max(MIN_INTERVAL)))
+                .map(|m| Scraper::start(m, interval))
                 .collect(),
             ticks: procfs::clock_ticks(),
             previous: None,
-            remote,
+            remote: config.remote,
         };
         let (state_t, running_t) = (state.clone(), running.clone());
+        let (feeds, keep) = (config.feeds.clone(), config.keep);
         let thread = std::thread::Builder::new()
             .name("knee-sampler".into())
             .spawn(move || {
                 reader.read(); // the baseline for rates
                 let mut next = Instant::now() + reader.interval;
+                let mut write = |sample: &Sample| {
+                    if let (Some(file), Ok(line)) = (file.as_mut(), serde_json::to_string(sample)) {
+                        let _ = writeln!(file, "{line}");
+                    }
+                };
                 while running_t.load(Ordering::Relaxed) {
                     let now = Instant::now();
                     if now < next {
                         std::thread::sleep((next - now).min(Duration::from_millis(50)));
                         continue;
                     }
-                    next += reader.interval;
+                    // Behind (a starved host): the next reading an interval from now, not a
+                    // burst of catch-up readings a few ms apart whose rates mean nothing.
+                    next = (next + reader.interval).max(now + reader.interval / 2);
                     let (sample, gone) = reader.read();
                     let pushed_from = now;
-                    if let Ok(line) = serde_json::to_string(&sample) {
-                        let _ = writeln!(file, "{line}");
-                    }
+                    write(&sample);
+                    let arrived: Vec<(Instant, Sample)> =
+                        feeds.iter().flat_map(|feed| feed.drain()).collect();
+                    arrived.iter().for_each(|(_, sample)| write(sample));
                     let mut state = state_t.lock().unwrap_or_else(|e| e.into_inner());
                     if gone && state.target_gone_at.is_none() {
                         state.target_gone_at = Some(sample.t_s);
                     }
                     state.sources = reader.sources();
+                    for feed in &feeds {
+                        feed.add_sources(&mut state.sources);
+                    }
                     state.samples.push_back((pushed_from, sample));
-                    if state.samples.len() > KEEP {
+                    state.pushed += 1;
+                    for (at, sample) in arrived {
+                        // An observer's samples arrive late: filed by when they were read.
+                        let index = state.samples.partition_point(|(t, _)| *t <= at);
+                        state.samples.insert(index, (at, sample));
+                    }
+                    while state.samples.len() > keep {
                         state.samples.pop_front();
                     }
                     drop(state);
                     *began_t.lock().unwrap_or_else(|e| e.into_inner()) = pushed_from;
                 }
-                let _ = file.flush();
+                if let Some(file) = file.as_mut() {
+                    let _ = file.flush();
+                }
             })?;
         Ok(Sampler {
             state,
             running,
             thread: Mutex::new(Some(thread)),
-            target,
-            interval: interval.max(MIN_INTERVAL),
+            target: config.target,
+            interval,
             began,
+            feeds: config.feeds,
         })
+    }
+
+    /// This host's readings numbered after `after` (1 is the first ever taken), at most
+    /// `limit` of them, with the first number still held (a reader that asked for an older one
+    /// lost samples). For `knee observe`, whose sampler has no feeds: an observer's samples
+    /// would not be numbered.
+    pub fn samples_after(&self, after: u64, limit: usize) -> (u64, Vec<(u64, Sample)>) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let first = state.pushed + 1 - state.samples.len() as u64;
+        let skip = after.saturating_sub(first - 1) as usize;
+        let numbered = state
+            .samples
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .take(limit)
+            .map(|(i, (_, sample))| (first + i as u64, sample.clone()))
+            .collect();
+        (first, numbered)
+    }
+
+    /// The number of the last reading taken (0 before the first).
+    pub fn last_number(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).pushed
     }
 
     /// Seconds into the run when the target process was first seen gone.
@@ -197,10 +279,11 @@ impl Sampler {
     /// Waits (at most `limit`) until a sample begun after `at` is in, or the sampler stopped.
     pub fn wait_past(&self, at: Instant, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while *self.began.lock().unwrap_or_else(|e| e.into_inner()) < at
-            && self.running.load(Ordering::Relaxed)
-            && Instant::now() < deadline
-        {
+        let behind = || {
+            *self.began.lock().unwrap_or_else(|e| e.into_inner()) < at
+                || !self.feeds.iter().all(|feed| feed.caught_up(at))
+        };
+        while behind() && self.running.load(Ordering::Relaxed) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -224,6 +307,7 @@ impl Sampler {
 
     pub fn stop(&self) {
         self.running.store(false, Ordering::Relaxed);
+        self.feeds.iter().for_each(|feed| feed.stop());
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
@@ -513,15 +597,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("knee-sampler-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("samples.jsonl");
-        let sampler = Sampler::start(
-            MIN_INTERVAL,
-            None,
-            None,
-            Vec::new(),
-            &path,
-            Instant::now(),
-            false,
-        )
+        let sampler = Sampler::start(SamplerConfig {
+            samples_path: Some(path.clone()),
+            ..SamplerConfig::new(MIN_INTERVAL, Instant::now())
+        })
         .unwrap();
         let from = Instant::now();
         std::thread::sleep(Duration::from_millis(900));

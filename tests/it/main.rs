@@ -10,6 +10,7 @@ mod flame;
 mod hunt;
 mod kernel;
 mod observe;
+mod observer;
 mod profiles;
 mod protocols;
 mod remote;

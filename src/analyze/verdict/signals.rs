@@ -170,15 +170,26 @@ pub fn host_contention(ctx: &Context) -> Option<Finding> {
         (host_cpu >= 0.9 * ctx.cores && others >= 0.5) || generator >= 0.5 || throttled > 0.1;
     contended.then(|| {
         let named = super::processes::others_named(ctx);
+        // On another host the generator is not among the others: name it only where it runs.
+        let generator_share = if ctx.remote() {
+            String::new()
+        } else {
+            format!(" (the generator: {generator:.2})")
+        };
+        let advice = if ctx.remote() {
+            "find what else runs on the target's host, or give the target dedicated cores"
+        } else {
+            "run the generator on another machine, or give the target dedicated cores"
+        };
         let mut finding = Finding::new("host_contention", "host contention", 0.54)
             .evidence(ctx.cpu_line(cpu))
             .evidence(format!(
-                "the host used {host_cpu:.2} of {:.0} cores, {others:.2} of them outside the target and its downstreams (the generator: {generator:.2}); \
+                "the host used {host_cpu:.2} of {:.0} cores, {others:.2} of them outside the target and its downstreams{generator_share}; \
                  run queue {run_queue:.1}; cgroup throttled {:.0}% of the time",
                 ctx.cores,
                 throttled * 100.0
             ))
-            .confirm("run the generator on another machine, or give the target dedicated cores");
+            .confirm(advice);
         if let Some(named) = named {
             finding = finding.evidence(format!("outside the target: {named}"));
             finding.confirm = format!(

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod observe;
+pub use observe::{ObservePlan, ObserverSpec, ProfilerPlan, ServePlan, ServeTarget, Token};
+
 /// The highest rate one generator process accepts; above it, use shards.
 pub const MAX_RATE: f64 = 1_000_000.0;
 /// The finest hunt resolution: rates are rounded to 3 significant digits, so two rates
@@ -42,6 +45,8 @@ pub enum Job {
         /// Fail (exit 1) when the capacity dropped by more than this fraction.
         fail_if_slower: Option<f64>,
     },
+    /// `knee observe`: serve this host's and a target's samples to a driver elsewhere.
+    Observe(ServePlan),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,61 +142,6 @@ impl Shard {
 }
 
 /// What to watch while the load runs.
-#[derive(Debug, Clone)]
-pub struct ObservePlan {
-    /// Sampling interval (at least 200 ms).
-    pub interval: Duration,
-    /// The target's pid, given.
-    pub pid: Option<u32>,
-    /// A command that starts the target (`sh -c`), stopped at the end.
-    pub spawn: Option<String>,
-    /// Prometheus endpoints to scrape each sample.
-    pub metrics: Vec<String>,
-    /// Metric names to keep (all when empty).
-    pub metric_names: Vec<String>,
-    /// Sample at all (`--no-sample` turns the samplers off, e.g. for benchmarks).
-    pub sample: bool,
-    /// Flamegraphs of the hold steps: from where.
-    pub profiler: ProfilerPlan,
-    /// Sampling frequency asked of the profiler (Hz).
-    pub profile_frequency: u32,
-    /// Off-CPU profiles of the profiled steps (perf sched_switch on a local target; Go's
-    /// block and mutex profiles beside a Go --pprof URL).
-    pub offcpu: bool,
-    /// The target runs on another host even if its URL resolves here (a proxy, a tunnel):
-    /// nothing is discovered locally, and this host's readings are the generator's only.
-    pub remote_target: bool,
-}
-
-impl Default for ObservePlan {
-    fn default() -> Self {
-        ObservePlan {
-            interval: Duration::from_millis(500),
-            pid: None,
-            spawn: None,
-            metrics: Vec::new(),
-            metric_names: Vec::new(),
-            sample: true,
-            profiler: ProfilerPlan::Off,
-            profile_frequency: 100,
-            offcpu: true,
-            remote_target: false,
-        }
-    }
-}
-
-/// Where the flamegraphs of the profiled steps come from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ProfilerPlan {
-    Off,
-    /// A pprof endpoint: http://host:port/debug/pprof/profile.
-    Pprof(String),
-    /// The agent the demo target embeds (its URL is known once it runs).
-    DemoAgent,
-    /// `perf record` on the target's pid.
-    Perf,
-}
-
 /// What steps to run: fixed ones, or a hunt that decides them as it goes.
 #[derive(Debug, Clone)]
 pub enum Mode {

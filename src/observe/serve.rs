@@ -1,0 +1,369 @@
+//! `knee observe`: the same binary, run on the target's host, serving what the samplers read
+//! there to a driver on another machine (`--observer`), so a remote target is as well observed
+//! as a local one. Read-only and small on purpose: three GETs (`/time` for the driver's clock
+//! estimate, `/describe`, `/samples?after=N`),
+//! nothing run on request, 127.0.0.1 unless a token guards it, the token checked on every
+//! request in constant time. Samples are numbered, held in memory (a bounded ring) and fetched
+//! incrementally, on the observer's own clock (the driver estimates the offset).
+
+use super::procfs;
+use super::remote::{Batch, DescribedTarget, Description};
+use super::sampler::{Sampler, SamplerConfig};
+use super::target::{self, Spawned};
+use crate::error::Error;
+use crate::plan::{ServePlan, ServeTarget, Token};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Samples held for drivers: 20 minutes at the default 500 ms (a driver fetches every
+/// interval; one that falls further behind is told it lost some).
+const KEEP: usize = 2_400;
+/// Samples in one answer at most (the driver asks again for the rest).
+const BATCH: usize = 600;
+/// Requests served at once at most; more are closed unanswered.
+const MAX_CONNECTIONS: usize = 16;
+const MAX_REQUEST_HEAD: usize = 16 << 10;
+
+/// A running observer: stopped (its thread ended, a spawned target stopped) when dropped.
+pub struct Observer {
+    running: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _spawned: Option<Spawned>,
+    sampler: Arc<Sampler>,
+    pub address: std::net::SocketAddr,
+    pub pid: u32,
+}
+
+/// What every request needs to be answered.
+struct Shared {
+    sampler: Arc<Sampler>,
+    token: Option<Token>,
+    target: DescribedTarget,
+    origin_unix_s: f64,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Refuses to listen beyond loopback without a token: anyone who can reach the port could
+/// read the target's figures.
+pub fn check_exposure(plan: &ServePlan) -> Result<(), Error> {
+    if plan.token.is_none() && !plan.listen.ip().is_loopback() {
+        return Err(Error::input(format!(
+            "knee observe: refusing to listen on {} without --token-file (anyone who reaches it could read the target's figures); listen on 127.0.0.1 or give a token",
+            plan.listen
+        )));
+    }
+    Ok(())
+}
+
+/// Finds or starts the target, starts sampling it, and serves on the plan's address.
+pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
+    check_exposure(plan)?;
+    let FoundTarget {
+        pid,
+        port,
+        found_by,
+        spawned,
+    } = find_target(&plan.target)?;
+    let origin = Instant::now();
+    let origin_unix_s = unix_now();
+    let sampler = Sampler::start(SamplerConfig {
+        target: Some(pid),
+        listen_port: port,
+        keep: KEEP,
+        ..SamplerConfig::new(plan.interval, origin)
+    })
+    .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start the sampler: {e}")))?;
+    let sampler = Arc::new(sampler);
+    let listener = TcpListener::bind(plan.listen).map_err(|e| {
+        Error::input(format!(
+            "knee observe: cannot listen on {}: {e}",
+            plan.listen
+        ))
+    })?;
+    let address = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let shared = Arc::new(Shared {
+        sampler: sampler.clone(),
+        token: plan.token.clone(),
+        target: DescribedTarget {
+            pid,
+            command: command_line(pid),
+            found_by: found_by.into(),
+        },
+        origin_unix_s,
+    });
+    let running = Arc::new(AtomicBool::new(true));
+    let accepting = running.clone();
+    let thread = std::thread::Builder::new()
+        .name("knee-observe".into())
+        .spawn(move || accept_loop(&listener, &shared, &accepting))?;
+    Ok(Observer {
+        running,
+        thread: Some(thread),
+        _spawned: spawned,
+        sampler,
+        address,
+        pid,
+    })
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.sampler.stop();
+    }
+}
+
+/// The process the observer watches, how it was found, and the child to stop if it was spawned.
+struct FoundTarget {
+    pid: u32,
+    port: Option<u16>,
+    found_by: &'static str,
+    spawned: Option<Spawned>,
+}
+
+fn find_target(target: &ServeTarget) -> Result<FoundTarget, Error> {
+    match target {
+        ServeTarget::Pid(pid) => {
+            if procfs::process(*pid).is_none() {
+                return Err(Error::input(format!(
+                    "knee observe: no process {pid} on this host"
+                )));
+            }
+            Ok(FoundTarget {
+                pid: *pid,
+                port: None,
+                found_by: "pid",
+                spawned: None,
+            })
+        }
+        ServeTarget::Port(port) => target::find_by_port("127.0.0.1", *port)
+            .map(|pid| FoundTarget {
+                pid,
+                port: Some(*port),
+                found_by: "port",
+                spawned: None,
+            })
+            .ok_or_else(|| {
+                Error::input(format!(
+                    "knee observe: no process of this host listens on port {port}"
+                ))
+            }),
+        ServeTarget::Spawn { command, port } => {
+            let spawned = Spawned::start(
+                command,
+                &format!("127.0.0.1:{port}"),
+                Duration::from_secs(30),
+            )?;
+            Ok(FoundTarget {
+                pid: spawned.pid(),
+                port: Some(*port),
+                found_by: "spawn",
+                spawned: Some(spawned),
+            })
+        }
+    }
+}
+
+/// The target's command line, arguments joined by spaces (at most 300 characters).
+fn command_line(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let text: String = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    text.chars().take(300).collect()
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, running: &AtomicBool) {
+    let active = Arc::new(AtomicUsize::new(0));
+    while running.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    continue; // dropped: closed unanswered
+                }
+                active.fetch_add(1, Ordering::Relaxed);
+                let (shared, done) = (shared.clone(), active.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("knee-observe-request".into())
+                    .spawn(move || {
+                        answer(stream, &shared);
+                        done.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            // Nothing to accept: wait for a connection (accepted at once, so the driver's
+            // clock round trips are not lengthened on our side), at most 100 ms.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_readable(listener),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn wait_readable(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let mut poll = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the listener, which outlives the call.
+    unsafe { libc::poll(&mut poll, 1, 100) };
+}
+
+/// Reads one request and answers it; the connection is closed after.
+fn answer(mut stream: TcpStream, shared: &Shared) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
+    let (status, body) = respond(&head, shared);
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        _ => "Method Not Allowed",
+    };
+    let challenge = if status == 401 {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
+}
+
+fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buffer).ok().filter(|n| *n > 0)?;
+        head.extend_from_slice(&buffer[..n]);
+        if head.len() > MAX_REQUEST_HEAD {
+            return None;
+        }
+    }
+    Some(head)
+}
+
+/// The status and JSON body for a request head.
+fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+        return error(400, "not an HTTP request");
+    }
+    if let Some(token) = &shared.token {
+        let given = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+            .map(|h| h.value);
+        if !super::token::authorizes(given, token) {
+            return error(401, "a bearer token is required (Authorization: Bearer …)");
+        }
+    }
+    if request.method != Some("GET") {
+        return error(405, "only GET");
+    }
+    let path = request.path.unwrap_or("/");
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    match route {
+        "/time" => json(&serde_json::json!({ "now_unix_s": unix_now() })),
+        "/describe" => json(&describe(shared)),
+        "/samples" => {
+            let after = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("after="))
+                .map(str::parse::<u64>);
+            match after {
+                Some(Ok(after)) => json(&samples(shared, after)),
+                None => json(&samples(shared, 0)),
+                Some(Err(_)) => error(400, "after= must be a sample number"),
+            }
+        }
+        _ => error(
+            404,
+            "knee observe serves /time, /describe and /samples?after=N",
+        ),
+    }
+}
+
+fn error(status: u16, why: &str) -> (u16, Vec<u8>) {
+    (
+        status,
+        serde_json::json!({ "error": why }).to_string().into_bytes(),
+    )
+}
+
+fn json(value: &impl serde::Serialize) -> (u16, Vec<u8>) {
+    match serde_json::to_vec(value) {
+        Ok(body) => (200, body),
+        Err(e) => error(400, &e.to_string()),
+    }
+}
+
+fn describe(shared: &Shared) -> Description {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    Description {
+        host: read("/proc/sys/kernel/hostname"),
+        cores: procfs::cpu_times().map_or(0, |c| c.per_core.len()),
+        memory_mb: procfs::memory_kib().map_or(0.0, |m| m.0 as f64 / 1024.0),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        target: Some(shared.target.clone()),
+        now_unix_s: unix_now(),
+        last: shared.sampler.last_number(),
+    }
+}
+
+/// The samples after `after`, without the observer's own process (`generator.*` here is
+/// knee observe itself, nothing the driver should read as its generator).
+fn samples(shared: &Shared, after: u64) -> Batch {
+    let (first, numbered) = shared.sampler.samples_after(after, BATCH);
+    let samples = numbered
+        .into_iter()
+        .map(|(seq, sample)| {
+            let mut values: BTreeMap<String, f64> = sample
+                .values
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("generator."))
+                .collect();
+            values.insert("seq".into(), seq as f64);
+            values.insert("t_s".into(), sample.t_s);
+            values
+        })
+        .collect();
+    Batch {
+        origin_unix_s: shared.origin_unix_s,
+        first,
+        samples,
+    }
+}

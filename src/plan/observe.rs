@@ -1,0 +1,178 @@
+//! What the plan says about observing: the samplers and profilers of a run (`ObservePlan`),
+//! the `knee observe` servers it reads a remote target's host through (`ObserverSpec`), and
+//! what `knee observe` itself serves (`ServePlan`).
+
+use std::time::Duration;
+
+/// A shared secret between `knee observe` and the driver; never printed (Debug hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// What `knee observe` serves, and to whom.
+#[derive(Debug, Clone)]
+pub struct ServePlan {
+    pub listen: std::net::SocketAddr,
+    pub target: ServeTarget,
+    /// Required of every request when set; required to listen beyond loopback.
+    pub token: Option<Token>,
+    /// Sampling interval (at least 200 ms).
+    pub interval: Duration,
+}
+
+/// Which process on the observer's host is the target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServeTarget {
+    Pid(u32),
+    /// The owner of this listening port.
+    Port(u16),
+    /// Started with `sh -c`, ready once this port answers HTTP; stopped at the end.
+    Spawn {
+        command: String,
+        port: u16,
+    },
+}
+
+/// A `knee observe` the driver reads the target's host from (`--observer [NAME=]URL`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserverSpec {
+    /// How figures read through it are labelled ("staging", or the URL's host:port).
+    pub name: String,
+    /// host:port of its plain-HTTP endpoint.
+    pub authority: String,
+    pub token: Option<Token>,
+}
+
+impl ObserverSpec {
+    /// `[NAME=]http://host:port[/]`.
+    pub fn parse(text: &str, token: Option<Token>) -> Result<ObserverSpec, String> {
+        let (name, url) = match text.split_once('=') {
+            Some((name, url)) if !name.contains('/') && !name.is_empty() => {
+                (Some(name.to_string()), url)
+            }
+            _ => (None, text),
+        };
+        if url.starts_with("https://") {
+            return Err(format!(
+                "observer '{url}': https is not supported yet (use http:// and a token, or a tunnel)"
+            ));
+        }
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("observer '{url}' must be http://host:port"))?;
+        let authority = rest.trim_end_matches('/');
+        if authority.contains('/')
+            || authority
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!("observer '{url}' must be http://host:port"));
+        }
+        Ok(ObserverSpec {
+            name: name.unwrap_or_else(|| authority.to_string()),
+            authority: authority.to_string(),
+            token,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ObservePlan {
+    /// Sampling interval (at least 200 ms).
+    pub interval: Duration,
+    /// The target's pid, given.
+    pub pid: Option<u32>,
+    /// A command that starts the target (`sh -c`), stopped at the end.
+    pub spawn: Option<String>,
+    /// Prometheus endpoints to scrape each sample.
+    pub metrics: Vec<String>,
+    /// Metric names to keep (all when empty).
+    pub metric_names: Vec<String>,
+    /// Sample at all (`--no-sample` turns the samplers off, e.g. for benchmarks).
+    pub sample: bool,
+    /// Flamegraphs of the hold steps: from where.
+    pub profiler: ProfilerPlan,
+    /// Sampling frequency asked of the profiler (Hz).
+    pub profile_frequency: u32,
+    /// Off-CPU profiles of the profiled steps (perf sched_switch on a local target; Go's
+    /// block and mutex profiles beside a Go --pprof URL).
+    pub offcpu: bool,
+    /// The target runs on another host even if its URL resolves here (a proxy, a tunnel):
+    /// nothing is discovered locally, and this host's readings are the generator's only.
+    pub remote_target: bool,
+    /// `knee observe` servers on the target's host (and its database's): the host and target
+    /// series come from them.
+    pub observers: Vec<ObserverSpec>,
+}
+
+impl Default for ObservePlan {
+    fn default() -> Self {
+        ObservePlan {
+            interval: Duration::from_millis(500),
+            pid: None,
+            spawn: None,
+            metrics: Vec::new(),
+            metric_names: Vec::new(),
+            sample: true,
+            profiler: ProfilerPlan::Off,
+            profile_frequency: 100,
+            offcpu: true,
+            remote_target: false,
+            observers: Vec::new(),
+        }
+    }
+}
+
+/// Where the flamegraphs of the profiled steps come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProfilerPlan {
+    Off,
+    /// A pprof endpoint: http://host:port/debug/pprof/profile.
+    Pprof(String),
+    /// The agent the demo target embeds (its URL is known once it runs).
+    DemoAgent,
+    /// `perf record` on the target's pid.
+    Perf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observer_spec_takes_an_optional_name_and_an_http_authority() {
+        let named = ObserverSpec::parse("staging=http://10.0.0.5:9477/", None).unwrap();
+        assert_eq!(named.name, "staging");
+        assert_eq!(named.authority, "10.0.0.5:9477");
+        assert_eq!(named.url(), "http://10.0.0.5:9477");
+        let unnamed = ObserverSpec::parse("http://db:9477", None).unwrap();
+        assert_eq!(unnamed.name, "db:9477");
+        for bad in [
+            "staging=db:9477",
+            "http://db",
+            "http://db:x",
+            "http://db:1/x",
+            "http://:1",
+        ] {
+            let error = ObserverSpec::parse(bad, None).unwrap_err();
+            assert!(error.contains("must be http://host:port"), "{bad}: {error}");
+        }
+        let https = ObserverSpec::parse("https://db:9477", None).unwrap_err();
+        assert!(https.contains("https is not supported yet"), "{https}");
+    }
+
+    #[test]
+    fn a_token_never_shows_in_debug_output() {
+        let token = Token("s3cret-value".into());
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,252 @@
+//! `knee observe` on loopback, standing in for the target's host: the driver runs with
+//! `--observer` (nothing discovered locally), the observer samples the demo as a process of
+//! its own. Its token, its refusal to listen beyond loopback without one, its numbered
+//! samples, the verdicts read through it against local sampling, and a run that outlives it.
+
+use crate::util::*;
+use knee::output::RunRecord;
+use std::io::{Read, Write};
+use std::process::{Child, Command};
+
+/// A running `knee observe` (killed when dropped) and its base URL.
+struct Observed {
+    child: Child,
+    url: String,
+}
+
+impl Observed {
+    fn start(args: &[&str]) -> Observed {
+        let (child, line) = spawn_reading_first_line(
+            Command::new(knee_bin())
+                .args([
+                    "observe",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--sample-every",
+                    "200ms",
+                ])
+                .args(args),
+        );
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("knee observe said: {line}"))
+            .to_string();
+        Observed { child, url }
+    }
+
+    fn authority(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo as a process of its own; its pid and base URL.
+struct Demo {
+    child: Child,
+    base: String,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let (child, line) =
+            spawn_reading_first_line(Command::new(knee_bin()).args(["demo", "--port", "0"]));
+        let base = line.rsplit(' ').next().unwrap().to_string();
+        assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+        Demo { child, base }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET with an optional bearer token: the status and the body.
+fn get(authority: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+/// `knee run` of `path` at `rates` (800 ms steps), with `extra` (an observer, or --pid).
+fn run(demo: &Demo, path: &str, rates: &str, extra: &[&str]) -> (RunRecord, String) {
+    let out = TempDir::new("observer");
+    let output = Command::new(knee_bin())
+        .args(["run", "--url", &format!("{}{path}", demo.base)])
+        .args([
+            "--steps",
+            rates,
+            "--step-duration",
+            "800ms",
+            "--warmup",
+            "200ms",
+        ])
+        .args([
+            "--sample-every",
+            "200ms",
+            "--slo",
+            "p99=60ms",
+            "--offcpu",
+            "off",
+        ])
+        .args(["-q", "--out"])
+        .arg(out.path())
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        matches!(output.status.code(), Some(0) | Some(1)),
+        "{stderr}"
+    );
+    (RunRecord::read(&out.join("run.json")).unwrap(), stderr)
+}
+
+#[test]
+fn observe_refuses_to_listen_beyond_loopback_without_a_token() {
+    let output = Command::new(knee_bin())
+        .args(["observe", "--listen", "0.0.0.0:0", "--pid"])
+        .arg(std::process::id().to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("without --token-file"), "{stderr}");
+}
+
+#[test]
+fn observe_answers_only_with_its_token_and_numbers_its_samples() {
+    let dir = TempDir::new("observe-token");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "right-token\n").unwrap();
+    let pid = std::process::id().to_string();
+    let observed = Observed::start(&["--pid", &pid, "--token-file", token_file.to_str().unwrap()]);
+    let at = observed.authority();
+    assert_eq!(get(at, "/describe", None).0, 401);
+    assert_eq!(get(at, "/describe", Some("wrong-token")).0, 401);
+    assert_eq!(get(at, "/samples?after=0", Some("right-toke")).0, 401);
+    let (status, body) = get(at, "/describe", Some("right-token"));
+    assert_eq!(status, 200, "{body}");
+    let description: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        description["target"]["pid"].as_u64(),
+        Some(pid.parse().unwrap())
+    );
+    assert!(description["cores"].as_u64().unwrap() >= 1, "{body}");
+
+    // Bounded: ~1 s of 200 ms samples, then the next ones only.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let batch = |after: u64| -> Vec<serde_json::Value> {
+        let (status, body) = get(at, &format!("/samples?after={after}"), Some("right-token"));
+        assert_eq!(status, 200, "{body}");
+        let batch: serde_json::Value = serde_json::from_str(&body).unwrap();
+        batch["samples"].as_array().unwrap().clone()
+    };
+    let first = batch(0);
+    assert!(first.len() >= 3, "{first:?}");
+    let seqs: Vec<u64> = first
+        .iter()
+        .map(|s| s["seq"].as_f64().unwrap() as u64)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(first.iter().any(|s| s.get("target.cpu_cores").is_some()));
+    assert!(first.iter().all(|s| s.get("generator.cpu_cores").is_none()));
+    let last = *seqs.last().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let next = batch(last);
+    assert!(!next.is_empty());
+    assert_eq!(next[0]["seq"].as_f64(), Some((last + 1) as f64));
+}
+
+/// The demo's /cpu (CPU-bound, ~950 req/s on 2 cores) and /pool (7 slots x 10 ms, 700 req/s,
+/// sleeping) read through an observer, and /pool read locally: the same kinds.
+#[test]
+fn verdicts_through_an_observer_match_local_sampling() {
+    let _serial = serial();
+    let demo = Demo::start();
+    let observed = Observed::start(&["--pid", &demo.pid()]);
+    let observer = format!("app={}", observed.url);
+
+    let (cpu, _) = run(&demo, "/cpu", "300,1400", &["--observer", &observer]);
+    let v = cpu.verdict.clone().unwrap();
+    assert_eq!(v.kind, "cpu_bound", "{v:#?}");
+    assert!(
+        v.evidence.iter().any(|e| e.contains("observer app")),
+        "{v:#?}"
+    );
+    let target = cpu.target_process.clone().unwrap();
+    assert_eq!(target.found_by, "observer:app");
+    assert_eq!(target.pid.to_string(), demo.pid());
+    let seen = &cpu.observers[0];
+    assert!(seen.samples >= 6 && seen.gaps == 0, "{seen:?}");
+    assert!(
+        seen.rtt_ms < 200.0 && seen.clock_offset_ms.abs() < 50.0,
+        "{seen:?}"
+    );
+    // The generator's host is this machine, sampled apart.
+    assert!(
+        cpu.steps[0].observed.as_ref().unwrap()["samplers"]["series"]
+            .get("generator_host.cpu_cores")
+            .is_some()
+    );
+
+    let (remote, _) = run(&demo, "/pool", "300,1100", &["--observer", &observer]);
+    let (local, _) = run(&demo, "/pool", "300,1100", &["--pid", &demo.pid()]);
+    let (r, l) = (remote.verdict.unwrap(), local.verdict.unwrap());
+    eprintln!(
+        "pool: through the observer {}, locally {}",
+        r.bottleneck, l.bottleneck
+    );
+    assert_eq!(
+        r.kind, l.kind,
+        "through the observer {r:#?}\nlocally {l:#?}"
+    );
+}
+
+#[test]
+fn a_run_outlives_its_observer_and_records_the_gap() {
+    let _serial = serial();
+    let demo = Demo::start();
+    let mut observed = Observed::start(&["--pid", &demo.pid()]);
+    let observer = format!("app={}", observed.url);
+    let killer = std::thread::spawn({
+        let pid = observed.child.id();
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
+    let (record, stderr) = run(&demo, "/", "100,100,100", &["--observer", &observer]);
+    killer.join().unwrap();
+    let _ = observed.child.wait();
+    assert_eq!(record.steps.len(), 3);
+    let seen = &record.observers[0];
+    assert!(seen.gaps >= 1 && seen.samples >= 2, "{seen:?}");
+    assert_eq!(stderr.matches("stopped answering").count(), 1, "{stderr}");
+}
