@@ -90,6 +90,9 @@ struct RawObserve {
     metrics: Vec<String>,
     #[serde(default)]
     metric_names: Vec<String>,
+    /// Headers sent with every scrape ("Authorization" = "Bearer ${TOKEN}").
+    #[serde(default)]
+    metrics_headers: BTreeMap<String, Spanned<String>>,
     /// A pprof endpoint to profile hold steps from.
     pprof: Option<String>,
     /// "perf", "pprof" or "none".
@@ -582,6 +585,11 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
         spawn: raw.spawn,
         metrics: raw.metrics,
         metric_names: raw.metric_names,
+        metrics_headers: expand_headers(src, &raw.metrics_headers)?
+            .into_iter()
+            .map(|(name, value)| (name, crate::plan::Token(value)))
+            .collect(),
+        metrics_insecure: false,
         sample: true,
         profiler,
         profile_frequency,
@@ -679,5 +687,26 @@ mod tests {
             .unwrap_err()
             .contains("not set"));
         assert!(expand_env("${OPEN").unwrap_err().contains("unclosed"));
+    }
+
+    #[test]
+    fn metrics_headers_are_expanded_and_an_unset_variable_is_placed() {
+        std::env::set_var("KNEE_TEST_SCRAPE_X", "s3");
+        let head = "[target]\nurl = \"http://127.0.0.1:9/\"\n[load]\nrate = 5\nduration = \"1s\"\n";
+        let good = format!(
+            "{head}[observe]\nmetrics = [\"https://h:9100/metrics\"]\nmetrics_headers = {{ Authorization = \"Bearer ${{KNEE_TEST_SCRAPE_X}}\" }}\n"
+        );
+        let spec = parse(Path::new("p.toml"), &good).unwrap();
+        let headers = &spec.observe.metrics_headers;
+        assert_eq!(headers.len(), 1);
+        assert_eq!(
+            (headers[0].0.as_str(), headers[0].1 .0.as_str()),
+            ("Authorization", "Bearer s3")
+        );
+        let bad =
+            format!("{head}[observe]\nmetrics_headers = {{ X = \"${{KNEE_SURELY_UNSET_Y}}\" }}\n");
+        let error = parse(Path::new("p.toml"), &bad).unwrap_err().to_string();
+        assert!(error.contains("p.toml:7:"), "{error}");
+        assert!(error.contains("not set"), "{error}");
     }
 }

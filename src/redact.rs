@@ -67,6 +67,10 @@ pub fn redact_command(args: &[String]) -> Vec<String> {
             redact_header_arg(arg)
         } else if let Some(value) = arg.strip_prefix("--header=") {
             format!("--header={}", redact_header_arg(value))
+        } else if previous == "--metrics-header" {
+            redact_header_value(arg)
+        } else if let Some(value) = arg.strip_prefix("--metrics-header=") {
+            format!("--metrics-header={}", redact_header_value(value))
         } else if matches!(previous, "--body") {
             REDACTED.to_string()
         } else if arg.contains("://") {
@@ -78,6 +82,14 @@ pub fn redact_command(args: &[String]) -> Vec<String> {
         previous = arg.as_str();
     }
     out
+}
+
+/// A scrape's header is given only to reach the endpoint: its value is always secret.
+fn redact_header_value(header: &str) -> String {
+    match header.split_once(':') {
+        Some((name, _)) => format!("{name}: {REDACTED}"),
+        None => REDACTED.to_string(),
+    }
 }
 
 fn redact_header_arg(header: &str) -> String {
@@ -110,6 +122,9 @@ mod tests {
             "--header=X-Trace: 1",
             "--url",
             "http://h/?token=s3cr3t",
+            "--metrics-header",
+            "X-Scope: s3cr3t",
+            "--metrics-header=X-Org:s3cr3t",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -117,5 +132,7 @@ mod tests {
         let out = redact_command(&args).join(" ");
         assert!(!out.contains("s3cr3t"), "{out}");
         assert!(out.contains("X-Trace: 1"));
+        assert!(out.contains("X-Scope: REDACTED"), "{out}");
+        assert!(out.contains("--metrics-header=X-Org: REDACTED"), "{out}");
     }
 }

@@ -328,6 +328,10 @@ impl Base {
         if !common.metric_names.is_empty() {
             observe.metric_names = common.metric_names.clone();
         }
+        if !common.metrics_headers.is_empty() {
+            observe.metrics_headers = metrics_headers(&common.metrics_headers)?;
+        }
+        observe.metrics_insecure = target.insecure;
         observe.interval = common.sample_every.unwrap_or(observe.interval);
         observe.sample = !common.no_sample;
         observe.profiler = profiler_plan(common, observe.profiler.clone())?;
@@ -536,13 +540,30 @@ fn sanitize_name(name: &str) -> String {
     }
 }
 
+/// `--metrics-header "Name: value"` → (name, secret value), `${ENV}` expanded.
+fn metrics_headers(given: &[String]) -> Result<Vec<(String, crate::plan::Token)>, Error> {
+    given
+        .iter()
+        .map(|header| {
+            let (name, value) = header.split_once(':').ok_or_else(|| {
+                Error::input(format!(
+                    "--metrics-header '{}' is not 'Name: value'",
+                    header.split(':').next().unwrap_or("")
+                ))
+            })?;
+            let value = profile::expand_env(value.trim()).map_err(Error::input)?;
+            Ok((name.trim().to_string(), crate::plan::Token(value)))
+        })
+        .collect()
+}
+
 /// The profiler from the flags over the profile's: `--pprof URL` and `--profiler` win; the
 /// demo profiles itself through its embedded agent unless told otherwise.
 fn profiler_plan(common: &CommonArgs, from_profile: ProfilerPlan) -> Result<ProfilerPlan, Error> {
     if let Some(url) = &common.pprof {
-        if !url.starts_with("http://") {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(Error::input(format!(
-                "--pprof URL '{url}' must start with http:// (e.g. http://127.0.0.1:6060/debug/pprof/profile)"
+                "--pprof URL '{url}' must start with http:// or https:// (e.g. http://127.0.0.1:6060/debug/pprof/profile)"
             )));
         }
     }

@@ -245,6 +245,10 @@ pub struct CommonArgs {
     /// Metric names to keep from --metrics (repeatable; default: all, up to 100 series).
     #[arg(long = "metric")]
     pub metric_names: Vec<String>,
+    /// A header "Name: value" sent with every --metrics scrape (repeatable; ${ENV} is
+    /// expanded; the value is never printed or written). -k also covers https scrapes.
+    #[arg(long = "metrics-header", value_name = "\"NAME: VALUE\"")]
+    pub metrics_headers: Vec<String>,
     /// Sampling interval (default 500ms, at least 200ms).
     #[arg(long, value_parser = parse_duration)]
     pub sample_every: Option<Duration>,

@@ -101,21 +101,16 @@ pub fn decode(body: &[u8]) -> Result<Profile, String> {
     Profile::decode(raw.as_slice()).map_err(|e| format!("the profile is not a pprof protobuf: {e}"))
 }
 
-/// GETs an http:// URL through the observers' plain HTTP/1.0 client.
+/// GETs a profile through the control plane's client (http or https).
 pub(crate) fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("pprof URL '{url}' must start with http://"))?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    crate::observe::http::get(
-        authority,
-        path,
-        &[],
-        (Duration::from_secs(5), timeout),
-        256 << 20,
-    )
-    .map_err(|e| format!("pprof endpoint: {e}"))
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(format!(
+            "pprof URL '{url}' must start with http:// or https://"
+        ));
+    }
+    crate::observe::http::Get::new(url, timeout, 256 << 20)
+        .send()
+        .map_err(|e| format!("pprof endpoint: {e}"))
 }
 
 /// The perf binary: `KNEE_PERF`, else `perf` on the PATH.

@@ -101,7 +101,12 @@ fn connect_observers(
     specs
         .iter()
         .map(|spec| {
-            let feed = remote::Feed::connect(spec.clone(), interval, origin).map_err(Error::input)?;
+            // On a plain thread: the clock's round trips must not each pay for leaving the
+            // run's async setup (see observe::http).
+            let connect = || remote::Feed::connect(spec.clone(), interval, origin);
+            let feed = std::thread::scope(|scope| scope.spawn(connect).join())
+                .map_err(|_| Error::input(format!("observer {}: connecting panicked", spec.name)))?
+                .map_err(Error::input)?;
             let d = &feed.description;
             let record = feed.record();
             eprintln!(
@@ -175,7 +180,13 @@ impl Observation {
         let sources = metrics
             .iter()
             .map(|url| {
+                let headers = observe
+                    .metrics_headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.0.clone()))
+                    .collect();
                 prometheus::MetricsSource::new(url, observe.metric_names.clone())
+                    .map(|source| source.with_access(headers, observe.metrics_insecure))
                     .map_err(Error::input)
             })
             .collect::<Result<Vec<_>, _>>()?;

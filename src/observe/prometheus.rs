@@ -1,4 +1,4 @@
-//! Prometheus scraping: GET a /metrics endpoint (plain HTTP/1.0, so no chunked bodies) and
+//! Prometheus scraping: GET a /metrics endpoint (http or https, through `observe::http`) and
 //! keep gauges as they are and counters as rates per second, as `metrics.<name>{labels}` and
 //! `metrics.<name>{labels}:rate`. Parsing is prometheus-parse's. Each endpoint is scraped on
 //! its own thread (`Scraper`), and the sampler takes the latest scrape at each reading: a
@@ -17,9 +17,12 @@ const MAX_SERIES: usize = 100;
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct MetricsSource {
-    /// host:port
-    authority: String,
-    path: String,
+    /// http(s)://host:port/path
+    url: String,
+    /// Headers sent with each scrape (`--metrics-header`: an Authorization), and whether a
+    /// self-signed certificate is accepted (`-k`).
+    headers: Vec<(String, String)>,
+    insecure: bool,
     /// Metric names to keep; empty keeps everything (up to `MAX_SERIES`).
     names: Vec<String>,
     counters: HashMap<String, (Instant, f64)>,
@@ -27,6 +30,8 @@ pub struct MetricsSource {
     pub failures: u64,
     /// Whether the series cut was already reported.
     told_dropped: bool,
+    /// The last scrape failed (its streak was reported).
+    failing: bool,
     /// node_exporter's and the client libraries' standard series, read as knee's own.
     standard: super::exporters::Rates,
     /// Which of knee's series groups this endpoint supplied at its last scrape.
@@ -34,35 +39,44 @@ pub struct MetricsSource {
 }
 
 impl MetricsSource {
-    /// `url` must be http://host:port/path.
+    /// `url` must be http(s)://host[:port][/path] (the path defaults to /metrics).
     pub fn new(url: &str, names: Vec<String>) -> Result<MetricsSource, String> {
         let rest = url
             .strip_prefix("http://")
-            .ok_or_else(|| format!("metrics URL '{url}' must start with http://"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/metrics"),
-        };
-        let authority = if authority.contains(':') {
-            authority.to_string()
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| format!("metrics URL '{url}' must start with http:// or https://"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("metrics URL '{url}' has no host"));
+        }
+        let url = if rest.contains('/') {
+            url.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{url}/metrics")
         };
         Ok(MetricsSource {
-            authority,
-            path: path.to_string(),
+            url,
+            headers: Vec::new(),
+            insecure: false,
             names,
             counters: HashMap::new(),
             failures: 0,
             told_dropped: false,
+            failing: false,
             standard: super::exporters::Rates::default(),
             provided: super::exporters::Provided::default(),
         })
     }
 
-    /// The endpoint, as given.
+    /// Sends `headers` with each scrape, and accepts self-signed certificates if `insecure`.
+    pub fn with_access(mut self, headers: Vec<(String, String)>, insecure: bool) -> Self {
+        self.headers = headers;
+        self.insecure = insecure;
+        self
+    }
+
+    /// The endpoint, as given (the path completed).
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.authority, self.path)
+        self.url.clone()
     }
 
     /// What supplied a group of series: node_exporter for the host, process_* for a target.
@@ -78,10 +92,24 @@ impl MetricsSource {
     /// Counters' rates are timed by the answers' arrival, which is about when the endpoint
     /// read its counters (a late answer timed by its request would skew the rate).
     pub fn scrape_into(&mut self, values: &mut BTreeMap<String, f64>) {
-        let Some(text) = self.fetch() else {
-            self.failures += 1;
-            values.insert("metrics.scrape_failures".into(), self.failures as f64);
-            return;
+        let text = match self.fetch() {
+            Ok(text) => {
+                self.failing = false;
+                text
+            }
+            Err(why) => {
+                self.failures += 1;
+                values.insert("metrics.scrape_failures".into(), self.failures as f64);
+                if !self.failing {
+                    // Once per streak: a metrics endpoint that cannot be read is said, not
+                    // silently absent from the verdict.
+                    eprintln!(
+                        "knee: metrics: {why} (failures are counted in metrics.scrape_failures)"
+                    );
+                }
+                self.failing = true;
+                return;
+            }
         };
         let now = Instant::now();
         let lines = text.lines().map(|l| Ok(l.to_string()));
@@ -135,23 +163,23 @@ impl MetricsSource {
             if !self.told_dropped {
                 self.told_dropped = true;
                 eprintln!(
-                    "knee: {}{}: {dropped} series not kept (the first {MAX_SERIES}, and every queue gauge the verdict reads, are); name the ones you want with --metric",
-                    self.authority, self.path
+                    "knee: {}: {dropped} series not kept (the first {MAX_SERIES}, and every queue gauge the verdict reads, are); name the ones you want with --metric",
+                    crate::redact::redact_url(&self.url)
                 );
             }
         }
     }
 
-    fn fetch(&self) -> Option<String> {
+    fn fetch(&self) -> Result<String, String> {
         // Bounded: an exposition larger than 16 MiB is not one we want.
-        super::http::get(
-            &self.authority,
-            &self.path,
-            &[("Accept", "text/plain")],
-            (SCRAPE_TIMEOUT, SCRAPE_TIMEOUT),
-            16 << 20,
-        )
-        .ok()
+        let mut headers = vec![("Accept".to_string(), "text/plain".to_string())];
+        headers.extend(self.headers.iter().cloned());
+        super::http::Get {
+            headers: &headers,
+            insecure: self.insecure,
+            ..super::http::Get::new(&self.url, SCRAPE_TIMEOUT, 16 << 20)
+        }
+        .send()
         .map(|body| String::from_utf8_lossy(&body).into_owned())
     }
 }

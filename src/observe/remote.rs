@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Round trips tried for the clock offset.
 const CLOCK_TRIES: usize = 7;
-const TIMEOUTS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(3));
+const TIMEOUT: Duration = Duration::from_secs(3);
 /// The most bytes one answer may have (a batch of a few hundred samples is ~1 MB at most).
 const MAX_ANSWER: u64 = 16 << 20;
 
@@ -100,12 +100,17 @@ fn unix_now() -> f64 {
 
 /// GETs `path` from the observer, with its token.
 fn get(spec: &ObserverSpec, path: &str) -> Result<Vec<u8>, String> {
-    let authorization = spec.token.as_ref().map(|t| format!("Bearer {}", t.0));
-    let headers: Vec<(&str, &str)> = authorization
+    let headers: Vec<(String, String)> = spec
+        .token
         .iter()
-        .map(|a| ("Authorization", a.as_str()))
+        .map(|t| ("Authorization".to_string(), format!("Bearer {}", t.0)))
         .collect();
-    super::http::get(&spec.authority, path, &headers, TIMEOUTS, MAX_ANSWER)
+    let url = format!("{}{path}", spec.url());
+    super::http::Get {
+        headers: &headers,
+        ..super::http::Get::new(&url, TIMEOUT, MAX_ANSWER)
+    }
+    .send()
 }
 
 fn describe(spec: &ObserverSpec) -> Result<Description, String> {

@@ -97,6 +97,11 @@ pub struct ObservePlan {
     pub metrics: Vec<String>,
     /// Metric names to keep (all when empty).
     pub metric_names: Vec<String>,
+    /// Headers sent with every scrape (an Authorization), `${ENV}` already expanded; the
+    /// values are secrets (never printed, never written).
+    pub metrics_headers: Vec<(String, Token)>,
+    /// Accept self-signed certificates from https metrics endpoints (`-k`).
+    pub metrics_insecure: bool,
     /// Sample at all (`--no-sample` turns the samplers off, e.g. for benchmarks).
     pub sample: bool,
     /// Flamegraphs of the hold steps: from where.
@@ -122,6 +127,8 @@ impl Default for ObservePlan {
             spawn: None,
             metrics: Vec::new(),
             metric_names: Vec::new(),
+            metrics_headers: Vec::new(),
+            metrics_insecure: false,
             sample: true,
             profiler: ProfilerPlan::Off,
             profile_frequency: 100,

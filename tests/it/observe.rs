@@ -361,7 +361,7 @@ fn a_large_exposition_keeps_what_the_verdict_reads_and_says_what_was_dropped() {
         text.push_str(&format!("# TYPE filler_{i} gauge\nfiller_{i} {i}\n"));
     }
     text.push_str("# TYPE app_request_queue_depth gauge\napp_request_queue_depth 7\n");
-    let metrics = text_target(text, false, false);
+    let metrics = text_target(text, false, false, None);
     let target = http_target(Http::Fast);
     let out = TempDir::new("many-series");
     let output = Command::new(knee_bin())
@@ -394,4 +394,77 @@ fn a_large_exposition_keeps_what_the_verdict_reads_and_says_what_was_dropped() {
     assert_eq!(mean(step, "metrics.filler_99"), Some(99.0));
     assert_eq!(mean(step, "metrics.filler_100"), None);
     assert_eq!(mean(step, "metrics.dropped_series"), Some(300.0));
+}
+
+/// A metrics endpoint as people run them behind a proxy: https with a self-signed
+/// certificate, a chunked body, and a bearer token. Scraped with -k and --metrics-header
+/// (`${ENV}` expanded), its gauge arrives; the token appears in no file of the run. Without
+/// -k the scrape fails with one line naming the endpoint, and the run still completes.
+#[test]
+fn an_https_metrics_endpoint_with_a_token_and_a_chunked_body_is_scraped() {
+    let mut text = String::from(
+        "# TYPE app_request_queue_depth gauge\napp_request_queue_depth 5\n\
+         # TYPE app_requests counter\napp_requests 10\n",
+    );
+    for i in 0..50 {
+        text.push_str(&format!("# TYPE filler_{i} gauge\nfiller_{i} {i}\n"));
+    }
+    let metrics = text_target(text, true, true, Some("Bearer scrape-s3cret"));
+    let https = metrics.url("/metrics").replacen("http://", "https://", 1);
+    let target = http_target(Http::Fast);
+    let scrape = |extra: &[&str]| {
+        let out = TempDir::new("https-metrics");
+        let output = Command::new(knee_bin())
+            .env("KNEE_TEST_SCRAPE_TOKEN", "scrape-s3cret")
+            .args(["run", "-q", "--url", &target.url("/"), "--rate", "20"])
+            .args(["--duration", "800ms", "--sample-every", "200ms"])
+            .args(["--metrics", &https])
+            .args(extra)
+            .arg("--out")
+            .arg(out.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        (RunRecord::read(&out.join("run.json")).unwrap(), stderr, out)
+    };
+    let header = "Authorization: Bearer ${KNEE_TEST_SCRAPE_TOKEN}";
+    let (record, stderr, out) = scrape(&["-k", "--metrics-header", header]);
+    let step = &record.steps[0];
+    assert_eq!(
+        mean(step, "metrics.app_request_queue_depth"),
+        Some(5.0),
+        "{stderr}"
+    );
+    assert_eq!(mean(step, "metrics.filler_49"), Some(49.0), "{stderr}");
+    assert_eq!(mean(step, "metrics.scrape_failures"), None, "{stderr}");
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            assert!(
+                !text.contains("scrape-s3cret"),
+                "{} holds the token",
+                path.display()
+            );
+        }
+    }
+    assert!(!stderr.contains("scrape-s3cret"), "{stderr}");
+
+    // The token but not -k: the certificate is refused, said once, and nothing is read.
+    let (record, stderr, _out) = scrape(&["--metrics-header", header]);
+    assert_eq!(
+        mean(&record.steps[0], "metrics.app_request_queue_depth"),
+        None
+    );
+    assert_eq!(stderr.matches("knee: metrics:").count(), 1, "{stderr}");
+    assert!(stderr.contains(&https), "{stderr}");
+
+    // -k without the token: 401, said once.
+    let (record, stderr, _out) = scrape(&["-k"]);
+    assert_eq!(
+        mean(&record.steps[0], "metrics.app_request_queue_depth"),
+        None
+    );
+    assert!(stderr.contains("401"), "{stderr}");
 }

@@ -597,8 +597,14 @@ pub fn assert_self_contained_html(html: &str, charts: usize) {
 
 /// A Prometheus-style endpoint: every GET answers `body` as text, over TLS with a
 /// self-signed certificate when `tls`, and in chunks (`Transfer-Encoding: chunked`, a frame
-/// per line) when `chunked`.
-pub fn text_target(body: String, chunked: bool, tls: bool) -> Target {
+/// per line) when `chunked`; with `authorization`, a request without exactly that
+/// Authorization header gets 401.
+pub fn text_target(
+    body: String,
+    chunked: bool,
+    tls: bool,
+    authorization: Option<&'static str>,
+) -> Target {
     let body: Arc<str> = body.into();
     let acceptor = tls.then(self_signed_acceptor);
     start(move |listener| async move {
@@ -609,9 +615,17 @@ pub fn text_target(body: String, chunked: bool, tls: bool) -> Target {
             let body = body.clone();
             let acceptor = acceptor.clone();
             tokio::task::spawn_local(async move {
-                let service = service_fn(move |_req: Request<Incoming>| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let body = body.clone();
+                    let given = req.headers().get(http::header::AUTHORIZATION).cloned();
                     async move {
+                        if let Some(wanted) = authorization {
+                            if given.as_ref().and_then(|v| v.to_str().ok()) != Some(wanted) {
+                                let mut denied = Response::new(Frames([].into()));
+                                *denied.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                                return Ok::<_, Infallible>(denied);
+                            }
+                        }
                         let frames: std::collections::VecDeque<Bytes> = if chunked {
                             body.split_inclusive('\n')
                                 .map(|line| Bytes::from(line.to_string()))
