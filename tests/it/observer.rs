@@ -93,38 +93,13 @@ fn get(authority: &str, path: &str, token: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
-/// `knee run` of `path` at `rates` (800 ms steps), with `extra` (an observer, or --pid).
+/// `knee run` of `path` at `rates` (800 ms steps, no off-CPU), with `extra` (an observer, or
+/// --pid).
 fn run(demo: &Demo, path: &str, rates: &str, extra: &[&str]) -> (RunRecord, String) {
-    let out = TempDir::new("observer");
-    let output = Command::new(knee_bin())
-        .args(["run", "--url", &format!("{}{path}", demo.base)])
-        .args([
-            "--steps",
-            rates,
-            "--step-duration",
-            "800ms",
-            "--warmup",
-            "200ms",
-        ])
-        .args([
-            "--sample-every",
-            "200ms",
-            "--slo",
-            "p99=60ms",
-            "--offcpu",
-            "off",
-        ])
-        .args(["-q", "--out"])
-        .arg(out.path())
-        .args(extra)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        matches!(output.status.code(), Some(0) | Some(1)),
-        "{stderr}"
-    );
-    (RunRecord::read(&out.join("run.json")).unwrap(), stderr)
+    let mut args = verdict_run_args(&format!("{}{path}", demo.base), rates);
+    args.extend(["--offcpu", "off"].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    knee_child(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]

@@ -462,6 +462,49 @@ pub fn knee_run(
     (outcome, record)
 }
 
+/// Runs the knee binary as a child with `args` plus `-q --out DIR`; it must exit 0 or 1 (a
+/// run that held or failed). Returns run.json and what it printed on stderr.
+pub fn knee_child(args: &[&str]) -> (RunRecord, String) {
+    let out = TempDir::new("child");
+    let output = std::process::Command::new(knee_bin())
+        .args(args)
+        .args(["-q", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        matches!(output.status.code(), Some(0) | Some(1)),
+        "{:?}: {stderr}",
+        output.status.code()
+    );
+    (
+        RunRecord::read(&out.join("run.json")).expect("run.json"),
+        stderr,
+    )
+}
+
+/// How the verdict tests measure: `knee run` of `url` at `rates` in short steps (800 ms,
+/// 200 ms warm-up, samples every 200 ms) against p99 <= 60 ms.
+pub fn verdict_run_args(url: &str, rates: &str) -> Vec<String> {
+    let args = [
+        "run",
+        "--url",
+        url,
+        "--steps",
+        rates,
+        "--step-duration",
+        "800ms",
+        "--warmup",
+        "200ms",
+        "--sample-every",
+        "200ms",
+        "--slo",
+        "p99=60ms",
+    ];
+    args.iter().map(|a| a.to_string()).collect()
+}
+
 /// The steps of a run folder's steps.jsonl, each line parsed.
 pub fn read_steps_jsonl(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("steps.jsonl"))

@@ -9,6 +9,8 @@ use crate::observe::prometheus::names_a_queue;
 pub const CPU_SATURATED_SHARE: f64 = 0.9;
 /// ...and at or above this share a weaker CPU-bound finding.
 pub const CPU_BOUND_SHARE: f64 = 0.85;
+/// ...or, when the host is full, at or above this share of what the host used.
+pub const MOST_OF_A_FULL_HOST: f64 = 0.75;
 
 pub fn all(ctx: &Context) -> Vec<Finding> {
     let signals: [fn(&Context) -> Option<Finding>; 14] = [
@@ -79,28 +81,40 @@ pub fn memory_pressure(ctx: &Context) -> Option<Finding> {
     })
 }
 
-/// The target uses (nearly) every core: queues elsewhere are its echo.
+/// The target uses (nearly) every core: queues elsewhere are its echo. On a full host the
+/// target cannot take every core (the generator, the kernel and the rest take a share), so
+/// a target holding most of a saturated host is CPU-bound too.
 pub fn cpu_bound(ctx: &Context) -> Option<Finding> {
     let cpu = ctx.target_cpu()?;
+    let host_cpu = ctx.at_knee("host.cpu_cores").unwrap_or(0.0);
+    let holds_a_full_host = host_cpu >= CPU_SATURATED_SHARE * ctx.cores
+        && cpu >= MOST_OF_A_FULL_HOST * host_cpu
+        && cpu > 0.7 * ctx.cores;
     let strength = if cpu >= CPU_SATURATED_SHARE * ctx.cores {
         0.9
-    } else if cpu >= CPU_BOUND_SHARE * ctx.cores {
+    } else if cpu >= CPU_BOUND_SHARE * ctx.cores || holds_a_full_host {
         0.55
     } else {
         return None;
     };
     let run_queue = ctx.at_knee("host.run_queue").unwrap_or(0.0);
-    Some(
-        Finding::new("cpu_bound", "CPU-bound (target)", strength)
-            .evidence(ctx.cpu_line(cpu))
-            .evidence(format!(
-                "host run queue {run_queue:.1} on {:.0} cores",
-                ctx.cores
-            ))
-            .confirm(
-                "a flamegraph at the 95% hold step (--pprof or --profiler perf) to see which functions",
-            ),
-    )
+    let mut finding = Finding::new("cpu_bound", "CPU-bound (target)", strength)
+        .evidence(ctx.cpu_line(cpu))
+        .evidence(format!(
+            "host run queue {run_queue:.1} on {:.0} cores",
+            ctx.cores
+        ))
+        .confirm(
+            "a flamegraph at the 95% hold step (--pprof or --profiler perf) to see which functions",
+        );
+    if cpu < CPU_BOUND_SHARE * ctx.cores {
+        finding = finding.evidence(format!(
+            "the host was full ({host_cpu:.2} of {:.0} cores) and the target held {:.0}% of it",
+            ctx.cores,
+            100.0 * cpu / host_cpu
+        ));
+    }
+    Some(finding)
 }
 
 /// A scraped gauge named like a queue that at least doubled to ≥ 1 at the knee: its name,

@@ -425,6 +425,26 @@ fn cpu_between_the_rules_is_unclear() {
     assert_eq!((v.kind.as_str(), v.confidence.as_str()), ("unclear", "low"));
 }
 
+/// 1.68 of 2 cores on a full host (measured: /cpu with a busy loop beside it): the target
+/// holds most of a saturated CPU, so it is CPU-bound; with less than 75 % of it, it is not.
+#[test]
+fn most_of_a_full_host_is_cpu_bound() {
+    let (below, knee) = pair();
+    let full = knee.with("host.cpu_cores", 2.0);
+    let v = judge(below, full.clone().with("target.cpu_cores", 1.68));
+    assert_eq!(
+        (v.kind.as_str(), v.confidence.as_str()),
+        ("cpu_bound", "medium")
+    );
+    assert!(
+        v.evidence.iter().any(|e| e.contains("held 84% of it")),
+        "{v:#?}"
+    );
+    let (below, _) = pair();
+    let v = judge(below, full.with("target.cpu_cores", 1.45));
+    assert_ne!(v.kind, "cpu_bound", "{v:#?}");
+}
+
 #[test]
 fn few_samples_cap_the_confidence() {
     let (below, mut knee) = pair();
