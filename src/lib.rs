@@ -127,8 +127,9 @@ mod harness_entry {
             Job::Observe(plan) => {
                 let observer = observe::serve::start(&plan)?;
                 println!(
-                    "knee observe: pid {} on http://{} ({})",
+                    "knee observe: pid {} on {}://{} ({})",
                     observer.pid,
+                    if plan.tls.is_some() { "https" } else { "http" },
                     observer.address,
                     if plan.token.is_some() {
                         "every request needs the token"

@@ -183,7 +183,15 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         redact_url(&plan.target.base.to_string()),
         folder.dir.display()
     );
-    let mut observation = Observation::start(&plan, demo.as_ref(), &folder.dir, origin)?;
+    let mut observation = match Observation::start(&plan, demo.as_ref(), &folder.dir, origin) {
+        Ok(observation) => observation,
+        Err(problem) => {
+            // Nothing was measured (an observer that cannot be read, a target that would
+            // not start): leave no half run folder behind.
+            folder.discard();
+            return Err(problem);
+        }
+    };
     if let Some(target) = &observation.target {
         eprintln!(
             "knee: target process {} (found by {})",

@@ -332,6 +332,10 @@ impl Base {
             observe.metrics_headers = metrics_headers(&common.metrics_headers)?;
         }
         observe.metrics_insecure = target.insecure;
+        // -k covers the control plane's https endpoints: scrapes and observers alike.
+        for observer in &mut observe.observers {
+            observer.insecure = target.insecure;
+        }
         observe.interval = common.sample_every.unwrap_or(observe.interval);
         observe.sample = !common.no_sample;
         observe.profiler = profiler_plan(common, observe.profiler.clone())?;

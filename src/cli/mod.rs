@@ -66,6 +66,16 @@ pub struct ObserveArgs {
     /// Sampling interval (default 500ms, at least 200ms).
     #[arg(long, value_parser = parse_duration)]
     pub sample_every: Option<Duration>,
+    /// CPU profiles asked of this observer come from the target's own pprof endpoint on this
+    /// host (http://127.0.0.1:6060/debug/pprof/profile) rather than from perf.
+    #[arg(long, value_name = "URL")]
+    pub pprof: Option<String>,
+    /// Serve over https with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ObserveArgs {
@@ -83,10 +93,22 @@ impl ObserveArgs {
             Some(path) => Some(crate::observe::token::read_file(path).map_err(Error::input)?),
             None => None,
         };
+        if let Some(url) = &self.pprof {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(Error::input(format!(
+                    "knee observe: --pprof URL '{url}' must start with http:// or https://"
+                )));
+            }
+        }
         Ok(crate::plan::ServePlan {
             listen: self.listen,
             target,
             token,
+            pprof: self.pprof,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| crate::plan::TlsFiles { cert, key }),
             interval: self
                 .sample_every
                 .unwrap_or(Duration::from_millis(500))

@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod folded;
 pub mod offcpu;
+pub mod remote;
 pub mod render;
 pub mod sched;
 pub mod waits;
@@ -38,6 +39,9 @@ use crate::plan::ProfilerPlan;
 pub struct StepProfile {
     /// "pprof" or "perf".
     pub source: String,
+    /// The observer (`knee observe` on the target's host) that took it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observer: Option<String>,
     /// The rate the samples were taken at (the profile's own period when it has one).
     pub frequency_hz: u32,
     /// The rate knee asked for, when the endpoint did something else (Go's takes 100 Hz).
@@ -92,6 +96,8 @@ struct Capture {
     result: Result<capture::Captured, String>,
     seconds: f64,
     cpu_seconds: Option<f64>,
+    /// How the observer took it ("perf", "pprof"), when an observer did.
+    remote_source: Option<String>,
 }
 
 pub struct ProfilerObserver {
@@ -106,15 +112,19 @@ pub struct ProfilerObserver {
 enum Source {
     Pprof(String, capture::Endpoint),
     Perf,
+    /// `knee observe` on the target's host takes it (perf there, or its pprof proxy).
+    Observer(crate::plan::ObserverSpec),
 }
 
 impl ProfilerObserver {
-    /// None when profiling is off, or when perf is asked for and no pid is known.
+    /// None when profiling is off. Perf with no local pid asks `observer` (the one that
+    /// watches the target) when there is one.
     pub fn new(
         plan: &ProfilerPlan,
         demo_url: Option<&str>,
         frequency: u32,
         pid: Option<u32>,
+        observer: Option<&crate::plan::ObserverSpec>,
         dir: PathBuf,
     ) -> Option<ProfilerObserver> {
         let url = match plan {
@@ -135,7 +145,10 @@ impl ProfilerObserver {
                 }
                 Source::Pprof(url, endpoint)
             }
-            None => Source::Perf,
+            None => match (pid, observer) {
+                (None, Some(observer)) => Source::Observer(observer.clone()),
+                _ => Source::Perf,
+            },
         };
         Some(ProfilerObserver {
             source,
@@ -150,6 +163,8 @@ impl ProfilerObserver {
         match self.source {
             Source::Pprof(..) => "pprof",
             Source::Perf => "perf",
+            // What an observer uses unless it proxies a pprof endpoint (it says which).
+            Source::Observer(_) => "perf",
         }
     }
 }
@@ -168,12 +183,13 @@ impl Observer for ProfilerObserver {
         // What can be profiled of the counted window (whole seconds, for most endpoints).
         let seconds = match &source {
             Source::Pprof(_, endpoint) => capture::seconds_for(*endpoint, window),
-            Source::Perf => Ok(window),
+            Source::Perf | Source::Observer(_) => Ok(window),
         };
         let counted_from = starts_at + spec.warmup;
         let scratch = self.dir.join("flame").join(&spec.name);
         self.pending.start_at(&spec.name, counted_from, move || {
             let cpu_before = pid.and_then(cpu_seconds);
+            let mut remote_cpu: Option<remote::RemoteCpu> = None;
             let result = match (&source, pid, &seconds) {
                 (_, _, Err(e)) => Err(e.clone()),
                 (Source::Pprof(url, _), _, Ok(seconds)) => capture::pprof(url, *seconds, frequency),
@@ -183,14 +199,22 @@ impl Observer for ProfilerObserver {
                 (Source::Perf, None, _) => {
                     Err("perf needs the target's pid (--pid, --spawn or a local port)".into())
                 }
+                (Source::Observer(observer), _, Ok(seconds)) => {
+                    remote::cpu(observer, *seconds, frequency).map(|(captured, said)| {
+                        remote_cpu = Some(said);
+                        captured
+                    })
+                }
             };
             let cpu_seconds = cpu_before
                 .zip(pid.and_then(cpu_seconds))
-                .map(|(before, after)| after - before);
+                .map(|(before, after)| after - before)
+                .or(remote_cpu.as_ref().and_then(|r| r.cpu_seconds));
             Capture {
                 result,
                 seconds: seconds.unwrap_or(window),
                 cpu_seconds,
+                remote_source: remote_cpu.map(|r| r.source),
             }
         });
     }
@@ -213,8 +237,16 @@ impl Observer for ProfilerObserver {
 impl ProfilerObserver {
     /// Writes the step's profile files; what to record about them.
     fn write(&self, spec: &StepSpec, result: &StepResult, capture: Capture) -> StepProfile {
+        let observer = match &self.source {
+            Source::Observer(observer) => Some(observer.name.clone()),
+            _ => None,
+        };
         let mut profile = StepProfile {
-            source: self.source_name().into(),
+            source: capture
+                .remote_source
+                .clone()
+                .unwrap_or_else(|| self.source_name().into()),
+            observer,
             frequency_hz: self.frequency,
             frequency_asked_hz: None,
             seconds: capture.seconds,
@@ -294,9 +326,13 @@ fn subtitle(profile: &StepProfile) -> String {
     } else {
         ""
     };
+    let taken = match &profile.observer {
+        Some(observer) => format!("{} on observer {observer}", profile.source),
+        None => profile.source.clone(),
+    };
     format!(
-        "{} samples over {:.1} s at {} Hz ({}){cpu}{flag}",
-        profile.samples, profile.seconds, profile.frequency_hz, profile.source
+        "{} samples over {:.1} s at {} Hz ({taken}){cpu}{flag}",
+        profile.samples, profile.seconds, profile.frequency_hz
     )
 }
 

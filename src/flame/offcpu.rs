@@ -36,6 +36,9 @@ pub const TOP_SITES: usize = 12;
 pub struct OffCpu {
     /// "perf sched_switch" or "go block profile".
     pub source: String,
+    /// The observer (`knee observe` on the target's host) that recorded it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observer: Option<String>,
     pub seconds: f64,
     /// Threads seen switching (perf).
     pub threads: usize,
@@ -168,6 +171,8 @@ pub fn recording_of(folded: Folded) -> Recording {
 struct Sources {
     /// perf on this pid (a local target that is not knee itself).
     perf: Option<u32>,
+    /// `knee observe` on the target's host, recording there.
+    observer: Option<crate::plan::ObserverSpec>,
     /// Go's pprof base (`http://host:port/debug/pprof/`).
     go: Option<String>,
     /// The first perf failure: later steps do not try again.
@@ -192,6 +197,7 @@ impl OffCpuObserver {
     pub fn new(
         observe: &ObservePlan,
         pid: Option<u32>,
+        observer: Option<&crate::plan::ObserverSpec>,
         dir: PathBuf,
     ) -> Result<OffCpuObserver, String> {
         if !observe.offcpu {
@@ -225,10 +231,10 @@ impl OffCpuObserver {
                 Err(why) if go.is_none() => return Err(why),
                 Err(_) => None,
             },
-            None if go.is_none() && !observe.observers.is_empty() => {
-                return Err("off-CPU stacks are not taken through an observer yet".into())
+            None if go.is_none() && observer.is_none() && !observe.observers.is_empty() => {
+                return Err("no observer watches a target process".into())
             }
-            None if go.is_none() => {
+            None if go.is_none() && observer.is_none() => {
                 return Err("no local target process (give --pid, --spawn, or a local port)".into())
             }
             None => None,
@@ -236,6 +242,8 @@ impl OffCpuObserver {
         Ok(OffCpuObserver {
             sources: Sources {
                 perf,
+                // Go's own profiles say more than thread stacks of a Go service.
+                observer: observer.filter(|_| pid.is_none() && go.is_none()).cloned(),
                 go,
                 perf_failed: Arc::new(Mutex::new(None)),
             },
@@ -297,6 +305,12 @@ impl Observer for OffCpuObserver {
     }
 }
 
+/// Whose context switches perf records: a process of this host, or the observer's target.
+enum Target {
+    Local(u32),
+    Observer(crate::plan::ObserverSpec),
+}
+
 /// Takes the step's recordings, side by side.
 fn capture(sources: &Sources, window: f64, scratch: &std::path::Path) -> Captures {
     let go_seconds = super::capture::seconds_for(super::capture::Endpoint::Other, window);
@@ -311,10 +325,15 @@ fn capture(sources: &Sources, window: f64, scratch: &std::path::Path) -> Capture
             .lock()
             .map(|f| f.clone())
             .unwrap_or(None);
-        let perf = sources.perf.map(|pid| match failed {
+        let perf = sources.perf.map(Target::Local);
+        let observer = sources.observer.clone().map(Target::Observer);
+        let perf = perf.or(observer).map(|target| match failed {
             Some(why) => Err(why),
             None => {
-                let result = sched::record(pid, window, scratch);
+                let result = match &target {
+                    Target::Local(pid) => sched::record(*pid, window, scratch),
+                    Target::Observer(observer) => super::remote::offcpu(observer, window),
+                };
                 let lasting = result.as_ref().err().filter(|why| sched::lasting(why));
                 if let (Some(why), Ok(mut failed)) = (lasting, sources.perf_failed.lock()) {
                     *failed = Some(format!("{why} (not tried again in this run)"));
@@ -409,11 +428,18 @@ impl OffCpuObserver {
         };
         let mut offcpu = OffCpu::summarize(source, &recording, captures.seconds, requests);
         offcpu.notes = notes;
+        if source == "perf sched_switch" {
+            offcpu.observer = self.sources.observer.as_ref().map(|o| o.name.clone());
+        }
+        let taken = match &offcpu.observer {
+            Some(observer) => format!("{source} on observer {observer}"),
+            None => source.to_string(),
+        };
         offcpu.folded =
             self.write_file(spec, "offcpu.folded", recording.folded.to_text().as_bytes());
         let subtitle = format!(
-            "{}: {:.0} ms waiting, {:.0} ms idle, {:.0} ms preempted over {:.1} s (µs per stack)",
-            source, offcpu.waiting_ms, offcpu.idle_ms, offcpu.preempted_ms, offcpu.seconds
+            "{taken}: {:.0} ms waiting, {:.0} ms idle, {:.0} ms preempted over {:.1} s (µs per stack)",
+            offcpu.waiting_ms, offcpu.idle_ms, offcpu.preempted_ms, offcpu.seconds
         );
         match super::render::offcpu_svg(&recording.folded, &super::title(spec, result), &subtitle) {
             Ok(svg) => offcpu.svg = self.write_file(spec, "offcpu.svg", &svg),

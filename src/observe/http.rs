@@ -35,6 +35,24 @@ impl<'a> Get<'a> {
     /// The body of a 2xx answer (redirects followed), else an error naming the endpoint, the
     /// status and the first line it said. At most `limit` bytes are read.
     pub fn send(&self) -> Result<Vec<u8>, String> {
+        let (status, body) = self.send_any()?;
+        if !(200..300).contains(&status) {
+            let said = String::from_utf8_lossy(&body);
+            let said = said.lines().next().unwrap_or("").trim();
+            let said = if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {said}")
+            };
+            let shown = crate::redact::redact_url(self.url);
+            return Err(format!("{shown} answered {status}{said}"));
+        }
+        Ok(body)
+    }
+
+    /// The status and body of whatever answered (redirects followed); an error only when no
+    /// answer came. At most `limit` bytes are read.
+    pub fn send_any(&self) -> Result<(u16, Vec<u8>), String> {
         // reqwest's blocking client runs its own runtime and may not be built or waited on
         // from a runtime's thread (the run's setup is async): such a call is made on a
         // short-lived thread of its own.
@@ -49,30 +67,20 @@ impl<'a> Get<'a> {
         self.send_here()
     }
 
-    fn send_here(&self) -> Result<Vec<u8>, String> {
+    fn send_here(&self) -> Result<(u16, Vec<u8>), String> {
         let shown = crate::redact::redact_url(self.url);
         let mut request = client(self.insecure)?.get(self.url).timeout(self.timeout);
         for (name, value) in self.headers {
             request = request.header(name.as_str(), value.as_str());
         }
         let response = request.send().map_err(|e| describe(&shown, &e))?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let mut body = Vec::new();
         response
             .take(self.limit)
             .read_to_end(&mut body)
             .map_err(|e| format!("the answer from {shown} did not arrive: {e}"))?;
-        if !status.is_success() {
-            let said = String::from_utf8_lossy(&body);
-            let said = said.lines().next().unwrap_or("").trim();
-            let said = if said.is_empty() {
-                String::new()
-            } else {
-                format!(": {said}")
-            };
-            return Err(format!("{shown} answered {status}{said}"));
-        }
-        Ok(body)
+        Ok((status, body))
     }
 }
 

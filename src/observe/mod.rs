@@ -210,16 +210,23 @@ impl Observation {
         } else {
             None
         };
+        // Profiles of a target on another host are taken by the observer that watches it.
+        let watching = feeds
+            .iter()
+            .find(|feed| feed.description.target.is_some())
+            .map(|feed| &feed.spec);
         let profiler = crate::flame::ProfilerObserver::new(
             &observe.profiler,
             demo.map(|d| d.base.as_str()),
             observe.profile_frequency,
             target.as_ref().map(|t| t.pid),
+            watching,
             dir.to_path_buf(),
         );
         let offcpu = match crate::flame::offcpu::OffCpuObserver::new(
             observe,
             target.as_ref().map(|t| t.pid),
+            watching,
             dir.to_path_buf(),
         ) {
             Ok(offcpu) => Some(offcpu),
@@ -230,7 +237,10 @@ impl Observation {
                 None
             }
         };
-        if observe.profiler == crate::plan::ProfilerPlan::Perf && target.is_none() {
+        if observe.profiler == crate::plan::ProfilerPlan::Perf
+            && target.is_none()
+            && watching.is_none()
+        {
             eprintln!("knee: --profiler perf needs the target's pid (--pid, --spawn, or a local port): no flamegraphs");
         }
         Ok(Observation {

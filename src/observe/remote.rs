@@ -100,17 +100,36 @@ fn unix_now() -> f64 {
 
 /// GETs `path` from the observer, with its token.
 fn get(spec: &ObserverSpec, path: &str) -> Result<Vec<u8>, String> {
+    request(spec, path, TIMEOUT, |get| get.send())
+}
+
+/// GETs `path` from the observer with its token, waiting up to `timeout` (a profile takes
+/// its seconds): the status and body, whatever the status.
+pub fn get_any(
+    spec: &ObserverSpec,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    request(spec, path, timeout, |get| get.send_any())
+}
+
+fn request<T>(
+    spec: &ObserverSpec,
+    path: &str,
+    timeout: Duration,
+    send: impl Fn(&super::http::Get) -> Result<T, String>,
+) -> Result<T, String> {
     let headers: Vec<(String, String)> = spec
         .token
         .iter()
         .map(|t| ("Authorization".to_string(), format!("Bearer {}", t.0)))
         .collect();
     let url = format!("{}{path}", spec.url());
-    super::http::Get {
+    send(&super::http::Get {
         headers: &headers,
-        ..super::http::Get::new(&url, TIMEOUT, MAX_ANSWER)
-    }
-    .send()
+        insecure: spec.insecure,
+        ..super::http::Get::new(&url, timeout, MAX_ANSWER)
+    })
 }
 
 fn describe(spec: &ObserverSpec) -> Result<Description, String> {

@@ -1,9 +1,10 @@
 //! `knee observe`: the same binary, run on the target's host, serving what the samplers read
 //! there to a driver on another machine (`--observer`), so a remote target is as well observed
-//! as a local one. Read-only and small on purpose: three GETs (`/time` for the driver's clock
-//! estimate, `/describe`, `/samples?after=N`),
-//! nothing run on request, 127.0.0.1 unless a token guards it, the token checked on every
-//! request in constant time. Samples are numbered, held in memory (a bounded ring) and fetched
+//! as a local one. Read-only and small on purpose: GETs of `/time` (for the driver's clock
+//! estimate), `/describe`, `/samples?after=N`, and `/profile/cpu` and `/profile/offcpu`
+//! (profiles of its one target, bounded in time, one of each at a time: `flame::remote`);
+//! nothing else is run on request, 127.0.0.1 unless a token guards it, the token checked on
+//! every request in constant time. Samples are numbered, held in memory (a bounded ring) and fetched
 //! incrementally, on the observer's own clock (the driver estimates the offset).
 
 use super::procfs;
@@ -11,7 +12,8 @@ use super::remote::{Batch, DescribedTarget, Description};
 use super::sampler::{Sampler, SamplerConfig};
 use super::target::{self, Spawned};
 use crate::error::Error;
-use crate::plan::{ServePlan, ServeTarget, Token};
+use crate::flame::remote::{ProfileTarget, Refusal};
+use crate::plan::{ServePlan, ServeTarget, TlsFiles, Token};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -44,6 +46,12 @@ struct Shared {
     token: Option<Token>,
     target: DescribedTarget,
     origin_unix_s: f64,
+    /// The target's own pprof endpoint, when CPU profiles are proxied to it.
+    pprof: Option<String>,
+    /// Where perf's recordings are written while they are read.
+    scratch: std::path::PathBuf,
+    /// Every connection speaks TLS when set (--tls-cert, --tls-key).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn unix_now() -> f64 {
@@ -73,6 +81,7 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
         found_by,
         spawned,
     } = find_target(&plan.target)?;
+    let tls = plan.tls.as_ref().map(tls_config).transpose()?;
     let origin = Instant::now();
     let origin_unix_s = unix_now();
     let sampler = Sampler::start(SamplerConfig {
@@ -100,6 +109,9 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
             found_by: found_by.into(),
         },
         origin_unix_s,
+        pprof: plan.pprof.clone(),
+        scratch: std::env::temp_dir().join(format!("knee-observe-{}", std::process::id())),
+        tls,
     });
     let running = Arc::new(AtomicBool::new(true));
     let accepting = running.clone();
@@ -228,12 +240,53 @@ fn wait_readable(listener: &TcpListener) {
     unsafe { libc::poll(&mut poll, 1, 100) };
 }
 
-/// Reads one request and answers it; the connection is closed after.
-fn answer(mut stream: TcpStream, shared: &Shared) {
+/// The server's TLS settings from PEM files: an unreadable or mismatched file is an input
+/// error naming it.
+fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Error> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let named = |path: &std::path::Path, why: String| {
+        Error::input(format!("knee observe: {}: {why}", path.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| named(&files.cert, format!("not a PEM certificate chain ({e})")))?;
+    if certs.is_empty() {
+        return Err(named(&files.cert, "holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| named(&files.key, format!("not a PEM private key ({e})")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| named(&files.cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| named(&files.key, format!("does not fit the certificate ({e})")))?;
+    Ok(Arc::new(config))
+}
+
+/// Reads one request and answers it, over TLS when the observer has a certificate; the
+/// connection is closed after.
+fn answer(stream: TcpStream, shared: &Shared) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let Some(head) = read_head(&mut stream) else {
+    match &shared.tls {
+        Some(config) => {
+            let Ok(connection) = rustls::ServerConnection::new(config.clone()) else {
+                return;
+            };
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            exchange(&mut tls, shared);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        None => exchange(&mut { stream }, shared),
+    }
+}
+
+fn exchange(stream: &mut (impl Read + Write), shared: &Shared) {
+    let Some(head) = read_head(stream) else {
         return;
     };
     let (status, body) = respond(&head, shared);
@@ -242,6 +295,8 @@ fn answer(mut stream: TcpStream, shared: &Shared) {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        409 => "Conflict",
+        503 => "Service Unavailable",
         _ => "Method Not Allowed",
     };
     let challenge = if status == 401 {
@@ -255,9 +310,10 @@ fn answer(mut stream: TcpStream, shared: &Shared) {
     );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(&body);
+    let _ = stream.flush();
 }
 
-fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+fn read_head(stream: &mut impl Read) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     let mut buffer = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -306,10 +362,33 @@ fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
                 Some(Err(_)) => error(400, "after= must be a sample number"),
             }
         }
+        "/profile/cpu" => profile(shared, |t| crate::flame::remote::serve_cpu(t, query)),
+        "/profile/offcpu" => profile(shared, |t| crate::flame::remote::serve_offcpu(t, query)),
         _ => error(
             404,
-            "knee observe serves /time, /describe and /samples?after=N",
+            "knee observe serves /time, /describe, /samples?after=N, /profile/cpu?seconds=S and /profile/offcpu?seconds=S",
         ),
+    }
+}
+
+/// A profile of the target (taken before answering), or why not.
+fn profile<T: serde::Serialize>(
+    shared: &Shared,
+    take: impl FnOnce(&ProfileTarget) -> Result<T, Refusal>,
+) -> (u16, Vec<u8>) {
+    let target = ProfileTarget {
+        pid: shared.target.pid,
+        pprof: shared.pprof.as_deref(),
+        scratch: &shared.scratch.join("profile"),
+    };
+    match take(&target) {
+        Ok(profile) => json(&profile),
+        Err(Refusal::BadRequest(why)) => error(400, &why),
+        Err(Refusal::Busy) => error(
+            409,
+            "a profile of this kind is being taken; ask again after it",
+        ),
+        Err(Refusal::Unable(why)) => error(503, &why),
     }
 }
 

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod observe;
-pub use observe::{ObservePlan, ObserverSpec, ProfilerPlan, ServePlan, ServeTarget, Token};
+pub use observe::{
+    ObservePlan, ObserverSpec, ProfilerPlan, ServePlan, ServeTarget, TlsFiles, Token,
+};
 
 /// The highest rate one generator process accepts; above it, use shards.
 pub const MAX_RATE: f64 = 1_000_000.0;

@@ -23,6 +23,17 @@ pub struct ServePlan {
     pub token: Option<Token>,
     /// Sampling interval (at least 200 ms).
     pub interval: Duration,
+    /// The target's own pprof endpoint, which CPU profiles are proxied to (else perf).
+    pub pprof: Option<String>,
+    /// Serve over TLS with this certificate chain and private key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Which process on the observer's host is the target.
@@ -43,13 +54,17 @@ pub enum ServeTarget {
 pub struct ObserverSpec {
     /// How figures read through it are labelled ("staging", or the URL's host:port).
     pub name: String,
-    /// host:port of its plain-HTTP endpoint.
+    /// host:port of its endpoint.
     pub authority: String,
     pub token: Option<Token>,
+    /// Spoken over TLS (`https://`: the observer was given --tls-cert).
+    pub tls: bool,
+    /// Accept a certificate nobody vouches for (`-k`: a self-signed one on a staging box).
+    pub insecure: bool,
 }
 
 impl ObserverSpec {
-    /// `[NAME=]http://host:port[/]`.
+    /// `[NAME=]http://host:port[/]` or `https://…`.
     pub fn parse(text: &str, token: Option<Token>) -> Result<ObserverSpec, String> {
         let (name, url) = match text.split_once('=') {
             Some((name, url)) if !name.contains('/') && !name.is_empty() => {
@@ -57,31 +72,32 @@ impl ObserverSpec {
             }
             _ => (None, text),
         };
-        if url.starts_with("https://") {
-            return Err(format!(
-                "observer '{url}': https is not supported yet (use http:// and a token, or a tunnel)"
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("observer '{url}' must be http://host:port"))?;
+        let wrong = || format!("observer '{url}' must be http://host:port or https://host:port");
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(wrong()),
+        };
         let authority = rest.trim_end_matches('/');
         if authority.contains('/')
             || authority
                 .rsplit_once(':')
                 .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
-            return Err(format!("observer '{url}' must be http://host:port"));
+            return Err(wrong());
         }
         Ok(ObserverSpec {
             name: name.unwrap_or_else(|| authority.to_string()),
             authority: authority.to_string(),
             token,
+            tls,
+            insecure: false,
         })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.authority)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 }
 
@@ -156,7 +172,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn observer_spec_takes_an_optional_name_and_an_http_authority() {
+    fn observer_spec_takes_an_optional_name_and_an_http_or_https_authority() {
         let named = ObserverSpec::parse("staging=http://10.0.0.5:9477/", None).unwrap();
         assert_eq!(named.name, "staging");
         assert_eq!(named.authority, "10.0.0.5:9477");
@@ -173,8 +189,13 @@ mod tests {
             let error = ObserverSpec::parse(bad, None).unwrap_err();
             assert!(error.contains("must be http://host:port"), "{bad}: {error}");
         }
-        let https = ObserverSpec::parse("https://db:9477", None).unwrap_err();
-        assert!(https.contains("https is not supported yet"), "{https}");
+        let https = ObserverSpec::parse("db=https://db:9477", None).unwrap();
+        assert!(https.tls && !https.insecure);
+        assert_eq!(
+            (https.name.as_str(), https.url().as_str()),
+            ("db", "https://db:9477")
+        );
+        assert!(ObserverSpec::parse("ftp://db:9477", None).is_err());
     }
 
     #[test]

@@ -29,14 +29,14 @@ impl Observed {
         );
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("knee observe said: {line}"))
             .to_string();
         Observed { child, url }
     }
 
     fn authority(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url.split_once("://").unwrap().1
     }
 }
 
@@ -93,11 +93,9 @@ fn get(authority: &str, path: &str, token: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
-/// `knee run` of `path` at `rates` (800 ms steps, no off-CPU), with `extra` (an observer, or
-/// --pid).
+/// `knee run` of `path` at `rates` (800 ms steps), with `extra` (an observer, or --pid).
 fn run(demo: &Demo, path: &str, rates: &str, extra: &[&str]) -> (RunRecord, String) {
     let mut args = verdict_run_args(&format!("{}{path}", demo.base), rates);
-    args.extend(["--offcpu", "off"].map(String::from));
     args.extend(extra.iter().map(|a| a.to_string()));
     knee_child(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
@@ -168,7 +166,14 @@ fn verdicts_through_an_observer_match_local_sampling() {
     let observed = Observed::start(&["--pid", &demo.pid()]);
     let observer = format!("app={}", observed.url);
 
-    let (cpu, _) = run(&demo, "/cpu", "300,1400", &["--observer", &observer]);
+    // Without off-CPU recording, as the local test of /cpu: perf on every context switch of
+    // a saturated target takes CPU from it.
+    let (cpu, _) = run(
+        &demo,
+        "/cpu",
+        "300,1400",
+        &["--observer", &observer, "--offcpu", "off"],
+    );
     let v = cpu.verdict.clone().unwrap();
     assert_eq!(v.kind, "cpu_bound", "{v:#?}");
     assert!(
@@ -191,17 +196,68 @@ fn verdicts_through_an_observer_match_local_sampling() {
             .is_some()
     );
 
-    let (remote, _) = run(&demo, "/pool", "300,1100", &["--observer", &observer]);
-    let (local, _) = run(&demo, "/pool", "300,1100", &["--pid", &demo.pid()]);
-    let (r, l) = (remote.verdict.unwrap(), local.verdict.unwrap());
+    // The pool sleeps: only stacks of where its threads wait name it, and the observer takes
+    // them (off-CPU, and a CPU flamegraph with --profiler perf) on the target's host.
+    let perf = crate::tools::have("perf", "verdicts_through_an_observer_match_local_sampling");
+    let profiled = ["--profiler", "perf"];
+    let (remote, _) = run(
+        &demo,
+        "/pool",
+        "300,1100",
+        &["--observer", &observer, profiled[0], profiled[1]],
+    );
+    let (local, _) = run(
+        &demo,
+        "/pool",
+        "300,1100",
+        &["--pid", &demo.pid(), profiled[0], profiled[1]],
+    );
+    let (r, l) = (remote.verdict.clone().unwrap(), local.verdict.unwrap());
     eprintln!(
-        "pool: through the observer {}, locally {}",
-        r.bottleneck, l.bottleneck
+        "pool: through the observer {} (site {:?}), locally {} (site {:?})",
+        r.bottleneck, r.site, l.bottleneck, l.site
     );
     assert_eq!(
-        r.kind, l.kind,
+        (&r.kind, &r.site),
+        (&l.kind, &l.site),
         "through the observer {r:#?}\nlocally {l:#?}"
     );
+    if !perf {
+        return;
+    }
+    assert_eq!(r.kind, "pool", "{r:#?}");
+    let knee = remote
+        .steps
+        .iter()
+        .find(|s| Some(&s.name) == r.knee_step.as_ref())
+        .unwrap();
+    let offcpu = knee::flame::offcpu::OffCpu::of(knee).expect("an off-CPU profile");
+    assert_eq!(offcpu.observer.as_deref(), Some("app"), "{offcpu:?}");
+    assert!(offcpu.switches > 0 && offcpu.waiting_ms > 0.0, "{offcpu:?}");
+    let profile = knee::flame::StepProfile::of(knee).expect("a CPU profile");
+    assert_eq!(
+        (profile.observer.as_deref(), profile.source.as_str()),
+        (Some("app"), "perf"),
+        "{profile:?}"
+    );
+    assert!(
+        profile.samples > 0 && profile.svg.is_some() && profile.target_cpu_seconds.is_some(),
+        "{profile:?}"
+    );
+}
+
+/// What an observer refuses to profile: no seconds, or more than it allows.
+#[test]
+fn observer_profiles_are_bounded() {
+    let pid = std::process::id().to_string();
+    let observed = Observed::start(&["--pid", &pid]);
+    let at = observed.authority();
+    let (status, body) = get(at, "/profile/cpu", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("seconds= is required"), "{body}");
+    let (status, body) = get(at, "/profile/offcpu?seconds=600", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 30"), "{body}");
 }
 
 #[test]
@@ -224,4 +280,89 @@ fn a_run_outlives_its_observer_and_records_the_gap() {
     let seen = &record.observers[0];
     assert!(seen.gaps >= 1 && seen.samples >= 2, "{seen:?}");
     assert_eq!(stderr.matches("stopped answering").count(), 1, "{stderr}");
+}
+
+/// An observer over https (a self-signed certificate, as on a staging box): refused by a
+/// driver that verifies certificates, read with -k; a key that is not the certificate's is
+/// an input error naming the file.
+#[test]
+fn an_observer_serves_https_with_its_own_certificate() {
+    let _serial = serial();
+    let dir = TempDir::new("observe-tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let wrong_key = dir.join("wrong.pem");
+    std::fs::write(&wrong_key, other.signing_key.serialize_pem()).unwrap();
+    let pid = std::process::id().to_string();
+    let refused = Command::new(knee_bin())
+        .args([
+            "observe",
+            "--listen",
+            "127.0.0.1:0",
+            "--pid",
+            &pid,
+            "--tls-cert",
+        ])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&wrong_key)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("wrong.pem") && said.contains("does not fit"),
+        "{said}"
+    );
+
+    let demo = Demo::start();
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let observed = Observed::start(&[
+        "--pid",
+        &demo.pid(),
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        key_arg,
+    ]);
+    assert!(observed.url.starts_with("https://"), "{}", observed.url);
+    let observer = format!("app={}", observed.url);
+    let url = format!("{}/", demo.base);
+    let steps = [
+        "run",
+        "--url",
+        &url,
+        "--steps",
+        "100",
+        "--step-duration",
+        "800ms",
+    ];
+    let unverified = Command::new(knee_bin())
+        .args(steps)
+        .args(["--observer", &observer, "-q", "--out"])
+        .arg(dir.join("refused"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&unverified.stderr);
+    assert_eq!(unverified.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("-k accepts a self-signed certificate"),
+        "{said}"
+    );
+    assert!(
+        !dir.join("refused").exists(),
+        "a run folder for a run that never began"
+    );
+    let mut args = steps.to_vec();
+    args.extend(["--observer", &observer, "-k", "--sample-every", "200ms"]);
+    let (record, _) = knee_child(&args);
+    let seen = &record.observers[0];
+    assert!(
+        seen.url.starts_with("https://") && seen.samples >= 2,
+        "{seen:?}"
+    );
+    assert_eq!(record.target_process.unwrap().found_by, "observer:app");
 }

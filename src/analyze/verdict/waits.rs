@@ -72,8 +72,16 @@ pub fn wait_site(ctx: &Context) -> Option<Finding> {
             round(now)
         ))
         .evidence(format!(
-            "off-CPU at the knee ({}): {:.0} ms waiting, {:.0} ms idle, {:.0} ms preempted over {:.1} s",
-            offcpu.source, offcpu.waiting_ms, offcpu.idle_ms, offcpu.preempted_ms, offcpu.seconds
+            "off-CPU at the knee ({}{}): {:.0} ms waiting, {:.0} ms idle, {:.0} ms preempted over {:.1} s",
+            offcpu.source,
+            offcpu
+                .observer
+                .as_ref()
+                .map_or(String::new(), |o| format!(", on observer {o}'s host")),
+            offcpu.waiting_ms,
+            offcpu.idle_ms,
+            offcpu.preempted_ms,
+            offcpu.seconds
         ))
         .confirm(confirm);
     finding.site = Some(site.function.clone());
