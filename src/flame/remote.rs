@@ -68,7 +68,7 @@ static CPU_BUSY: Mutex<()> = Mutex::new(());
 static OFFCPU_BUSY: Mutex<()> = Mutex::new(());
 
 /// Reads `name=` from a query string as a number.
-fn query_number(query: &str, name: &str) -> Option<Result<f64, String>> {
+pub(crate) fn query_number(query: &str, name: &str) -> Option<Result<f64, String>> {
     let raw = query
         .split('&')
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;

@@ -89,6 +89,8 @@ pub struct Observation {
     listen_port: Option<u16>,
     /// `knee observe` servers the target's host is read through.
     feeds: Vec<Arc<remote::Feed>>,
+    /// The one of them that watches the target (its profiles and processes come from it).
+    watching: Option<crate::plan::ObserverSpec>,
 }
 
 /// Connects to each observer (its clock offset, its description) before any load: one that
@@ -214,7 +216,8 @@ impl Observation {
         let watching = feeds
             .iter()
             .find(|feed| feed.description.target.is_some())
-            .map(|feed| &feed.spec);
+            .map(|feed| feed.spec.clone());
+        let watching = watching.as_ref();
         let profiler = crate::flame::ProfilerObserver::new(
             &observe.profiler,
             demo.map(|d| d.base.as_str()),
@@ -251,6 +254,7 @@ impl Observation {
             spawned,
             target,
             feeds,
+            watching: watching.cloned(),
         })
     }
 
@@ -278,6 +282,11 @@ impl Observation {
                     self.listen_port,
                 )));
             }
+        }
+        if let (None, Some(observer), Some(_)) = (&self.target, &self.watching, &self.sampler) {
+            observers.push(Box::new(processes::ProcessesObserver::through(
+                observer.clone(),
+            )));
         }
         if let Some(offcpu) = self.offcpu.take() {
             observers.push(Box::new(offcpu));

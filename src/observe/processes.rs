@@ -66,7 +66,7 @@ impl Processes {
 }
 
 #[derive(Clone, Debug)]
-struct Proc {
+pub struct Proc {
     ppid: u32,
     name: String,
     ticks: u64,
@@ -75,7 +75,7 @@ struct Proc {
     running: bool,
 }
 
-type Snapshot = HashMap<u32, Proc>;
+pub type Snapshot = HashMap<u32, Proc>;
 
 /// Every process on the host.
 fn snapshot() -> Snapshot {
@@ -159,7 +159,9 @@ fn busiest(before: &Snapshot, after: &Snapshot, seconds: f64) -> Vec<Busy> {
     top
 }
 
-/// The target's established TCP connections whose local port is not `listen_port`, by peer.
+/// The target's established TCP connections by peer, except its clients' connections to it:
+/// those whose local port is `listen_port` or any port the target listens on (an observer
+/// given only a pid knows no port).
 pub fn downstreams(target: u32, listen_port: Option<u16>) -> Vec<(String, u16, usize)> {
     let inodes: HashSet<String> = procfs::process_tree(target)
         .iter()
@@ -175,7 +177,8 @@ pub fn downstreams(target: u32, listen_port: Option<u16>) -> Vec<(String, u16, u
             )
         })
         .collect();
-    let mut peers: BTreeMap<(String, u16), usize> = BTreeMap::new();
+    // (local port, remote address, state) of the target's sockets.
+    let mut sockets: Vec<(Option<u16>, String, String)> = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
@@ -187,20 +190,31 @@ pub fn downstreams(target: u32, listen_port: Option<u16>) -> Vec<(String, u16, u
             else {
                 continue;
             };
-            // 01: ESTABLISHED.
-            if *state != "01" || !inodes.contains(*inode) {
+            if !inodes.contains(*inode) {
                 continue;
             }
             let local_port = local
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port.is_some() && local_port == listen_port {
-                continue; // a client's connection to the target
-            }
-            if let Some(peer) = parse_address(remote) {
-                *peers.entry(peer).or_default() += 1;
-            }
+            sockets.push((local_port, remote.to_string(), state.to_string()));
+        }
+    }
+    // 0A: LISTEN.
+    let listening: HashSet<u16> = sockets
+        .iter()
+        .filter(|(_, _, state)| state == "0A")
+        .filter_map(|(port, _, _)| *port)
+        .chain(listen_port)
+        .collect();
+    let mut peers: BTreeMap<(String, u16), usize> = BTreeMap::new();
+    // 01: ESTABLISHED; a connection to a port the target listens on is a client's.
+    for (local_port, remote, _) in sockets.iter().filter(|(_, _, state)| state == "01") {
+        if local_port.is_some_and(|port| listening.contains(&port)) {
+            continue;
+        }
+        if let Some(peer) = parse_address(remote) {
+            *peers.entry(peer).or_default() += 1;
         }
     }
     peers
@@ -238,62 +252,109 @@ fn is_local(ip: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
-/// Reads the host's processes as each step's counted window begins and as it ends.
-pub struct ProcessesObserver {
+/// The longest window `knee observe` reads processes over for one request.
+pub const MAX_WINDOW_S: f64 = 600.0;
+
+/// The target's process and what else ran on its host over a window, between two snapshots
+/// `seconds` apart. `generator` is the load generator's pid when it runs on this host.
+pub fn observe_window(
     target: u32,
     listen_port: Option<u16>,
-    pending: super::Pending<(Instant, Snapshot)>,
+    generator: Option<u32>,
+    (before, after): (&Snapshot, &Snapshot),
+    seconds: f64,
+) -> Processes {
+    let mut top = busiest(before, after, seconds);
+    let downstreams: Vec<Downstream> = downstreams(target, listen_port)
+        .into_iter()
+        .map(|(ip, port, connections)| {
+            let pid = is_local(&ip)
+                .then(|| procfs::listener_of_port(port))
+                .flatten();
+            let group = pid.and_then(|pid| {
+                let root = group_root(pid, after);
+                top.iter().find(|b| b.pid == root)
+            });
+            Downstream {
+                peer: format!("{ip}:{port}"),
+                connections,
+                pid,
+                name: group.map(|g| g.name.clone()),
+                cores: group.map(|g| g.cores),
+            }
+        })
+        .collect();
+    let target_root = group_root(target, after);
+    let generator_root = generator.map(|pid| group_root(pid, after));
+    for busy in &mut top {
+        busy.role = if busy.pid == target_root {
+            Some("target".into())
+        } else if Some(busy.pid) == generator_root {
+            Some("generator".into())
+        } else if downstreams
+            .iter()
+            .filter_map(|d| d.pid)
+            .any(|pid| group_root(pid, after) == busy.pid)
+        {
+            Some("downstream".into())
+        } else {
+            None
+        };
+    }
+    top.truncate(TOP);
+    Processes { top, downstreams }
+}
+
+/// For `knee observe`: the host's processes over the next `seconds` (read now and then),
+/// with no generator on this host.
+pub fn over(target: u32, listen_port: Option<u16>, seconds: f64) -> Processes {
+    let (at, before) = (Instant::now(), snapshot());
+    std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+    let after = snapshot();
+    let seconds = at.elapsed().as_secs_f64();
+    observe_window(target, listen_port, None, (&before, &after), seconds)
+}
+
+/// Where the step's processes are read: here, or by the observer on the target's host.
+enum Source {
+    Local {
+        target: u32,
+        listen_port: Option<u16>,
+    },
+    Observer(crate::plan::ObserverSpec),
+}
+
+/// What a step's window began with: this host's snapshot, or the observer's answer (it
+/// answers once the window it was asked for has passed).
+enum Began {
+    Local(Instant, Snapshot),
+    Remote(Result<Processes, String>),
+}
+
+/// Reads the host's processes as each step's counted window begins and as it ends (or asks
+/// the observer on the target's host to).
+pub struct ProcessesObserver {
+    source: Source,
+    pending: super::Pending<Began>,
 }
 
 impl ProcessesObserver {
     pub fn new(target: u32, listen_port: Option<u16>) -> ProcessesObserver {
         ProcessesObserver {
-            target,
-            listen_port,
+            source: Source::Local {
+                target,
+                listen_port,
+            },
             pending: super::Pending::new(),
         }
     }
 
-    fn observe(&self, before: &Snapshot, after: &Snapshot, seconds: f64) -> Processes {
-        let mut top = busiest(before, after, seconds);
-        let downstreams: Vec<Downstream> = downstreams(self.target, self.listen_port)
-            .into_iter()
-            .map(|(ip, port, connections)| {
-                let pid = is_local(&ip)
-                    .then(|| procfs::listener_of_port(port))
-                    .flatten();
-                let group = pid.and_then(|pid| {
-                    let root = group_root(pid, after);
-                    top.iter().find(|b| b.pid == root)
-                });
-                Downstream {
-                    peer: format!("{ip}:{port}"),
-                    connections,
-                    pid,
-                    name: group.map(|g| g.name.clone()),
-                    cores: group.map(|g| g.cores),
-                }
-            })
-            .collect();
-        let target_root = group_root(self.target, after);
-        let generator_root = group_root(std::process::id(), after);
-        for busy in &mut top {
-            busy.role = if busy.pid == target_root {
-                Some("target".into())
-            } else if busy.pid == generator_root {
-                Some("generator".into())
-            } else if downstreams
-                .iter()
-                .filter_map(|d| d.pid)
-                .any(|pid| group_root(pid, after) == busy.pid)
-            {
-                Some("downstream".into())
-            } else {
-                None
-            };
+    /// Through the observer that watches the target.
+    pub fn through(observer: crate::plan::ObserverSpec) -> ProcessesObserver {
+        ProcessesObserver {
+            source: Source::Observer(observer),
+            pending: super::Pending::new(),
         }
-        top.truncate(TOP);
-        Processes { top, downstreams }
     }
 }
 
@@ -303,10 +364,18 @@ impl Observer for ProcessesObserver {
     }
 
     fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
-        self.pending
-            .start_at(&spec.name, starts_at + spec.warmup, || {
-                (Instant::now(), snapshot())
-            });
+        let counted_from = starts_at + spec.warmup;
+        match &self.source {
+            Source::Local { .. } => self.pending.start_at(&spec.name, counted_from, || {
+                Began::Local(Instant::now(), snapshot())
+            }),
+            Source::Observer(observer) => {
+                let (observer, seconds) = (observer.clone(), spec.duration.as_secs_f64());
+                self.pending.start_at(&spec.name, counted_from, move || {
+                    Began::Remote(super::remote::processes(&observer, seconds))
+                })
+            }
+        }
     }
 
     fn step_finished(
@@ -315,10 +384,27 @@ impl Observer for ProcessesObserver {
         _result: &StepResult,
         _window: (Instant, Instant),
     ) -> Option<serde_json::Value> {
-        let (at, before) = self.pending.finish(&spec.name)?;
-        let after = snapshot();
-        let seconds = Instant::now().duration_since(at).as_secs_f64();
-        serde_json::to_value(self.observe(&before, &after, seconds)).ok()
+        let processes = match (self.pending.finish(&spec.name)?, &self.source) {
+            (
+                Began::Local(at, before),
+                Source::Local {
+                    target,
+                    listen_port,
+                },
+            ) => {
+                let after = snapshot();
+                let seconds = Instant::now().duration_since(at).as_secs_f64();
+                let generator = Some(std::process::id());
+                observe_window(*target, *listen_port, generator, (&before, &after), seconds)
+            }
+            (Began::Remote(Ok(processes)), _) => processes,
+            (Began::Remote(Err(why)), _) => {
+                eprintln!("knee: no process readings for {}: {why}", spec.name);
+                return None;
+            }
+            (Began::Local(..), Source::Observer(_)) => return None,
+        };
+        serde_json::to_value(processes).ok()
     }
 }
 
@@ -401,6 +487,14 @@ mod tests {
         assert!(
             peers.iter().any(|(_, p, _)| *p == port),
             "the client side's local port is not the listening one: {peers:?}"
+        );
+        // The server's end (local port = the listening port) is a client's connection to us,
+        // known as such from the listening socket even without the port given.
+        let client_port = _client.local_addr().unwrap().port();
+        let peers = downstreams(std::process::id(), None);
+        assert!(
+            !peers.iter().any(|(_, p, _)| *p == client_port),
+            "{peers:?}"
         );
     }
 }

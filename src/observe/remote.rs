@@ -171,6 +171,22 @@ pub fn clock_offset(spec: &ObserverSpec) -> Result<(f64, f64), String> {
     best.ok_or_else(|| "no round trip".to_string())
 }
 
+/// The target's host's processes over the next `seconds`, as its observer reads them (it
+/// answers once they have passed).
+pub fn processes(spec: &ObserverSpec, seconds: f64) -> Result<super::processes::Processes, String> {
+    let seconds = seconds.min(super::processes::MAX_WINDOW_S);
+    let path = format!("/processes?seconds={seconds:.3}");
+    let body = request(
+        spec,
+        &path,
+        TIMEOUT + Duration::from_secs_f64(seconds),
+        |get| get.send(),
+    )
+    .map_err(|e| format!("observer {}: {e}", spec.name))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("observer {}: an unreadable answer: {e}", spec.name))
+}
+
 impl Feed {
     /// Connects (the clock estimate; an observer that cannot be read is an error before any
     /// load), then fetches its samples every `interval` until stopped. `origin` is the run's

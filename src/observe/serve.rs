@@ -1,7 +1,9 @@
 //! `knee observe`: the same binary, run on the target's host, serving what the samplers read
 //! there to a driver on another machine (`--observer`), so a remote target is as well observed
 //! as a local one. Read-only and small on purpose: GETs of `/time` (for the driver's clock
-//! estimate), `/describe`, `/samples?after=N`, and `/profile/cpu` and `/profile/offcpu`
+//! estimate), `/describe`, `/samples?after=N`, `/processes?seconds=S` (who was busy on this
+//! host over the next S seconds, and the target's downstreams), and `/profile/cpu` and
+//! `/profile/offcpu`
 //! (profiles of its one target, bounded in time, one of each at a time: `flame::remote`);
 //! nothing else is run on request, 127.0.0.1 unless a token guards it, the token checked on
 //! every request in constant time. Samples are numbered, held in memory (a bounded ring) and fetched
@@ -50,6 +52,9 @@ struct Shared {
     pprof: Option<String>,
     /// Where perf's recordings are written while they are read.
     scratch: std::path::PathBuf,
+    /// The target's listening port, when known (its clients' connections are not its
+    /// downstreams).
+    listen_port: Option<u16>,
     /// Every connection speaks TLS when set (--tls-cert, --tls-key).
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -112,6 +117,7 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
         pprof: plan.pprof.clone(),
         scratch: std::env::temp_dir().join(format!("knee-observe-{}", std::process::id())),
         tls,
+        listen_port: port,
     });
     let running = Arc::new(AtomicBool::new(true));
     let accepting = running.clone();
@@ -362,11 +368,17 @@ fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
                 Some(Err(_)) => error(400, "after= must be a sample number"),
             }
         }
+        "/processes" => match crate::flame::remote::query_number(query, "seconds") {
+            Some(Ok(s)) if s > 0.0 && s <= super::processes::MAX_WINDOW_S => json(
+                &super::processes::over(shared.target.pid, shared.listen_port, s),
+            ),
+            _ => error(400, "seconds= must be above 0 and at most 600"),
+        },
         "/profile/cpu" => profile(shared, |t| crate::flame::remote::serve_cpu(t, query)),
         "/profile/offcpu" => profile(shared, |t| crate::flame::remote::serve_offcpu(t, query)),
         _ => error(
             404,
-            "knee observe serves /time, /describe, /samples?after=N, /profile/cpu?seconds=S and /profile/offcpu?seconds=S",
+            "knee observe serves /time, /describe, /samples?after=N, /processes?seconds=S, /profile/cpu?seconds=S and /profile/offcpu?seconds=S",
         ),
     }
 }

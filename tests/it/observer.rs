@@ -366,3 +366,36 @@ fn an_observer_serves_https_with_its_own_certificate() {
     );
     assert_eq!(record.target_process.unwrap().found_by, "observer:app");
 }
+
+/// The observer reads its host's processes over a window it is asked for: the target's
+/// outbound connection (to a listener of its own, here) is a downstream, matched to the
+/// process that listens.
+#[test]
+fn the_observer_reads_who_is_busy_and_the_targets_downstreams() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_server, _) = listener.accept().unwrap();
+    let pid = std::process::id();
+    let observed = Observed::start(&["--pid", &pid.to_string()]);
+    let at = observed.authority();
+    let (status, body) = get(at, "/processes?seconds=0.5", None);
+    assert_eq!(status, 200, "{body}");
+    let processes: knee::observe::processes::Processes = serde_json::from_str(&body).unwrap();
+    let peer = format!("127.0.0.1:{port}");
+    let downstream = processes.downstreams.iter().find(|d| d.peer == peer);
+    assert!(
+        downstream.is_some_and(|d| d.pid == Some(pid) && d.connections >= 1),
+        "{processes:?}"
+    );
+    // No generator on the observer's host: knee observe itself is not one.
+    assert!(
+        !processes.top.is_empty()
+            && processes
+                .top
+                .iter()
+                .all(|b| b.role.as_deref() != Some("generator")),
+        "{processes:?}"
+    );
+    assert_eq!(get(at, "/processes?seconds=601", None).0, 400);
+}
