@@ -5,6 +5,8 @@
 # `cargo build --release`. Everything listens on 127.0.0.1; the cluster lives in a temporary
 # directory (run as `nobody` when this runs as root: initdb refuses root) and is removed at
 # the end. The three run folders go to reports/walkthrough-{before,after,compare}.
+# OBSERVER=1: the service's host is read through `knee observe --pid SERVICE` (as on a staging
+# box the generator does not share), and the folders are reports/walkthrough-observed-*.
 set -euo pipefail
 KNEE=${KNEE:-target/release/knee}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort | tail -1)
@@ -15,7 +17,9 @@ if [ "$(id -u)" = 0 ]; then
     AS=(runuser -u nobody --)
 fi
 PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+OBSERVING=
 cleanup() {
+    [ -n "$OBSERVING" ] && kill "$OBSERVING" 2>/dev/null || true
     exec 3>&- || true
     "${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$DIR"
@@ -40,8 +44,17 @@ exec 3>"$DIR/stdin"
 until [ -s "$DIR/port" ]; do sleep 0.1; done
 URL="http://127.0.0.1:$(head -1 "$DIR/port")/orders?customer=5"
 
-rm -rf reports/walkthrough-before reports/walkthrough-after reports/walkthrough-compare
-"$KNEE" hunt "$URL" --pid "$SERVICE" --slo p99=500ms --out reports/walkthrough-before || true
+TARGET=(--pid "$SERVICE")
+RUNS=reports/walkthrough
+if [ -n "${OBSERVER:-}" ]; then
+    "$KNEE" observe --listen 127.0.0.1:0 --pid "$SERVICE" >"$DIR/observe" &
+    OBSERVING=$!
+    until grep -q 'http://' "$DIR/observe"; do sleep 0.1; done
+    TARGET=(--observer "staging=$(grep -o 'http://[^ ]*' "$DIR/observe")")
+    RUNS=reports/walkthrough-observed
+fi
+rm -rf "$RUNS-before" "$RUNS-after" "$RUNS-compare"
+"$KNEE" hunt "$URL" "${TARGET[@]}" --slo p99=500ms --out "$RUNS-before" || true
 psql "CREATE INDEX ON orders (customer); ANALYZE orders;"
-"$KNEE" hunt "$URL" --pid "$SERVICE" --slo p99=500ms --out reports/walkthrough-after || true
-"$KNEE" compare reports/walkthrough-before reports/walkthrough-after --out reports/walkthrough-compare
+"$KNEE" hunt "$URL" "${TARGET[@]}" --slo p99=500ms --out "$RUNS-after" || true
+"$KNEE" compare "$RUNS-before" "$RUNS-after" --out "$RUNS-compare"
