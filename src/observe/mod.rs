@@ -284,6 +284,9 @@ impl Observation {
             }
         }
         if let (None, Some(observer), Some(_)) = (&self.target, &self.watching, &self.sampler) {
+            observers.push(Box::new(threads::ThreadsObserver::through(
+                observer.clone(),
+            )));
             observers.push(Box::new(processes::ProcessesObserver::through(
                 observer.clone(),
             )));

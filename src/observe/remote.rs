@@ -174,8 +174,22 @@ pub fn clock_offset(spec: &ObserverSpec) -> Result<(f64, f64), String> {
 /// The target's host's processes over the next `seconds`, as its observer reads them (it
 /// answers once they have passed).
 pub fn processes(spec: &ObserverSpec, seconds: f64) -> Result<super::processes::Processes, String> {
+    window(spec, "/processes", seconds)
+}
+
+/// The target's threads over the next `seconds`, as its observer reads them.
+pub fn threads(spec: &ObserverSpec, seconds: f64) -> Result<super::threads::Threads, String> {
+    window(spec, "/threads", seconds)
+}
+
+/// GETs `route?seconds=S` of a reading over a window the observer waits out before answering.
+fn window<T: serde::de::DeserializeOwned>(
+    spec: &ObserverSpec,
+    route: &str,
+    seconds: f64,
+) -> Result<T, String> {
     let seconds = seconds.min(super::processes::MAX_WINDOW_S);
-    let path = format!("/processes?seconds={seconds:.3}");
+    let path = format!("{route}?seconds={seconds:.3}");
     let body = request(
         spec,
         &path,

@@ -2,7 +2,8 @@
 //! there to a driver on another machine (`--observer`), so a remote target is as well observed
 //! as a local one. Read-only and small on purpose: GETs of `/time` (for the driver's clock
 //! estimate), `/describe`, `/samples?after=N`, `/processes?seconds=S` (who was busy on this
-//! host over the next S seconds, and the target's downstreams), and `/profile/cpu` and
+//! host over the next S seconds, and the target's downstreams), `/threads?seconds=S` (the
+//! target's CPU per thread), and `/profile/cpu` and
 //! `/profile/offcpu`
 //! (profiles of its one target, bounded in time, one of each at a time: `flame::remote`);
 //! nothing else is run on request, 127.0.0.1 unless a token guards it, the token checked on
@@ -368,18 +369,32 @@ fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
                 Some(Err(_)) => error(400, "after= must be a sample number"),
             }
         }
-        "/processes" => match crate::flame::remote::query_number(query, "seconds") {
-            Some(Ok(s)) if s > 0.0 && s <= super::processes::MAX_WINDOW_S => json(
-                &super::processes::over(shared.target.pid, shared.listen_port, s),
-            ),
-            _ => error(400, "seconds= must be above 0 and at most 600"),
+        "/processes" => match window_seconds(query) {
+            Ok(s) => json(&super::processes::over(
+                shared.target.pid,
+                shared.listen_port,
+                s,
+            )),
+            Err(why) => error(400, why),
+        },
+        "/threads" => match window_seconds(query) {
+            Ok(s) => json(&super::threads::over(shared.target.pid, s)),
+            Err(why) => error(400, why),
         },
         "/profile/cpu" => profile(shared, |t| crate::flame::remote::serve_cpu(t, query)),
         "/profile/offcpu" => profile(shared, |t| crate::flame::remote::serve_offcpu(t, query)),
         _ => error(
             404,
-            "knee observe serves /time, /describe, /samples?after=N, /processes?seconds=S, /profile/cpu?seconds=S and /profile/offcpu?seconds=S",
+            "knee observe serves /time, /describe, /samples?after=N, /processes?seconds=S, /threads?seconds=S, /profile/cpu?seconds=S and /profile/offcpu?seconds=S",
         ),
+    }
+}
+
+/// The window a reading is asked over: above 0 and at most MAX_WINDOW_S.
+fn window_seconds(query: &str) -> Result<f64, &'static str> {
+    match crate::flame::remote::query_number(query, "seconds") {
+        Some(Ok(s)) if s > 0.0 && s <= super::processes::MAX_WINDOW_S => Ok(s),
+        _ => Err("seconds= must be above 0 and at most 600"),
     }
 }
 

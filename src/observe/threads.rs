@@ -83,16 +83,51 @@ pub fn between(before: &Reading, after: &Reading, seconds: f64, ticks_per_s: f64
     }
 }
 
-/// Reads the target's threads as each step's counted window begins and when it ends.
+/// For `knee observe`: `pid`'s threads over the next `seconds` (read now and then).
+pub fn over(pid: u32, seconds: f64) -> Threads {
+    let (at, before) = (Instant::now(), read(pid));
+    std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+    let after = read(pid);
+    between(
+        &before,
+        &after,
+        at.elapsed().as_secs_f64(),
+        procfs::clock_ticks(),
+    )
+}
+
+/// Where the target's threads are read: here, or by the observer on its host.
+enum Source {
+    Local(u32),
+    Observer(crate::plan::ObserverSpec),
+}
+
+/// What a step's window began with: this host's reading, or the observer's answer (given
+/// once the window has passed).
+enum Began {
+    Local(Instant, Reading),
+    Remote(Result<Threads, String>),
+}
+
+/// Reads the target's threads as each step's counted window begins and when it ends (or asks
+/// the observer on the target's host to).
 pub struct ThreadsObserver {
-    pid: u32,
-    pending: super::Pending<(Instant, Reading)>,
+    source: Source,
+    pending: super::Pending<Began>,
 }
 
 impl ThreadsObserver {
     pub fn new(pid: u32) -> ThreadsObserver {
         ThreadsObserver {
-            pid,
+            source: Source::Local(pid),
+            pending: super::Pending::new(),
+        }
+    }
+
+    /// Through the observer that watches the target.
+    pub fn through(observer: crate::plan::ObserverSpec) -> ThreadsObserver {
+        ThreadsObserver {
+            source: Source::Observer(observer),
             pending: super::Pending::new(),
         }
     }
@@ -104,11 +139,21 @@ impl Observer for ThreadsObserver {
     }
 
     fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
-        let pid = self.pid;
-        self.pending
-            .start_at(&spec.name, starts_at + spec.warmup, move || {
-                (Instant::now(), read(pid))
-            });
+        let counted_from = starts_at + spec.warmup;
+        match &self.source {
+            Source::Local(pid) => {
+                let pid = *pid;
+                self.pending.start_at(&spec.name, counted_from, move || {
+                    Began::Local(Instant::now(), read(pid))
+                })
+            }
+            Source::Observer(observer) => {
+                let (observer, seconds) = (observer.clone(), spec.duration.as_secs_f64());
+                self.pending.start_at(&spec.name, counted_from, move || {
+                    Began::Remote(super::remote::threads(&observer, seconds))
+                })
+            }
+        }
     }
 
     fn step_finished(
@@ -117,13 +162,24 @@ impl Observer for ThreadsObserver {
         _result: &StepResult,
         _window: (Instant, Instant),
     ) -> Option<serde_json::Value> {
-        let (at, before) = self.pending.finish(&spec.name)?;
-        // The step ends a little after its counted window; read now, over what elapsed.
-        let after = read(self.pid);
-        let seconds = Instant::now().duration_since(at).as_secs_f64();
-        (!after.is_empty())
-            .then(|| between(&before, &after, seconds, procfs::clock_ticks()))
-            .and_then(|threads| serde_json::to_value(threads).ok())
+        let threads = match (self.pending.finish(&spec.name)?, &self.source) {
+            (Began::Local(at, before), Source::Local(pid)) => {
+                // The step ends a little after its counted window; read now, over what elapsed.
+                let after = read(*pid);
+                let seconds = Instant::now().duration_since(at).as_secs_f64();
+                if after.is_empty() {
+                    return None;
+                }
+                between(&before, &after, seconds, procfs::clock_ticks())
+            }
+            (Began::Remote(Ok(threads)), _) if threads.count > 0 => threads,
+            (Began::Remote(Err(why)), _) => {
+                eprintln!("knee: no thread readings for {}: {why}", spec.name);
+                return None;
+            }
+            _ => return None,
+        };
+        serde_json::to_value(threads).ok()
     }
 }
 

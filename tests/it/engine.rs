@@ -323,9 +323,11 @@ fn the_connection_pool_fits_the_load_over_a_soak() {
     for w in &windows {
         let g = &w.generator;
         // 2,000 req/s x well under a millisecond is one or two in flight; a lane keeps a few
-        // more for headroom.
-        assert!(g.connections <= 12, "{}: {g:?}", w.name);
-        assert!(g.connections_mean.unwrap() <= 10.0, "{}: {g:?}", w.name);
+        // more for headroom, and a box busy with other tests (the scheduler 20 ms late at p99
+        // in one CI run: 40 requests due at once) makes it open some more, kept for 5 s. The
+        // pool that only grew held 133 to 203.
+        assert!(g.connections <= 24, "{}: {g:?}", w.name);
+        assert!(g.connections_mean.unwrap() <= 20.0, "{}: {g:?}", w.name);
     }
     let opened_after_warmup: u64 = windows[1..]
         .iter()

@@ -371,7 +371,7 @@ fn an_observer_serves_https_with_its_own_certificate() {
 /// outbound connection (to a listener of its own, here) is a downstream, matched to the
 /// process that listens.
 #[test]
-fn the_observer_reads_who_is_busy_and_the_targets_downstreams() {
+fn the_observer_reads_who_is_busy_the_targets_threads_and_its_downstreams() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -398,4 +398,12 @@ fn the_observer_reads_who_is_busy_and_the_targets_downstreams() {
         "{processes:?}"
     );
     assert_eq!(get(at, "/processes?seconds=601", None).0, 400);
+    // CPU per thread of the target, by name (this test binary's threads).
+    let (status, body) = get(at, "/threads?seconds=0.3", None);
+    assert_eq!(status, 200, "{body}");
+    let threads: knee::observe::threads::Threads = serde_json::from_str(&body).unwrap();
+    assert!(
+        threads.count >= 1 && !threads.busiest.is_empty(),
+        "{threads:?}"
+    );
 }
