@@ -32,7 +32,7 @@ fn verdict_with(path: &str, rates: &str, extra: &[&str]) -> (String, RunRecord) 
     let mut args = verdict_run_args(&url, rates);
     args.extend(["--spawn".to_string(), spawn]);
     args.extend(extra.iter().map(|a| a.to_string()));
-    let (record, _) = knee_child(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (record, _) = knee_child(&args);
     let verdict = record.verdict.clone().expect("a verdict");
     (verdict.kind, record)
 }
@@ -108,22 +108,9 @@ fn with_the_demo_the_stacks_name_the_lock_and_its_gauge_corroborates() {
     if !crate::tools::have("perf", "with_the_demo_the_stacks_name_the_lock") {
         return;
     }
-    let (record, _) = knee_child(&[
-        "run",
-        "--demo",
-        "--url",
-        "http://127.0.0.1/api",
-        "--steps",
-        "250,800",
-        "--step-duration",
-        "800ms",
-        "--warmup",
-        "200ms",
-        "--sample-every",
-        "200ms",
-        "--slo",
-        "p99=60ms",
-    ]);
+    let mut args = verdict_run_args("http://127.0.0.1/api", "250,800");
+    args.push("--demo".into());
+    let (record, _) = knee_child(&args);
     let v = record.verdict.unwrap();
     assert_eq!(v.kind, "lock", "{v:#?}");
     assert_eq!(

@@ -97,7 +97,7 @@ fn get(authority: &str, path: &str, token: Option<&str>) -> (u16, String) {
 fn run(demo: &Demo, path: &str, rates: &str, extra: &[&str]) -> (RunRecord, String) {
     let mut args = verdict_run_args(&format!("{}{path}", demo.base), rates);
     args.extend(extra.iter().map(|a| a.to_string()));
-    knee_child(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    knee_child(&args)
 }
 
 #[test]

@@ -464,7 +464,7 @@ pub fn knee_run(
 
 /// Runs the knee binary as a child with `args` plus `-q --out DIR`; it must exit 0 or 1 (a
 /// run that held or failed). Returns run.json and what it printed on stderr.
-pub fn knee_child(args: &[&str]) -> (RunRecord, String) {
+pub fn knee_child(args: &[impl AsRef<std::ffi::OsStr>]) -> (RunRecord, String) {
     let out = TempDir::new("child");
     let output = std::process::Command::new(knee_bin())
         .args(args)
