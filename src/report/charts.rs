@@ -133,6 +133,9 @@ impl<'a> Chart<'a> {
             x1 = x0 + 1.0;
             x0 -= 1.0;
         }
+        // Room on the right: the last point (often the one that matters: the knee, the
+        // saturation) is drawn whole, not cut by the plot's edge.
+        x1 += (x1 - x0) * 0.04;
         if self.log_y {
             y0 = (y0 * 0.8).max(0.001);
             y1 = (y1 * 1.6).max(y0 * 10.0);

@@ -125,7 +125,9 @@ pub fn knee_chart(run: &RunRecord) -> Chart<'static> {
         Series::new("failed the SLO", failed, 3, Style::Crosses),
     ];
     chart.marks = knee_marks(run, "");
-    chart.legend = Legend::LowerRight;
+    // Low throughput at high latency: the one corner a knee curve leaves empty (lower right
+    // is where it bends, and the legend hid the points around the knee there).
+    chart.legend = Legend::UpperLeft;
     chart
 }
 
