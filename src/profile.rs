@@ -589,7 +589,7 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
             .into_iter()
             .map(|(name, value)| (name, crate::plan::Token(value)))
             .collect(),
-        metrics_insecure: false,
+        insecure: false,
         sample: true,
         profiler,
         profile_frequency,

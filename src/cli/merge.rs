@@ -331,8 +331,8 @@ impl Base {
         if !common.metrics_headers.is_empty() {
             observe.metrics_headers = metrics_headers(&common.metrics_headers)?;
         }
-        observe.metrics_insecure = target.insecure;
-        // -k covers the control plane's https endpoints: scrapes and observers alike.
+        observe.insecure = target.insecure;
+        // -k covers the control plane's https endpoints: scrapes, pprof and observers alike.
         for observer in &mut observe.observers {
             observer.insecure = target.insecure;
         }

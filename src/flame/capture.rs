@@ -32,12 +32,12 @@ pub enum Endpoint {
 
 /// Asks the endpoint what it is, at its sibling path `knee` (knee's agent answers there;
 /// Go's pprof answers 404 "Unknown profile" at once). Never asks for a profile.
-pub fn identify(url: &str) -> Endpoint {
+pub fn identify(url: &str, insecure: bool) -> Endpoint {
     let Some(base) = url.split('?').next().and_then(|u| u.rsplit_once('/')) else {
         return Endpoint::Other;
     };
     let probe = format!("{}/knee", base.0);
-    match http_get(&probe, Duration::from_secs(2)) {
+    match http_get(&probe, Duration::from_secs(2), insecure) {
         Ok(body) if body.starts_with(crate::agent::IDENTITY.as_bytes()) => Endpoint::KneeAgent,
         _ => Endpoint::Other,
     }
@@ -57,8 +57,9 @@ pub fn seconds_for(endpoint: Endpoint, window: f64) -> Result<f64, String> {
     }
 }
 
-/// GETs `url?seconds=…&frequency=…` and decodes the gzipped (or plain) protobuf.
-pub fn pprof(url: &str, seconds: f64, frequency: u32) -> Result<Captured, String> {
+/// GETs `url?seconds=…&frequency=…` and decodes the gzipped (or plain) protobuf; `insecure`
+/// accepts a self-signed certificate (`-k`).
+pub fn pprof(url: &str, seconds: f64, frequency: u32, insecure: bool) -> Result<Captured, String> {
     let separator = if url.contains('?') { '&' } else { '?' };
     let timeout = Duration::from_secs_f64(seconds + 30.0);
     let seconds = if seconds.fract() == 0.0 {
@@ -67,7 +68,7 @@ pub fn pprof(url: &str, seconds: f64, frequency: u32) -> Result<Captured, String
         format!("{seconds:.3}")
     };
     let full = format!("{url}{separator}seconds={seconds}&frequency={frequency}");
-    let body = http_get(&full, timeout)?;
+    let body = http_get(&full, timeout, insecure)?;
     let profile = decode(&body)?;
     Ok(Captured {
         folded: Folded::from_pprof(&profile),
@@ -101,16 +102,19 @@ pub fn decode(body: &[u8]) -> Result<Profile, String> {
     Profile::decode(raw.as_slice()).map_err(|e| format!("the profile is not a pprof protobuf: {e}"))
 }
 
-/// GETs a profile through the control plane's client (http or https).
-pub(crate) fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+/// GETs a profile through the control plane's client (http or https; `insecure`: `-k`).
+pub(crate) fn http_get(url: &str, timeout: Duration, insecure: bool) -> Result<Vec<u8>, String> {
     if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(format!(
             "pprof URL '{url}' must start with http:// or https://"
         ));
     }
-    crate::observe::http::Get::new(url, timeout, 256 << 20)
-        .send()
-        .map_err(|e| format!("pprof endpoint: {e}"))
+    crate::observe::http::Get {
+        insecure,
+        ..crate::observe::http::Get::new(url, timeout, 256 << 20)
+    }
+    .send()
+    .map_err(|e| format!("pprof endpoint: {e}"))
 }
 
 /// The perf binary: `KNEE_PERF`, else `perf` on the PATH.

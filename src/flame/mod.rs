@@ -110,7 +110,8 @@ pub struct ProfilerObserver {
 
 #[derive(Clone)]
 enum Source {
-    Pprof(String, capture::Endpoint),
+    /// A pprof endpoint, what serves it, and whether its certificate may be self-signed (-k).
+    Pprof(String, capture::Endpoint, bool),
     Perf,
     /// `knee observe` on the target's host takes it (perf there, or its pprof proxy).
     Observer(crate::plan::ObserverSpec),
@@ -120,14 +121,13 @@ impl ProfilerObserver {
     /// None when profiling is off. Perf with no local pid asks `observer` (the one that
     /// watches the target) when there is one.
     pub fn new(
-        plan: &ProfilerPlan,
+        observe: &crate::plan::ObservePlan,
         demo_url: Option<&str>,
-        frequency: u32,
         pid: Option<u32>,
         observer: Option<&crate::plan::ObserverSpec>,
         dir: PathBuf,
     ) -> Option<ProfilerObserver> {
-        let url = match plan {
+        let url = match &observe.profiler {
             ProfilerPlan::Off => return None,
             ProfilerPlan::Pprof(url) => Some(url.clone()),
             ProfilerPlan::DemoAgent => Some(format!(
@@ -139,11 +139,11 @@ impl ProfilerObserver {
         };
         let source = match url {
             Some(url) => {
-                let endpoint = capture::identify(&url);
+                let endpoint = capture::identify(&url, observe.insecure);
                 if endpoint == capture::Endpoint::KneeAgent {
-                    prime(&url);
+                    prime(&url, observe.insecure);
                 }
-                Source::Pprof(url, endpoint)
+                Source::Pprof(url, endpoint, observe.insecure)
             }
             None => match (pid, observer) {
                 (None, Some(observer)) => Source::Observer(observer.clone()),
@@ -152,7 +152,7 @@ impl ProfilerObserver {
         };
         Some(ProfilerObserver {
             source,
-            frequency,
+            frequency: observe.profile_frequency,
             pid,
             dir,
             pending: crate::observe::Pending::new(),
@@ -182,7 +182,7 @@ impl Observer for ProfilerObserver {
         let window = spec.duration.as_secs_f64();
         // What can be profiled of the counted window (whole seconds, for most endpoints).
         let seconds = match &source {
-            Source::Pprof(_, endpoint) => capture::seconds_for(*endpoint, window),
+            Source::Pprof(_, endpoint, _) => capture::seconds_for(*endpoint, window),
             Source::Perf | Source::Observer(_) => Ok(window),
         };
         let counted_from = starts_at + spec.warmup;
@@ -192,7 +192,9 @@ impl Observer for ProfilerObserver {
             let mut remote_cpu: Option<remote::RemoteCpu> = None;
             let result = match (&source, pid, &seconds) {
                 (_, _, Err(e)) => Err(e.clone()),
-                (Source::Pprof(url, _), _, Ok(seconds)) => capture::pprof(url, *seconds, frequency),
+                (Source::Pprof(url, _, insecure), _, Ok(seconds)) => {
+                    capture::pprof(url, *seconds, frequency, *insecure)
+                }
                 (Source::Perf, Some(pid), Ok(seconds)) => {
                     capture::perf(pid, *seconds, frequency, &scratch)
                 }
@@ -340,8 +342,8 @@ fn subtitle(profile: &StepProfile) -> String {
 /// profiler allocates its sample table on first use (pprof-rs: ~130 MB, kept afterwards);
 /// allocated in the middle of the hold steps, that would read as the target's RSS jumping at
 /// the knee. Failures are ignored here: each step reports its own.
-fn prime(url: &str) {
-    let _ = capture::pprof(url, 0.05, 100);
+fn prime(url: &str, insecure: bool) {
+    let _ = capture::pprof(url, 0.05, 100, insecure);
 }
 
 /// CPU seconds a process tree has used so far.

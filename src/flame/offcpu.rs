@@ -175,6 +175,8 @@ struct Sources {
     observer: Option<crate::plan::ObserverSpec>,
     /// Go's pprof base (`http://host:port/debug/pprof/`).
     go: Option<String>,
+    /// Go's endpoint may have a self-signed certificate (-k).
+    insecure: bool,
     /// The first perf failure: later steps do not try again.
     perf_failed: Arc<Mutex<Option<String>>>,
 }
@@ -210,7 +212,8 @@ impl OffCpuObserver {
                     .next()
                     .unwrap_or("")
                     .ends_with("/debug/pprof/profile")
-                    && super::capture::identify(url) == super::capture::Endpoint::Other =>
+                    && super::capture::identify(url, observe.insecure)
+                        == super::capture::Endpoint::Other =>
             {
                 url.split('?')
                     .next()
@@ -245,6 +248,7 @@ impl OffCpuObserver {
                 // Go's own profiles say more than thread stacks of a Go service.
                 observer: observer.filter(|_| pid.is_none() && go.is_none()).cloned(),
                 go,
+                insecure: observe.insecure,
                 perf_failed: Arc::new(Mutex::new(None)),
             },
             dir,
@@ -316,8 +320,9 @@ fn capture(sources: &Sources, window: f64, scratch: &std::path::Path) -> Capture
     let go_seconds = super::capture::seconds_for(super::capture::Endpoint::Other, window);
     std::thread::scope(|scope| {
         let go = sources.go.as_ref().map(|base| {
-            let block = scope.spawn(|| go_profile(base, "block", &go_seconds));
-            let mutex = scope.spawn(|| go_profile(base, "mutex", &go_seconds));
+            let (seconds, insecure) = (&go_seconds, sources.insecure);
+            let block = scope.spawn(move || go_profile(base, "block", seconds, insecure));
+            let mutex = scope.spawn(move || go_profile(base, "mutex", seconds, insecure));
             (block, mutex)
         });
         let failed = sources
@@ -358,10 +363,19 @@ fn capture(sources: &Sources, window: f64, scratch: &std::path::Path) -> Capture
 }
 
 /// One of Go's delta profiles over the step (`block` or `mutex`), by delay in µs.
-fn go_profile(base: &str, which: &str, seconds: &Result<f64, String>) -> Result<Folded, String> {
+fn go_profile(
+    base: &str,
+    which: &str,
+    seconds: &Result<f64, String>,
+    insecure: bool,
+) -> Result<Folded, String> {
     let seconds = seconds.clone()?;
     let url = format!("{base}{which}?seconds={seconds:.0}");
-    let body = super::capture::http_get(&url, std::time::Duration::from_secs_f64(seconds + 30.0))?;
+    let body = super::capture::http_get(
+        &url,
+        std::time::Duration::from_secs_f64(seconds + 30.0),
+        insecure,
+    )?;
     let profile = super::capture::decode(&body)?;
     let folded = Folded::from_pprof_value(&profile, "delay", 1000);
     if folded.total() == 0 {

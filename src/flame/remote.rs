@@ -108,9 +108,9 @@ pub fn serve_cpu(target: &ProfileTarget, query: &str) -> Result<RemoteCpu, Refus
     let cpu_before = super::cpu_seconds(target.pid);
     let captured = match target.pprof {
         Some(url) => {
-            let endpoint = capture::identify(url);
+            let endpoint = capture::identify(url, false);
             let seconds = capture::seconds_for(endpoint, seconds).map_err(Refusal::Unable)?;
-            capture::pprof(url, seconds, frequency)
+            capture::pprof(url, seconds, frequency, false)
         }
         None => capture::perf(target.pid, seconds, frequency, target.scratch),
     }

@@ -188,7 +188,7 @@ impl Observation {
                     .map(|(name, value)| (name.clone(), value.0.clone()))
                     .collect();
                 prometheus::MetricsSource::new(url, observe.metric_names.clone())
-                    .map(|source| source.with_access(headers, observe.metrics_insecure))
+                    .map(|source| source.with_access(headers, observe.insecure))
                     .map_err(Error::input)
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -219,9 +219,8 @@ impl Observation {
             .map(|feed| feed.spec.clone());
         let watching = watching.as_ref();
         let profiler = crate::flame::ProfilerObserver::new(
-            &observe.profiler,
+            observe,
             demo.map(|d| d.base.as_str()),
-            observe.profile_frequency,
             target.as_ref().map(|t| t.pid),
             watching,
             dir.to_path_buf(),

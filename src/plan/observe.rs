@@ -116,8 +116,9 @@ pub struct ObservePlan {
     /// Headers sent with every scrape (an Authorization), `${ENV}` already expanded; the
     /// values are secrets (never printed, never written).
     pub metrics_headers: Vec<(String, Token)>,
-    /// Accept self-signed certificates from https metrics endpoints (`-k`).
-    pub metrics_insecure: bool,
+    /// Accept certificates nobody vouches for (self-signed, on a staging box) from the control
+    /// plane's https endpoints: metrics, pprof (`-k`; observers carry their own flag).
+    pub insecure: bool,
     /// Sample at all (`--no-sample` turns the samplers off, e.g. for benchmarks).
     pub sample: bool,
     /// Flamegraphs of the hold steps: from where.
@@ -144,7 +145,7 @@ impl Default for ObservePlan {
             metrics: Vec::new(),
             metric_names: Vec::new(),
             metrics_headers: Vec::new(),
-            metrics_insecure: false,
+            insecure: false,
             sample: true,
             profiler: ProfilerPlan::Off,
             profile_frequency: 100,

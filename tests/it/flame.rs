@@ -348,3 +348,34 @@ fn knee_run_profiles_each_step_and_a_soak_on_a_cadence() {
         .collect();
     assert_eq!(profiled, ["window-001"]);
 }
+
+/// An https pprof endpoint with a self-signed certificate: refused without -k (the step's
+/// profile says why, naming the certificate), fetched with it (this one answers text, so the
+/// profile then fails as "not a pprof protobuf": the TLS part worked).
+#[test]
+fn an_https_pprof_endpoint_with_a_self_signed_certificate_needs_k() {
+    let endpoint = text_target("not a profile\n".into(), false, true, None);
+    let pprof = endpoint
+        .url("/debug/pprof/profile")
+        .replacen("http://", "https://", 1);
+    let target = http_target(Http::Fast);
+    let url = target.url("/");
+    let profile_error = |extra: &[&str]| {
+        let mut args = vec!["run", "--url", &url, "--rate", "20"];
+        args.extend(["--duration", "2s", "--warmup", "0s", "--pprof", &pprof]);
+        args.extend(["--offcpu", "off", "--no-sample"]);
+        args.extend_from_slice(extra);
+        let (record, _) = knee_child(&args);
+        let step = &record.steps[0];
+        knee::flame::StepProfile::of(step)
+            .and_then(|p| p.error)
+            .unwrap_or_default()
+    };
+    let refused = profile_error(&[]);
+    assert!(refused.contains("certificate"), "{refused}");
+    let fetched = profile_error(&["-k"]);
+    assert!(
+        fetched.contains("not a pprof protobuf") || fetched.contains("not valid gzip"),
+        "{fetched}"
+    );
+}
