@@ -14,6 +14,7 @@ pub mod sockdiag;
 pub mod target;
 pub mod threads;
 pub mod token;
+pub mod windows;
 
 use crate::demo::DemoChild;
 use crate::error::Error;

@@ -78,7 +78,7 @@ pub struct Proc {
 pub type Snapshot = HashMap<u32, Proc>;
 
 /// Every process on the host.
-fn snapshot() -> Snapshot {
+pub fn snapshot() -> Snapshot {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Snapshot::new();
     };
@@ -252,9 +252,6 @@ fn is_local(ip: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
-/// The longest window `knee observe` reads processes over for one request.
-pub const MAX_WINDOW_S: f64 = 600.0;
-
 /// The target's process and what else ran on its host over a window, between two snapshots
 /// `seconds` apart. `generator` is the load generator's pid when it runs on this host.
 pub fn observe_window(
@@ -301,18 +298,14 @@ pub fn observe_window(
             None
         };
     }
+    // The busiest, and the target's group wherever it ranks: it is what the others are
+    // compared with.
+    let target_group = top.iter().skip(TOP).position(|b| b.pid == target_root);
+    if let Some(index) = target_group {
+        top.swap(TOP - 1, TOP + index);
+    }
     top.truncate(TOP);
     Processes { top, downstreams }
-}
-
-/// For `knee observe`: the host's processes over the next `seconds` (read now and then),
-/// with no generator on this host.
-pub fn over(target: u32, listen_port: Option<u16>, seconds: f64) -> Processes {
-    let (at, before) = (Instant::now(), snapshot());
-    std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
-    let after = snapshot();
-    let seconds = at.elapsed().as_secs_f64();
-    observe_window(target, listen_port, None, (&before, &after), seconds)
 }
 
 /// Where the step's processes are read: here, or by the observer on the target's host.
@@ -324,15 +317,15 @@ enum Source {
     Observer(crate::plan::ObserverSpec),
 }
 
-/// What a step's window began with: this host's snapshot, or the observer's answer (it
-/// answers once the window it was asked for has passed).
+/// What a step's window began with: this host's snapshot, or the number of the window the
+/// observer began.
 enum Began {
     Local(Instant, Snapshot),
-    Remote(Result<Processes, String>),
+    Remote(Result<u64, String>),
 }
 
-/// Reads the host's processes as each step's counted window begins and as it ends (or asks
-/// the observer on the target's host to).
+/// Reads the host's processes as each step's counted window begins and as it ends (or has
+/// the observer on the target's host begin and end the window there).
 pub struct ProcessesObserver {
     source: Source,
     pending: super::Pending<Began>,
@@ -370,9 +363,9 @@ impl Observer for ProcessesObserver {
                 Began::Local(Instant::now(), snapshot())
             }),
             Source::Observer(observer) => {
-                let (observer, seconds) = (observer.clone(), spec.duration.as_secs_f64());
+                let observer = observer.clone();
                 self.pending.start_at(&spec.name, counted_from, move || {
-                    Began::Remote(super::remote::processes(&observer, seconds))
+                    Began::Remote(super::remote::begin_window(&observer, "processes"))
                 })
             }
         }
@@ -397,12 +390,19 @@ impl Observer for ProcessesObserver {
                 let generator = Some(std::process::id());
                 observe_window(*target, *listen_port, generator, (&before, &after), seconds)
             }
-            (Began::Remote(Ok(processes)), _) => processes,
-            (Began::Remote(Err(why)), _) => {
-                eprintln!("knee: no process readings for {}: {why}", spec.name);
-                return None;
+            (Began::Remote(begun), Source::Observer(observer)) => {
+                let ended = begun.and_then(|id| {
+                    super::remote::end_window::<Processes>(observer, "processes", id)
+                });
+                match ended {
+                    Ok(processes) => processes,
+                    Err(why) => {
+                        eprintln!("knee: no process readings for {}: {why}", spec.name);
+                        return None;
+                    }
+                }
             }
-            (Began::Local(..), Source::Observer(_)) => return None,
+            _ => return None,
         };
         serde_json::to_value(processes).ok()
     }
@@ -450,6 +450,26 @@ mod tests {
         );
         assert_eq!(top[1].name, "python3");
         assert_eq!(top[1].processes, 1, "its child `sh` is a group of its own");
+    }
+
+    #[test]
+    fn the_target_is_listed_however_idle() {
+        let before: Snapshot = (1..=8)
+            .map(|pid| (pid, proc_(0, &format!("busy{pid}"), 0)))
+            .chain([(4_000_000, proc_(0, "service", 0))])
+            .collect();
+        let mut after = before.clone();
+        for pid in 1..=8 {
+            after.get_mut(&pid).unwrap().ticks = 10 * u64::from(pid);
+        }
+        let seen = observe_window(4_000_000, None, None, (&before, &after), 1.0);
+        assert_eq!(seen.top.len(), TOP);
+        assert_eq!(seen.top[0].name, "busy8");
+        let last = seen.top.last().unwrap();
+        assert_eq!(
+            (last.name.as_str(), last.role.as_deref()),
+            ("service", Some("target"))
+        );
     }
 
     #[test]

@@ -171,32 +171,23 @@ pub fn clock_offset(spec: &ObserverSpec) -> Result<(f64, f64), String> {
     best.ok_or_else(|| "no round trip".to_string())
 }
 
-/// The target's host's processes over the next `seconds`, as its observer reads them (it
-/// answers once they have passed).
-pub fn processes(spec: &ObserverSpec, seconds: f64) -> Result<super::processes::Processes, String> {
-    window(spec, "/processes", seconds)
+/// Has the observer begin a window of `kind` ("processes", "threads") now: its number.
+pub fn begin_window(spec: &ObserverSpec, kind: &str) -> Result<u64, String> {
+    let body =
+        get(spec, &format!("/{kind}/begin")).map_err(|e| format!("observer {}: {e}", spec.name))?;
+    serde_json::from_slice::<super::windows::Ticket>(&body)
+        .map(|ticket| ticket.id)
+        .map_err(|e| format!("observer {}: an unreadable answer: {e}", spec.name))
 }
 
-/// The target's threads over the next `seconds`, as its observer reads them.
-pub fn threads(spec: &ObserverSpec, seconds: f64) -> Result<super::threads::Threads, String> {
-    window(spec, "/threads", seconds)
-}
-
-/// GETs `route?seconds=S` of a reading over a window the observer waits out before answering.
-fn window<T: serde::de::DeserializeOwned>(
+/// Has the observer end window `id` of `kind`: what it read over it.
+pub fn end_window<T: serde::de::DeserializeOwned>(
     spec: &ObserverSpec,
-    route: &str,
-    seconds: f64,
+    kind: &str,
+    id: u64,
 ) -> Result<T, String> {
-    let seconds = seconds.min(super::processes::MAX_WINDOW_S);
-    let path = format!("{route}?seconds={seconds:.3}");
-    let body = request(
-        spec,
-        &path,
-        TIMEOUT + Duration::from_secs_f64(seconds),
-        |get| get.send(),
-    )
-    .map_err(|e| format!("observer {}: {e}", spec.name))?;
+    let body = get(spec, &format!("/{kind}/end?id={id}"))
+        .map_err(|e| format!("observer {}: {e}", spec.name))?;
     serde_json::from_slice(&body)
         .map_err(|e| format!("observer {}: an unreadable answer: {e}", spec.name))
 }

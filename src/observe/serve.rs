@@ -1,9 +1,9 @@
 //! `knee observe`: the same binary, run on the target's host, serving what the samplers read
 //! there to a driver on another machine (`--observer`), so a remote target is as well observed
 //! as a local one. Read-only and small on purpose: GETs of `/time` (for the driver's clock
-//! estimate), `/describe`, `/samples?after=N`, `/processes?seconds=S` (who was busy on this
-//! host over the next S seconds, and the target's downstreams), `/threads?seconds=S` (the
-//! target's CPU per thread), and `/profile/cpu` and
+//! estimate), `/describe`, `/samples?after=N`, `/processes/{begin,end}` (who was busy on
+//! this host over a step's window, and the target's downstreams) and `/threads/{begin,end}`
+//! (the target's CPU per thread; `observe::windows`), and `/profile/cpu` and
 //! `/profile/offcpu`
 //! (profiles of its one target, bounded in time, one of each at a time: `flame::remote`);
 //! nothing else is run on request, 127.0.0.1 unless a token guards it, the token checked on
@@ -14,6 +14,7 @@ use super::procfs;
 use super::remote::{Batch, DescribedTarget, Description};
 use super::sampler::{Sampler, SamplerConfig};
 use super::target::{self, Spawned};
+use super::windows::{Kind, Windows};
 use crate::error::Error;
 use crate::flame::remote::{ProfileTarget, Refusal};
 use crate::plan::{ServePlan, ServeTarget, TlsFiles, Token};
@@ -56,6 +57,8 @@ struct Shared {
     /// The target's listening port, when known (its clients' connections are not its
     /// downstreams).
     listen_port: Option<u16>,
+    /// Windows begun by a driver, held until it ends them.
+    windows: Windows,
     /// Every connection speaks TLS when set (--tls-cert, --tls-key).
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -119,6 +122,7 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
         scratch: std::env::temp_dir().join(format!("knee-observe-{}", std::process::id())),
         tls,
         listen_port: port,
+        windows: Windows::default(),
     });
     let running = Arc::new(AtomicBool::new(true));
     let accepting = running.clone();
@@ -369,32 +373,32 @@ fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
                 Some(Err(_)) => error(400, "after= must be a sample number"),
             }
         }
-        "/processes" => match window_seconds(query) {
-            Ok(s) => json(&super::processes::over(
-                shared.target.pid,
-                shared.listen_port,
-                s,
-            )),
-            Err(why) => error(400, why),
-        },
-        "/threads" => match window_seconds(query) {
-            Ok(s) => json(&super::threads::over(shared.target.pid, s)),
-            Err(why) => error(400, why),
-        },
+        "/processes/begin" => json(&shared.windows.begin(Kind::Processes, shared.target.pid)),
+        "/threads/begin" => json(&shared.windows.begin(Kind::Threads, shared.target.pid)),
+        "/processes/end" => end_window(shared, Kind::Processes, query),
+        "/threads/end" => end_window(shared, Kind::Threads, query),
         "/profile/cpu" => profile(shared, |t| crate::flame::remote::serve_cpu(t, query)),
         "/profile/offcpu" => profile(shared, |t| crate::flame::remote::serve_offcpu(t, query)),
         _ => error(
             404,
-            "knee observe serves /time, /describe, /samples?after=N, /processes?seconds=S, /threads?seconds=S, /profile/cpu?seconds=S and /profile/offcpu?seconds=S",
+            "knee observe serves /time, /describe, /samples?after=N, /processes/begin, /processes/end?id=N, /threads/begin, /threads/end?id=N, /profile/cpu?seconds=S and /profile/offcpu?seconds=S",
         ),
     }
 }
 
-/// The window a reading is asked over: above 0 and at most MAX_WINDOW_S.
-fn window_seconds(query: &str) -> Result<f64, &'static str> {
-    match crate::flame::remote::query_number(query, "seconds") {
-        Some(Ok(s)) if s > 0.0 && s <= super::processes::MAX_WINDOW_S => Ok(s),
-        _ => Err("seconds= must be above 0 and at most 600"),
+/// Ends the window `id=` names: what was read over it, or 404.
+fn end_window(shared: &Shared, kind: Kind, query: &str) -> (u16, Vec<u8>) {
+    let id = crate::flame::remote::query_number(query, "id").and_then(Result::ok);
+    let ended = id.and_then(|id| {
+        let (target, port) = (shared.target.pid, shared.listen_port);
+        shared.windows.end(kind, id as u64, target, port)
+    });
+    match ended {
+        Some(read) => json(&read),
+        None => error(
+            404,
+            "no such window (never begun, ended already, or begun too long ago)",
+        ),
     }
 }
 

@@ -39,7 +39,7 @@ impl Threads {
 }
 
 /// tid → (name, CPU ticks so far).
-type Reading = HashMap<u32, (String, u64)>;
+pub type Reading = HashMap<u32, (String, u64)>;
 
 /// Every thread of `pid` (its own, not its children's) with its CPU ticks.
 pub fn read(pid: u32) -> Reading {
@@ -83,30 +83,17 @@ pub fn between(before: &Reading, after: &Reading, seconds: f64, ticks_per_s: f64
     }
 }
 
-/// For `knee observe`: `pid`'s threads over the next `seconds` (read now and then).
-pub fn over(pid: u32, seconds: f64) -> Threads {
-    let (at, before) = (Instant::now(), read(pid));
-    std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
-    let after = read(pid);
-    between(
-        &before,
-        &after,
-        at.elapsed().as_secs_f64(),
-        procfs::clock_ticks(),
-    )
-}
-
 /// Where the target's threads are read: here, or by the observer on its host.
 enum Source {
     Local(u32),
     Observer(crate::plan::ObserverSpec),
 }
 
-/// What a step's window began with: this host's reading, or the observer's answer (given
-/// once the window has passed).
+/// What a step's window began with: this host's reading, or the number of the window the
+/// observer began.
 enum Began {
     Local(Instant, Reading),
-    Remote(Result<Threads, String>),
+    Remote(Result<u64, String>),
 }
 
 /// Reads the target's threads as each step's counted window begins and when it ends (or asks
@@ -148,9 +135,9 @@ impl Observer for ThreadsObserver {
                 })
             }
             Source::Observer(observer) => {
-                let (observer, seconds) = (observer.clone(), spec.duration.as_secs_f64());
+                let observer = observer.clone();
                 self.pending.start_at(&spec.name, counted_from, move || {
-                    Began::Remote(super::remote::threads(&observer, seconds))
+                    Began::Remote(super::remote::begin_window(&observer, "threads"))
                 })
             }
         }
@@ -172,10 +159,17 @@ impl Observer for ThreadsObserver {
                 }
                 between(&before, &after, seconds, procfs::clock_ticks())
             }
-            (Began::Remote(Ok(threads)), _) if threads.count > 0 => threads,
-            (Began::Remote(Err(why)), _) => {
-                eprintln!("knee: no thread readings for {}: {why}", spec.name);
-                return None;
+            (Began::Remote(begun), Source::Observer(observer)) => {
+                let ended = begun
+                    .and_then(|id| super::remote::end_window::<Threads>(observer, "threads", id));
+                match ended {
+                    Ok(threads) if threads.count > 0 => threads,
+                    Ok(_) => return None,
+                    Err(why) => {
+                        eprintln!("knee: no thread readings for {}: {why}", spec.name);
+                        return None;
+                    }
+                }
             }
             _ => return None,
         };

@@ -231,6 +231,20 @@ fn verdicts_through_an_observer_match_local_sampling() {
         .iter()
         .find(|s| Some(&s.name) == r.knee_step.as_ref())
         .unwrap();
+    // Who was busy on the target's host and its threads, read there over the step's window.
+    let threads = knee::observe::threads::Threads::of(knee).expect("threads");
+    assert!(
+        threads.count >= 7,
+        "the demo's pool threads at least: {threads:?}"
+    );
+    let processes = knee::observe::processes::Processes::of(knee).expect("processes");
+    assert!(
+        processes
+            .top
+            .iter()
+            .any(|b| b.role.as_deref() == Some("target") && b.pid.to_string() == demo.pid()),
+        "{processes:?}"
+    );
     let offcpu = knee::flame::offcpu::OffCpu::of(knee).expect("an off-CPU profile");
     assert_eq!(offcpu.observer.as_deref(), Some("app"), "{offcpu:?}");
     assert!(offcpu.switches > 0 && offcpu.waiting_ms > 0.0, "{offcpu:?}");
@@ -379,8 +393,20 @@ fn the_observer_reads_who_is_busy_the_targets_threads_and_its_downstreams() {
     let pid = std::process::id();
     let observed = Observed::start(&["--pid", &pid.to_string()]);
     let at = observed.authority();
-    let (status, body) = get(at, "/processes?seconds=0.5", None);
-    assert_eq!(status, 200, "{body}");
+    // A window begun, then ended: what was read over it.
+    let window = |kind: &str| -> String {
+        let (status, body) = get(at, &format!("/{kind}/begin"), None);
+        assert_eq!(status, 200, "{body}");
+        let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let id = ticket["id"].as_u64().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (status, body) = get(at, &format!("/{kind}/end?id={id}"), None);
+        assert_eq!(status, 200, "{body}");
+        // Ended once.
+        assert_eq!(get(at, &format!("/{kind}/end?id={id}"), None).0, 404);
+        body
+    };
+    let body = window("processes");
     let processes: knee::observe::processes::Processes = serde_json::from_str(&body).unwrap();
     let peer = format!("127.0.0.1:{port}");
     let downstream = processes.downstreams.iter().find(|d| d.peer == peer);
@@ -397,10 +423,9 @@ fn the_observer_reads_who_is_busy_the_targets_threads_and_its_downstreams() {
                 .all(|b| b.role.as_deref() != Some("generator")),
         "{processes:?}"
     );
-    assert_eq!(get(at, "/processes?seconds=601", None).0, 400);
-    // CPU per thread of the target, by name (this test binary's threads).
-    let (status, body) = get(at, "/threads?seconds=0.3", None);
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(at, "/threads/end?id=99", None).0, 404);
+    // CPU per thread of the target (this test binary's threads).
+    let body = window("threads");
     let threads: knee::observe::threads::Threads = serde_json::from_str(&body).unwrap();
     assert!(
         threads.count >= 1 && !threads.busiest.is_empty(),
