@@ -20,11 +20,14 @@ use crate::demo::DemoChild;
 use crate::error::Error;
 use crate::plan::{RunPlan, StepSpec};
 use crate::step::StepResult;
+use processes::ProcessesReading;
 use sampler::{Sampler, SamplerConfig, SamplerObserver};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use target::{Spawned, TargetProcess};
+use threads::ThreadsReading;
+use windows::WindowObserver;
 
 pub trait Observer: Send {
     /// The key of this observer's findings in `observed`.
@@ -276,19 +279,21 @@ impl Observation {
         let own = std::process::id();
         if let Some(pid) = self.target.as_ref().map(|t| t.pid).filter(|p| *p != own) {
             if self.sampler.is_some() {
-                observers.push(Box::new(threads::ThreadsObserver::new(pid)));
-                observers.push(Box::new(processes::ProcessesObserver::new(
-                    pid,
-                    self.listen_port,
-                )));
+                observers.push(Box::new(WindowObserver::local(ThreadsReading { pid })));
+                observers.push(Box::new(WindowObserver::local(ProcessesReading {
+                    target: pid,
+                    listen_port: self.listen_port,
+                    generator: Some(own),
+                })));
             }
         }
         if let (None, Some(observer), Some(_)) = (&self.target, &self.watching, &self.sampler) {
-            observers.push(Box::new(threads::ThreadsObserver::through(
-                observer.clone(),
+            let through = || observer.clone();
+            observers.push(Box::new(WindowObserver::<ThreadsReading>::through(
+                through(),
             )));
-            observers.push(Box::new(processes::ProcessesObserver::through(
-                observer.clone(),
+            observers.push(Box::new(WindowObserver::<ProcessesReading>::through(
+                through(),
             )));
         }
         if let Some(offcpu) = self.offcpu.take() {

@@ -8,12 +8,9 @@
 //! that port, with that process's CPU over the step.
 
 use super::procfs;
-use super::Observer;
-use crate::plan::StepSpec;
 use crate::step::StepResult;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
 
 /// Process groups listed per step.
 const TOP: usize = 6;
@@ -308,103 +305,34 @@ pub fn observe_window(
     Processes { top, downstreams }
 }
 
-/// Where the step's processes are read: here, or by the observer on the target's host.
-enum Source {
-    Local {
-        target: u32,
-        listen_port: Option<u16>,
-    },
-    Observer(crate::plan::ObserverSpec),
+/// The host's processes over a step's window (`observed.processes`): `generator` is the load
+/// generator's pid when it runs on this host (none for `knee observe`).
+#[derive(Clone)]
+pub struct ProcessesReading {
+    pub target: u32,
+    pub listen_port: Option<u16>,
+    pub generator: Option<u32>,
 }
 
-/// What a step's window began with: this host's snapshot, or the number of the window the
-/// observer began.
-enum Began {
-    Local(Instant, Snapshot),
-    Remote(Result<u64, String>),
-}
+impl super::windows::Reading for ProcessesReading {
+    const KIND: &'static str = "processes";
+    type Begun = Snapshot;
+    type Read = Processes;
 
-/// Reads the host's processes as each step's counted window begins and as it ends (or has
-/// the observer on the target's host begin and end the window there).
-pub struct ProcessesObserver {
-    source: Source,
-    pending: super::Pending<Began>,
-}
-
-impl ProcessesObserver {
-    pub fn new(target: u32, listen_port: Option<u16>) -> ProcessesObserver {
-        ProcessesObserver {
-            source: Source::Local {
-                target,
-                listen_port,
-            },
-            pending: super::Pending::new(),
-        }
+    fn begin(&self) -> Snapshot {
+        snapshot()
     }
 
-    /// Through the observer that watches the target.
-    pub fn through(observer: crate::plan::ObserverSpec) -> ProcessesObserver {
-        ProcessesObserver {
-            source: Source::Observer(observer),
-            pending: super::Pending::new(),
-        }
-    }
-}
-
-impl Observer for ProcessesObserver {
-    fn name(&self) -> &str {
-        "processes"
-    }
-
-    fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
-        let counted_from = starts_at + spec.warmup;
-        match &self.source {
-            Source::Local { .. } => self.pending.start_at(&spec.name, counted_from, || {
-                Began::Local(Instant::now(), snapshot())
-            }),
-            Source::Observer(observer) => {
-                let observer = observer.clone();
-                self.pending.start_at(&spec.name, counted_from, move || {
-                    Began::Remote(super::remote::begin_window(&observer, "processes"))
-                })
-            }
-        }
-    }
-
-    fn step_finished(
-        &mut self,
-        spec: &StepSpec,
-        _result: &StepResult,
-        _window: (Instant, Instant),
-    ) -> Option<serde_json::Value> {
-        let processes = match (self.pending.finish(&spec.name)?, &self.source) {
-            (
-                Began::Local(at, before),
-                Source::Local {
-                    target,
-                    listen_port,
-                },
-            ) => {
-                let after = snapshot();
-                let seconds = Instant::now().duration_since(at).as_secs_f64();
-                let generator = Some(std::process::id());
-                observe_window(*target, *listen_port, generator, (&before, &after), seconds)
-            }
-            (Began::Remote(begun), Source::Observer(observer)) => {
-                let ended = begun.and_then(|id| {
-                    super::remote::end_window::<Processes>(observer, "processes", id)
-                });
-                match ended {
-                    Ok(processes) => processes,
-                    Err(why) => {
-                        eprintln!("knee: no process readings for {}: {why}", spec.name);
-                        return None;
-                    }
-                }
-            }
-            _ => return None,
-        };
-        serde_json::to_value(processes).ok()
+    fn end(&self, before: Snapshot, seconds: f64) -> Option<Processes> {
+        let after = snapshot();
+        let (target, port) = (self.target, self.listen_port);
+        Some(observe_window(
+            target,
+            port,
+            self.generator,
+            (&before, &after),
+            seconds,
+        ))
     }
 }
 

@@ -10,11 +10,13 @@
 //! every request in constant time. Samples are numbered, held in memory (a bounded ring) and fetched
 //! incrementally, on the observer's own clock (the driver estimates the offset).
 
+use super::processes::ProcessesReading;
 use super::procfs;
 use super::remote::{Batch, DescribedTarget, Description};
 use super::sampler::{Sampler, SamplerConfig};
 use super::target::{self, Spawned};
-use super::windows::{Kind, Windows};
+use super::threads::ThreadsReading;
+use super::windows::{Reading, Windows};
 use crate::error::Error;
 use crate::flame::remote::{ProfileTarget, Refusal};
 use crate::plan::{ServePlan, ServeTarget, TlsFiles, Token};
@@ -373,10 +375,10 @@ fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
                 Some(Err(_)) => error(400, "after= must be a sample number"),
             }
         }
-        "/processes/begin" => json(&shared.windows.begin(Kind::Processes, shared.target.pid)),
-        "/threads/begin" => json(&shared.windows.begin(Kind::Threads, shared.target.pid)),
-        "/processes/end" => end_window(shared, Kind::Processes, query),
-        "/threads/end" => end_window(shared, Kind::Threads, query),
+        "/processes/begin" => json(&shared.windows.begin(&processes(shared))),
+        "/threads/begin" => json(&shared.windows.begin(&threads(shared))),
+        "/processes/end" => end_window(shared, &processes(shared), query),
+        "/threads/end" => end_window(shared, &threads(shared), query),
         "/profile/cpu" => profile(shared, |t| crate::flame::remote::serve_cpu(t, query)),
         "/profile/offcpu" => profile(shared, |t| crate::flame::remote::serve_offcpu(t, query)),
         _ => error(
@@ -386,14 +388,26 @@ fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
     }
 }
 
-/// Ends the window `id=` names: what was read over it, or 404.
-fn end_window(shared: &Shared, kind: Kind, query: &str) -> (u16, Vec<u8>) {
+/// The host's processes as this observer reads them: no generator here.
+fn processes(shared: &Shared) -> ProcessesReading {
+    ProcessesReading {
+        target: shared.target.pid,
+        listen_port: shared.listen_port,
+        generator: None,
+    }
+}
+
+fn threads(shared: &Shared) -> ThreadsReading {
+    ThreadsReading {
+        pid: shared.target.pid,
+    }
+}
+
+/// Ends the window `id=` names: what was read over it (null when there is nothing to say),
+/// or 404.
+fn end_window<R: Reading>(shared: &Shared, reading: &R, query: &str) -> (u16, Vec<u8>) {
     let id = crate::flame::remote::query_number(query, "id").and_then(Result::ok);
-    let ended = id.and_then(|id| {
-        let (target, port) = (shared.target.pid, shared.listen_port);
-        shared.windows.end(kind, id as u64, target, port)
-    });
-    match ended {
+    match id.and_then(|id| shared.windows.end(reading, id as u64)) {
         Some(read) => json(&read),
         None => error(
             404,

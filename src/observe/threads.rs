@@ -3,12 +3,9 @@
 //! from many threads taking turns under a lock (each a fraction of a core, one core in all).
 
 use super::procfs;
-use super::Observer;
-use crate::plan::StepSpec;
 use crate::step::StepResult;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::time::Instant;
 
 /// Threads listed per step.
 const BUSIEST: usize = 5;
@@ -83,97 +80,25 @@ pub fn between(before: &Reading, after: &Reading, seconds: f64, ticks_per_s: f64
     }
 }
 
-/// Where the target's threads are read: here, or by the observer on its host.
-enum Source {
-    Local(u32),
-    Observer(crate::plan::ObserverSpec),
+/// The target's CPU per thread over a step's window (`observed.threads`).
+#[derive(Clone)]
+pub struct ThreadsReading {
+    pub pid: u32,
 }
 
-/// What a step's window began with: this host's reading, or the number of the window the
-/// observer began.
-enum Began {
-    Local(Instant, Reading),
-    Remote(Result<u64, String>),
-}
+impl super::windows::Reading for ThreadsReading {
+    const KIND: &'static str = "threads";
+    type Begun = Reading;
+    type Read = Threads;
 
-/// Reads the target's threads as each step's counted window begins and when it ends (or asks
-/// the observer on the target's host to).
-pub struct ThreadsObserver {
-    source: Source,
-    pending: super::Pending<Began>,
-}
-
-impl ThreadsObserver {
-    pub fn new(pid: u32) -> ThreadsObserver {
-        ThreadsObserver {
-            source: Source::Local(pid),
-            pending: super::Pending::new(),
-        }
+    fn begin(&self) -> Reading {
+        read(self.pid)
     }
 
-    /// Through the observer that watches the target.
-    pub fn through(observer: crate::plan::ObserverSpec) -> ThreadsObserver {
-        ThreadsObserver {
-            source: Source::Observer(observer),
-            pending: super::Pending::new(),
-        }
-    }
-}
-
-impl Observer for ThreadsObserver {
-    fn name(&self) -> &str {
-        "threads"
-    }
-
-    fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
-        let counted_from = starts_at + spec.warmup;
-        match &self.source {
-            Source::Local(pid) => {
-                let pid = *pid;
-                self.pending.start_at(&spec.name, counted_from, move || {
-                    Began::Local(Instant::now(), read(pid))
-                })
-            }
-            Source::Observer(observer) => {
-                let observer = observer.clone();
-                self.pending.start_at(&spec.name, counted_from, move || {
-                    Began::Remote(super::remote::begin_window(&observer, "threads"))
-                })
-            }
-        }
-    }
-
-    fn step_finished(
-        &mut self,
-        spec: &StepSpec,
-        _result: &StepResult,
-        _window: (Instant, Instant),
-    ) -> Option<serde_json::Value> {
-        let threads = match (self.pending.finish(&spec.name)?, &self.source) {
-            (Began::Local(at, before), Source::Local(pid)) => {
-                // The step ends a little after its counted window; read now, over what elapsed.
-                let after = read(*pid);
-                let seconds = Instant::now().duration_since(at).as_secs_f64();
-                if after.is_empty() {
-                    return None;
-                }
-                between(&before, &after, seconds, procfs::clock_ticks())
-            }
-            (Began::Remote(begun), Source::Observer(observer)) => {
-                let ended = begun
-                    .and_then(|id| super::remote::end_window::<Threads>(observer, "threads", id));
-                match ended {
-                    Ok(threads) if threads.count > 0 => threads,
-                    Ok(_) => return None,
-                    Err(why) => {
-                        eprintln!("knee: no thread readings for {}: {why}", spec.name);
-                        return None;
-                    }
-                }
-            }
-            _ => return None,
-        };
-        serde_json::to_value(threads).ok()
+    /// Nothing once the target is gone (no threads left to read).
+    fn end(&self, before: Reading, seconds: f64) -> Option<Threads> {
+        let after = read(self.pid);
+        (!after.is_empty()).then(|| between(&before, &after, seconds, procfs::clock_ticks()))
     }
 }
 

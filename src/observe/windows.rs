@@ -1,32 +1,123 @@
-//! Readings over a step's window, taken by `knee observe` on the target's host: the driver
-//! asks the observer to *begin* a window as the step's counted part starts (the host's
-//! processes, the target's threads are read and held under a number) and to *end* it as the
-//! step ends (read again, the difference answered). The window is the step's, however long,
-//! and a run cut short ends it at once. Only a few begun windows are held: a driver that
-//! never comes back costs nothing for long.
+//! Readings over a step's counted window: taken as the window begins, differenced as it ends
+//! (the host's processes, the target's threads). One observer runs them for every kind, here
+//! or through `knee observe` on the target's host: there the driver asks the observer to
+//! *begin* a window as the step's counted part starts (it reads and holds the reading under a
+//! number) and to *end* it as the step ends (it reads again and answers the difference). The
+//! window is the step's, however long, and a run cut short ends it at once. An observer holds
+//! only a few begun windows: a driver that never comes back costs nothing for long.
 
-use super::processes::{self, Processes};
-use super::threads::{self, Threads};
-use serde::{Deserialize, Serialize};
+use super::{Observer, Pending};
+use crate::plan::{ObserverSpec, StepSpec};
+use crate::step::StepResult;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Begun windows held at most (a hunt has one of each kind open at a time).
+/// Begun windows an observer holds at most (a hunt has one of each kind open at a time).
 const HELD: usize = 32;
 
-/// What a window reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// The host's process groups and the target's downstreams (`/processes/…`).
-    Processes,
-    /// The target's CPU per thread (`/threads/…`).
-    Threads,
+/// A kind of reading over a window.
+pub trait Reading: Send + Sync + 'static {
+    /// The step's `observed` key, and the observer's route (`/KIND/begin`, `/KIND/end`).
+    const KIND: &'static str;
+    /// What is read as the window begins.
+    type Begun: Send + 'static;
+    /// What the window comes to.
+    type Read: Serialize + DeserializeOwned;
+    fn begin(&self) -> Self::Begun;
+    /// The window's reading, `seconds` after `begun`; None when there is nothing to say (the
+    /// target is gone).
+    fn end(&self, begun: Self::Begun, seconds: f64) -> Option<Self::Read>;
 }
 
-enum Begun {
-    Processes(processes::Snapshot),
-    Threads(threads::Reading),
+/// Where a window is read: on this host, or by the observer that watches the target.
+enum Source<R> {
+    Local(R),
+    Observer(ObserverSpec),
+}
+
+/// What a step's window began with: this host's reading, or the observer's window number.
+enum Began<B> {
+    Local(Instant, B),
+    Remote(Result<u64, String>),
+}
+
+/// Runs one kind of reading over each step's counted window.
+pub struct WindowObserver<R: Reading> {
+    source: Source<R>,
+    pending: Pending<Began<R::Begun>>,
+}
+
+impl<R: Reading> WindowObserver<R> {
+    /// Read on this host.
+    pub fn local(reading: R) -> WindowObserver<R> {
+        WindowObserver {
+            source: Source::Local(reading),
+            pending: Pending::new(),
+        }
+    }
+
+    /// Read by the observer that watches the target.
+    pub fn through(observer: ObserverSpec) -> WindowObserver<R> {
+        WindowObserver {
+            source: Source::Observer(observer),
+            pending: Pending::new(),
+        }
+    }
+}
+
+impl<R: Reading + Clone> Observer for WindowObserver<R> {
+    fn name(&self) -> &str {
+        R::KIND
+    }
+
+    fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
+        let counted_from = starts_at + spec.warmup;
+        match &self.source {
+            Source::Local(reading) => {
+                let reading = reading.clone();
+                self.pending.start_at(&spec.name, counted_from, move || {
+                    Began::Local(Instant::now(), reading.begin())
+                })
+            }
+            Source::Observer(observer) => {
+                let observer = observer.clone();
+                self.pending.start_at(&spec.name, counted_from, move || {
+                    Began::Remote(super::remote::begin_window(&observer, R::KIND))
+                })
+            }
+        }
+    }
+
+    fn step_finished(
+        &mut self,
+        spec: &StepSpec,
+        _result: &StepResult,
+        _window: (Instant, Instant),
+    ) -> Option<serde_json::Value> {
+        let read = match (self.pending.finish(&spec.name)?, &self.source) {
+            // The step ends a little after its counted window; read now, over what elapsed.
+            (Began::Local(at, begun), Source::Local(reading)) => {
+                reading.end(begun, at.elapsed().as_secs_f64())
+            }
+            (Began::Remote(begun), Source::Observer(observer)) => {
+                let ended = begun.and_then(|id| {
+                    super::remote::end_window::<Option<R::Read>>(observer, R::KIND, id)
+                });
+                match ended {
+                    Ok(read) => read,
+                    Err(why) => {
+                        eprintln!("knee: no {} readings for {}: {why}", R::KIND, spec.name);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        serde_json::to_value(read?).ok()
+    }
 }
 
 /// The number a begun window is ended with (`GET /KIND/begin`).
@@ -35,107 +126,79 @@ pub struct Ticket {
     pub id: u64,
 }
 
-/// The begun windows of one observer: the last number given, and the windows held, oldest
-/// first.
+/// The windows `knee observe` began for drivers, oldest first, each with its kind.
 #[derive(Default)]
 pub struct Windows {
-    begun: Mutex<Held>,
+    held: Mutex<Held>,
 }
 
 #[derive(Default)]
 struct Held {
     last: u64,
-    windows: VecDeque<(u64, Instant, Begun)>,
+    windows: VecDeque<(u64, &'static str, Instant, Box<dyn Any + Send>)>,
 }
 
 impl Windows {
-    /// Reads what `kind` needs now, and holds it under a new number.
-    pub fn begin(&self, kind: Kind, target: u32) -> Ticket {
-        let reading = match kind {
-            Kind::Processes => Begun::Processes(processes::snapshot()),
-            Kind::Threads => Begun::Threads(threads::read(target)),
-        };
-        let mut held = self.begun.lock().unwrap_or_else(|e| e.into_inner());
+    /// Reads what `reading` needs now, and holds it under a new number.
+    pub fn begin<R: Reading>(&self, reading: &R) -> Ticket {
+        let begun = Box::new(reading.begin());
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.last += 1;
         let id = held.last;
-        held.windows.push_back((id, Instant::now(), reading));
+        held.windows.push_back((id, R::KIND, Instant::now(), begun));
         while held.windows.len() > HELD {
             held.windows.pop_front();
         }
         Ticket { id }
     }
 
-    /// Ends window `id` of `kind`: what changed since it began, as JSON. None when no such
-    /// window is held (never begun, ended already, or dropped as too old).
-    pub fn end(
-        &self,
-        kind: Kind,
-        id: u64,
-        target: u32,
-        listen_port: Option<u16>,
-    ) -> Option<serde_json::Value> {
-        let (at, reading) = {
-            let mut held = self.begun.lock().unwrap_or_else(|e| e.into_inner());
-            let index = held.windows.iter().position(|(i, _, begun)| {
-                *i == id
-                    && matches!(
-                        (kind, begun),
-                        (Kind::Processes, Begun::Processes(_)) | (Kind::Threads, Begun::Threads(_))
-                    )
-            })?;
-            let (_, at, reading) = held.windows.remove(index)?;
-            (at, reading)
+    /// Ends window `id` of `reading`'s kind: Some(its reading, or None when there is nothing
+    /// to say); None when no such window is held (never begun, ended already, or dropped as
+    /// too old).
+    pub fn end<R: Reading>(&self, reading: &R, id: u64) -> Option<Option<R::Read>> {
+        let (at, begun) = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let index = held
+                .windows
+                .iter()
+                .position(|(i, kind, _, _)| *i == id && *kind == R::KIND)?;
+            let (_, _, at, begun) = held.windows.remove(index)?;
+            (at, begun.downcast::<R::Begun>().ok()?)
         };
-        match reading {
-            Begun::Processes(before) => {
-                let after = processes::snapshot();
-                let seconds = at.elapsed().as_secs_f64();
-                let read: Processes = processes::observe_window(
-                    target,
-                    listen_port,
-                    None,
-                    (&before, &after),
-                    seconds,
-                );
-                serde_json::to_value(read).ok()
-            }
-            Begun::Threads(before) => {
-                let after = threads::read(target);
-                let read: Threads = threads::between(
-                    &before,
-                    &after,
-                    at.elapsed().as_secs_f64(),
-                    super::procfs::clock_ticks(),
-                );
-                serde_json::to_value(read).ok()
-            }
-        }
+        Some(reading.end(*begun, at.elapsed().as_secs_f64()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::processes::ProcessesReading;
+    use crate::observe::threads::{Threads, ThreadsReading};
 
     #[test]
     fn a_window_ends_once_and_only_as_the_kind_it_began() {
         let windows = Windows::default();
         let me = std::process::id();
-        let threads = windows.begin(Kind::Threads, me);
-        let processes = windows.begin(Kind::Processes, me);
-        assert_eq!(windows.end(Kind::Processes, threads.id, me, None), None);
-        let read = windows.end(Kind::Threads, threads.id, me, None).unwrap();
-        let read: Threads = serde_json::from_value(read).unwrap();
+        let (threads, processes) = (
+            ThreadsReading { pid: me },
+            ProcessesReading {
+                target: me,
+                listen_port: None,
+                generator: None,
+            },
+        );
+        let begun_threads = windows.begin(&threads);
+        let begun_processes = windows.begin(&processes);
+        assert!(windows.end(&processes, begun_threads.id).is_none());
+        let read: Threads = windows.end(&threads, begun_threads.id).unwrap().unwrap();
         assert!(read.count >= 1, "{read:?}");
-        assert_eq!(windows.end(Kind::Threads, threads.id, me, None), None);
-        assert!(windows
-            .end(Kind::Processes, processes.id, me, None)
-            .is_some());
+        assert!(windows.end(&threads, begun_threads.id).is_none());
+        assert!(windows.end(&processes, begun_processes.id).is_some());
         // Only the newest HELD windows are kept.
-        let first = windows.begin(Kind::Threads, me);
+        let first = windows.begin(&threads);
         for _ in 0..HELD {
-            windows.begin(Kind::Threads, me);
+            windows.begin(&threads);
         }
-        assert_eq!(windows.end(Kind::Threads, first.id, me, None), None);
+        assert!(windows.end(&threads, first.id).is_none());
     }
 }
