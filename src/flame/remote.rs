@@ -187,27 +187,14 @@ pub fn offcpu(observer: &crate::plan::ObserverSpec, seconds: f64) -> Result<Reco
     })
 }
 
-/// GETs a profile from the observer (it answers once the profile is taken), its error said as
-/// the observer said it.
+/// GETs a profile from the observer: it answers once the profile is taken.
 fn ask<T: serde::de::DeserializeOwned>(
     observer: &crate::plan::ObserverSpec,
     path: &str,
     seconds: f64,
 ) -> Result<T, String> {
     let timeout = Duration::from_secs_f64(seconds + 30.0);
-    let (status, body) = crate::observe::remote::get_any(observer, path, timeout)?;
-    let named = |why: String| format!("observer {}: {why}", observer.name);
-    if status != 200 {
-        #[derive(Deserialize)]
-        struct Said {
-            error: String,
-        }
-        let why = serde_json::from_slice::<Said>(&body)
-            .map(|s| s.error)
-            .unwrap_or_else(|_| format!("answered {status}"));
-        return Err(named(why));
-    }
-    serde_json::from_slice(&body).map_err(|e| named(format!("an unreadable profile: {e}")))
+    crate::observe::remote::read_json(observer, path, timeout)
 }
 
 #[cfg(test)]

@@ -288,13 +288,10 @@ impl Observation {
             }
         }
         if let (None, Some(observer), Some(_)) = (&self.target, &self.watching, &self.sampler) {
-            let through = || observer.clone();
-            observers.push(Box::new(WindowObserver::<ThreadsReading>::through(
-                through(),
-            )));
-            observers.push(Box::new(WindowObserver::<ProcessesReading>::through(
-                through(),
-            )));
+            let threads = WindowObserver::<ThreadsReading>::through(observer.clone());
+            let processes = WindowObserver::<ProcessesReading>::through(observer.clone());
+            observers.push(Box::new(threads));
+            observers.push(Box::new(processes));
         }
         if let Some(offcpu) = self.offcpu.take() {
             observers.push(Box::new(offcpu));

@@ -103,16 +103,6 @@ fn get(spec: &ObserverSpec, path: &str) -> Result<Vec<u8>, String> {
     request(spec, path, TIMEOUT, |get| get.send())
 }
 
-/// GETs `path` from the observer with its token, waiting up to `timeout` (a profile takes
-/// its seconds): the status and body, whatever the status.
-pub fn get_any(
-    spec: &ObserverSpec,
-    path: &str,
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), String> {
-    request(spec, path, timeout, |get| get.send_any())
-}
-
 fn request<T>(
     spec: &ObserverSpec,
     path: &str,
@@ -173,11 +163,8 @@ pub fn clock_offset(spec: &ObserverSpec) -> Result<(f64, f64), String> {
 
 /// Has the observer begin a window of `kind` ("processes", "threads") now: its number.
 pub fn begin_window(spec: &ObserverSpec, kind: &str) -> Result<u64, String> {
-    let body =
-        get(spec, &format!("/{kind}/begin")).map_err(|e| format!("observer {}: {e}", spec.name))?;
-    serde_json::from_slice::<super::windows::Ticket>(&body)
+    read_json::<super::windows::Ticket>(spec, &format!("/{kind}/begin"), TIMEOUT)
         .map(|ticket| ticket.id)
-        .map_err(|e| format!("observer {}: an unreadable answer: {e}", spec.name))
 }
 
 /// Has the observer end window `id` of `kind`: what it read over it.
@@ -186,10 +173,29 @@ pub fn end_window<T: serde::de::DeserializeOwned>(
     kind: &str,
     id: u64,
 ) -> Result<T, String> {
-    let body = get(spec, &format!("/{kind}/end?id={id}"))
-        .map_err(|e| format!("observer {}: {e}", spec.name))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| format!("observer {}: an unreadable answer: {e}", spec.name))
+    read_json(spec, &format!("/{kind}/end?id={id}"), TIMEOUT)
+}
+
+/// GETs `path` from the observer (waiting up to `timeout`: a profile takes its seconds) and
+/// reads its JSON; a refusal is said as the observer said it; every error names the observer.
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    spec: &ObserverSpec,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, String> {
+    let named = |why: String| format!("observer {}: {why}", spec.name);
+    let (status, body) = request(spec, path, timeout, |get| get.send_any()).map_err(named)?;
+    if status != 200 {
+        #[derive(Deserialize)]
+        struct Said {
+            error: String,
+        }
+        let why = serde_json::from_slice::<Said>(&body)
+            .map(|said| said.error)
+            .unwrap_or_else(|_| format!("answered {status}"));
+        return Err(named(why));
+    }
+    serde_json::from_slice(&body).map_err(|e| named(format!("an unreadable answer: {e}")))
 }
 
 impl Feed {
