@@ -22,6 +22,8 @@ pub mod hlog;
 #[cfg(feature = "harness")]
 pub mod hunt;
 #[cfg(feature = "harness")]
+pub mod model;
+#[cfg(feature = "harness")]
 pub mod observe;
 #[cfg(feature = "harness")]
 pub mod output;
@@ -39,8 +41,6 @@ pub mod runner;
 pub mod shards;
 #[cfg(feature = "harness")]
 pub mod slo;
-#[cfg(feature = "harness")]
-pub mod step;
 #[cfg(feature = "harness")]
 pub mod terminal;
 #[cfg(feature = "harness")]

@@ -1,70 +1,19 @@
 //! The run folder: `steps.jsonl` appended and flushed as each step ends (a crash loses at most
 //! the current step), `hist/<step>.hgrm` per step, and `run.json` at the end.
 
-use crate::analyze::soak::SoakAnalysis;
-use crate::analyze::verdict::Verdict;
+pub use crate::model::RunRecord;
+
 use crate::error::Error;
-use crate::hunt::usl::UslFit;
-use crate::hunt::KneeAnalysis;
-use crate::observe::target::TargetProcess;
+use crate::model::step::{StepResult, SCHEMA_VERSION};
 use crate::plan::{OutDir, RunPlan};
 use crate::redact::{redact_command, redact_url};
-use crate::slo::Slo;
-use crate::step::{StepResult, SCHEMA_VERSION};
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
-
-/// Everything about a run (`run.json`).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub schema_version: u32,
-    pub knee_version: String,
-    pub name: String,
-    pub kind: String,
-    /// The command line, secrets redacted.
-    pub command: Vec<String>,
-    /// The target URL, secrets redacted.
-    pub target: String,
-    pub slo: Slo,
-    pub started_at: String,
-    pub finished_at: String,
-    pub steps: Vec<StepResult>,
-    pub interrupted: bool,
-    /// Every counted step held its SLO.
-    pub slo_held: bool,
-    /// Steps where the generator, not the target, was the limit.
-    pub generator_limited_steps: Vec<String>,
-    /// `knee hunt`: the knee three ways, the failure mode past it, recovery.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hunt: Option<KneeAnalysis>,
-    /// `kind = "stress"`: the failure mode past the highest rate that held, and recovery.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stress: Option<KneeAnalysis>,
-    /// `kind = "sweep"`: the Universal Scalability Law fit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usl: Option<UslFit>,
-    /// The bottleneck at the knee, with its evidence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<Verdict>,
-    /// `kind = "soak"`: trends and the leak / degradation verdicts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub soak: Option<SoakAnalysis>,
-    /// This run was shard `index` of `count` (`--shard`); `knee merge` joins the shards.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shard: Option<crate::plan::Shard>,
-    /// The target process that was sampled, and whether it went away.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_process: Option<TargetProcess>,
-    /// The `knee observe` servers the target's host was read through.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub observers: Vec<crate::observe::remote::ObserverRecord>,
-}
 
 pub struct RunFolder {
     pub dir: PathBuf,
@@ -166,7 +115,7 @@ impl RunRecord {
             schema_version: SCHEMA_VERSION,
             knee_version: env!("CARGO_PKG_VERSION").to_string(),
             name: plan.name.clone(),
-            kind: plan.kind.as_str().to_string(),
+            kind: plan.kind,
             command: redact_command(&plan.command),
             target: redact_url(&plan.target.base.to_string()),
             slo: plan.slo.clone(),
@@ -190,111 +139,6 @@ impl RunRecord {
             observers: Vec::new(),
         }
     }
-
-    /// A run folder or its run.json → (the folder, run.json's path).
-    pub fn locate(run: &Path) -> (PathBuf, PathBuf) {
-        if run.is_dir() {
-            (run.to_path_buf(), run.join("run.json"))
-        } else {
-            let dir = run.parent().unwrap_or(Path::new(".")).to_path_buf();
-            (dir, run.to_path_buf())
-        }
-    }
-
-    /// Reads run.json and checks its values (a hand-edited or damaged file must be refused
-    /// in one line, not reach a panic in `knee merge`, `report` or `compare`).
-    pub fn read(path: &Path) -> Result<RunRecord, Error> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| Error::input(format!("{}: cannot read: {e}", path.display())))?;
-        let record: RunRecord = serde_json::from_str(&text).map_err(|e| {
-            Error::input(format!(
-                "{}:{}:{}: {e}",
-                path.display(),
-                e.line(),
-                e.column()
-            ))
-        })?;
-        record
-            .check()
-            .map_err(|problem| Error::input(format!("{}: {problem}", path.display())))?;
-        Ok(record)
-    }
-
-    /// The first value that cannot be right, in words.
-    pub fn check(&self) -> Result<(), String> {
-        for (i, step) in self.steps.iter().enumerate() {
-            check_step(step).map_err(|e| format!("steps[{i}] ('{}'): {e}", step.name))?;
-        }
-        for (what, analysis) in [("hunt", &self.hunt), ("stress", &self.stress)] {
-            let Some(a) = analysis else { continue };
-            for (field, value) in [
-                ("capacity_rps", a.capacity_rps),
-                ("latency_knee_rps", a.latency_knee_rps),
-                ("saturation_rps", a.saturation_rps),
-                ("recovery_s", a.recovery_s),
-            ] {
-                if let Some(v) = value {
-                    non_negative(v).map_err(|e| format!("{what}.{field} {e}"))?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `value` is a finite number ≥ 0, or says why not.
-fn non_negative(value: f64) -> Result<(), String> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(format!("is {value} (must be a number >= 0)"))
-    }
-}
-
-/// A step's figures are finite and ≥ 0, its shares within 0..=1, its counts consistent.
-fn check_step(step: &StepResult) -> Result<(), String> {
-    let g = &step.generator;
-    let numbers = [
-        ("duration_s", step.duration_s),
-        ("warmup_s", step.warmup_s),
-        ("offered_rps", step.offered_rps.unwrap_or(0.0)),
-        ("achieved_rps", step.achieved_rps),
-        ("ok_rps", step.ok_rps),
-        ("in_flight_mean", step.in_flight_mean),
-        ("generator.cpu_cores", g.cpu_cores),
-        ("generator.send_lag_p99_ms", g.send_lag_p99_ms),
-    ];
-    for (field, value) in numbers {
-        non_negative(value).map_err(|e| format!("{field} {e}"))?;
-    }
-    for (field, p) in [
-        ("latency_ms", &step.latency_ms),
-        ("service_ms", &step.service_ms),
-    ] {
-        for (name, value) in [
-            ("mean", p.mean),
-            ("p50", p.p50),
-            ("p90", p.p90),
-            ("p99", p.p99),
-            ("p999", p.p999),
-            ("max", p.max),
-        ] {
-            non_negative(value).map_err(|e| format!("{field}.{name} {e}"))?;
-        }
-    }
-    if !(0.0..=1.0).contains(&step.error_rate) {
-        return Err(format!(
-            "error_rate is {} (must be between 0 and 1)",
-            step.error_rate
-        ));
-    }
-    if step.errors > step.requests {
-        return Err(format!(
-            "errors ({}) exceed requests ({})",
-            step.errors, step.requests
-        ));
-    }
-    Ok(())
 }
 
 /// HdrHistogram's percentile-distribution text (as `outputPercentileDistribution` prints it),

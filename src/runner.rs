@@ -8,6 +8,7 @@ use crate::demo::DemoChild;
 use crate::engine::{Engine, LiveSink};
 use crate::error::Error;
 use crate::hunt::{self, knee::littles_law_note, usl, KneeAnalysis};
+use crate::model::step::StepResult;
 use crate::observe::target::TargetProcess;
 use crate::observe::Observation;
 use crate::observe::Observer;
@@ -15,7 +16,6 @@ use crate::output::{RunFolder, RunRecord};
 use crate::plan::{Kind, Mode, RunPlan, StepSpec};
 use crate::redact::redact_url;
 use crate::slo::Slo;
-use crate::step::StepResult;
 use crate::terminal::{summary_table, Terminal};
 use crate::Outcome;
 use anyhow::Context;
@@ -119,15 +119,12 @@ impl Session {
                 let mut result = outcome.result;
                 result.started_s = Some((started_s[index] * 1000.0).round() / 1000.0);
                 result.notes.extend(littles_law_note(&result));
-                let observed: serde_json::Map<String, serde_json::Value> = observers
-                    .iter_mut()
-                    .filter_map(|o| {
-                        o.step_finished(&specs[index], &result, outcome.window)
-                            .map(|v| (o.name().to_string(), v))
-                    })
-                    .collect();
+                let mut observed = crate::model::Observed::default();
+                for o in observers.iter_mut() {
+                    o.step_finished(&specs[index], &result, outcome.window, &mut observed);
+                }
                 if !observed.is_empty() {
-                    result.observed = Some(serde_json::Value::Object(observed));
+                    result.observed = Some(observed);
                 }
                 terminal.step_finished(&bars[index], &result);
                 let started = std::time::SystemTime::now()

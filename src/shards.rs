@@ -7,10 +7,10 @@
 
 use crate::engine::record::percentiles;
 use crate::error::Error;
+use crate::model::step::StepResult;
 use crate::output::{RunFolder, RunRecord};
 use crate::plan::OutDir;
 use crate::slo::StepFigures;
-use crate::step::StepResult;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
@@ -185,12 +185,11 @@ fn merged_step(
     step.unfinished = sum_u(&|s| s.unfinished);
     step.in_flight_mean = sum_f(&|s| s.in_flight_mean);
     step.partial = parts.iter().any(|s| s.partial);
-    for map in [&mut step.error_classes, &mut step.status_codes] {
-        map.clear();
-    }
+    step.error_classes.clear();
+    step.status_codes.clear();
     for part in parts {
         for (class, n) in &part.error_classes {
-            *step.error_classes.entry(class.clone()).or_default() += n;
+            *step.error_classes.entry(*class).or_default() += n;
         }
         for (code, n) in &part.status_codes {
             *step.status_codes.entry(code.clone()).or_default() += n;
@@ -233,13 +232,19 @@ fn merged_step(
         .enumerate()
         .flat_map(|(i, s)| s.notes.iter().map(move |n| format!("shard {}: {n}", i + 1)))
         .collect();
-    step.observed = Some(serde_json::json!({
-        "shards": parts.iter().map(|s| serde_json::json!({
-            "generator": s.generator,
-            "samplers": s.observed.as_ref().and_then(|o| o.get("samplers")),
-            "slices": s.slices,
-        })).collect::<Vec<_>>()
-    }));
+    step.observed = Some(crate::model::Observed {
+        shards: Some(
+            parts
+                .iter()
+                .map(|s| crate::model::observed::ShardPart {
+                    generator: s.generator.clone(),
+                    samplers: crate::model::observed::Samplers::of(s).cloned(),
+                    slices: s.slices.clone(),
+                })
+                .collect(),
+        ),
+        ..crate::model::Observed::default()
+    });
     step.slo_failures = run.slo.failures(&StepFigures {
         latency_us: latency,
         requests: step.requests,

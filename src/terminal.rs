@@ -3,8 +3,8 @@
 
 use crate::engine::record::Live;
 use crate::engine::LiveSink;
+use crate::model::step::StepResult;
 use crate::plan::{fmt_rate, StepSpec};
-use crate::step::StepResult;
 use crate::units::fmt_ms;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,18 +4,12 @@
 pub mod soak;
 pub mod verdict;
 
-use crate::observe::sampler::Stat;
-use crate::step::StepResult;
+use crate::model::observed::{Samplers, Stat};
+use crate::model::step::StepResult;
 
 /// The sampler's min/mean/max of `key` during `step`, if it was sampled.
 pub fn series(step: &StepResult, key: &str) -> Option<Stat> {
-    let stat = step
-        .observed
-        .as_ref()?
-        .get("samplers")?
-        .get("series")?
-        .get(key)?;
-    serde_json::from_value(stat.clone()).ok()
+    Samplers::of(step)?.series.get(key).copied()
 }
 
 /// The mean of `key` during `step`.
@@ -25,10 +19,7 @@ pub fn mean(step: &StepResult, key: &str) -> Option<f64> {
 
 /// How many samples the step got.
 pub fn sample_count(step: &StepResult) -> u64 {
-    step.observed
-        .as_ref()
-        .and_then(|o| o.get("samplers")?.get("samples")?.as_u64())
-        .unwrap_or(0)
+    Samplers::of(step).map_or(0, |s| s.samples)
 }
 
 /// Least-squares line through (x, y): (slope, intercept, R²).

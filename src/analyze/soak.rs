@@ -13,9 +13,8 @@
 //! every one of them was a connection knee had opened.)
 
 use super::{linear_fit, mean};
+use crate::model::step::StepResult;
 use crate::plan::Phase;
-use crate::step::StepResult;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const LEAK_R2: f64 = 0.8;
@@ -25,26 +24,7 @@ pub const LEAK_MIN_FDS: f64 = 10.0;
 pub const DEGRADE_R2: f64 = 0.6;
 pub const DEGRADE_FACTOR: f64 = 1.5;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Trend {
-    pub slope_per_hour: f64,
-    pub r_squared: f64,
-    pub first: f64,
-    pub last: f64,
-    pub points: usize,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SoakAnalysis {
-    pub windows: usize,
-    pub trends: BTreeMap<String, Trend>,
-    pub leak: bool,
-    pub degradation: bool,
-    pub verdicts: Vec<String>,
-    /// What was seen and not called a leak, and why (a rise that tracks knee's connections).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
+pub use crate::model::soak::{SoakAnalysis, Trend};
 
 /// One figure of a window.
 type WindowValue = Box<dyn Fn(&StepResult) -> Option<f64>>;
@@ -189,7 +169,7 @@ fn judge(analysis: &mut SoakAnalysis) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::testing::step;
+    use crate::model::step::testing::step;
 
     /// Eight 10 s windows; the target's fds are `fds(i)`, knee's connections `conns(i)`.
     fn soak(fds: impl Fn(f64) -> f64, conns: impl Fn(f64) -> f64) -> SoakAnalysis {

@@ -81,9 +81,9 @@ fn overlay(
     title: &str,
     y_label: &str,
     latency: bool,
-    y: &dyn Fn(&crate::step::StepResult) -> Option<f64>,
+    y: &dyn Fn(&crate::model::step::StepResult) -> Option<f64>,
 ) -> String {
-    let points = |side: &Side, f: &dyn Fn(&crate::step::StepResult) -> Option<f64>| {
+    let points = |side: &Side, f: &dyn Fn(&crate::model::step::StepResult) -> Option<f64>| {
         let mut p: Vec<(f64, f64)> = side
             .run
             .steps
@@ -94,7 +94,7 @@ fn overlay(
         p.sort_by(|x, y| x.0.total_cmp(&y.0));
         p
     };
-    let p50 = |s: &crate::step::StepResult| (s.requests > 0).then_some(s.latency_ms.p50);
+    let p50 = |s: &crate::model::step::StepResult| (s.requests > 0).then_some(s.latency_ms.p50);
     let label_before = if latency { "before p99" } else { "before" };
     let label_after = if latency { "after p99" } else { "after" };
     let mut chart = Chart::new(title, "offered rate (req/s)", y_label, GRID);
@@ -179,7 +179,7 @@ fn hold_table(out: &mut String, c: &Comparison) {
     }
     out.push_str("<h2>Hold steps (the same fraction of each run's own capacity)</h2><table class=\"steps\"><tr><th>step</th><th>before offered</th><th>good/s</th><th>p99</th><th>after offered</th><th>good/s</th><th>p99</th></tr>");
     for pair in &c.holds {
-        let cells = |s: &crate::step::StepResult| {
+        let cells = |s: &crate::model::step::StepResult| {
             format!(
                 "<td>{}</td><td>{:.0}</td><td>{}</td>",
                 s.offered_rps.map_or("-".to_string(), |r| format!("{r:.0}")),

@@ -1,8 +1,8 @@
 //! compare.md: the shift in numbers and the verdict before and after, for a ticket.
 
 use super::Comparison;
+use crate::model::step::StepResult;
 use crate::report::md_cell;
-use crate::step::StepResult;
 use crate::units::fmt_ms;
 use std::fmt::Write as _;
 

@@ -9,9 +9,9 @@ pub mod markdown;
 use crate::error::Error;
 use crate::flame::offcpu::OffCpu;
 use crate::flame::{self, StepProfile};
+use crate::model::step::StepResult;
 use crate::output::RunRecord;
 use crate::plan::Phase;
-use crate::step::StepResult;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -209,8 +209,8 @@ fn differential(
     y: &StepResult,
     out: &Path,
 ) -> Option<String> {
-    let a = flame::load_folded(&before.dir, &StepProfile::of(x)?)?;
-    let b = flame::load_folded(&after.dir, &StepProfile::of(y)?)?;
+    let a = flame::load_folded(&before.dir, StepProfile::of(x)?)?;
+    let b = flame::load_folded(&after.dir, StepProfile::of(y)?)?;
     let title = format!("{}: {} → {}", x.name, before.label, after.label);
     draw_differential(&a, &b, &title, out, &format!("diff-{}.svg", x.name))
 }
@@ -224,7 +224,7 @@ fn offcpu_differential(
     out: &Path,
 ) -> Option<String> {
     let load = |side: &Side, step: &StepResult| {
-        let folded = OffCpu::of(step)?.folded?;
+        let folded = OffCpu::of(step)?.folded.clone()?;
         let text = std::fs::read_to_string(side.dir.join(folded)).ok()?;
         Some(flame::folded::Folded::parse(&text))
     };

@@ -4,7 +4,7 @@
 //! saves two cross-task wake-ups per request. A failed connection is dropped and the next
 //! request opens a new one. No pooling logic lives here (see `engine::Pool`).
 
-use super::errors::ErrorClass;
+use super::errors::{Classify, ErrorClass};
 use super::h1::{self, H1Conn};
 use crate::error::Error;
 use crate::plan::{HttpVersion, RequestPlan, TargetPlan};

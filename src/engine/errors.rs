@@ -4,83 +4,19 @@
 use std::error::Error as StdError;
 use std::io;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ErrorClass {
-    /// Nothing listens on the port (RST to our SYN).
-    ConnectRefused,
-    /// No answer to the connect within the connect timeout.
-    ConnectTimeout,
-    /// Any other connect failure (unreachable, out of local ports, ...).
-    ConnectOther,
-    /// TLS handshake failed (bad certificate, not TLS at all, ...).
-    Tls,
-    /// The whole request took longer than the request timeout.
-    RequestTimeout,
-    /// The connection was reset or closed before a whole response arrived.
-    ConnectionReset,
-    /// The peer did not speak HTTP (garbage, bad status line, oversized head).
-    Protocol,
-    /// The head arrived but reading the body failed.
-    BodyRead,
-    /// A 4xx response.
-    Http4xx,
-    /// A 5xx response.
-    Http5xx,
-    /// Due to be sent but never sent: every connection busy and the backlog full, or the
-    /// step's drain deadline passed.
-    NotSent,
-    /// Anything else.
-    Other,
+pub use crate::model::ErrorClass;
+
+/// Mapping io, HTTP/1.1 and hyper errors onto the classes (the classes themselves are part
+/// of the model: every output names them).
+pub trait Classify {
+    fn of_connect(err: &io::Error) -> ErrorClass;
+    fn of_io(err: &io::Error) -> ErrorClass;
+    fn of_request(err: &hyper::Error) -> ErrorClass;
 }
 
-impl ErrorClass {
-    pub const ALL: [ErrorClass; 12] = [
-        ErrorClass::ConnectRefused,
-        ErrorClass::ConnectTimeout,
-        ErrorClass::ConnectOther,
-        ErrorClass::Tls,
-        ErrorClass::RequestTimeout,
-        ErrorClass::ConnectionReset,
-        ErrorClass::Protocol,
-        ErrorClass::BodyRead,
-        ErrorClass::Http4xx,
-        ErrorClass::Http5xx,
-        ErrorClass::NotSent,
-        ErrorClass::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::ConnectRefused => "connect_refused",
-            ErrorClass::ConnectTimeout => "connect_timeout",
-            ErrorClass::ConnectOther => "connect_other",
-            ErrorClass::Tls => "tls",
-            ErrorClass::RequestTimeout => "request_timeout",
-            ErrorClass::ConnectionReset => "connection_reset",
-            ErrorClass::Protocol => "protocol",
-            ErrorClass::BodyRead => "body_read",
-            ErrorClass::Http4xx => "http_4xx",
-            ErrorClass::Http5xx => "http_5xx",
-            ErrorClass::NotSent => "not_sent",
-            ErrorClass::Other => "other",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        ErrorClass::ALL.iter().position(|c| *c == self).unwrap_or(0)
-    }
-
-    /// The class of an HTTP status, if it is an error.
-    pub fn of_status(status: u16) -> Option<ErrorClass> {
-        match status {
-            400..=499 => Some(ErrorClass::Http4xx),
-            500..=599 => Some(ErrorClass::Http5xx),
-            _ => None,
-        }
-    }
-
+impl Classify for ErrorClass {
     /// Classifies a failed TCP connect.
-    pub fn of_connect(err: &io::Error) -> ErrorClass {
+    fn of_connect(err: &io::Error) -> ErrorClass {
         match err.kind() {
             io::ErrorKind::ConnectionRefused => ErrorClass::ConnectRefused,
             io::ErrorKind::TimedOut => ErrorClass::ConnectTimeout,
@@ -89,20 +25,12 @@ impl ErrorClass {
     }
 
     /// Classifies an I/O error on an open connection.
-    pub fn of_io(err: &io::Error) -> ErrorClass {
-        ErrorClass::of_io_kind(err.kind())
-    }
-
-    fn of_io_kind(kind: io::ErrorKind) -> ErrorClass {
-        if is_reset(kind) {
-            ErrorClass::ConnectionReset
-        } else {
-            ErrorClass::Other
-        }
+    fn of_io(err: &io::Error) -> ErrorClass {
+        of_io_kind(err.kind())
     }
 
     /// Classifies a hyper error raised while sending a request or reading its head.
-    pub fn of_request(err: &hyper::Error) -> ErrorClass {
+    fn of_request(err: &hyper::Error) -> ErrorClass {
         if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
             return ErrorClass::Protocol;
         }
@@ -110,11 +38,19 @@ impl ErrorClass {
             return ErrorClass::ConnectionReset;
         }
         match io_kind(err) {
-            Some(kind) => ErrorClass::of_io_kind(kind),
+            Some(kind) => of_io_kind(kind),
             // HTTP/2 stream and connection errors (GOAWAY, RST_STREAM) end up here.
             None if has_source_named(err, "h2") => ErrorClass::ConnectionReset,
             None => ErrorClass::Other,
         }
+    }
+}
+
+fn of_io_kind(kind: io::ErrorKind) -> ErrorClass {
+    if is_reset(kind) {
+        ErrorClass::ConnectionReset
+    } else {
+        ErrorClass::Other
     }
 }
 

@@ -8,7 +8,7 @@
 //! loop spent 1.0 s (wrk: 0.9 s). A load generator shares the machine with what it measures
 //! (or with its own other half), so its CPU per request is throughput.
 
-use super::errors::ErrorClass;
+use super::errors::{Classify, ErrorClass};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, Method};
 use std::future::poll_fn;

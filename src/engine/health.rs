@@ -13,7 +13,7 @@
 //! A scheduler late while idle was kept off the CPU (host contention): noted, not blamed.
 
 use super::record::StepRecorder;
-use crate::step::GeneratorHealth;
+use crate::model::step::GeneratorHealth;
 use hdrhistogram::Histogram;
 use std::time::Duration;
 

@@ -29,9 +29,9 @@ pub fn release_free_memory() {
 }
 
 use crate::error::Error;
+use crate::model::step::StepResult;
 use crate::plan::{Arrivals, Load, RunPlan, StepSpec};
 use crate::slo::Slo;
-use crate::step::StepResult;
 use client::Client;
 use cpu::ThreadCpu;
 use dispatch::{dispatch_gap, Dispatched, Dispatcher};

@@ -4,9 +4,9 @@
 //! are merged (histograms add exactly) into the step's `StepResult`.
 
 use super::errors::ErrorClass;
+use crate::model::step::{ConnectTimes, GeneratorHealth, Percentiles, Slice, StepResult};
 use crate::plan::StepSpec;
 use crate::slo::{Slo, StepFigures};
-use crate::step::{ConnectTimes, GeneratorHealth, Percentiles, Slice, StepResult};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -422,7 +422,7 @@ impl StepRecorder {
             error_classes: ErrorClass::ALL
                 .iter()
                 .filter(|c| self.error_classes[c.index()] > 0)
-                .map(|c| (c.as_str().to_string(), self.error_classes[c.index()]))
+                .map(|c| (*c, self.error_classes[c.index()]))
                 .collect(),
             status_codes: self
                 .status_codes

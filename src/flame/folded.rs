@@ -2,23 +2,15 @@
 //! profiles, perf output and inferno: every profile knee takes is turned into this, and the
 //! flamegraphs and top-function tables are made from it.
 
+pub use crate::model::observed::FunctionShare;
+
 use crate::pprof_proto::Profile;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
 /// Stacks, root first, to their sample counts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Folded {
     pub stacks: BTreeMap<String, u64>,
-}
-
-/// One row of a top-functions table.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct FunctionShare {
-    pub function: String,
-    pub samples: u64,
-    /// Of all samples in the profile.
-    pub percent: f64,
 }
 
 impl Folded {

@@ -9,6 +9,8 @@
 //! samples (what makes "the bottleneck moved" readable as text). A profile that fails is a
 //! one-line note in the step, never the end of the run.
 
+pub use crate::model::observed::{ProfileSource, StepProfile};
+
 pub mod capture;
 pub mod folded;
 pub mod offcpu;
@@ -17,12 +19,11 @@ pub mod render;
 pub mod sched;
 pub mod waits;
 
+use crate::model::step::StepResult;
 use crate::observe::procfs;
 use crate::observe::Observer;
 use crate::plan::{Phase, StepSpec};
-use crate::step::StepResult;
-use folded::{Folded, FunctionShare};
-use serde::{Deserialize, Serialize};
+use folded::Folded;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -33,44 +34,6 @@ pub const TOP_FUNCTIONS: usize = 10;
 const UNDERSAMPLED_SHARE: f64 = 0.5;
 
 use crate::plan::ProfilerPlan;
-
-/// What the profiler recorded for one hold step (`observed.profile` in steps.jsonl).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct StepProfile {
-    /// "pprof" or "perf".
-    pub source: String,
-    /// The observer (`knee observe` on the target's host) that took it, when one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observer: Option<String>,
-    /// The rate the samples were taken at (the profile's own period when it has one).
-    pub frequency_hz: u32,
-    /// The rate knee asked for, when the endpoint did something else (Go's takes 100 Hz).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frequency_asked_hz: Option<u32>,
-    pub seconds: f64,
-    pub samples: u64,
-    /// CPU the target used during the profile, from /proc (None when its pid is unknown).
-    pub target_cpu_seconds: Option<f64>,
-    /// Samples per CPU-second the target burnt; compare with `frequency_hz`.
-    pub samples_per_cpu_second: Option<f64>,
-    pub undersampled: bool,
-    /// Files in the run folder, relative to it.
-    pub svg: Option<String>,
-    pub folded: Option<String>,
-    pub pprof: Option<String>,
-    pub top_self: Vec<FunctionShare>,
-    pub top_inclusive: Vec<FunctionShare>,
-    /// Why there is no profile, when there is none.
-    pub error: Option<String>,
-}
-
-impl StepProfile {
-    /// The profile recorded in a step, if any.
-    pub fn of(step: &StepResult) -> Option<StepProfile> {
-        let value = step.observed.as_ref()?.get("profile")?;
-        serde_json::from_value(value.clone()).ok()
-    }
-}
 
 /// A soak profiles one window in this many, so about one every 10 minutes of soak (and never
 /// two windows in a row: a window with no warm-up starts the instant the last one ends).
@@ -97,7 +60,7 @@ struct Capture {
     seconds: f64,
     cpu_seconds: Option<f64>,
     /// How the observer took it ("perf", "pprof"), when an observer did.
-    remote_source: Option<String>,
+    remote_source: Option<ProfileSource>,
 }
 
 pub struct ProfilerObserver {
@@ -159,12 +122,12 @@ impl ProfilerObserver {
         })
     }
 
-    fn source_name(&self) -> &'static str {
+    fn source_kind(&self) -> ProfileSource {
         match self.source {
-            Source::Pprof(..) => "pprof",
-            Source::Perf => "perf",
+            Source::Pprof(..) => ProfileSource::Pprof,
+            Source::Perf => ProfileSource::Perf,
             // What an observer uses unless it proxies a pprof endpoint (it says which).
-            Source::Observer(_) => "perf",
+            Source::Observer(_) => ProfileSource::Perf,
         }
     }
 }
@@ -226,13 +189,16 @@ impl Observer for ProfilerObserver {
         spec: &StepSpec,
         result: &StepResult,
         _window: (Instant, Instant),
-    ) -> Option<serde_json::Value> {
-        let capture = self.pending.finish(&spec.name)?;
+        observed: &mut crate::model::Observed,
+    ) {
+        let Some(capture) = self.pending.finish(&spec.name) else {
+            return;
+        };
         let profile = self.write(spec, result, capture);
         if let Some(error) = &profile.error {
             eprintln!("knee: no flamegraph for {}: {error}", spec.name);
         }
-        serde_json::to_value(profile).ok()
+        observed.profile = Some(profile);
     }
 }
 
@@ -244,10 +210,7 @@ impl ProfilerObserver {
             _ => None,
         };
         let mut profile = StepProfile {
-            source: capture
-                .remote_source
-                .clone()
-                .unwrap_or_else(|| self.source_name().into()),
+            source: capture.remote_source.unwrap_or_else(|| self.source_kind()),
             observer,
             frequency_hz: self.frequency,
             frequency_asked_hz: None,
@@ -330,7 +293,7 @@ fn subtitle(profile: &StepProfile) -> String {
     };
     let taken = match &profile.observer {
         Some(observer) => format!("{} on observer {observer}", profile.source),
-        None => profile.source.clone(),
+        None => profile.source.to_string(),
     };
     format!(
         "{} samples over {:.1} s at {} Hz ({taken}){cpu}{flag}",

@@ -10,13 +10,14 @@
 //! kept apart. The step records `observed.offcpu` and writes `flame/STEP.offcpu.{folded,svg}`
 //! (microseconds per stack, drawn in a cool palette).
 
+pub use crate::model::observed::{OffCpu, OffCpuSource, WaitSite};
+
 use super::folded::Folded;
 use super::sched::{self, Recording};
 use super::waits::{self, Frame, WaitKind};
+use crate::model::step::StepResult;
 use crate::observe::Observer;
 use crate::plan::{ObservePlan, ProfilerPlan, StepSpec};
-use crate::step::StepResult;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,63 +32,24 @@ const RECORDED: Duration = Duration::from_secs(1);
 /// Wait sites kept per step.
 pub const TOP_SITES: usize = 12;
 
-/// What the off-CPU profile of one step saw (`observed.offcpu`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct OffCpu {
-    /// "perf sched_switch" or "go block profile".
-    pub source: String,
-    /// The observer (`knee observe` on the target's host) that recorded it, when one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observer: Option<String>,
-    pub seconds: f64,
-    /// Threads seen switching (perf).
-    pub threads: usize,
-    pub switches: u64,
-    /// All time recorded off-CPU: waiting + idle + preempted.
-    pub total_ms: f64,
-    /// The application waiting for something (lock, pool, queue, socket, disk, sleep, other).
-    pub waiting_ms: f64,
-    /// Event loops and parked runtime or pool threads with nothing to do.
-    pub idle_ms: f64,
-    /// Runnable threads waiting for a CPU.
-    pub preempted_ms: f64,
-    /// Requests completed in the recorded window.
-    pub requests: u64,
-    /// `waiting_ms` per completed request.
-    pub ms_per_request: Option<f64>,
-    /// Waiting time by kind, ms.
-    pub by_kind: BTreeMap<String, f64>,
-    /// The wait sites with the most waiting time.
-    pub top: Vec<WaitSite>,
-    pub folded: Option<String>,
-    pub svg: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-    /// Why there is no off-CPU profile, when there is none.
-    pub error: Option<String>,
+/// Summaries of recordings.
+pub trait Summarize {
+    fn summarize(
+        source: OffCpuSource,
+        recording: &Recording,
+        seconds: f64,
+        requests: u64,
+    ) -> OffCpu;
 }
 
-/// One place the application waits.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct WaitSite {
-    /// The application function closest to the wait ("(runtime)" when there is none).
-    pub function: String,
-    pub kind: WaitKind,
-    pub ms: f64,
-    /// Of the step's waiting time.
-    pub percent: f64,
-    pub ms_per_request: Option<f64>,
-}
-
-impl OffCpu {
-    /// The off-CPU profile recorded in a step, if any.
-    pub fn of(step: &StepResult) -> Option<OffCpu> {
-        let value = step.observed.as_ref()?.get("offcpu")?;
-        serde_json::from_value(value.clone()).ok()
-    }
-
+impl Summarize for OffCpu {
     /// Summarizes a recording of `seconds` during which `requests` completed.
-    pub fn summarize(source: &str, recording: &Recording, seconds: f64, requests: u64) -> OffCpu {
+    fn summarize(
+        source: OffCpuSource,
+        recording: &Recording,
+        seconds: f64,
+        requests: u64,
+    ) -> OffCpu {
         let ms = |us: u64| (us as f64 / 100.0).round() / 10.0;
         let per_request = |us: u64| {
             (requests > 0).then(|| (us as f64 / 1000.0 / requests as f64 * 1000.0).round() / 1000.0)
@@ -119,7 +81,7 @@ impl OffCpu {
         top.sort_by(|a, b| b.ms.total_cmp(&a.ms).then(a.function.cmp(&b.function)));
         top.truncate(TOP_SITES);
         OffCpu {
-            source: source.into(),
+            source,
             seconds,
             threads: recording.threads,
             switches: recording.switches,
@@ -299,13 +261,16 @@ impl Observer for OffCpuObserver {
         spec: &StepSpec,
         result: &StepResult,
         _window: (Instant, Instant),
-    ) -> Option<serde_json::Value> {
-        let captures = self.pending.finish(&spec.name)?;
+        observed: &mut crate::model::Observed,
+    ) {
+        let Some(captures) = self.pending.finish(&spec.name) else {
+            return;
+        };
         let offcpu = self.write(spec, result, captures);
         if let Some(error) = &offcpu.error {
             eprintln!("knee: no off-CPU profile for {}: {error}", spec.name);
         }
-        serde_json::to_value(offcpu).ok()
+        observed.offcpu = Some(offcpu);
     }
 }
 
@@ -396,9 +361,9 @@ impl OffCpuObserver {
         let requests = (result.achieved_rps * captures.seconds).round() as u64;
         let mut notes = Vec::new();
         let mut errors = Vec::new();
-        let mut chosen: Option<(&str, Recording)> = None;
+        let mut chosen: Option<(OffCpuSource, Recording)> = None;
         match captures.go_block {
-            Some(Ok(folded)) => chosen = Some(("go block profile", recording_of(folded))),
+            Some(Ok(folded)) => chosen = Some((OffCpuSource::GoBlockProfile, recording_of(folded))),
             Some(Err(e)) => {
                 notes.push(e.clone());
                 errors.push(e);
@@ -427,7 +392,7 @@ impl OffCpuObserver {
         }
         match captures.perf {
             Some(Ok(recording)) if chosen.is_none() => {
-                chosen = Some(("perf sched_switch", recording))
+                chosen = Some((OffCpuSource::PerfSchedSwitch, recording))
             }
             Some(Err(e)) => errors.push(e),
             _ => {}
@@ -442,7 +407,7 @@ impl OffCpuObserver {
         };
         let mut offcpu = OffCpu::summarize(source, &recording, captures.seconds, requests);
         offcpu.notes = notes;
-        if source == "perf sched_switch" {
+        if source == OffCpuSource::PerfSchedSwitch {
             offcpu.observer = self.sources.observer.as_ref().map(|o| o.name.clone());
         }
         let taken = match &offcpu.observer {
@@ -491,7 +456,7 @@ mod tests {
         recording
             .sites
             .insert((WaitKind::Preempted, site("svc::hash")), 3_000);
-        let s = OffCpu::summarize("perf sched_switch", &recording, 1.0, 200);
+        let s = OffCpu::summarize(OffCpuSource::PerfSchedSwitch, &recording, 1.0, 200);
         assert_eq!(s.waiting_ms, 100.0);
         assert_eq!(s.idle_ms, 500.0);
         assert_eq!(s.preempted_ms, 3.0);

@@ -23,8 +23,8 @@ const FREQUENCIES: std::ops::RangeInclusive<u32> = 1..=999;
 /// A CPU profile as the observer answers it (`GET /profile/cpu?seconds=S&frequency=F`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RemoteCpu {
-    /// "perf" or "pprof" (the target's own endpoint, proxied).
-    pub source: String,
+    /// perf, or pprof (the target's own endpoint, proxied).
+    pub source: crate::model::observed::ProfileSource,
     pub seconds: f64,
     pub sampled_hz: Option<f64>,
     /// CPU seconds the target burnt during the profile, read on its host.
@@ -120,11 +120,10 @@ pub fn serve_cpu(target: &ProfileTarget, query: &str) -> Result<RemoteCpu, Refus
         .map(|(before, after)| after - before);
     Ok(RemoteCpu {
         source: if target.pprof.is_some() {
-            "pprof"
+            crate::model::observed::ProfileSource::Pprof
         } else {
-            "perf"
-        }
-        .into(),
+            crate::model::observed::ProfileSource::Perf
+        },
         seconds,
         sampled_hz: captured.sampled_hz,
         cpu_seconds,

@@ -16,67 +16,7 @@
 //! the wait whose time *per request* grows at the knee: waiting for clients shrinks per
 //! request as load rises, a bottleneck's wait grows.
 
-use serde::{Deserialize, Serialize};
-
-/// What a thread or goroutine waited for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WaitKind {
-    /// A mutex or read-write lock (also Python's GIL).
-    Lock,
-    /// A condition variable or semaphore: a pool's checkout.
-    Pool,
-    /// A channel: waiting for another thread's answer or for work handed over.
-    Queue,
-    /// A socket read, write or connect (a downstream, or a client).
-    Socket,
-    /// Disk I/O (uninterruptible sleep, `io_schedule`, fsync).
-    Disk,
-    /// A timer: the code asked to sleep.
-    Sleep,
-    /// Nothing to do: an event loop or a parked runtime/pool thread.
-    Idle,
-    /// Runnable but not running: preempted, waiting for a CPU.
-    Preempted,
-    /// Blocked on something not recognized.
-    Other,
-}
-
-impl WaitKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WaitKind::Lock => "lock",
-            WaitKind::Pool => "pool",
-            WaitKind::Queue => "queue",
-            WaitKind::Socket => "socket",
-            WaitKind::Disk => "disk",
-            WaitKind::Sleep => "sleep",
-            WaitKind::Idle => "idle",
-            WaitKind::Preempted => "preempted",
-            WaitKind::Other => "other",
-        }
-    }
-
-    /// Time that is not the application waiting for something.
-    pub fn is_waiting(self) -> bool {
-        !matches!(self, WaitKind::Idle | WaitKind::Preempted)
-    }
-
-    /// In words, for evidence lines: "blocked in a lock acquire".
-    pub fn words(self) -> &'static str {
-        match self {
-            WaitKind::Lock => "blocked in a lock acquire",
-            WaitKind::Pool => "waiting on a condition variable or semaphore (a pool checkout)",
-            WaitKind::Queue => "waiting on a channel (work handed to another thread)",
-            WaitKind::Socket => "blocked on a socket",
-            WaitKind::Disk => "waiting for disk I/O",
-            WaitKind::Sleep => "sleeping on a timer",
-            WaitKind::Idle => "idle",
-            WaitKind::Preempted => "runnable, waiting for a CPU",
-            WaitKind::Other => "blocked (unrecognized wait)",
-        }
-    }
-}
+pub use crate::model::observed::WaitKind;
 
 /// One frame of a stack.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 //! responses per second). Plus a Little's-law consistency check per step.
 
 use crate::engine::worker::IN_FLIGHT_EVERY;
-use crate::step::StepResult;
+use crate::model::step::StepResult;
 
 /// Kneedle (Satopää et al., 2011) for a convex increasing curve such as p99 vs offered rate:
 /// normalise both axes to [0, 1] and take the point furthest below the diagonal. Returns the

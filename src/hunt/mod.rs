@@ -6,22 +6,22 @@
 //!    classified for how the service fails (`stress`), then a recovery step at half capacity;
 //! 4. the knee three ways (`knee`): capacity, latency knee (Kneedle), saturation throughput.
 
+pub use crate::model::hunt::{HoldLine, KneeAnalysis};
+
 pub mod knee;
 pub mod search;
 pub mod stress;
 pub mod usl;
 
 use crate::error::Error;
+use crate::model::step::StepResult;
 use crate::plan::{fmt_rate, HuntSettings, Load, Phase, StepSpec};
 use crate::runner::Session;
 use crate::slo::LatencyBound;
-use crate::step::StepResult;
 use crate::terminal::table;
 use crate::units::fmt_ms;
 use search::{round_rate, Ending, Search};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use stress::FailureMode;
 
 /// Without an SLO, a step's p99 may be at most this many times the p99 of the lowest step...
 pub const DEFAULT_P99_FACTOR: f64 = 10.0;
@@ -29,56 +29,6 @@ pub const DEFAULT_P99_FACTOR: f64 = 10.0;
 pub const DEFAULT_P99_FLOOR_MS: f64 = 10.0;
 /// The Kneedle bend below which a curve is called straight (no latency knee).
 const MIN_BEND: f64 = 0.1;
-
-/// What a hunt (or a stress test) concluded. Stable names: see BRIEF's `hunt` object.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct KneeAnalysis {
-    /// Highest offered rate whose step held.
-    pub capacity_rps: Option<f64>,
-    /// Where p99 vs offered rate bends (Kneedle).
-    pub latency_knee_rps: Option<f64>,
-    /// The plateau of good responses per second.
-    pub saturation_rps: Option<f64>,
-    pub failure_mode: Option<FailureMode>,
-    /// Seconds at half capacity until p99 was back within the SLO; None if it did not recover.
-    pub recovery_s: Option<f64>,
-    /// Whether a recovery step ran (so `recovery_s: null` means "did not recover").
-    pub recovery_measured: bool,
-    /// The closed-model probe's best throughput.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe_ceiling_rps: Option<f64>,
-    /// converged | converged_at_rounding | held_at_max_rate | nothing_held | search_step_cap |
-    /// generator_limited | interrupted | steps
-    pub ending: String,
-    /// The SLO the steps were judged by, in words; `slo_default` when knee chose it.
-    pub slo: String,
-    pub slo_default: bool,
-    /// The hold steps: fraction of capacity → what happened.
-    pub holds: Vec<HoldLine>,
-    pub notes: Vec<String>,
-}
-
-impl KneeAnalysis {
-    /// The recovery in words, for reports.
-    pub fn recovery_text(&self) -> String {
-        match (self.recovery_measured, self.recovery_s) {
-            (false, _) => "-".into(),
-            (true, Some(s)) => format!("{s:.2} s at half capacity"),
-            (true, None) => "did not recover within the step".into(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct HoldLine {
-    pub fraction: f64,
-    pub step: String,
-    pub offered_rps: f64,
-    pub ok_rps: f64,
-    pub p99_ms: f64,
-    pub error_rate: f64,
-    pub holds: bool,
-}
 
 pub async fn run(
     session: &mut Session,
@@ -94,11 +44,10 @@ pub async fn run(
     analysis.probe_ceiling_rps = ceiling;
     let Some(ceiling) = ceiling else {
         analysis.ending = if session.interrupted {
-            "interrupted"
+            Ending::Interrupted
         } else {
-            "nothing_held"
-        }
-        .into();
+            Ending::NothingHeld
+        };
         analysis
             .notes
             .push("the closed-model probe got no good response at all".into());
@@ -122,7 +71,7 @@ pub async fn run(
             set_default_latency_bound(session, &step, &mut analysis);
         }
         if step.generator.limited {
-            ending = Some("generator_limited");
+            ending = Some(Ending::GeneratorLimited);
             analysis.notes.push(format!(
                 "the generator is the limit at {}/s ({}): capacity is at least {}",
                 fmt_rate(rate),
@@ -135,11 +84,11 @@ pub async fn run(
     }
     analysis.capacity_rps = search.highest_held();
     analysis.ending = match (session.interrupted, ending, search.ending()) {
-        (true, _, _) => "interrupted".into(),
-        (_, Some(e), _) => e.into(),
-        (_, None, search_ending) => search_ending.as_str().into(),
+        (true, _, _) => Ending::Interrupted,
+        (_, Some(e), _) => e,
+        (_, None, search_ending) => search_ending,
     };
-    if search.ending() == Ending::StepCap {
+    if search.ending() == Ending::SearchStepCap {
         analysis.notes.push(format!(
             "the search stopped after {} steps without converging (held {}, failed {})",
             crate::plan::MAX_SEARCH_STEPS,
@@ -336,7 +285,7 @@ fn latency_bound_ms(session: &Session) -> f64 {
 /// rate is classified for how the service fails.
 pub async fn stress(session: &mut Session, steps: &[StepSpec]) -> Result<KneeAnalysis, Error> {
     let mut analysis = KneeAnalysis {
-        ending: "steps".into(),
+        ending: Ending::Steps,
         ..KneeAnalysis::default()
     };
     let (Some(last), Some(first)) = (steps.last(), steps.first()) else {
@@ -442,7 +391,7 @@ pub fn verdict_block(a: &KneeAnalysis) -> String {
             rate(a.capacity_rps),
             format!(
                 "highest offered rate that held ({})",
-                a.ending.replace('_', " ")
+                a.ending.as_str().replace('_', " ")
             ),
         ],
         vec![
@@ -532,7 +481,7 @@ pub fn usl_line(fit: &usl::UslFit) -> String {
 #[cfg(test)]
 mod kernel_tests {
     use super::*;
-    use crate::step::testing::step;
+    use crate::model::step::testing::step;
 
     /// p99 at the SYN retransmit timeout with a flat median is dropped connections, not a
     /// queue without bound.
@@ -540,7 +489,7 @@ mod kernel_tests {
     fn a_retransmit_tail_with_a_flat_median_drops_connections() {
         let mut overload = step("hold-120", Phase::Hold, 600.0, 480.0, 1030.0).failing();
         overload.latency_ms.p50 = 1.1;
-        overload.connect_ms = Some(crate::step::ConnectTimes {
+        overload.connect_ms = Some(crate::model::step::ConnectTimes {
             count: 2400,
             syn_retransmitted: 240,
             p50: 0.2,

@@ -2,6 +2,8 @@
 //! geometrically from well below the probed ceiling until a step fails, then bisect between
 //! the last rate that held and the first that failed until they are within the resolution.
 
+pub use crate::model::hunt::Ending;
+
 /// Each ramp step offers this much more than the last.
 pub const RAMP_FACTOR: f64 = 1.5;
 /// The ramp starts at this share of the probed ceiling.
@@ -19,35 +21,6 @@ pub struct Search {
     steps: usize,
     /// Why it stopped early, when it did.
     cut: Option<Ending>,
-}
-
-/// Why the search stopped.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Ending {
-    /// Held and failed rates are within the resolution.
-    Converged,
-    /// The step at `--max-rate` held: capacity is at least that.
-    HeldAtMaxRate,
-    /// Even the lowest rate failed.
-    NothingHeld,
-    /// Held and failed rates are as close as 3-significant-digit rates can be (the next
-    /// bisection would offer one of them again).
-    RoundingLimit,
-    /// The search ran `MAX_SEARCH_STEPS` steps without converging.
-    StepCap,
-}
-
-impl Ending {
-    /// The name kept in `hunt.ending`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ending::Converged => "converged",
-            Ending::HeldAtMaxRate => "held_at_max_rate",
-            Ending::NothingHeld => "nothing_held",
-            Ending::RoundingLimit => "converged_at_rounding",
-            Ending::StepCap => "search_step_cap",
-        }
-    }
 }
 
 impl Search {
@@ -91,7 +64,7 @@ impl Search {
             (Some(held), Some(failed)) => {
                 let middle = round_rate((held + failed) / 2.0);
                 if middle <= held || middle >= failed {
-                    self.cut = Some(Ending::RoundingLimit);
+                    self.cut = Some(Ending::ConvergedAtRounding);
                     None
                 } else {
                     Some(middle)
@@ -108,7 +81,7 @@ impl Search {
         };
         if self.next.is_some() && self.steps >= crate::plan::MAX_SEARCH_STEPS {
             self.next = None;
-            self.cut = Some(Ending::StepCap);
+            self.cut = Some(Ending::SearchStepCap);
         }
     }
 
@@ -213,7 +186,7 @@ mod tests {
         assert!(n as usize <= crate::plan::MAX_SEARCH_STEPS);
         assert!(matches!(
             search.ending(),
-            Ending::StepCap | Ending::Converged | Ending::RoundingLimit
+            Ending::SearchStepCap | Ending::Converged | Ending::ConvergedAtRounding
         ));
     }
 

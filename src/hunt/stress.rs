@@ -2,60 +2,9 @@
 //! offered above capacity (the hunt's 120 % hold step, or a stress test's last steps) and the
 //! recovery step that follows it at half the capacity.
 
-use crate::step::{Slice, StepResult};
-use serde::{Deserialize, Serialize};
+pub use crate::model::FailureMode;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// It took the overload: the step held.
-    Holds,
-    /// Fast rejections, bounded latency, good throughput held near capacity.
-    ShedsGracefully,
-    /// Latency grows through the step while few requests fail: an unbounded queue.
-    QueuesWithoutBound,
-    /// Good throughput fell well below capacity.
-    Collapses,
-    /// Connections refused after having worked, or the process is gone.
-    Crashes,
-    /// Slower and over the SLO, but stable: neither queueing without bound nor collapsing.
-    Degrades,
-    /// The kernel dropped connections (the listen queue overflowed): a tail at TCP's SYN
-    /// retransmission timeout while the median stays flat.
-    DropsConnections,
-}
-
-impl FailureMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::Holds => "holds",
-            FailureMode::ShedsGracefully => "sheds_gracefully",
-            FailureMode::QueuesWithoutBound => "queues_without_bound",
-            FailureMode::Collapses => "collapses",
-            FailureMode::Crashes => "crashes",
-            FailureMode::Degrades => "degrades",
-            FailureMode::DropsConnections => "drops_connections",
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            FailureMode::Holds => "holds: it took the overload within its SLO",
-            FailureMode::ShedsGracefully => {
-                "sheds gracefully: fast rejections, bounded latency, throughput held at capacity"
-            }
-            FailureMode::QueuesWithoutBound => {
-                "queues without bound: latency grows through the step while few requests fail"
-            }
-            FailureMode::Collapses => "collapses: good throughput falls well below capacity",
-            FailureMode::Crashes => "crashes: connections refused after having worked",
-            FailureMode::Degrades => "degrades: slower than the SLO allows, but stable",
-            FailureMode::DropsConnections => {
-                "drops connections: the listen queue overflowed; clients waited for SYN retransmits (a 1 s tail, the median flat)"
-            }
-        }
-    }
-}
+use crate::model::step::{ErrorClass, Slice, StepResult};
 
 /// Good throughput below this share of capacity is a collapse.
 const COLLAPSE_SHARE: f64 = 0.7;
@@ -79,7 +28,7 @@ pub fn classify(
 ) -> FailureMode {
     let refused = step
         .error_classes
-        .get("connect_refused")
+        .get(&ErrorClass::ConnectRefused)
         .copied()
         .unwrap_or(0);
     let worked_before =
@@ -100,9 +49,9 @@ pub fn classify(
     if retransmit_tail && growth < QUEUE_GROWTH {
         return FailureMode::DropsConnections;
     }
-    let rejections = ["http_5xx", "http_4xx"]
+    let rejections = [ErrorClass::Http5xx, ErrorClass::Http4xx]
         .iter()
-        .map(|c| step.error_classes.get(*c).copied().unwrap_or(0))
+        .map(|c| step.error_classes.get(c).copied().unwrap_or(0))
         .sum::<u64>();
     let mostly_rejections = step.errors > 0 && rejections * 10 >= step.errors * 8;
     if step.ok_rps < COLLAPSE_SHARE * capacity_rps

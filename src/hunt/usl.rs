@@ -7,36 +7,10 @@
 //! 1313, 1179, 942, 756, 721, 762 req/s), no coefficients are offered as findings: the shape
 //! the points do follow is described instead.
 
-use serde::{Deserialize, Serialize};
+pub use crate::model::UslFit;
 
 /// Below this R² (on throughput) the points are said not to follow the USL.
 pub const MIN_R_SQUARED: f64 = 0.8;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UslFit {
-    /// Throughput of one client, requests/s.
-    pub lambda: f64,
-    /// Contention (serialized share), ≥ 0.
-    pub sigma: f64,
-    /// Coherency (crosstalk) cost, ≥ 0.
-    pub kappa: f64,
-    /// Concurrency of peak throughput, √((1−σ)/κ); None when κ = 0 or σ ≥ 1 (no peak).
-    pub peak_concurrency: Option<f64>,
-    /// Predicted throughput at the peak (or at the largest N measured when there is none).
-    pub peak_throughput: f64,
-    /// Goodness of fit on X.
-    pub r_squared: f64,
-    /// R² ≥ 0.8: the coefficients describe the points.
-    #[serde(default = "yes")]
-    pub follows_usl: bool,
-    /// What the points do, in words (always set; the finding when the law does not fit).
-    #[serde(default)]
-    pub shape: String,
-}
-
-fn yes() -> bool {
-    true
-}
 
 impl UslFit {
     pub fn predict(&self, n: f64) -> f64 {

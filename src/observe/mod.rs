@@ -1,6 +1,6 @@
 //! The observer hook: anything that watches the target or the machine while a step runs
 //! (samplers, profilers) implements `Observer`. It is told when each step starts and ends and
-//! returns what it saw, which is stored in the step's `observed` object under its name.
+//! writes what it saw into its part of the step's `observed` record (model::observed).
 
 pub mod exporters;
 pub mod http;
@@ -18,8 +18,9 @@ pub mod windows;
 
 use crate::demo::DemoChild;
 use crate::error::Error;
+use crate::model::step::StepResult;
+use crate::model::Observed;
 use crate::plan::{RunPlan, StepSpec};
-use crate::step::StepResult;
 use processes::ProcessesReading;
 use sampler::{Sampler, SamplerConfig, SamplerObserver};
 use std::path::Path;
@@ -30,18 +31,20 @@ use threads::ThreadsReading;
 use windows::WindowObserver;
 
 pub trait Observer: Send {
-    /// The key of this observer's findings in `observed`.
+    /// Its part of `observed`, for messages.
     fn name(&self) -> &str;
     /// Called before the step is scheduled (for a chain of steps, before the chain, for each
     /// step); `starts_at` is when the step's schedule is due to begin (its warm-up first).
     fn step_started(&mut self, spec: &StepSpec, starts_at: Instant);
-    /// What was observed during the step's counted window (`from`, `to`), if anything.
+    /// Writes what was observed during the step's counted window (`from`, `to`) into its
+    /// part of `observed`.
     fn step_finished(
         &mut self,
         spec: &StepSpec,
         result: &StepResult,
         window: (Instant, Instant),
-    ) -> Option<serde_json::Value>;
+        observed: &mut Observed,
+    );
 }
 
 /// Work an observer starts at a given instant of a step (a reading or a profile at the start

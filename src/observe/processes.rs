@@ -7,60 +7,13 @@
 //! /proc/net/tcp{,6}) grouped by peer, each local peer matched to the process listening on
 //! that port, with that process's CPU over the step.
 
+pub use crate::model::observed::{Busy, Downstream, Processes, Role};
+
 use super::procfs;
-use crate::step::StepResult;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Process groups listed per step.
 const TOP: usize = 6;
-
-/// One process group's share of the step (`observed.processes.top`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Busy {
-    pub name: String,
-    /// The group's root (the first process of that name in its tree).
-    pub pid: u32,
-    pub processes: usize,
-    /// Threads of all its processes, and how many were running or runnable (state R) at the
-    /// step's end.
-    #[serde(default)]
-    pub threads: u64,
-    #[serde(default)]
-    pub running: usize,
-    pub cores: f64,
-    pub rss_mb: f64,
-    /// "target", "generator" or "downstream", when it is one of those.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-}
-
-/// A peer the target holds connections to (`observed.processes.downstreams`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Downstream {
-    /// "127.0.0.1:5432"
-    pub peer: String,
-    pub connections: usize,
-    /// The local process listening on the peer's port, when the peer is on this host.
-    pub pid: Option<u32>,
-    pub name: Option<String>,
-    /// That process group's CPU over the step.
-    pub cores: Option<f64>,
-}
-
-/// `observed.processes`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Processes {
-    pub top: Vec<Busy>,
-    pub downstreams: Vec<Downstream>,
-}
-
-impl Processes {
-    pub fn of(step: &StepResult) -> Option<Processes> {
-        let value = step.observed.as_ref()?.get("processes")?;
-        serde_json::from_value(value.clone()).ok()
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Proc {
@@ -282,15 +235,15 @@ pub fn observe_window(
     let generator_root = generator.map(|pid| group_root(pid, after));
     for busy in &mut top {
         busy.role = if busy.pid == target_root {
-            Some("target".into())
+            Some(Role::Target)
         } else if Some(busy.pid) == generator_root {
-            Some("generator".into())
+            Some(Role::Generator)
         } else if downstreams
             .iter()
             .filter_map(|d| d.pid)
             .any(|pid| group_root(pid, after) == busy.pid)
         {
-            Some("downstream".into())
+            Some(Role::Downstream)
         } else {
             None
         };
@@ -321,6 +274,10 @@ impl super::windows::Reading for ProcessesReading {
 
     fn begin(&self) -> Snapshot {
         snapshot()
+    }
+
+    fn store(read: Processes, observed: &mut crate::model::Observed) {
+        observed.processes = Some(read);
     }
 
     fn end(&self, before: Snapshot, seconds: f64) -> Option<Processes> {
@@ -395,8 +352,8 @@ mod tests {
         assert_eq!(seen.top[0].name, "busy8");
         let last = seen.top.last().unwrap();
         assert_eq!(
-            (last.name.as_str(), last.role.as_deref()),
-            ("service", Some("target"))
+            (last.name.as_str(), last.role),
+            ("service", Some(Role::Target))
         );
     }
 

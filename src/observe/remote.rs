@@ -5,6 +5,8 @@
 //! time line. The sampler files them with this machine's readings. An observer that stops
 //! answering leaves a gap, said once, and the run goes on.
 
+pub use crate::model::ObserverRecord;
+
 use super::sampler::Sample;
 use super::target::TargetProcess;
 use crate::plan::ObserverSpec;
@@ -50,25 +52,6 @@ pub struct Batch {
     pub first: u64,
     /// Samples numbered after N, oldest first: `seq`, `t_s` and the series.
     pub samples: Vec<BTreeMap<String, f64>>,
-}
-
-/// An observer, as run.json keeps it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ObserverRecord {
-    pub name: String,
-    pub url: String,
-    /// The observer's clock minus this machine's, in ms.
-    pub clock_offset_ms: f64,
-    /// The shortest round trip of the clock estimate (the offset is good to half of it).
-    pub rtt_ms: f64,
-    /// Samples received.
-    pub samples: u64,
-    /// Times samples went missing: the observer stopped answering, or it dropped some
-    /// before they were fetched.
-    pub gaps: u64,
-    pub host: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_pid: Option<u32>,
 }
 
 #[derive(Default)]

@@ -4,14 +4,17 @@
 //! window of recent samples to summarize each step (min/mean/max per series). A sample is a
 //! flat map of dotted names ("target.cpu_cores") to numbers, easy to plot and to query.
 
+pub use crate::model::observed::Stat;
+
 use super::procfs::{self, ProcCounters};
 use super::prometheus::{MetricsSource, Scraper};
 use super::remote::Feed;
 use super::Observer;
+use crate::model::observed::{Observed, Samplers};
+use crate::model::step::StepResult;
 use crate::plan::StepSpec;
-use crate::step::StepResult;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
@@ -33,14 +36,6 @@ pub struct Sample {
     pub t_s: f64,
     #[serde(flatten)]
     pub values: BTreeMap<String, f64>,
-}
-
-/// min / mean / max of one series over a step.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Stat {
-    pub min: f64,
-    pub mean: f64,
-    pub max: f64,
 }
 
 struct State {
@@ -364,7 +359,8 @@ impl Observer for SamplerObserver {
         _spec: &StepSpec,
         _result: &StepResult,
         window: (Instant, Instant),
-    ) -> Option<Value> {
+        observed: &mut Observed,
+    ) {
         // A sample is filed under the instant its reading began; on a saturated host a
         // reading can take most of a second, so wait until the sampler has begun one past
         // the window's end: every sample of the window is then in.
@@ -373,24 +369,13 @@ impl Observer for SamplerObserver {
         let (count, series) = self.0.summarize(window.0, window.1);
         // Steps end in order, and the next one's window starts where this one's ended.
         self.0.forget_before(window.1);
-        Some(json!({
-            "samples": count,
-            "target_pid": self.0.target,
-            "target_gone_at_s": self.0.target_gone_at(),
-            "sources": self.0.sources(),
-            "series": series,
-        }))
-    }
-}
-
-/// A host-wide series of this machine, renamed as the generator's host's.
-fn generator_side(key: String) -> String {
-    if let Some(rest) = key.strip_prefix("host.") {
-        format!("generator_host.{rest}")
-    } else if let Some(rest) = key.strip_prefix("net.") {
-        format!("generator_net.{rest}")
-    } else {
-        key
+        observed.samplers = Some(Samplers {
+            samples: count as u64,
+            target_pid: self.0.target,
+            target_gone_at_s: self.0.target_gone_at(),
+            sources: self.0.sources(),
+            series,
+        });
     }
 }
 
@@ -518,7 +503,7 @@ impl Reader {
         if self.remote {
             values = values
                 .into_iter()
-                .map(|(key, value)| (generator_side(key), value))
+                .map(|(key, value)| (crate::model::series::on_generator_host(key), value))
                 .collect();
         }
         // Exporters fill what /proc did not (a remote target's host and process): each

@@ -2,27 +2,14 @@
 //! URL answers, stops it at the end and notes if it died), the demo child, or the owner of the
 //! URL's listening port when the URL is local. Child processes count with it (sampler).
 
+pub use crate::model::TargetProcess;
+
 use super::procfs;
 use crate::error::Error;
 use anyhow::{anyhow, Context};
-use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// How the target's pid was found (kept in run.json).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct TargetProcess {
-    pub pid: u32,
-    /// "pid" | "spawn" | "demo" | "port"
-    pub found_by: String,
-    /// Seconds into the run when the process was seen gone (it died, or was stopped early).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exited_at_s: Option<f64>,
-    /// How the spawned process ended, when knee did not stop it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_status: Option<String>,
-}
 
 /// A target knee started; stopped (its whole process group) when dropped.
 pub struct Spawned {

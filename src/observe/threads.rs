@@ -2,38 +2,13 @@
 //! tells one saturated thread (an event loop, a single worker: "`worker-3` at 0.99 cores")
 //! from many threads taking turns under a lock (each a fraction of a core, one core in all).
 
+pub use crate::model::observed::{ThreadShare, Threads};
+
 use super::procfs;
-use crate::step::StepResult;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Threads listed per step.
 const BUSIEST: usize = 5;
-
-/// One thread's share of the step (`observed.threads.busiest`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ThreadCpu {
-    pub tid: u32,
-    pub name: String,
-    pub cores: f64,
-}
-
-/// `observed.threads`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Threads {
-    /// Threads alive at the end of the window.
-    pub count: usize,
-    /// All the threads' CPU over the window, in cores.
-    pub cores: f64,
-    pub busiest: Vec<ThreadCpu>,
-}
-
-impl Threads {
-    pub fn of(step: &StepResult) -> Option<Threads> {
-        let value = step.observed.as_ref()?.get("threads")?;
-        serde_json::from_value(value.clone()).ok()
-    }
-}
 
 /// tid → (name, CPU ticks so far).
 pub type Reading = HashMap<u32, (String, u64)>;
@@ -56,11 +31,11 @@ pub fn read(pid: u32) -> Reading {
 
 /// The threads' CPU between two readings `seconds` apart.
 pub fn between(before: &Reading, after: &Reading, seconds: f64, ticks_per_s: f64) -> Threads {
-    let mut busiest: Vec<ThreadCpu> = after
+    let mut busiest: Vec<ThreadShare> = after
         .iter()
         .map(|(tid, (name, ticks))| {
             let was = before.get(tid).map_or(0, |(_, t)| *t);
-            ThreadCpu {
+            ThreadShare {
                 tid: *tid,
                 name: name.clone(),
                 cores: ticks.saturating_sub(was) as f64 / ticks_per_s / seconds.max(1e-3),
@@ -93,6 +68,10 @@ impl super::windows::Reading for ThreadsReading {
 
     fn begin(&self) -> Reading {
         read(self.pid)
+    }
+
+    fn store(read: Threads, observed: &mut crate::model::Observed) {
+        observed.threads = Some(read);
     }
 
     /// Nothing once the target is gone (no threads left to read).

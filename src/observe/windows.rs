@@ -7,8 +7,9 @@
 //! only a few begun windows: a driver that never comes back costs nothing for long.
 
 use super::{Observer, Pending};
+use crate::model::step::StepResult;
+use crate::model::Observed;
 use crate::plan::{ObserverSpec, StepSpec};
-use crate::step::StepResult;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::any::Any;
 use std::collections::VecDeque;
@@ -27,6 +28,8 @@ pub trait Reading: Send + Sync + 'static {
     /// What the window comes to.
     type Read: Serialize + DeserializeOwned;
     fn begin(&self) -> Self::Begun;
+    /// Puts what the window came to in its place in `observed`.
+    fn store(read: Self::Read, observed: &mut Observed);
     /// The window's reading, `seconds` after `begun`; None when there is nothing to say (the
     /// target is gone).
     fn end(&self, begun: Self::Begun, seconds: f64) -> Option<Self::Read>;
@@ -96,8 +99,12 @@ impl<R: Reading + Clone> Observer for WindowObserver<R> {
         spec: &StepSpec,
         _result: &StepResult,
         _window: (Instant, Instant),
-    ) -> Option<serde_json::Value> {
-        let read = match (self.pending.finish(&spec.name)?, &self.source) {
+        observed: &mut Observed,
+    ) {
+        let Some(began) = self.pending.finish(&spec.name) else {
+            return;
+        };
+        let read = match (began, &self.source) {
             // The step ends a little after its counted window; read now, over what elapsed.
             (Began::Local(at, begun), Source::Local(reading)) => {
                 reading.end(begun, at.elapsed().as_secs_f64())
@@ -116,7 +123,9 @@ impl<R: Reading + Clone> Observer for WindowObserver<R> {
             }
             _ => None,
         };
-        serde_json::to_value(read?).ok()
+        if let Some(read) = read {
+            R::store(read, observed);
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::model::{Kind, Phase, Shard};
+
 mod observe;
 pub use observe::{
     ObservePlan, ObserverSpec, ProfilerPlan, ServePlan, ServeTarget, TlsFiles, Token,
@@ -59,36 +61,6 @@ pub enum ReportFormat {
     Json,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Hold the expected peak rate; does it meet the SLO?
-    Load,
-    /// Push through rising steps past the knee.
-    Stress,
-    /// Hold one rate for a long time, summarized in windows.
-    Soak,
-    /// Plain rate (or concurrency) steps.
-    Steps,
-    /// Find the knee: probe, ramp, bisect, then hold steps around it.
-    Hunt,
-    /// Closed-model concurrency steps 1, 2, 4, … N, with a Universal Scalability Law fit.
-    Sweep,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Load => "load",
-            Kind::Stress => "stress",
-            Kind::Soak => "soak",
-            Kind::Steps => "steps",
-            Kind::Hunt => "hunt",
-            Kind::Sweep => "sweep",
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct RunPlan {
     pub name: String,
@@ -111,36 +83,6 @@ pub struct RunPlan {
     pub shard: Option<Shard>,
     /// Start the first step at this instant (shards start together).
     pub start_at: Option<std::time::SystemTime>,
-}
-
-/// Shard `index` of `count` (1-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl Shard {
-    /// Where this shard's uniform schedule starts, as a fraction of its own send interval:
-    /// shard i of N sends at (i-1)/N of the interval, so the N schedules interleave into the
-    /// whole rate's.
-    pub fn phase(&self) -> f64 {
-        f64::from(self.index - 1) / f64::from(self.count)
-    }
-
-    /// Parses "I/N" (1 ≤ I ≤ N ≤ 1000).
-    pub fn parse(text: &str) -> Result<Shard, String> {
-        let bad = || format!("--shard '{text}' must be I/N with 1 <= I <= N, e.g. 2/4");
-        let (i, n) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (
-            i.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
-        if index < 1 || index > count || count > 1000 {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
-    }
 }
 
 /// What to watch while the load runs.
@@ -307,17 +249,6 @@ pub enum Load {
     Rate { rps: f64, arrivals: Arrivals },
     /// Closed model: N connections each send the next request when the last one ends.
     Concurrency(u32),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Probe,
-    Search,
-    Hold,
-    Step,
-    Window,
-    Recovery,
 }
 
 #[derive(Clone, Debug)]

@@ -6,9 +6,9 @@
 
 use super::charts::{Chart, Legend, Mark, Series, Style, GRID, WIDE};
 use crate::analyze::mean;
+use crate::model::step::StepResult;
 use crate::output::RunRecord;
 use crate::plan::Phase;
-use crate::step::StepResult;
 
 /// Open-model runs are plotted against offered rate (their closed-model probe steps left
 /// out: concurrency is not on that axis), closed-model runs against concurrency.
@@ -298,12 +298,12 @@ mod tests {
     #[test]
     fn a_search_that_went_up_and_down_is_drawn_sorted_per_phase() {
         let r = run(vec![
-            crate::step::testing::step("probe", Phase::Probe, 50.0, 50.0, 1.0),
-            crate::step::testing::step("s1", Phase::Search, 800.0, 500.0, 90.0),
-            crate::step::testing::step("s2", Phase::Search, 400.0, 400.0, 2.0),
-            crate::step::testing::step("s3", Phase::Search, 600.0, 590.0, 9.0),
-            crate::step::testing::step("h1", Phase::Hold, 550.0, 550.0, 4.0),
-            crate::step::testing::step("recovery", Phase::Recovery, 50.0, 50.0, 1.0),
+            crate::model::step::testing::step("probe", Phase::Probe, 50.0, 50.0, 1.0),
+            crate::model::step::testing::step("s1", Phase::Search, 800.0, 500.0, 90.0),
+            crate::model::step::testing::step("s2", Phase::Search, 400.0, 400.0, 2.0),
+            crate::model::step::testing::step("s3", Phase::Search, 600.0, 590.0, 9.0),
+            crate::model::step::testing::step("h1", Phase::Hold, 550.0, 550.0, 4.0),
+            crate::model::step::testing::step("recovery", Phase::Recovery, 50.0, 50.0, 1.0),
         ]);
         let series = by_phase(&r, "p99", 3, &|s| Some(s.latency_ms.p99));
         assert_eq!(series.len(), 4, "probe, search, hold, recovery");

@@ -46,13 +46,13 @@ impl Exporter for Html {
         let _ = write!(
             out,
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>knee {}: {}</title><style>{STYLE}</style></head><body>",
-            escape(&run.kind),
+            escape(run.kind.as_str()),
             escape(&run.name)
         );
         let _ = write!(
             out,
             "<h1>knee {}: {}</h1>",
-            escape(&run.kind),
+            escape(run.kind.as_str()),
             escape(&run.name)
         );
         let _ = write!(
@@ -92,7 +92,7 @@ fn verdict_box(out: &mut String, run: &RunRecord) {
             format!(
                 "<b>{}</b> ({})",
                 rate(k.capacity_rps),
-                escape(&k.ending.replace('_', " "))
+                escape(&k.ending.as_str().replace('_', " "))
             ),
         );
         row(out, "latency knee", rate(k.latency_knee_rps));
@@ -111,7 +111,7 @@ fn verdict_box(out: &mut String, run: &RunRecord) {
             format!(
                 "<b>{}</b> (confidence {})",
                 escape(&v.bottleneck),
-                escape(&v.confidence)
+                escape(v.confidence.as_str())
             ),
         );
         let evidence: String = v
@@ -154,7 +154,7 @@ fn charts(out: &mut String, run: &RunRecord, dir: &std::path::Path) {
         out.push_str(&chart);
     }
     out.push_str("</div>");
-    if run.kind == "soak" {
+    if run.kind == crate::model::Kind::Soak {
         out.push_str("<h2 id=\"windows\">Soak windows</h2><div class=\"charts\">");
         for chart in curves::soak_charts(run) {
             out.push_str(&chart);
@@ -287,7 +287,7 @@ fn offcpu(out: &mut String, run: &RunRecord, dir: &std::path::Path) {
             out,
             "<div class=\"flame\"><h3>{} · {} · {:.0} ms waiting, {:.0} ms idle</h3>",
             escape(&step.name),
-            escape(&offcpu.source),
+            escape(offcpu.source.as_str()),
             offcpu.waiting_ms,
             offcpu.idle_ms
         );

@@ -62,7 +62,7 @@ fn verdict(out: &mut String, run: &RunRecord) {
             out,
             "| capacity | **{}** ({}) |",
             rate(k.capacity_rps),
-            k.ending.replace('_', " ")
+            k.ending.as_str().replace('_', " ")
         );
         let _ = writeln!(out, "| latency knee | {} |", rate(k.latency_knee_rps));
         let _ = writeln!(out, "| saturation | {} |", rate(k.saturation_rps));
@@ -197,7 +197,7 @@ fn offcpu(out: &mut String, run: &RunRecord) {
         let per = offcpu
             .ms_per_request
             .map_or("-".to_string(), |p| format!("{p:.2}"));
-        let sites: Vec<String> = super::wait_sites(&offcpu, 3)
+        let sites: Vec<String> = super::wait_sites(offcpu, 3)
             .iter()
             .map(|s| md_cell(s))
             .collect();

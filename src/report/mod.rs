@@ -25,7 +25,7 @@ pub trait Exporter {
 }
 
 /// The steps that carry a profile, with it.
-pub fn profiled_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, StepProfile)> {
+pub fn profiled_steps(run: &RunRecord) -> Vec<(&crate::model::step::StepResult, &StepProfile)> {
     run.steps
         .iter()
         .filter_map(|s| StepProfile::of(s).map(|p| (s, p)))
@@ -35,7 +35,7 @@ pub fn profiled_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, StepPro
 /// "at hold-105: postgres (pid 1538, 37 processes) 1.37 cores, downstream, 31 connections
 /// from the target; python3 (pid 1555) 0.03 cores, the target" — who was busy at the knee.
 pub fn busy_at_knee(run: &RunRecord) -> Option<String> {
-    use crate::observe::processes::Processes;
+    use crate::model::observed::Processes;
     let knee = run.verdict.as_ref()?.knee_step.as_ref()?;
     let step = run.steps.iter().find(|s| &s.name == knee)?;
     let processes = Processes::of(step)?;
@@ -56,8 +56,8 @@ pub fn busy_at_knee(run: &RunRecord) -> Option<String> {
                 .filter(|d| d.name.as_deref() == Some(b.name.as_str()))
                 .map(|d| d.connections)
                 .sum::<usize>();
-            let role = match b.role.as_deref() {
-                Some("downstream") => {
+            let role = match b.role {
+                Some(crate::model::observed::Role::Downstream) => {
                     format!(", downstream, {connections} connections from the target")
                 }
                 Some(role) => format!(", the {role}"),
@@ -73,7 +73,7 @@ pub fn busy_at_knee(run: &RunRecord) -> Option<String> {
 }
 
 /// Steps with an off-CPU profile, in run order.
-pub fn offcpu_steps(run: &RunRecord) -> Vec<(&crate::step::StepResult, OffCpu)> {
+pub fn offcpu_steps(run: &RunRecord) -> Vec<(&crate::model::step::StepResult, &OffCpu)> {
     run.steps
         .iter()
         .filter_map(|s| OffCpu::of(s).map(|o| (s, o)))

@@ -70,7 +70,7 @@ fn chart(points: &[(f32, f32)], x0: f64, x1: f64, mark: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::testing::step;
+    use crate::model::step::testing::step;
 
     #[test]
     fn a_hunt_gets_both_curves_and_a_one_step_run_none() {

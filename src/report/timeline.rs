@@ -214,7 +214,7 @@ impl Timeline {
 }
 
 /// Seconds per slice of a step (slices split its whole length, warm-up included).
-fn slice_len(step: &crate::step::StepResult) -> f64 {
+fn slice_len(step: &crate::model::step::StepResult) -> f64 {
     match step.slices.as_slice() {
         [a, b, ..] => (b.t_s - a.t_s).max(1e-3),
         _ => (step.warmup_s + step.duration_s).max(1e-3),
@@ -245,10 +245,10 @@ fn phase_color(phase: Phase) -> plotters::style::RGBColor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::{Slice, StepResult};
+    use crate::model::step::{Slice, StepResult};
 
     fn step(name: &str, phase: Phase, started: f64, rate: f64) -> StepResult {
-        let mut s = crate::step::testing::step(name, phase, rate, rate, 5.0);
+        let mut s = crate::model::step::testing::step(name, phase, rate, rate, 5.0);
         s.started_s = Some(started);
         s.warmup_s = 0.0;
         s.duration_s = 1.0;

@@ -28,7 +28,13 @@ fn classes_for(url: &str, extra: &[&str]) -> (u64, BTreeMap<String, u64>) {
     let record = record.expect("run.json is written even when every request fails");
     let step = &record.steps[0];
     assert!(!step.holds);
-    (step.requests, step.error_classes.clone())
+    (
+        step.requests,
+        step.error_classes
+            .iter()
+            .map(|(class, n)| (class.to_string(), *n))
+            .collect(),
+    )
 }
 
 fn assert_only(url: &str, extra: &[&str], class: &str) {

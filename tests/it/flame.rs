@@ -368,7 +368,7 @@ fn an_https_pprof_endpoint_with_a_self_signed_certificate_needs_k() {
         let (record, _) = knee_child(&args);
         let step = &record.steps[0];
         knee::flame::StepProfile::of(step)
-            .and_then(|p| p.error)
+            .and_then(|p| p.error.clone())
             .unwrap_or_default()
     };
     let refused = profile_error(&[]);

@@ -34,7 +34,7 @@ fn verdict_with(path: &str, rates: &str, extra: &[&str]) -> (String, RunRecord) 
     args.extend(extra.iter().map(|a| a.to_string()));
     let (record, _) = knee_child(&args);
     let verdict = record.verdict.clone().expect("a verdict");
-    (verdict.kind, record)
+    (verdict.kind.to_string(), record)
 }
 
 #[test]

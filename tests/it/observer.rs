@@ -190,11 +190,7 @@ fn verdicts_through_an_observer_match_local_sampling() {
         "{seen:?}"
     );
     // The generator's host is this machine, sampled apart.
-    assert!(
-        cpu.steps[0].observed.as_ref().unwrap()["samplers"]["series"]
-            .get("generator_host.cpu_cores")
-            .is_some()
-    );
+    assert!(knee::analyze::series(&cpu.steps[0], "generator_host.cpu_cores").is_some());
 
     // The pool sleeps: only stacks of where its threads wait name it, and the observer takes
     // them (off-CPU, and a CPU flamegraph with --profiler perf) on the target's host.
@@ -242,7 +238,7 @@ fn verdicts_through_an_observer_match_local_sampling() {
         processes
             .top
             .iter()
-            .any(|b| b.role.as_deref() == Some("target") && b.pid.to_string() == demo.pid()),
+            .any(|b| b.role.is_some_and(|r| r == "target") && b.pid.to_string() == demo.pid()),
         "{processes:?}"
     );
     let offcpu = knee::flame::offcpu::OffCpu::of(knee).expect("an off-CPU profile");
@@ -420,7 +416,7 @@ fn the_observer_reads_who_is_busy_the_targets_threads_and_its_downstreams() {
             && processes
                 .top
                 .iter()
-                .all(|b| b.role.as_deref() != Some("generator")),
+                .all(|b| !b.role.is_some_and(|r| r == "generator")),
         "{processes:?}"
     );
     assert_eq!(get(at, "/threads/end?id=99", None).0, 404);

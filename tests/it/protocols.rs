@@ -3,7 +3,7 @@
 
 use crate::util::*;
 
-fn run_ok(url: &str, extra: &[&str]) -> knee::step::StepResult {
+fn run_ok(url: &str, extra: &[&str]) -> knee::model::step::StepResult {
     let out = TempDir::new("wire");
     let mut args = vec![
         "--url",

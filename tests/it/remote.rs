@@ -105,7 +105,17 @@ fn exporters_give_a_remote_target_its_host_and_process_figures() {
         mean(knee, "generator_host.cpu_cores").is_some(),
         "this machine, as the generator's"
     );
-    let sources = &below.observed.as_ref().unwrap()["samplers"]["sources"];
+    let sources = serde_json::to_value(
+        &below
+            .observed
+            .as_ref()
+            .unwrap()
+            .samplers
+            .as_ref()
+            .unwrap()
+            .sources,
+    )
+    .unwrap();
     assert_eq!(
         sources["host"],
         format!("{} (node_exporter)", node.metrics),

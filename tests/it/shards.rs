@@ -102,8 +102,12 @@ fn two_shards_merge_into_the_whole_rate_with_exact_percentiles() {
     assert!(skew < 0.05, "the shards started {skew:.3} s apart");
     assert_eq!(union.len(), step.requests);
     assert_eq!(step.latency_ms, knee::engine::record::percentiles(&union));
-    let shards = step.observed.as_ref().unwrap()["shards"]
-        .as_array()
+    let shards = step
+        .observed
+        .as_ref()
+        .unwrap()
+        .shards
+        .as_ref()
         .unwrap()
         .len();
     assert_eq!(

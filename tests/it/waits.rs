@@ -112,7 +112,12 @@ fn judged_with_record(mode: &str) -> (String, Option<String>, String, RunRecord)
         verdict.site,
         verdict.evidence
     );
-    (verdict.kind, verdict.site, verdict.bottleneck, record)
+    (
+        verdict.kind.to_string(),
+        verdict.site,
+        verdict.bottleneck,
+        record,
+    )
 }
 
 #[test]
@@ -163,7 +168,7 @@ fn a_slow_downstream_is_named_from_the_stacks() {
         processes
             .top
             .iter()
-            .any(|b| b.role.as_deref() == Some("target")),
+            .any(|b| b.role.is_some_and(|r| r == "target")),
         "{processes:?}"
     );
 }
@@ -239,7 +244,7 @@ fn a_go_service_without_block_profiles_is_told_how() {
         .steps
         .iter()
         .filter_map(OffCpu::of)
-        .flat_map(|o| o.notes.into_iter().chain(o.error))
+        .flat_map(|o| o.notes.iter().cloned().chain(o.error.clone()))
         .chain(stderr.lines().map(str::to_string))
         .any(|line| line.contains("runtime.SetBlockProfileRate(1)"));
     assert!(told, "{stderr}");

@@ -4,27 +4,33 @@
 //! `ListenDrops`), clients retry after TCP's 1 s SYN retransmission timeout, and latency
 //! grows a 1 s tail that lives in the connect, while the service itself looks idle.
 
+use super::table::*;
 use super::{Context, Finding};
+use crate::model::series::net;
+use crate::model::verdict::Kind;
 use crate::units::fmt_ms;
-
-/// Overflows per second at the knee that count, and how far above the step below.
-const MIN_OVERFLOWS_PER_S: f64 = 1.0;
 
 /// The listen backlog overflowed at the knee while the target's CPU was not saturated.
 pub fn accept_queue(ctx: &Context) -> Option<Finding> {
     let rate = |key: &str| ctx.at_knee(key).unwrap_or(0.0);
     let below = |key: &str| ctx.below(key).unwrap_or(0.0);
-    let overflows = rate("net.listen_overflows_per_s").max(rate("net.listen_drops_per_s"));
-    let before = below("net.listen_overflows_per_s").max(below("net.listen_drops_per_s"));
+    let overflows = rate(net::LISTEN_OVERFLOWS_PER_S).max(rate(net::LISTEN_DROPS_PER_S));
+    let before = below(net::LISTEN_OVERFLOWS_PER_S).max(below(net::LISTEN_DROPS_PER_S));
     if overflows < MIN_OVERFLOWS_PER_S || overflows < 2.0 * before + 1.0 {
         return None;
     }
-    let cpu_saturated = ctx.target_cpu().is_some_and(|c| c >= 0.9 * ctx.cores);
-    let strength = if cpu_saturated { 0.6 } else { 0.88 };
+    let cpu_saturated = ctx
+        .target_cpu()
+        .is_some_and(|c| c >= CPU_SATURATED_SHARE * ctx.cores);
+    let rank = if cpu_saturated {
+        Rank::AcceptQueueCpuSaturated
+    } else {
+        Rank::AcceptQueue
+    };
     let mut finding = Finding::new(
-        "accept_queue",
+        Kind::AcceptQueue,
+        rank,
         "the listen backlog overflowed (the kernel's accept queue)",
-        strength,
     )
     .evidence(format!(
         "the listen backlog overflowed: {overflows:.0} SYNs dropped per second at the knee (below it: {before:.0})"
@@ -51,8 +57,8 @@ pub fn accept_queue(ctx: &Context) -> Option<Finding> {
             fmt_ms(connect.p99),
         ));
     }
-    if let Some(queue) = crate::analyze::series(ctx.knee, "net.accept_queue") {
-        let backlog = crate::analyze::series(ctx.knee, "net.accept_backlog")
+    if let Some(queue) = crate::analyze::series(ctx.knee, net::ACCEPT_QUEUE) {
+        let backlog = crate::analyze::series(ctx.knee, net::ACCEPT_BACKLOG)
             .map_or(String::new(), |b| {
                 format!("; the listening socket's backlog is {:.0}: raise it (listen(2) backlog, net.core.somaxconn) or accept faster", b.max)
             });
@@ -61,8 +67,8 @@ pub fn accept_queue(ctx: &Context) -> Option<Finding> {
             queue.max, queue.mean
         ));
     }
-    let cookies = rate("net.syncookies_sent_per_s");
-    if cookies >= 1.0 {
+    let cookies = rate(net::SYNCOOKIES_SENT_PER_S);
+    if cookies >= MIN_SYNCOOKIES_PER_S {
         finding = finding.evidence(format!(
             "SYN cookies were sent, {cookies:.0}/s: the SYN queue was full too"
         ));
@@ -76,24 +82,27 @@ pub fn accept_queue(ctx: &Context) -> Option<Finding> {
 /// Retransmits rising at the knee without listen overflows: loss, or a full queue on the path.
 pub fn network(ctx: &Context) -> Option<Finding> {
     let rate = |key: &str| ctx.at_knee(key).unwrap_or(0.0);
-    let retransmits = rate("net.retransmitted_segments_per_s");
-    let before = ctx.below("net.retransmitted_segments_per_s").unwrap_or(0.0);
-    let overflows = rate("net.listen_overflows_per_s").max(rate("net.listen_drops_per_s"));
-    if overflows >= MIN_OVERFLOWS_PER_S || retransmits < 10.0 || retransmits < 3.0 * before + 10.0 {
+    let retransmits = rate(net::RETRANSMITTED_SEGMENTS_PER_S);
+    let before = ctx.below(net::RETRANSMITTED_SEGMENTS_PER_S).unwrap_or(0.0);
+    let overflows = rate(net::LISTEN_OVERFLOWS_PER_S).max(rate(net::LISTEN_DROPS_PER_S));
+    if overflows >= MIN_OVERFLOWS_PER_S
+        || retransmits < MIN_RETRANSMITS_PER_S
+        || retransmits < 3.0 * before + MIN_RETRANSMITS_PER_S
+    {
         return None;
     }
     Some(
         Finding::new(
-            "network",
+            Kind::Network,
+            Rank::Network,
             "network: retransmits rising (loss or a full queue on the path)",
-            0.55,
         )
         .evidence(format!(
             "{retransmits:.0} TCP segments retransmitted per second at the knee (below it: {before:.0}), with no listen overflow"
         ))
         .evidence(format!(
             "{:.0} retransmission timeouts per second",
-            rate("net.tcp_timeouts_per_s")
+            rate(net::TCP_TIMEOUTS_PER_S)
         ))
         .confirm("`ss -ti` for retransmits per connection, and the path's drops (tc -s qdisc, the NIC's counters)"),
     )

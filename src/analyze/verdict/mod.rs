@@ -4,75 +4,57 @@
 //!
 //! Each signal (`signals`) is a small function that looks at one kind of evidence and, when it
 //! sees something, returns a `Finding`: a kind, the words, the evidence in numbers, what would
-//! confirm it, and a *strength* (0–1: how directly the evidence shows that resource saturated
-//! at the knee). This module ranks them in one place: the strongest finding is the cause; a
-//! symptom (errors over the SLO) is named beside the cause when there is one; runners-up are
-//! mentioned. Confidence follows the strength (≥ 0.8 high, ≥ 0.5 medium, else low), capped at
-//! medium when the knee step has fewer than 3 samples. The strengths, from the strongest:
-//! memory pressure 0.95, CPU ≥ 90 % of the cores 0.9, a queue gauge growing 0.8 (0.6 without
-//! the target's CPU), CPU ≥ 85 % 0.55, host contention 0.54, serialized (about one core busy)
-//! 0.52, waiting (CPU < 50 %) 0.5, host-level readings without a target process 0.3 or less
-//! (ARCHITECTURE.md).
+//! confirm it, and a *rank* (`table`: its strength, 0–1, is how directly the evidence shows
+//! that resource saturated at the knee). This module ranks them in one place: the strongest
+//! finding is the cause; a symptom (errors over the SLO) is named beside the cause when there
+//! is one; runners-up are mentioned. Confidence follows the strength (≥ 0.8 high, ≥ 0.5
+//! medium, else low), capped at medium when the knee step has fewer than 3 samples. The ranks
+//! and their order are in one table (`table::TABLE`, and docs/verdict.md).
 
+pub use crate::model::verdict::{Confidence, Kind, Verdict};
+
+mod gauge;
 mod kernel;
 mod processes;
 mod signals;
+pub mod table;
 #[cfg(test)]
 mod tests;
 mod waits;
 
 use super::{mean, sample_count};
+use crate::model::series;
+use crate::model::step::StepResult;
+use crate::model::ErrorClass;
 use crate::plan::Phase;
-use crate::step::StepResult;
 use crate::units::fmt_ms;
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Verdict {
-    /// In words: "serialized on a lock", "CPU-bound (target)", ...
-    pub bottleneck: String,
-    /// errors | memory_pressure | lock | pool | waiting | cpu_bound | host_contention |
-    /// serialized | unclear
-    pub kind: String,
-    /// high | medium | low
-    pub confidence: String,
-    pub evidence: Vec<String>,
-    /// What would confirm it.
-    pub confirm: String,
-    /// Where the wait is: the application function closest to it, or the downstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub site: Option<String>,
-    /// The top error class, when errors crossed the SLO at the knee beside the cause.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symptom: Option<String>,
-    /// The step read as the knee, and the one below it.
-    pub knee_step: Option<String>,
-    pub below_step: Option<String>,
-    /// One line per hold step: what was at what utilization.
-    pub holds: Vec<String>,
-}
+use table::{Rank, ALSO_SEEN, CAUSE_BESIDE_ERRORS, MIN_SAMPLES};
 
 /// What one signal saw.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finding {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub bottleneck: String,
-    /// 0–1: how directly the evidence shows this resource saturated at the knee.
+    /// Where it stands in the verdict's order (`table`).
+    pub rank: Rank,
+    /// 0–1: how directly the evidence shows this resource saturated at the knee (the rank's).
     pub strength: f64,
     pub evidence: Vec<String>,
     pub confirm: String,
     pub site: Option<String>,
     /// Set when this is what users see (failing requests: the top error class), not which
     /// resource saturated: it is named beside the cause.
-    pub symptom: Option<String>,
+    pub symptom: Option<ErrorClass>,
 }
 
 impl Finding {
-    pub fn new(kind: &'static str, bottleneck: impl Into<String>, strength: f64) -> Finding {
+    /// A finding of `kind` at `rank`.
+    pub fn new(kind: Kind, rank: Rank, bottleneck: impl Into<String>) -> Finding {
         Finding {
             kind,
             bottleneck: bottleneck.into(),
-            strength,
+            rank,
+            strength: rank.strength(),
             evidence: Vec::new(),
             confirm: String::new(),
             site: None,
@@ -85,17 +67,18 @@ impl Finding {
         self
     }
 
+    /// The same finding at another rank (stronger or weaker evidence of the same thing).
+    pub fn ranked(mut self, rank: Rank) -> Finding {
+        self.rank = rank;
+        self.strength = rank.strength();
+        self
+    }
+
     pub fn confirm(mut self, what: impl Into<String>) -> Finding {
         self.confirm = what.into();
         self
     }
 }
-
-/// A cause at least this strong is named when errors crossed the SLO too (one core busy
-/// is; "waiting", which is only the absence of CPU, is not).
-const CAUSE_BESIDE_ERRORS: f64 = 0.52;
-/// Other findings at least this strong are mentioned as "also seen".
-const ALSO_SEEN: f64 = 0.4;
 
 /// What the signals read: the knee step, the step below it, and the run's facts.
 pub struct Context<'a> {
@@ -117,31 +100,28 @@ impl Context<'_> {
     }
 
     pub fn target_cpu(&self) -> Option<f64> {
-        self.at_knee("target.cpu_cores")
+        self.at_knee(series::TARGET.cpu_cores)
     }
 
     /// Where a group of series ("host", "target") was read at the knee: /proc here, or an
     /// exporter's URL.
     pub fn source(&self, group: &str) -> Option<&str> {
-        self.knee
-            .observed
-            .as_ref()?
-            .get("samplers")?
-            .get("sources")?
-            .get(group)?
-            .as_str()
+        crate::model::observed::Samplers::of(self.knee)?
+            .sources
+            .get(group)
+            .map(String::as_str)
     }
 
     /// The target is on another host: this machine was sampled as the generator's only.
     pub fn remote(&self) -> bool {
-        self.at_knee("generator_host.cores").is_some()
+        self.at_knee(series::generator_host::CORES).is_some()
     }
 
     /// "the target used 1.07 of 2 cores (below the knee: 1.05)", and where that was read
     /// when not from /proc here ("; from http://staging:9100/metrics (process_* metrics)").
     pub fn cpu_line(&self, cpu: f64) -> String {
         let was = self
-            .below("target.cpu_cores")
+            .below(series::TARGET.cpu_cores)
             .map_or(String::new(), |b| format!(" (below the knee: {b:.2})"));
         let from = self
             .source("target")
@@ -165,14 +145,14 @@ pub fn verdict(steps: &[StepResult], capacity: Option<f64>, max_error_rate: f64)
     let Some(knee) = knee else {
         return Verdict {
             bottleneck: "no knee reached: every step held".into(),
-            kind: "unclear".into(),
-            confidence: "low".into(),
+            kind: Kind::Unclear,
+            confidence: Confidence::Low,
             confirm: "offer more load (a higher --max-rate or more steps)".into(),
             holds,
             ..Verdict::default()
         };
     };
-    let cores = mean(knee, "host.cores")
+    let cores = mean(knee, series::host::CORES)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64));
     let ctx = Context {
         knee,
@@ -189,8 +169,8 @@ pub fn verdict(steps: &[StepResult], capacity: Option<f64>, max_error_rate: f64)
         v.evidence.insert(0, nothing_held_line(knee));
         v.bottleneck = format!("nothing held: {}", v.bottleneck);
     }
-    if sample_count(knee) < 3 && v.confidence == "high" {
-        v.confidence = "medium".into();
+    if sample_count(knee) < MIN_SAMPLES && v.confidence == Confidence::High {
+        v.confidence = Confidence::Medium;
         v.evidence.push(format!(
             "only {} samples in the knee step",
             sample_count(knee)
@@ -222,34 +202,34 @@ pub fn rank(findings: Vec<Finding>) -> Verdict {
         }
         (Some(errors), _) => errors,
         (None, Some(cause)) => cause,
-        (None, None) => Finding::new("unclear", "unclear: no single resource saturated", 0.1)
-            .confirm("a flamegraph and the target's own metrics at the 95% hold step"),
+        (None, None) => Finding::new(
+            Kind::Unclear,
+            Rank::Unclear,
+            "unclear: no single resource saturated",
+        )
+        .confirm("a flamegraph and the target's own metrics at the 95% hold step"),
     };
     let also = causes
         .iter()
         .filter(|f| f.strength >= ALSO_SEEN && f.kind != chosen.kind)
-        .map(|f| format!("also seen: {} ({})", f.bottleneck, confidence(f.strength)));
+        .map(|f| {
+            format!(
+                "also seen: {} ({})",
+                f.bottleneck,
+                Confidence::of(f.strength)
+            )
+        });
     let mut evidence = chosen.evidence;
     evidence.extend(also);
     Verdict {
         bottleneck: chosen.bottleneck,
-        kind: chosen.kind.into(),
-        confidence: confidence(chosen.strength).into(),
+        kind: chosen.kind,
+        confidence: Confidence::of(chosen.strength),
         evidence,
         confirm: chosen.confirm,
         site: chosen.site,
         symptom: chosen.symptom,
         ..Verdict::default()
-    }
-}
-
-fn confidence(strength: f64) -> &'static str {
-    if strength >= 0.8 {
-        "high"
-    } else if strength >= 0.5 {
-        "medium"
-    } else {
-        "low"
     }
 }
 
@@ -361,21 +341,21 @@ fn hold_line(step: &StepResult, capacity: Option<f64>) -> String {
         .map_or(String::new(), |(c, r)| format!("{:.0}%, ", r / c * 100.0));
     let fmt = |key: &str, f: &dyn Fn(f64) -> String| mean(step, key).map(f);
     let parts: Vec<String> = [
-        fmt("target.cpu_cores", &|v| {
+        fmt(series::TARGET.cpu_cores, &|v| {
             format!(
                 "target CPU {v:.2}/{:.0} cores",
-                mean(step, "host.cores").unwrap_or(0.0)
+                mean(step, series::host::CORES).unwrap_or(0.0)
             )
         }),
-        fmt("target.rss_mb", &|v| format!("RSS {v:.0} MB")),
-        fmt("target.threads", &|v| format!("{v:.0} threads")),
-        fmt("target.fds", &|v| format!("{v:.0} fds")),
-        fmt("target.voluntary_ctx_per_s", &|v| {
+        fmt(series::TARGET.rss_mb, &|v| format!("RSS {v:.0} MB")),
+        fmt(series::TARGET.threads, &|v| format!("{v:.0} threads")),
+        fmt(series::TARGET.fds, &|v| format!("{v:.0} fds")),
+        fmt(series::TARGET.voluntary_ctx_per_s, &|v| {
             format!("{v:.0} vol ctx/s")
         }),
-        fmt("host.cpu_cores", &|v| format!("host CPU {v:.2}")),
-        fmt("host.run_queue", &|v| format!("run queue {v:.1}")),
-        fmt("generator.cpu_cores", &|v| {
+        fmt(series::host::CPU_CORES, &|v| format!("host CPU {v:.2}")),
+        fmt(series::host::RUN_QUEUE, &|v| format!("run queue {v:.1}")),
+        fmt(series::GENERATOR.cpu_cores, &|v| {
             format!("generator {v:.2} cores")
         }),
     ]

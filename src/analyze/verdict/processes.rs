@@ -1,36 +1,32 @@
 //! Signals from the other processes on the target's host (`observe::processes`): a
 //! downstream the target talks to that saturated, and the names behind "outside the target".
 
+use super::table::{Rank, SATURATED_DOWNSTREAM_CORES, WAITING_SHARE};
 use super::{Context, Finding};
-use crate::observe::processes::Processes;
-
-/// A downstream using this many cores is saturated: one core is all a single-threaded
-/// database or cache has, and 90 % of a 1-core host is all of it.
-const SATURATED_CORES: f64 = 0.9;
+use crate::model::observed::{Processes, Role};
+use crate::model::verdict::Kind;
 
 /// The target waits (little CPU) while a process it holds connections to is CPU-bound.
 pub fn downstream(ctx: &Context) -> Option<Finding> {
     let processes = Processes::of(ctx.knee)?;
     let cpu = ctx.target_cpu()?;
-    if cpu >= 0.5 * ctx.cores {
+    if cpu >= WAITING_SHARE * ctx.cores {
         return None;
     }
     let (d, cores, name) = processes
         .downstreams
         .iter()
         .filter_map(|d| Some((d, d.cores?, d.name.clone()?)))
-        .filter(|(_, cores, _)| *cores >= SATURATED_CORES)
+        .filter(|(_, cores, _)| *cores >= SATURATED_DOWNSTREAM_CORES)
         .max_by(|a, b| a.1.total_cmp(&b.1))?;
     let pid = d.pid.map_or(String::new(), |p| format!("pid {p}, "));
     let mut finding = Finding::new(
-        "downstream",
+        Kind::Downstream,
+        Rank::SaturatedDownstream,
         format!(
             "downstream: {name} ({pid}{}) CPU-bound at {cores:.2} of {:.0} cores",
             d.peer, ctx.cores
         ),
-        // Above the accept queue (0.88): a target whose workers all wait on a saturated
-        // downstream accepts slowly and overflows its backlog; the reverse never holds.
-        0.89,
     )
     .evidence(format!(
         "the target used {cpu:.2} cores and held {} connections to {name} at {}",
@@ -42,7 +38,7 @@ pub fn downstream(ctx: &Context) -> Option<Finding> {
     let group = processes
         .top
         .iter()
-        .find(|b| b.name == name && b.role.as_deref() == Some("downstream"));
+        .find(|b| b.name == name && b.role == Some(Role::Downstream));
     if let Some(group) = group {
         finding = finding.evidence(format!(
             "{name}: {} processes, {} threads, {} running at the step's end",
@@ -52,7 +48,7 @@ pub fn downstream(ctx: &Context) -> Option<Finding> {
     if let Some(below) = ctx
         .below
         .and_then(Processes::of)
-        .and_then(|p| p.downstreams.into_iter().find(|b| b.peer == d.peer))
+        .and_then(|p| p.downstreams.iter().find(|b| b.peer == d.peer))
         .and_then(|b| b.cores)
     {
         finding = finding.evidence(format!(
@@ -64,7 +60,7 @@ pub fn downstream(ctx: &Context) -> Option<Finding> {
 }
 
 /// "busiest: postgres 1.46 (downstream), python3 0.05 (target)" for a hold line.
-pub fn busiest_line(step: &crate::step::StepResult) -> Option<String> {
+pub fn busiest_line(step: &crate::model::step::StepResult) -> Option<String> {
     let processes = Processes::of(step)?;
     let names: Vec<String> = processes
         .top
@@ -99,7 +95,7 @@ pub fn downstream_cores(ctx: &Context) -> f64 {
     Processes::of(ctx.knee).map_or(0.0, |p| {
         p.top
             .iter()
-            .filter(|b| b.role.as_deref() == Some("downstream"))
+            .filter(|b| b.role == Some(Role::Downstream))
             .map(|b| b.cores)
             .sum()
     })
@@ -112,11 +108,11 @@ pub fn others_named(ctx: &Context) -> Option<String> {
     let names: Vec<String> = processes
         .top
         .iter()
-        .filter(|b| !matches!(b.role.as_deref(), Some("target") | Some("downstream")))
+        .filter(|b| !matches!(b.role, Some(Role::Target) | Some(Role::Downstream)))
         .filter(|b| b.cores >= 0.05)
         .take(3)
-        .map(|b| match b.role.as_deref() {
-            Some("generator") => {
+        .map(|b| match b.role {
+            Some(Role::Generator) => {
                 format!("{} (the generator, pid {}) {:.2}", b.name, b.pid, b.cores)
             }
             _ => format!("{} (pid {}) {:.2}", b.name, b.pid, b.cores),

@@ -2,7 +2,7 @@
 //! held, and the knee step, which did not), and tests of the ranking.
 
 use super::*;
-use crate::step::testing::step;
+use crate::model::step::testing::step;
 
 /// A hold pair on a 2-core host: below the knee at 475 req/s, the knee at 525.
 fn pair() -> (StepResult, StepResult) {
@@ -26,7 +26,7 @@ fn errors_above_the_slo_name_the_top_class() {
         .with("target.cpu_cores", 0.3);
     let v = judge(below, knee);
     assert_eq!(v.kind, "errors", "{v:#?}");
-    assert_eq!(v.symptom.as_deref(), Some("connection_reset"));
+    assert_eq!(v.symptom.map(|c| c.as_str()), Some("connection_reset"));
     assert!(v.bottleneck.contains("connection_reset"), "{v:#?}");
     assert!(v
         .evidence
@@ -43,7 +43,7 @@ fn errors_are_named_beside_a_saturated_resource() {
         .with("target.cpu_cores", 1.95);
     let v = judge(below, knee);
     assert_eq!(v.kind, "cpu_bound", "{v:#?}");
-    assert_eq!(v.symptom.as_deref(), Some("connection_reset"));
+    assert_eq!(v.symptom.map(|c| c.as_str()), Some("connection_reset"));
     assert_eq!(
         v.bottleneck,
         "CPU-bound (target), with failing requests (connection_reset)"
@@ -61,7 +61,7 @@ fn errors_beside_one_busy_core() {
             .with("target.cpu_cores", 0.98),
     );
     assert_eq!(v.kind, "serialized", "{v:#?}");
-    assert_eq!(v.symptom.as_deref(), Some("connection_reset"));
+    assert_eq!(v.symptom.map(|c| c.as_str()), Some("connection_reset"));
     // Too little CPU to name a cause: the errors are the verdict.
     let (below, knee) = pair();
     let v = judge(
@@ -449,7 +449,13 @@ fn most_of_a_full_host_is_cpu_bound() {
 fn few_samples_cap_the_confidence() {
     let (below, mut knee) = pair();
     knee = knee.with("target.cpu_cores", 1.95);
-    knee.observed.as_mut().unwrap()["samplers"]["samples"] = 2.into();
+    knee.observed
+        .as_mut()
+        .unwrap()
+        .samplers
+        .as_mut()
+        .unwrap()
+        .samples = 2;
     let v = judge(below, knee);
     assert_eq!(
         (v.kind.as_str(), v.confidence.as_str()),
@@ -509,7 +515,7 @@ fn listen_overflows_at_the_knee_are_the_accept_queue() {
         .with_stat("net.accept_queue", 0.0, 4.2, 5.0)
         .with("net.accept_backlog", 5.0)
         .with("target.cpu_cores", 0.3);
-    knee.connect_ms = Some(crate::step::ConnectTimes {
+    knee.connect_ms = Some(crate::model::step::ConnectTimes {
         count: 900,
         syn_retransmitted: 90,
         p50: 0.2,
@@ -644,7 +650,13 @@ fn a_remote_target_is_judged_on_its_own_host_or_not_at_all() {
             .with("target.cpu_cores", cpu)
             .with("host.cpu_cores", 1.97)
             .with("generator.cpu_cores", 0.9);
-        s.observed.as_mut().unwrap()["samplers"]["sources"] = source.clone();
+        s.observed
+            .as_mut()
+            .unwrap()
+            .samplers
+            .as_mut()
+            .unwrap()
+            .sources = serde_json::from_value(source.clone()).unwrap();
         s
     };
     let v = judge(observed(below, 1.5), observed(knee, 1.92));

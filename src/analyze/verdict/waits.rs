@@ -7,65 +7,60 @@
 //! being idle, whatever the stack says. A growing queue gauge corroborates a site; it never
 //! names one.
 
-use super::signals::growing_queue_gauge;
+use super::gauge::growing_queue_gauge;
+use super::table::*;
 use super::{Context, Finding};
-use crate::flame::offcpu::{OffCpu, WaitSite};
-use crate::flame::waits::WaitKind;
-use crate::observe::threads::Threads;
-
-/// A thread at this share of a core is saturated: on a host shared with the generator (and a
-/// profiler) one thread rarely gets a whole core, so not 0.95.
-const ONE_CORE: f64 = 0.75;
-/// A site's share of the waiting at the knee to be a finding at all, and to be a strong one.
-const SITE_SHARE: f64 = 25.0;
-const STRONG_SHARE: f64 = 50.0;
-/// Growth per request (knee over below) for a finding, and ms per request for a strong one.
-const GROWTH: f64 = 2.0;
-const STRONG_GROWTH_MS: f64 = 1.0;
+use crate::model::observed::{OffCpu, OffCpuSource, Threads, WaitKind, WaitSite};
+use crate::model::verdict::Kind;
 
 /// The wait site whose time per request grew most at the knee names the kind and the site.
 pub fn wait_site(ctx: &Context) -> Option<Finding> {
     let (site, was, now) = grown_site(ctx)?;
     let (kind, words, confirm) = match site.kind {
         WaitKind::Lock => (
-            "lock",
+            Kind::Lock,
             format!("serialized on a lock in {}", site.function),
             "a shorter critical section, or a lock per shard; the lock's hold time × rate is its capacity",
         ),
         WaitKind::Pool => (
-            "pool",
+            Kind::Pool,
             format!("waiting on a pool in {}", site.function),
             "the pool's size vs its hold time (slots / hold = capacity); a bigger pool should move the knee",
         ),
         WaitKind::Queue => (
-            "pool",
+            Kind::Pool,
             format!("waiting for a worker (a channel) in {}", site.function),
             "how many workers drain that channel, and what each one does per request",
         ),
         WaitKind::Socket => (
-            "downstream",
+            Kind::Downstream,
             format!("waiting on a downstream (socket) in {}", site.function),
             "the downstream's own latency and load at this rate (its CPU, its queues)",
         ),
         WaitKind::Disk => (
-            "disk",
+            Kind::Disk,
             format!("waiting for disk I/O in {}", site.function),
             "the device's utilization and queue (iostat -x) at this rate",
         ),
         _ => (
-            "waiting",
+            Kind::Waiting,
             format!("waiting in {}", site.function),
             "what that function waits for",
         ),
     };
     let offcpu = OffCpu::of(ctx.knee)?;
     let strong = site.percent >= STRONG_SHARE && now - was >= STRONG_GROWTH_MS;
-    let mut finding = Finding::new(kind, words, if strong { 0.85 } else { 0.65 })
+    let rank = if strong {
+        Rank::StrongWaitSite
+    } else {
+        Rank::WaitSite
+    };
+    let mut finding = Finding::new(kind, rank, words)
         .evidence(format!(
             "{:.0}% of the time the target's {} spent waiting at the knee was {} in {}; \
              {} ms per request below the knee, {} at it",
             site.percent,
-            unit(&offcpu),
+            offcpu.source.unit(),
             site.kind.words(),
             site.function,
             round(was),
@@ -120,7 +115,8 @@ fn grown_site(ctx: &Context) -> Option<(WaitSite, f64, f64)> {
                 })
                 .and_then(|s| s.ms_per_request)
                 .unwrap_or(0.0);
-            (now >= GROWTH * was && now - was >= 0.05).then(|| (site.clone(), was, now))
+            (now >= SITE_GROWTH * was && now - was >= SITE_MIN_GROWTH_MS)
+                .then(|| (site.clone(), was, now))
         })
         .max_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1)))
 }
@@ -129,17 +125,17 @@ fn grown_site(ctx: &Context) -> Option<(WaitSite, f64, f64)> {
 /// threads, so their waits are in the runtime's own view, not in thread stacks.
 pub fn idle_runtime(ctx: &Context) -> Option<Finding> {
     let knee = OffCpu::of(ctx.knee).filter(|o| o.error.is_none())?;
-    if knee.source != "perf sched_switch" || grown_site(ctx).is_some() {
+    if knee.source != OffCpuSource::PerfSchedSwitch || grown_site(ctx).is_some() {
         return None;
     }
     let below_p99 = ctx.below.map(|b| b.latency_ms.p99)?;
-    let climbed = ctx.knee.latency_ms.p99 >= 2.0 * below_p99;
-    let idle = knee.idle_ms >= 0.5 * knee.total_ms.max(1e-9);
+    let climbed = ctx.knee.latency_ms.p99 >= IDLE_P99_GROWTH * below_p99;
+    let idle = knee.idle_ms >= IDLE_SHARE * knee.total_ms.max(1e-9);
     (climbed && idle).then(|| {
         Finding::new(
-            "waiting",
+            Kind::Waiting,
+            Rank::IdleRuntime,
             "tasks wait, threads idle: an async runtime parks tasks, not threads",
-            0.51,
         )
         .evidence(format!(
             "off-CPU at the knee: {:.0} ms idle (event loops, parked workers) of {:.0} ms, no wait site grew per request, while p99 rose from {} to {} ms",
@@ -160,15 +156,17 @@ pub fn one_thread(ctx: &Context) -> Option<Finding> {
     let threads = Threads::of(ctx.knee)?;
     let busiest = threads.busiest.first()?;
     let rest = threads.cores - busiest.cores;
-    let single = ctx.cores >= 2.0 && busiest.cores >= ONE_CORE && rest < 0.5 * busiest.cores;
+    let single = ctx.cores >= 2.0
+        && busiest.cores >= ONE_THREAD_CORES
+        && rest < OTHER_THREADS_SHARE * busiest.cores;
     single.then(|| {
         let mut finding = Finding::new(
-            "single_thread",
+            Kind::SingleThread,
+            Rank::OneThread,
             format!(
                 "CPU-bound on one thread: `{}` at {:.2} cores",
                 busiest.name, busiest.cores
             ),
-            0.9,
         )
         .evidence(format!(
             "thread `{}` (tid {}) used {:.2} cores at the knee; the other {} threads {:.2} together, of {:.0} cores",
@@ -183,15 +181,6 @@ pub fn one_thread(ctx: &Context) -> Option<Finding> {
         finding.site = Some(busiest.name.clone());
         finding
     })
-}
-
-/// "the target's threads" or "goroutines".
-fn unit(offcpu: &OffCpu) -> &'static str {
-    if offcpu.source.starts_with("go") {
-        "goroutines"
-    } else {
-        "threads"
-    }
 }
 
 fn round(ms: f64) -> String {

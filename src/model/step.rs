@@ -2,11 +2,147 @@
 //! (see BRIEF). Field names are stable; add fields freely, rename none without bumping
 //! `SCHEMA_VERSION`. Times are milliseconds as floats, rates per second.
 
-use crate::plan::Phase;
+pub use super::figures::{ConnectTimes, GeneratorHealth, Percentiles, Slice};
+use super::observed::{Observed, OffCpu, Processes, Samplers, StepProfile, Threads};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// What a step is for, in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Probe,
+    Search,
+    Hold,
+    Step,
+    Window,
+    Recovery,
+}
+
+/// Where a failed request lands: every failure in exactly one class, named the same way in
+/// every output. Ordered (and hashed) by name, as the classes' maps are written, so a map of
+/// them can be looked up by the name too (`error_classes.get("http_5xx")`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Nothing listens on the port (RST to our SYN).
+    ConnectRefused,
+    /// No answer to the connect within the connect timeout.
+    ConnectTimeout,
+    /// Any other connect failure (unreachable, out of local ports, ...).
+    ConnectOther,
+    /// TLS handshake failed (bad certificate, not TLS at all, ...).
+    Tls,
+    /// The whole request took longer than the request timeout.
+    RequestTimeout,
+    /// The connection was reset or closed before a whole response arrived.
+    ConnectionReset,
+    /// The peer did not speak HTTP (garbage, bad status line, oversized head).
+    Protocol,
+    /// The head arrived but reading the body failed.
+    BodyRead,
+    /// A 4xx response.
+    #[serde(rename = "http_4xx")]
+    Http4xx,
+    /// A 5xx response.
+    #[serde(rename = "http_5xx")]
+    Http5xx,
+    /// Due to be sent but never sent: every connection busy and the backlog full, or the
+    /// step's drain deadline passed.
+    NotSent,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 12] = [
+        ErrorClass::ConnectRefused,
+        ErrorClass::ConnectTimeout,
+        ErrorClass::ConnectOther,
+        ErrorClass::Tls,
+        ErrorClass::RequestTimeout,
+        ErrorClass::ConnectionReset,
+        ErrorClass::Protocol,
+        ErrorClass::BodyRead,
+        ErrorClass::Http4xx,
+        ErrorClass::Http5xx,
+        ErrorClass::NotSent,
+        ErrorClass::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::ConnectRefused => "connect_refused",
+            ErrorClass::ConnectTimeout => "connect_timeout",
+            ErrorClass::ConnectOther => "connect_other",
+            ErrorClass::Tls => "tls",
+            ErrorClass::RequestTimeout => "request_timeout",
+            ErrorClass::ConnectionReset => "connection_reset",
+            ErrorClass::Protocol => "protocol",
+            ErrorClass::BodyRead => "body_read",
+            ErrorClass::Http4xx => "http_4xx",
+            ErrorClass::Http5xx => "http_5xx",
+            ErrorClass::NotSent => "not_sent",
+            ErrorClass::Other => "other",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        ErrorClass::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+
+    /// The class of an HTTP status, if it is an error.
+    pub fn of_status(status: u16) -> Option<ErrorClass> {
+        match status {
+            400..=499 => Some(ErrorClass::Http4xx),
+            500..=599 => Some(ErrorClass::Http5xx),
+            _ => None,
+        }
+    }
+}
+
+impl Ord for ErrorClass {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for ErrorClass {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for ErrorClass {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialOrd for ErrorClass {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::str::FromStr for ErrorClass {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<ErrorClass, String> {
+        ErrorClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == name)
+            .ok_or_else(|| format!("'{name}' is not an error class"))
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepResult {
@@ -31,7 +167,7 @@ pub struct StepResult {
     pub ok_rps: f64,
     pub errors: u64,
     pub error_rate: f64,
-    pub error_classes: BTreeMap<String, u64>,
+    pub error_classes: BTreeMap<ErrorClass, u64>,
     pub status_codes: BTreeMap<String, u64>,
     /// From the intended send time (no coordinated omission).
     pub latency_ms: Percentiles,
@@ -62,69 +198,10 @@ pub struct StepResult {
     /// Consistency notes (e.g. Little's law did not hold).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    /// What the samplers observed during the step (later issues).
+    /// What the observers saw during the step: samples, profiles, threads, processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed: Option<serde_json::Value>,
+    pub observed: Option<Observed>,
 }
-
-/// One time slice of a step. Requests are placed by intended send time, completions by the
-/// time they completed.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Slice {
-    /// Start of the slice, seconds from the start of the step.
-    pub t_s: f64,
-    pub requests: u64,
-    pub errors: u64,
-    /// Responses completed in the slice, per second.
-    pub completed_rps: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
-
-/// How long connections took to open, in milliseconds.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct ConnectTimes {
-    pub count: u64,
-    /// Connects that took at least 0.9 s: their SYN was dropped and sent again after TCP's
-    /// 1 s retransmission timeout (a full listen queue, or loss).
-    #[serde(default)]
-    pub syn_retransmitted: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl ConnectTimes {
-    /// Share of the connects that waited for a SYN retransmit.
-    pub fn retransmitted_share(&self) -> f64 {
-        self.syn_retransmitted as f64 / self.count.max(1) as f64
-    }
-
-    /// The rung of TCP's SYN retransmission ladder (1 s, then 3 s, then 7 s after the first
-    /// SYN) the connect p99 sits on, in ms: the sign of SYNs dropped by a full listen queue.
-    pub fn retransmit_rung(&self) -> Option<f64> {
-        [
-            (1000.0, 900.0, 1400.0),
-            (3000.0, 2800.0, 3600.0),
-            (7000.0, 6500.0, 7900.0),
-        ]
-        .iter()
-        .find(|(_, lo, hi)| (*lo..=*hi).contains(&self.p99))
-        .map(|(rung, ..)| *rung)
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Percentiles {
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
 impl StepResult {
     /// What a long soak keeps of a window in memory while it runs: no time slices, and of
     /// what was observed only the target's and the generator's sampled series (what the soak
@@ -132,21 +209,21 @@ impl StepResult {
     /// the end, so a day-long soak does not hold a day of slices and samples.
     pub fn slimmed(mut self) -> StepResult {
         self.slices = Vec::new();
-        self.observed = self.observed.as_ref().and_then(|observed| {
-            let samplers = observed.get("samplers")?;
-            let series: serde_json::Map<String, serde_json::Value> = samplers
-                .get("series")?
-                .as_object()?
-                .iter()
+        self.observed = self.observed.take().and_then(|observed| {
+            let samplers = observed.samplers?;
+            let series = samplers
+                .series
+                .into_iter()
                 .filter(|(name, _)| name.starts_with("target.") || name.starts_with("generator."))
-                .map(|(name, stat)| (name.clone(), stat.clone()))
                 .collect();
-            let mut kept = serde_json::Map::new();
-            kept.insert("series".into(), series.into());
-            if let Some(samples) = samplers.get("samples") {
-                kept.insert("samples".into(), samples.clone());
-            }
-            Some(serde_json::json!({ "samplers": kept }))
+            Some(Observed {
+                samplers: Some(super::observed::Samplers {
+                    samples: samplers.samples,
+                    series,
+                    ..Default::default()
+                }),
+                ..Observed::default()
+            })
         });
         self
     }
@@ -170,46 +247,36 @@ impl StepResult {
         }
     }
 }
+impl StepProfile {
+    /// The CPU profile recorded in a step, if any.
+    pub fn of(step: &StepResult) -> Option<&StepProfile> {
+        step.observed.as_ref()?.profile.as_ref()
+    }
+}
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct GeneratorHealth {
-    /// Actual send − intended send, over all sent requests (includes waiting for a free
-    /// connection, which a slow target causes).
-    pub send_lag_p50_ms: f64,
-    pub send_lag_p99_ms: f64,
-    pub send_lag_max_ms: f64,
-    /// How late the scheduler itself handed requests out: the generator's own lateness.
-    pub dispatch_lag_p99_ms: f64,
-    /// Share of one core the scheduler thread used (open model).
-    #[serde(default)]
-    pub dispatcher_busy: f64,
-    /// Requests sent later than the lateness bound after their intended time.
-    pub late_sends: u64,
-    /// The lateness bound used for `late_sends` and `limited`, ms.
-    pub lag_bound_ms: f64,
-    /// Requests never sent (backlog full or drain deadline passed).
-    pub not_sent: u64,
-    /// CPU used by the generator's threads, in cores.
-    pub cpu_cores: f64,
-    /// Cores the generator may use.
-    pub cpu_available: f64,
-    /// knee's connections to the target: the most open at once in the counted window.
-    pub connections: u64,
-    /// ...their mean over the window (sampled every 10 ms)...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connections_mean: Option<f64>,
-    /// ...and how many were opened and closed during it.
-    #[serde(default)]
-    pub connections_opened: u64,
-    #[serde(default)]
-    pub connections_closed: u64,
-    /// The generator, not the target, was the limit: this step says nothing about the target.
-    pub limited: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limited_reason: Option<String>,
-    /// The scheduler was late although idle: another process held the CPU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_contention: Option<String>,
+impl OffCpu {
+    /// The off-CPU profile recorded in a step, if any.
+    pub fn of(step: &StepResult) -> Option<&OffCpu> {
+        step.observed.as_ref()?.offcpu.as_ref()
+    }
+}
+
+impl Threads {
+    pub fn of(step: &StepResult) -> Option<&Threads> {
+        step.observed.as_ref()?.threads.as_ref()
+    }
+}
+
+impl Processes {
+    pub fn of(step: &StepResult) -> Option<&Processes> {
+        step.observed.as_ref()?.processes.as_ref()
+    }
+}
+
+impl Samplers {
+    pub fn of(step: &StepResult) -> Option<&Samplers> {
+        step.observed.as_ref()?.samplers.as_ref()
+    }
 }
 
 /// Steps built by hand for unit tests of the analyses (verdict, soak, hunt).
@@ -276,26 +343,34 @@ pub mod testing {
 
         /// Sets a sampled series' min, mean and max.
         pub fn with_stat(mut self, key: &str, min: f64, mean: f64, max: f64) -> Self {
-            let observed = self.observed.get_or_insert_with(|| json!({}));
-            let samplers = observed
-                .as_object_mut()
-                .expect("observed is an object")
-                .entry("samplers")
-                .or_insert_with(|| json!({"samples": 8, "series": {}}));
-            samplers["series"][key] = json!({"min": min, "mean": mean, "max": max});
+            let observed = self.observed.get_or_insert_with(Observed::default);
+            let samplers =
+                observed
+                    .samplers
+                    .get_or_insert_with(|| super::super::observed::Samplers {
+                        samples: 8,
+                        ..Default::default()
+                    });
+            samplers.series.insert(
+                key.to_string(),
+                super::super::observed::Stat { min, mean, max },
+            );
             self
         }
 
-        /// Sets another observer's findings (`observed.NAME`).
+        /// Sets another observer's findings (`observed.NAME`), given as JSON.
         pub fn with_observed(mut self, name: &str, value: serde_json::Value) -> Self {
-            let observed = self.observed.get_or_insert_with(|| json!({}));
-            observed[name] = value;
+            let observed = self.observed.take().unwrap_or_default();
+            let mut as_json = serde_json::to_value(observed).expect("observed encodes");
+            as_json[name] = value;
+            self.observed = Some(serde_json::from_value(as_json).expect("observed decodes"));
             self
         }
 
         /// Adds errors of `class`, `count` of them.
         pub fn with_errors(mut self, class: &str, count: u64) -> Self {
-            *self.error_classes.entry(class.into()).or_default() += count;
+            let class: ErrorClass = class.parse().expect("a known error class");
+            *self.error_classes.entry(class).or_default() += count;
             self.errors += count;
             self.error_rate = self.errors as f64 / self.requests.max(1) as f64;
             self
@@ -307,14 +382,14 @@ pub mod testing {
         let mut window = step("window-002", Phase::Window, 100.0, 100.0, 5.0)
             .with("target.rss_mb", 40.0)
             .with("host.cpu0", 0.5)
-            .with_observed("processes", json!({"groups": [1, 2, 3]}));
+            .with_observed("processes", json!({"top": [], "downstreams": []}));
         window.slices = vec![Slice::default(); 40];
         let slim = window.clone().slimmed();
         assert!(slim.slices.is_empty());
         assert_eq!(crate::analyze::mean(&slim, "target.rss_mb"), Some(40.0));
         assert_eq!(crate::analyze::mean(&slim, "host.cpu0"), None);
         assert_eq!(crate::analyze::sample_count(&slim), 8);
-        assert!(slim.observed.as_ref().unwrap().get("processes").is_none());
+        assert!(slim.observed.as_ref().unwrap().processes.is_none());
         assert_eq!(slim.latency_ms, window.latency_ms);
     }
 }

@@ -1,0 +1,103 @@
+//! The figures a step is made of, shared by the step and what was observed: percentiles,
+//! time slices, connect times, and the generator's health.
+
+use serde::{Deserialize, Serialize};
+
+/// One time slice of a step. Requests are placed by intended send time, completions by the
+/// time they completed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Slice {
+    /// Start of the slice, seconds from the start of the step.
+    pub t_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    /// Responses completed in the slice, per second.
+    pub completed_rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// How long connections took to open, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConnectTimes {
+    pub count: u64,
+    /// Connects that took at least 0.9 s: their SYN was dropped and sent again after TCP's
+    /// 1 s retransmission timeout (a full listen queue, or loss).
+    #[serde(default)]
+    pub syn_retransmitted: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl ConnectTimes {
+    /// Share of the connects that waited for a SYN retransmit.
+    pub fn retransmitted_share(&self) -> f64 {
+        self.syn_retransmitted as f64 / self.count.max(1) as f64
+    }
+
+    /// The rung of TCP's SYN retransmission ladder (1 s, then 3 s, then 7 s after the first
+    /// SYN) the connect p99 sits on, in ms: the sign of SYNs dropped by a full listen queue.
+    pub fn retransmit_rung(&self) -> Option<f64> {
+        [
+            (1000.0, 900.0, 1400.0),
+            (3000.0, 2800.0, 3600.0),
+            (7000.0, 6500.0, 7900.0),
+        ]
+        .iter()
+        .find(|(_, lo, hi)| (*lo..=*hi).contains(&self.p99))
+        .map(|(rung, ..)| *rung)
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct GeneratorHealth {
+    /// Actual send − intended send, over all sent requests (includes waiting for a free
+    /// connection, which a slow target causes).
+    pub send_lag_p50_ms: f64,
+    pub send_lag_p99_ms: f64,
+    pub send_lag_max_ms: f64,
+    /// How late the scheduler itself handed requests out: the generator's own lateness.
+    pub dispatch_lag_p99_ms: f64,
+    /// Share of one core the scheduler thread used (open model).
+    #[serde(default)]
+    pub dispatcher_busy: f64,
+    /// Requests sent later than the lateness bound after their intended time.
+    pub late_sends: u64,
+    /// The lateness bound used for `late_sends` and `limited`, ms.
+    pub lag_bound_ms: f64,
+    /// Requests never sent (backlog full or drain deadline passed).
+    pub not_sent: u64,
+    /// CPU used by the generator's threads, in cores.
+    pub cpu_cores: f64,
+    /// Cores the generator may use.
+    pub cpu_available: f64,
+    /// knee's connections to the target: the most open at once in the counted window.
+    pub connections: u64,
+    /// ...their mean over the window (sampled every 10 ms)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_mean: Option<f64>,
+    /// ...and how many were opened and closed during it.
+    #[serde(default)]
+    pub connections_opened: u64,
+    #[serde(default)]
+    pub connections_closed: u64,
+    /// The generator, not the target, was the limit: this step says nothing about the target.
+    pub limited: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited_reason: Option<String>,
+    /// The scheduler was late although idle: another process held the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_contention: Option<String>,
+}
