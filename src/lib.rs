@@ -38,9 +38,13 @@ pub mod report;
 #[cfg(feature = "harness")]
 pub mod runner;
 #[cfg(feature = "harness")]
+pub mod serve;
+#[cfg(feature = "harness")]
 pub mod shards;
 #[cfg(feature = "harness")]
 pub mod slo;
+#[cfg(feature = "harness")]
+pub mod stacks;
 #[cfg(feature = "harness")]
 pub mod terminal;
 #[cfg(feature = "harness")]
@@ -57,7 +61,7 @@ pub use harness_entry::{run, Outcome};
 #[cfg(feature = "harness")]
 mod harness_entry {
     use crate::plan::Job;
-    use crate::{cli, compare, demo, observe, report, runner, Error};
+    use crate::{cli, compare, demo, report, runner, serve, Error};
     use std::ffi::OsString;
 
     /// How a command ended, when it did not fail outright.
@@ -125,7 +129,7 @@ mod harness_entry {
                 Ok(Outcome::Passed)
             }
             Job::Observe(plan) => {
-                let observer = observe::serve::start(&plan)?;
+                let observer = serve::start(&plan)?;
                 println!(
                     "knee observe: pid {} on {}://{} ({})",
                     observer.pid,

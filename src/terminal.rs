@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[derive(Clone)]
 pub struct Terminal {
     multi: MultiProgress,
 }
@@ -66,6 +67,14 @@ impl Terminal {
         }
         if let Some(contention) = &step.generator.host_contention {
             self.line(&format!("  !! host contention: {contention}"));
+        }
+        if let Some(late) = step.generator.started_late_ms {
+            self.line(&format!(
+                "  !! started {late:.0} ms late (the steps before it ran long); no catch-up burst was sent"
+            ));
+        }
+        if let Some(profiled) = crate::report::profiled_line(step) {
+            self.line(&format!("  {profiled}"));
         }
     }
 
@@ -218,6 +227,91 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     for row in rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
         out.push('\n');
+    }
+    out
+}
+
+/// The verdict block printed at the end of a hunt or a stress test.
+pub fn verdict_block(a: &crate::model::KneeAnalysis) -> String {
+    let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
+    let mut out = format!(
+        "\nknee verdict (SLO {}{})\n",
+        a.slo,
+        if a.slo_default {
+            ", chosen by knee"
+        } else {
+            ""
+        }
+    );
+    let rows = vec![
+        vec![
+            "capacity".into(),
+            rate(a.capacity_rps),
+            format!(
+                "highest offered rate that held ({})",
+                a.ending.as_str().replace('_', " ")
+            ),
+        ],
+        vec![
+            "latency knee".into(),
+            rate(a.latency_knee_rps),
+            "where p99 vs offered rate bends (Kneedle)".into(),
+        ],
+        vec![
+            "saturation".into(),
+            rate(a.saturation_rps),
+            "plateau of good responses per second".into(),
+        ],
+        vec![
+            "past the knee".into(),
+            a.failure_mode.map_or("-".into(), |m| m.as_str().into()),
+            a.failure_mode
+                .map_or("no overload step ran".into(), |m| m.describe().into()),
+        ],
+        vec![
+            "recovery".into(),
+            match (a.recovery_measured, a.recovery_s) {
+                (false, _) => "-".into(),
+                (true, Some(s)) => format!("{s:.2} s"),
+                (true, None) => "none".into(),
+            },
+            if a.recovery_measured && a.recovery_s.is_none() {
+                "p99 did not get back within the SLO during the recovery step".into()
+            } else {
+                "at half capacity, until p99 was back within the SLO".into()
+            },
+        ],
+    ];
+    for row in &rows {
+        out.push_str(&format!("  {:<14} {:>20}  {}\n", row[0], row[1], row[2]));
+    }
+    if !a.holds.is_empty() {
+        out.push_str("hold steps:\n");
+        let rows: Vec<Vec<String>> = a
+            .holds
+            .iter()
+            .map(|h| {
+                vec![
+                    format!("{:.0}%", h.fraction * 100.0),
+                    format!("{:.0}", h.offered_rps),
+                    format!("{:.0}", h.ok_rps),
+                    fmt_ms(h.p99_ms),
+                    format!("{:.2}%", h.error_rate * 100.0),
+                    if h.holds { "yes".into() } else { "NO".into() },
+                ]
+            })
+            .collect();
+        for line in table(
+            &["capacity", "offered/s", "good/s", "p99", "errors", "holds"],
+            &rows,
+        )
+        .lines()
+        {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    for note in &a.notes {
+        out.push_str(&format!("note: {note}\n"));
     }
     out
 }

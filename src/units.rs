@@ -59,6 +59,15 @@ pub fn fmt_ms(ms: f64) -> String {
     }
 }
 
+/// "500", "12.5": a rate as short as it can be written.
+pub fn fmt_rate(rps: f64) -> String {
+    if rps.fract() == 0.0 {
+        format!("{rps:.0}")
+    } else {
+        format!("{rps:.1}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@
 
 use super::{linear_fit, mean};
 use crate::model::step::StepResult;
-use crate::plan::Phase;
+use crate::model::Phase;
 use std::collections::BTreeMap;
 
 pub const LEAK_R2: f64 = 0.8;

@@ -4,7 +4,7 @@
 //! differential flamegraphs.
 
 use super::{Comparison, Side};
-use crate::plan::Phase;
+use crate::model::Phase;
 use crate::report::charts::{Chart, Legend, Series, Style, GRID, WIDE};
 use crate::report::curves;
 use crate::report::html::{base64, escape};

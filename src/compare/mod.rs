@@ -7,11 +7,10 @@ pub mod html;
 pub mod markdown;
 
 use crate::error::Error;
-use crate::flame::offcpu::OffCpu;
-use crate::flame::{self, StepProfile};
-use crate::model::step::StepResult;
-use crate::output::RunRecord;
-use crate::plan::Phase;
+use crate::model::observed::{OffCpu, StepProfile};
+use crate::model::step::{Phase, StepResult};
+use crate::model::RunRecord;
+use crate::stacks;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -209,8 +208,8 @@ fn differential(
     y: &StepResult,
     out: &Path,
 ) -> Option<String> {
-    let a = flame::load_folded(&before.dir, StepProfile::of(x)?)?;
-    let b = flame::load_folded(&after.dir, StepProfile::of(y)?)?;
+    let a = stacks::load_folded(&before.dir, StepProfile::of(x)?)?;
+    let b = stacks::load_folded(&after.dir, StepProfile::of(y)?)?;
     let title = format!("{}: {} → {}", x.name, before.label, after.label);
     draw_differential(&a, &b, &title, out, &format!("diff-{}.svg", x.name))
 }
@@ -226,7 +225,7 @@ fn offcpu_differential(
     let load = |side: &Side, step: &StepResult| {
         let folded = OffCpu::of(step)?.folded.clone()?;
         let text = std::fs::read_to_string(side.dir.join(folded)).ok()?;
-        Some(flame::folded::Folded::parse(&text))
+        Some(stacks::folded::Folded::parse(&text))
     };
     let (a, b) = (load(before, x)?, load(after, y)?);
     let title = format!("off-CPU {}: {} → {}", x.name, before.label, after.label);
@@ -234,15 +233,15 @@ fn offcpu_differential(
 }
 
 fn draw_differential(
-    a: &flame::folded::Folded,
-    b: &flame::folded::Folded,
+    a: &stacks::folded::Folded,
+    b: &stacks::folded::Folded,
     title: &str,
     out: &Path,
     name: &str,
 ) -> Option<String> {
     let subtitle =
         "after's stacks, coloured by the change since before (normalized): red grew, blue shrank";
-    let svg = flame::render::differential_svg(a, b, title, subtitle).ok()?;
+    let svg = stacks::render::differential_svg(a, b, title, subtitle).ok()?;
     std::fs::write(out.join(name), svg).ok()?;
     Some(name.to_string())
 }

@@ -22,7 +22,7 @@ impl Engine {
         let timeout = self.client.request_timeout();
         for (index, request) in requests.iter().enumerate() {
             let client = self.client.clone();
-            let answer = self.lanes[0]
+            let answer = self.lanes()[0]
                 .handle
                 .spawn(async move {
                     let (mut fresh, mut connected) = (None, None);

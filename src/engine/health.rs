@@ -109,6 +109,7 @@ pub fn health(i: &Inputs) -> GeneratorHealth {
         limited: limited_reason.is_some(),
         limited_reason,
         host_contention,
+        started_late_ms: None,
     }
 }
 

@@ -48,6 +48,9 @@ use worker::{Jobs, StepCtx};
 
 /// The scheduler is "late" beyond this, or 10 % of the send interval if that is longer.
 const LAG_BOUND: Duration = Duration::from_millis(5);
+/// A chained step whose start is this far past when it can be scheduled starts late (and
+/// says so) instead of catching up on the requests it missed in one burst.
+const LATE_START: Duration = Duration::from_millis(5);
 
 /// Receives live figures while a step runs (the progress bar).
 pub trait LiveSink: Send + Sync {
@@ -63,6 +66,8 @@ pub struct StepOutcome {
     pub interrupted: bool,
     /// The counted part of the step: from the end of the warm-up to the end of the schedule.
     pub window: (Instant, Instant),
+    /// When the step began (its warm-up), as it ran.
+    pub started: Instant,
 }
 
 /// A step whose schedule has ended and whose requests may still be in flight.
@@ -75,28 +80,36 @@ struct Running {
     dispatch: Option<health::DispatchReport>,
     interrupted: bool,
     workers: Vec<JoinHandle<()>>,
-    /// When the schedule stopped (early on Ctrl-C).
+    /// When the schedule stopped (early on Ctrl-C), the profiled tail included.
     ended: Instant,
     cpu_before: f64,
     wall_before: Instant,
+    /// How late the step started against its place in the chain.
+    started_late: Option<Duration>,
 }
 
 pub struct Engine {
     client: Arc<Client>,
-    lanes: Vec<Arc<Lane>>,
     mix: Mix,
-    max_connections: usize,
-    cpu: ThreadCpu,
-    stop: watch::Receiver<bool>,
     steps_run: AtomicU64,
     /// A shard's phase in its uniform schedule (0 unsharded).
     phase: f64,
     /// Mixed into seeds so shards' Poisson streams are independent.
     seed_base: u64,
-    /// See `service_floor`.
-    service_floor: std::sync::Mutex<Option<f64>>,
     /// Each lane's recent load, carried from step to step (see `dispatch::BusyHistory`).
     history: std::sync::Mutex<Vec<dispatch::BusyHistory>>,
+    /// What a step's drain needs; drains run as tasks of their own, beside the next steps.
+    shared: Arc<Shared>,
+}
+
+/// The engine's parts a draining step needs.
+struct Shared {
+    lanes: Vec<Arc<Lane>>,
+    max_connections: usize,
+    cpu: ThreadCpu,
+    stop: watch::Receiver<bool>,
+    /// See `service_floor`.
+    service_floor: std::sync::Mutex<Option<f64>>,
 }
 
 impl Engine {
@@ -112,75 +125,96 @@ impl Engine {
             .collect::<Result<_, _>>()?;
         Ok(Engine {
             client: Arc::new(Client::new(&plan.target, &plan.requests).await?),
-            lanes,
             mix: Mix::new(&plan.requests),
-            max_connections: plan.target.max_connections,
-            cpu,
-            stop,
             steps_run: AtomicU64::new(0),
             phase: plan.shard.map_or(0.0, |s| s.phase()),
             seed_base: plan.shard.map_or(0, |s| u64::from(s.index) << 48),
-            service_floor: std::sync::Mutex::new(None),
             history: std::sync::Mutex::new(Vec::new()),
+            shared: Arc::new(Shared {
+                lanes,
+                max_connections: plan.target.max_connections,
+                cpu,
+                stop,
+                service_floor: std::sync::Mutex::new(None),
+            }),
         })
     }
 
-    fn cpu_available(&self) -> f64 {
-        self.lanes.len() as f64
+    fn lanes(&self) -> &[Arc<Lane>] {
+        &self.shared.lanes
     }
 
     fn busy_history(&self) -> Vec<dispatch::BusyHistory> {
         let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        (0..self.lanes.len())
+        (0..self.lanes().len())
             .map(|i| history.get(i).copied().unwrap_or_default())
             .collect()
-    }
-
-    /// The lowest service-time p50 of the steps so far that knee did not hold back (ms).
-    fn service_floor(&self) -> Option<f64> {
-        *self.service_floor.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lower_service_floor(&self, p50_ms: f64) {
-        let mut floor = self.service_floor.lock().unwrap_or_else(|e| e.into_inner());
-        *floor = Some(floor.map_or(p50_ms, |f| f.min(p50_ms)));
     }
 
     /// Runs steps back to back with no pause: each starts the instant the previous one's
     /// schedule ends, while the previous one's requests still drain. This is how a recovery
     /// step sees the queue an overload left behind, and how soak windows make one long load.
-    /// `done` gets each step's outcome as soon as it has drained; an error from it ends the
+    ///
+    /// Nothing but scheduling waits on this task: each step drains in a task of its own, and
+    /// `done` gets its outcome as soon as it has drained (it must return at once: whatever
+    /// observing a step takes happens elsewhere). A step whose start has passed by more than
+    /// `LATE_START` when it can be scheduled starts late, and its result says so; the
+    /// requests it missed are never sent in a catch-up burst. An error from `done` ends the
     /// chain.
     pub async fn run_chain<F>(
         &self,
         steps: &[(&StepSpec, Arc<dyn LiveSink>)],
         slo: &Slo,
+        first_start: Instant,
         mut done: F,
     ) -> Result<(), Error>
     where
         F: FnMut(usize, StepOutcome) -> Result<(), Error>,
     {
-        let mut previous: Option<(Running, usize)> = None;
-        let mut start = Instant::now() + Duration::from_millis(2);
+        let (drained_tx, mut drained) = tokio::sync::mpsc::unbounded_channel();
+        let mut draining = 0usize;
+        let mut due = first_start;
         for (index, (spec, live)) in steps.iter().enumerate() {
-            if previous.as_ref().is_some_and(|(r, _)| r.interrupted) {
+            let now = Instant::now();
+            let (start, started_late) = match now.checked_duration_since(due) {
+                Some(late) if late > LATE_START => (now, Some(late)),
+                _ => (due, None),
+            };
+            let schedule = self.schedule(spec, start, live.clone());
+            tokio::pin!(schedule);
+            let mut running = loop {
+                tokio::select! {
+                    running = &mut schedule => break running,
+                    Some((i, outcome)) = drained.recv() => {
+                        draining -= 1;
+                        done(i, outcome)?;
+                    }
+                }
+            };
+            running.started_late = started_late;
+            due = running.timeline.until;
+            let interrupted = running.interrupted;
+            let (shared, spec, slo, tx) = (
+                self.shared.clone(),
+                (*spec).clone(),
+                slo.clone(),
+                drained_tx.clone(),
+            );
+            draining += 1;
+            tokio::spawn(async move {
+                let outcome = shared.drain(running, &spec, &slo).await;
+                let _ = tx.send((index, outcome));
+            });
+            if interrupted {
                 break;
             }
-            let schedule = self.schedule(spec, start, live.clone());
-            let running = match previous.take() {
-                Some((prev, i)) => {
-                    let (running, outcome) =
-                        tokio::join!(schedule, self.drain(prev, steps[i].0, slo));
-                    done(i, outcome)?;
-                    running
-                }
-                None => schedule.await,
-            };
-            start = running.timeline.end;
-            previous = Some((running, index));
         }
-        if let Some((running, i)) = previous {
-            done(i, self.drain(running, steps[i].0, slo).await)?;
+        while draining > 0 {
+            let Some((i, outcome)) = drained.recv().await else {
+                break;
+            };
+            draining -= 1;
+            done(i, outcome)?;
         }
         Ok(())
     }
@@ -195,14 +229,14 @@ impl Engine {
         };
         let ctx = Arc::new(StepCtx {
             client: self.client.clone(),
-            stop: self.stop.clone(),
+            stop: self.shared.stop.clone(),
             // One shard per lane, one for the dispatcher thread.
-            recorder: Shards::new(self.lanes.len() + 1, timeline, lag_bound),
+            recorder: Shards::new(self.lanes().len() + 1, timeline, lag_bound),
             in_flight: AtomicU64::new(0),
             unsent: AtomicU64::new(0),
-            drain_deadline: timeline.end + self.client.request_timeout(),
+            drain_deadline: timeline.until + self.client.request_timeout(),
         });
-        let cpu_before = self.cpu.seconds();
+        let cpu_before = self.shared.cpu.seconds();
         let wall_before = Instant::now();
         let watcher = tokio::spawn(worker::watch_step(ctx.clone(), live));
         let (dispatch, interrupted, workers) = match spec.load {
@@ -219,10 +253,10 @@ impl Engine {
                 (Some(report), done.interrupted, done.workers)
             }
             Load::Concurrency(n) => {
-                let workers = self.closed_workers(&ctx, n, timeline.end, seed);
-                let mut stop = self.stop.clone();
+                let workers = self.closed_workers(&ctx, n, timeline.until, seed);
+                let mut stop = self.shared.stop.clone();
                 let interrupted = tokio::select! {
-                    _ = tokio::time::sleep_until(timeline.end.into()) => false,
+                    _ = tokio::time::sleep_until(timeline.until.into()) => false,
                     _ = stop.wait_for(|s| *s) => true,
                 };
                 (None, interrupted, workers)
@@ -236,57 +270,10 @@ impl Engine {
             dispatch,
             interrupted,
             workers,
-            ended: Instant::now().min(timeline.end),
+            ended: Instant::now().min(timeline.until),
             cpu_before,
             wall_before,
-        }
-    }
-
-    /// Waits for the step's requests to finish (or Ctrl-C) and makes its result.
-    async fn drain(&self, running: Running, spec: &StepSpec, slo: &Slo) -> StepOutcome {
-        let Running {
-            ctx,
-            timeline,
-            lag_bound,
-            watcher,
-            dispatch,
-            workers,
-            ended,
-            cpu_before,
-            wall_before,
-            ..
-        } = running;
-        let interrupted = running.interrupted | self.wait_for(workers).await;
-        watcher.abort();
-        let _ = watcher.await;
-        // Requests aborted in flight never decremented the counter.
-        let unfinished = ctx.unsent.load(Ordering::Relaxed) + ctx.in_flight.load(Ordering::Relaxed);
-        let connections = self.lanes.iter().map(|l| l.pool.len() as u64).sum();
-        let ctx = Arc::into_inner(ctx).expect("every worker and the watcher have ended");
-        let recorder = ctx.recorder.merged();
-        let cpu_cores =
-            (self.cpu.seconds() - cpu_before) / wall_before.elapsed().as_secs_f64().max(1e-9);
-        let generator = health::health(&health::Inputs {
-            recorder: &recorder,
-            dispatch: dispatch.as_ref(),
-            lag_bound,
-            cpu_cores,
-            cpu_available: self.cpu_available(),
-            connections,
-            max_connections: self.max_connections,
-            offered_rps: spec.offered_rps(),
-            service_floor_ms: self.service_floor(),
-        });
-        if !generator.limited && !recorder.service.is_empty() {
-            self.lower_service_floor(recorder.service.value_at_quantile(0.5) as f64 / 1000.0);
-        }
-        let result = recorder.finish(spec, slo, ended, generator, interrupted, unfinished);
-        StepOutcome {
-            result,
-            latency: recorder.latency,
-            service: recorder.service,
-            interrupted,
-            window: (timeline.counted_from, ended),
+            started_late: None,
         }
     }
 
@@ -301,7 +288,7 @@ impl Engine {
         let idle: worker::Idle = Arc::new(AtomicUsize::new(0));
         (0..u64::from(n))
             .map(|i| {
-                let lane = &self.lanes[i as usize % self.lanes.len()];
+                let lane = &self.lanes()[i as usize % self.lanes().len()];
                 let jobs = Jobs::Closed {
                     end,
                     mix: self.mix.clone(),
@@ -321,29 +308,29 @@ impl Engine {
         arrivals: Arrivals,
         seed: u64,
     ) -> Dispatched {
-        let lanes = self.lanes.len();
+        let lanes = self.lanes().len();
         let dispatcher = Dispatcher {
             ctx: ctx.clone(),
             lanes: self
-                .lanes
+                .lanes()
                 .iter()
                 .map(|l| (l.clone(), Arc::new(AtomicUsize::new(0))))
                 .collect(),
-            schedule: OpenSchedule::new(timeline.start, timeline.end, rps, arrivals, seed)
+            schedule: OpenSchedule::new(timeline.start, timeline.until, rps, arrivals, seed)
                 .with_phase(self.phase),
             mix: self.mix.clone(),
             rng: Rng::new(seed),
             initial_workers: self
-                .lanes
+                .lanes()
                 .iter()
                 .zip(self.busy_history())
                 .map(|(l, h)| h.initial_workers(l.pool.len()))
                 .collect(),
             history: self.busy_history(),
-            max_workers_per_lane: self.max_connections.div_ceil(lanes),
+            max_workers_per_lane: self.shared.max_connections.div_ceil(lanes),
             backlog: ((rps as usize) / lanes).clamp(1_000, 200_000),
             min_gap: dispatch_gap(rps),
-            cpu: self.cpu.clone(),
+            cpu: self.shared.cpu.clone(),
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -363,6 +350,71 @@ impl Engine {
             at_cap: 0,
             history: Vec::new(),
         })
+    }
+}
+
+impl Shared {
+    /// Waits for the step's requests to finish (or Ctrl-C) and makes its result.
+    async fn drain(&self, running: Running, spec: &StepSpec, slo: &Slo) -> StepOutcome {
+        let Running {
+            ctx,
+            timeline,
+            lag_bound,
+            watcher,
+            dispatch,
+            workers,
+            ended,
+            cpu_before,
+            wall_before,
+            started_late,
+            ..
+        } = running;
+        let interrupted = running.interrupted | self.wait_for(workers).await;
+        watcher.abort();
+        let _ = watcher.await;
+        // Requests aborted in flight never decremented the counter.
+        let unfinished = ctx.unsent.load(Ordering::Relaxed) + ctx.in_flight.load(Ordering::Relaxed);
+        let connections = self.lanes.iter().map(|l| l.pool.len() as u64).sum();
+        let ctx = Arc::into_inner(ctx).expect("every worker and the watcher have ended");
+        let recorder = ctx.recorder.merged();
+        let cpu_cores =
+            (self.cpu.seconds() - cpu_before) / wall_before.elapsed().as_secs_f64().max(1e-9);
+        let generator = health::health(&health::Inputs {
+            recorder: &recorder,
+            dispatch: dispatch.as_ref(),
+            lag_bound,
+            cpu_cores,
+            cpu_available: self.lanes.len() as f64,
+            connections,
+            max_connections: self.max_connections,
+            offered_rps: spec.offered_rps(),
+            service_floor_ms: self.service_floor(),
+        });
+        if !generator.limited && !recorder.service.is_empty() {
+            self.lower_service_floor(recorder.service.value_at_quantile(0.5) as f64 / 1000.0);
+        }
+        let mut generator = generator;
+        generator.started_late_ms =
+            started_late.map(|late| (late.as_secs_f64() * 1e4).round() / 10.0);
+        let result = recorder.finish(spec, slo, ended, generator, interrupted, unfinished);
+        StepOutcome {
+            result,
+            latency: recorder.latency,
+            service: recorder.service,
+            interrupted,
+            window: (timeline.counted_from, ended.min(timeline.end)),
+            started: timeline.start,
+        }
+    }
+
+    /// The lowest service-time p50 of the steps so far that knee did not hold back (ms).
+    fn service_floor(&self) -> Option<f64> {
+        *self.service_floor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lower_service_floor(&self, p50_ms: f64) {
+        let mut floor = self.service_floor.lock().unwrap_or_else(|e| e.into_inner());
+        *floor = Some(floor.map_or(p50_ms, |f| f.min(p50_ms)));
     }
 
     /// Waits for the workers to drain; on Ctrl-C, aborts them at once (requests in flight

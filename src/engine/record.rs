@@ -4,7 +4,9 @@
 //! are merged (histograms add exactly) into the step's `StepResult`.
 
 use super::errors::ErrorClass;
-use crate::model::step::{ConnectTimes, GeneratorHealth, Percentiles, Slice, StepResult};
+use crate::model::step::{
+    ConnectTimes, GeneratorHealth, Percentiles, ProfiledWindow, Slice, StepResult,
+};
 use crate::plan::StepSpec;
 use crate::slo::{Slo, StepFigures};
 use hdrhistogram::Histogram;
@@ -43,21 +45,67 @@ pub struct Record {
     pub outcome: Outcome,
 }
 
-/// The step's time line: warm-up, then the counted part.
+/// The step's time line: warm-up, the counted part (to `end`), then the profiled tail (to
+/// `until`; empty when the step is not profiled).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeline {
     pub start: Instant,
     pub counted_from: Instant,
     pub end: Instant,
+    pub until: Instant,
 }
 
 impl Timeline {
     pub fn new(spec: &StepSpec, start: Instant) -> Self {
         let counted_from = start + spec.warmup;
+        let end = counted_from + spec.duration;
         Timeline {
             start,
             counted_from,
-            end: counted_from + spec.duration,
+            end,
+            until: end + spec.profile,
+        }
+    }
+}
+
+/// What the profiled tail got: requests by intended send time, responses by completion.
+struct TailRecorder {
+    latency: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+    responses: u64,
+    ok: u64,
+}
+
+impl TailRecorder {
+    fn new() -> Self {
+        TailRecorder {
+            latency: Histogram::new_with_bounds(1, HIST_MAX_US, 3)
+                .expect("static histogram bounds are valid"),
+            requests: 0,
+            errors: 0,
+            responses: 0,
+            ok: 0,
+        }
+    }
+
+    fn merge(&mut self, other: &TailRecorder) {
+        let _ = self.latency.add(&other.latency);
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.responses += other.responses;
+        self.ok += other.ok;
+    }
+
+    fn window(&self, seconds: f64) -> ProfiledWindow {
+        let seconds = seconds.max(1e-9);
+        ProfiledWindow {
+            seconds: (seconds * 1000.0).round() / 1000.0,
+            requests: self.requests,
+            errors: self.errors,
+            achieved_rps: self.responses as f64 / seconds,
+            ok_rps: self.ok as f64 / seconds,
+            latency_ms: percentiles(&self.latency),
         }
     }
 }
@@ -145,6 +193,7 @@ pub struct StepRecorder {
     status_codes: BTreeMap<u16, u64>,
     late_sends: u64,
     warmup_requests: u64,
+    tail: TailRecorder,
 }
 
 /// Live figures for the progress bar.
@@ -182,6 +231,7 @@ impl StepRecorder {
             status_codes: BTreeMap::new(),
             late_sends: 0,
             warmup_requests: 0,
+            tail: TailRecorder::new(),
         }
     }
 
@@ -269,6 +319,10 @@ impl StepRecorder {
     }
 
     pub fn add(&mut self, r: &Record) {
+        if r.intended >= self.timeline.end {
+            self.add_to_tail(r);
+            return;
+        }
         self.add_to_slices(r);
         // Throughput counts completions inside the counted window, whichever request they
         // answer: past capacity, responses to queued requests arrive after the window.
@@ -318,6 +372,28 @@ impl StepRecorder {
         }
     }
 
+    /// A request of the profiled tail (the counted part's responses still arriving then
+    /// were counted by `add`).
+    fn add_to_tail(&mut self, r: &Record) {
+        let tail = &mut self.tail;
+        tail.requests += 1;
+        match r.outcome {
+            Outcome::Response(status) => {
+                record_us(
+                    &mut tail.latency,
+                    r.done.saturating_duration_since(r.intended),
+                );
+                let ok = ErrorClass::of_status(status).is_none();
+                tail.errors += u64::from(!ok);
+                if r.done < self.timeline.until {
+                    tail.responses += 1;
+                    tail.ok += u64::from(ok);
+                }
+            }
+            Outcome::Failed(_) => tail.errors += 1,
+        }
+    }
+
     /// Adds another shard of the same step.
     pub fn merge(&mut self, other: &StepRecorder) {
         let _ = self.latency.add(&other.latency);
@@ -343,6 +419,7 @@ impl StepRecorder {
         }
         self.late_sends += other.late_sends;
         self.warmup_requests += other.warmup_requests;
+        self.tail.merge(&other.tail);
     }
 
     fn count_error(&mut self, class: ErrorClass) {
@@ -381,6 +458,10 @@ impl StepRecorder {
         partial: bool,
         unfinished: u64,
     ) -> StepResult {
+        let tail_seconds = ended
+            .min(self.timeline.until)
+            .saturating_duration_since(self.timeline.end)
+            .as_secs_f64();
         let duration_s = self.counted_seconds(ended).max(1e-9);
         let achieved_rps = self.responses_in_window as f64 / duration_s;
         // A partial step's offered rate was offered for a shorter time: judge it by that.
@@ -445,6 +526,8 @@ impl StepRecorder {
                 0.0
             },
             slices: self.slice_results(),
+            profiled: (!spec.profile.is_zero() && tail_seconds > 0.0)
+                .then(|| self.tail.window(tail_seconds)),
             notes: Vec::new(),
             observed: None,
         }

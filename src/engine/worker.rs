@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the watcher samples the number of requests in flight.
-pub const IN_FLIGHT_EVERY: Duration = Duration::from_millis(10);
+pub use crate::model::figures::IN_FLIGHT_EVERY;
 /// How often the watcher refreshes the live figures.
 const LIVE_EVERY: Duration = Duration::from_millis(250);
 

@@ -2,8 +2,8 @@
 //! anything that speaks that protocol) or from `perf record` on a local pid. Both end as
 //! folded stacks; the pprof bytes are kept as they came.
 
-use super::folded::Folded;
 use crate::pprof_proto::Profile;
+use crate::stacks::folded::Folded;
 use prost::Message;
 use std::io::Read;
 use std::path::Path;
@@ -168,7 +168,9 @@ pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Ca
     }
     // No `period` field: inferno's collapser would weight each sample by it (nanoseconds of
     // cpu-clock), and a profile's count must be its samples.
-    let script = Command::new(&perf)
+    // Reading the recording back takes seconds of CPU: it yields to the load and the target.
+    crate::observe::in_background();
+    let script = crate::observe::as_background(&mut Command::new(&perf))
         .args(["script", "-F", "comm,pid,tid,time,event,ip,sym,dso", "-i"])
         .arg(&data)
         .output()

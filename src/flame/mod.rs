@@ -1,9 +1,10 @@
 //! Flamegraphs per step: "here is where the CPU went at the knee".
 //!
 //! The profiler is an observer. It profiles a hunt's hold steps, every step of a `knee run`
-//! (load, steps, stress, sweep), and a soak's windows on a cadence (see `profiled`). When
-//! such a step starts it waits out the warm-up and takes a profile covering the counted part
-//! of the step, from a pprof endpoint or from perf; when the
+//! (load, steps, stress, sweep), and a soak's windows on a cadence (see `profiled`). Such a
+//! step gets a tail after its counted part (`StepSpec::profile`: the same load, not
+//! counted), and the profile covers the tail, from a pprof endpoint or from perf, so what
+//! profiling costs the target stays out of the step's figures; when the
 //! step ends it writes `flame/<step>.{pb.gz,folded,svg}` and records the samples taken, how
 //! they compare with the CPU the target burnt, and the top functions by self and inclusive
 //! samples (what makes "the bottleneck moved" readable as text). A profile that fails is a
@@ -12,10 +13,8 @@
 pub use crate::model::observed::{ProfileSource, StepProfile};
 
 pub mod capture;
-pub mod folded;
 pub mod offcpu;
 pub mod remote;
-pub mod render;
 pub mod sched;
 pub mod waits;
 
@@ -23,7 +22,7 @@ use crate::model::step::StepResult;
 use crate::observe::procfs;
 use crate::observe::Observer;
 use crate::plan::{Phase, StepSpec};
-use folded::Folded;
+use crate::stacks::render;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -138,19 +137,20 @@ impl Observer for ProfilerObserver {
     }
 
     fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
-        if !profiled(spec) {
+        // The profile covers the step's tail, after its counted part (see runner::session).
+        if spec.profile.is_zero() {
             return;
         }
         let (source, frequency, pid) = (self.source.clone(), self.frequency, self.pid);
-        let window = spec.duration.as_secs_f64();
-        // What can be profiled of the counted window (whole seconds, for most endpoints).
+        let window = spec.profile.as_secs_f64();
+        // What can be profiled of the tail (whole seconds, for most endpoints).
         let seconds = match &source {
             Source::Pprof(_, endpoint, _) => capture::seconds_for(*endpoint, window),
             Source::Perf | Source::Observer(_) => Ok(window),
         };
-        let counted_from = starts_at + spec.warmup;
+        let tail_from = starts_at + spec.warmup + spec.duration;
         let scratch = self.dir.join("flame").join(&spec.name);
-        self.pending.start_at(&spec.name, counted_from, move || {
+        self.pending.start_at(&spec.name, tail_from, move || {
             let cpu_before = pid.and_then(cpu_seconds);
             let mut remote_cpu: Option<remote::RemoteCpu> = None;
             let result = match (&source, pid, &seconds) {
@@ -312,10 +312,4 @@ fn prime(url: &str, insecure: bool) {
 /// CPU seconds a process tree has used so far.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     procfs::process_tree_counters(pid).map(|(c, _)| c.cpu_ticks as f64 / procfs::clock_ticks())
-}
-
-/// Folded stacks of a step's profile, read back from the run folder.
-pub fn load_folded(run: &std::path::Path, profile: &StepProfile) -> Option<Folded> {
-    let text = std::fs::read_to_string(run.join(profile.folded.as_ref()?)).ok()?;
-    Some(Folded::parse(&text))
 }

@@ -12,21 +12,21 @@
 
 pub use crate::model::observed::{OffCpu, OffCpuSource, WaitSite};
 
-use super::folded::Folded;
 use super::sched::{self, Recording};
 use super::waits::{self, Frame, WaitKind};
 use crate::model::step::StepResult;
 use crate::observe::Observer;
 use crate::plan::{ObservePlan, ProfilerPlan, StepSpec};
+use crate::stacks::folded::Folded;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How much of each profiled step is recorded: perf on every context switch of a target
-/// with hundreds of threads costs it real capacity while it runs (measured in the README),
-/// so a second from the middle of the counted window is recorded, and the rest of the step
-/// measures the target undisturbed. Go's profiles take whole seconds, so one second too.
+/// How much of each profiled step's tail is recorded: perf on every context switch of a
+/// target with hundreds of threads costs it real capacity while it runs (measured in
+/// docs/), so a second from the middle of the tail, beside the CPU profile. Go's profiles
+/// take whole seconds, so one second too.
 const RECORDED: Duration = Duration::from_secs(1);
 
 /// Wait sites kept per step.
@@ -241,15 +241,18 @@ impl Observer for OffCpuObserver {
     }
 
     fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
-        if !super::profiled(spec) {
+        // Recorded in the step's tail, after its counted part (see runner::session).
+        if spec.profile.is_zero() {
             return;
         }
         let sources = self.sources.clone();
-        // A slice from the middle of the counted window, not all of it (see RECORDED).
-        let counted = spec.duration.as_secs_f64();
-        let window = counted.min(RECORDED.as_secs_f64());
-        let counted_from =
-            starts_at + spec.warmup + Duration::from_secs_f64((counted - window) / 2.0);
+        // A slice from the middle of the tail, not all of it (see RECORDED).
+        let tail = spec.profile.as_secs_f64();
+        let window = tail.min(RECORDED.as_secs_f64());
+        let counted_from = starts_at
+            + spec.warmup
+            + spec.duration
+            + Duration::from_secs_f64((tail - window) / 2.0);
         let scratch = self.dir.join("flame").join(&spec.name);
         self.pending.start_at(&spec.name, counted_from, move || {
             capture(&sources, window, &scratch)
@@ -358,7 +361,12 @@ fn go_profile(
 impl OffCpuObserver {
     /// Picks the source, writes the step's files; what to record.
     fn write(&self, spec: &StepSpec, result: &StepResult, captures: Captures) -> OffCpu {
-        let requests = (result.achieved_rps * captures.seconds).round() as u64;
+        // Requests completed while it recorded: the tail's rate (it recorded in the tail).
+        let rate = result
+            .profiled
+            .as_ref()
+            .map_or(result.achieved_rps, |tail| tail.achieved_rps);
+        let requests = (rate * captures.seconds).round() as u64;
         let mut notes = Vec::new();
         let mut errors = Vec::new();
         let mut chosen: Option<(OffCpuSource, Recording)> = None;
@@ -420,7 +428,11 @@ impl OffCpuObserver {
             "{taken}: {:.0} ms waiting, {:.0} ms idle, {:.0} ms preempted over {:.1} s (µs per stack)",
             offcpu.waiting_ms, offcpu.idle_ms, offcpu.preempted_ms, offcpu.seconds
         );
-        match super::render::offcpu_svg(&recording.folded, &super::title(spec, result), &subtitle) {
+        match crate::stacks::render::offcpu_svg(
+            &recording.folded,
+            &super::title(spec, result),
+            &subtitle,
+        ) {
             Ok(svg) => offcpu.svg = self.write_file(spec, "offcpu.svg", &svg),
             Err(e) => offcpu.notes.push(format!("no off-CPU flamegraph: {e}")),
         }

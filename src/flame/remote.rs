@@ -7,9 +7,9 @@
 //! nothing the driver sends is run.
 
 use super::capture::{self, Captured};
-use super::folded::Folded;
 use super::sched::Recording;
 use super::waits::WaitKind;
+use crate::stacks::folded::Folded;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Mutex;

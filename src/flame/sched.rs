@@ -6,8 +6,8 @@
 //! recording ends is counted up to its end; waits that began before it started are not seen.
 
 use super::capture;
-use super::folded::Folded;
 use super::waits::{self, Classified, Frame, WaitKind};
+use crate::stacks::folded::Folded;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Command;
@@ -46,7 +46,9 @@ pub fn record(pid: u32, seconds: f64, scratch: &Path) -> Result<Recording, Strin
     }
     // No inline expansion: the symbol table's full paths are what a site needs, and
     // resolving inlined frames costs perf script most of its time.
-    let script = Command::new(&perf)
+    // Reading the recording back takes seconds of CPU: it yields to the load and the target.
+    crate::observe::in_background();
+    let script = crate::observe::as_background(&mut Command::new(&perf))
         .args(["script", "--no-inline", "--show-switch-events"])
         .args(["-F", "tid,time,event,trace,ip,sym,dso", "-i"])
         .arg(&data)
@@ -195,7 +197,7 @@ fn frame(line: &str, exe: Option<&str>) -> Option<Frame> {
             None => file.contains(".so") || file.starts_with('['),
         };
     Some(Frame {
-        name: super::folded::clean_name(name),
+        name: crate::stacks::folded::clean_name(name),
         kernel,
         foreign,
     })

@@ -2,7 +2,7 @@
 //! offered rate vs p99: where the curve bends), and saturation throughput (the plateau of good
 //! responses per second). Plus a Little's-law consistency check per step.
 
-use crate::engine::worker::IN_FLIGHT_EVERY;
+use crate::model::figures::IN_FLIGHT_EVERY;
 use crate::model::step::StepResult;
 
 /// Kneedle (Satopää et al., 2011) for a convex increasing curve such as p99 vs offered rate:

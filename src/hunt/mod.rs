@@ -15,13 +15,35 @@ pub mod usl;
 
 use crate::error::Error;
 use crate::model::step::StepResult;
+use crate::model::step::StepResult as Step;
 use crate::plan::{fmt_rate, HuntSettings, Load, Phase, StepSpec};
-use crate::runner::Session;
 use crate::slo::LatencyBound;
-use crate::terminal::table;
+use crate::slo::Slo;
 use crate::units::fmt_ms;
 use search::{round_rate, Ending, Search};
 use std::time::Duration;
+
+/// What the hunt drives: something that runs steps and keeps their results. The runner's
+/// `Session` runs them on the engine against the target; a simulated target runs them in
+/// no time (tests), so the search's edge cases are tested without load.
+#[allow(async_fn_in_trait)]
+pub trait StepRunner {
+    /// Runs steps back to back, with no pause between them; their results (fewer when the
+    /// run was interrupted).
+    async fn chain(&mut self, specs: &[StepSpec]) -> Result<Vec<Step>, Error>;
+    /// Every step run so far.
+    fn steps(&self) -> &[Step];
+    /// The SLO the steps are judged by (the hunt may add a latency bound).
+    fn slo(&self) -> &Slo;
+    fn slo_mut(&mut self) -> &mut Slo;
+    /// Ctrl-C or SIGTERM ended the run.
+    fn interrupted(&self) -> bool;
+
+    /// Runs one step; None when the run was interrupted before it started.
+    async fn step(&mut self, spec: &StepSpec) -> Result<Option<Step>, Error> {
+        Ok(self.chain(std::slice::from_ref(spec)).await?.pop())
+    }
+}
 
 /// Without an SLO, a step's p99 may be at most this many times the p99 of the lowest step...
 pub const DEFAULT_P99_FACTOR: f64 = 10.0;
@@ -31,7 +53,7 @@ pub const DEFAULT_P99_FLOOR_MS: f64 = 10.0;
 const MIN_BEND: f64 = 0.1;
 
 pub async fn run(
-    session: &mut Session,
+    session: &mut impl StepRunner,
     settings: &HuntSettings,
     slo_is_default: bool,
 ) -> Result<KneeAnalysis, Error> {
@@ -43,7 +65,7 @@ pub async fn run(
     let ceiling = probe(session, settings).await?;
     analysis.probe_ceiling_rps = ceiling;
     let Some(ceiling) = ceiling else {
-        analysis.ending = if session.interrupted {
+        analysis.ending = if session.interrupted() {
             Ending::Interrupted
         } else {
             Ending::NothingHeld
@@ -67,7 +89,7 @@ pub async fn run(
         let Some(step) = session.step(&spec).await? else {
             break;
         };
-        if slo_is_default && !session.slo.latency.iter().any(|b| b.percentile == 99.0) {
+        if slo_is_default && !session.slo().latency.iter().any(|b| b.percentile == 99.0) {
             set_default_latency_bound(session, &step, &mut analysis);
         }
         if step.generator.limited {
@@ -83,7 +105,7 @@ pub async fn run(
         search.record(rate, step.holds);
     }
     analysis.capacity_rps = search.highest_held();
-    analysis.ending = match (session.interrupted, ending, search.ending()) {
+    analysis.ending = match (session.interrupted(), ending, search.ending()) {
         (true, _, _) => Ending::Interrupted,
         (_, Some(e), _) => e,
         (_, None, search_ending) => search_ending,
@@ -97,17 +119,22 @@ pub async fn run(
         ));
     }
     // 3. Hold steps, failure mode, recovery.
-    if let (Some(capacity), false) = (analysis.capacity_rps, session.interrupted) {
+    if let (Some(capacity), false) = (analysis.capacity_rps, session.interrupted()) {
         hold_steps(session, settings, capacity, &mut analysis).await?;
     }
     Ok(finish(analysis, session))
 }
 
 /// Runs the closed-model probe; returns the best good throughput, if any.
-async fn probe(session: &mut Session, settings: &HuntSettings) -> Result<Option<f64>, Error> {
+async fn probe(
+    session: &mut impl StepRunner,
+    settings: &HuntSettings,
+) -> Result<Option<f64>, Error> {
     let mut best: Option<f64> = None;
     for &concurrency in &settings.probe {
         let spec = StepSpec {
+            profile: Duration::ZERO,
+            profile_before_recovery: false,
             name: format!("probe-c{concurrency}"),
             phase: Phase::Probe,
             load: Load::Concurrency(concurrency),
@@ -131,12 +158,12 @@ async fn probe(session: &mut Session, settings: &HuntSettings) -> Result<Option<
 
 /// No SLO given: p99 may be at most 10x the p99 of the lowest step, and at least 10 ms.
 fn set_default_latency_bound(
-    session: &mut Session,
+    session: &mut impl StepRunner,
     lowest: &StepResult,
     analysis: &mut KneeAnalysis,
 ) {
     let bound = (lowest.latency_ms.p99 * DEFAULT_P99_FACTOR).max(DEFAULT_P99_FLOOR_MS);
-    session.slo.latency.push(LatencyBound {
+    session.slo_mut().latency.push(LatencyBound {
         percentile: 99.0,
         limit_ms: bound,
     });
@@ -159,6 +186,8 @@ fn rate_step(
         (settings.step_warmup, settings.step_duration)
     };
     StepSpec {
+        profile: Duration::ZERO,
+        profile_before_recovery: false,
         name,
         phase,
         load: Load::Rate {
@@ -171,7 +200,7 @@ fn rate_step(
 }
 
 async fn hold_steps(
-    session: &mut Session,
+    session: &mut impl StepRunner,
     settings: &HuntSettings,
     capacity: f64,
     analysis: &mut KneeAnalysis,
@@ -202,6 +231,8 @@ async fn hold_steps(
         .max_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
         .map(|(i, _)| i);
     let recovery = StepSpec {
+        profile: Duration::ZERO,
+        profile_before_recovery: false,
         name: "recovery".into(),
         phase: Phase::Recovery,
         load: Load::Rate {
@@ -211,9 +242,15 @@ async fn hold_steps(
         warmup: Duration::ZERO,
         duration: settings.hold_duration,
     };
+    // The overload step is profiled only when it is the one hold above capacity: its stacks
+    // are then the knee's. Otherwise the knee's hold has them, and the recovery starts from
+    // what the overload alone left behind (no profiled tail before it).
+    let holds_above = specs.iter().filter(|(f, _)| *f > 1.0).count();
     for (i, (fraction, spec)) in specs.iter().enumerate() {
         let chain = if Some(i) == overload {
-            vec![spec.clone(), recovery.clone()]
+            let mut spec = spec.clone();
+            spec.profile_before_recovery = holds_above == 1;
+            vec![spec, recovery.clone()]
         } else {
             vec![spec.clone()]
         };
@@ -239,17 +276,17 @@ async fn hold_steps(
 
 /// Classifies the overload step and times the recovery step that followed it.
 fn judge_overload(
-    session: &Session,
+    session: &impl StepRunner,
     capacity: f64,
     overload: &StepResult,
     recovery: Option<&StepResult>,
     analysis: &mut KneeAnalysis,
 ) {
     let bound_ms = latency_bound_ms(session);
-    let evidence = overload_evidence(&session.steps, overload);
+    let evidence = overload_evidence(session.steps(), overload);
     analysis.failure_mode = Some(stress::classify(overload, capacity, bound_ms, evidence));
     if let Some(step) = recovery {
-        let max_errors = session.slo.max_error_rate.unwrap_or(0.01);
+        let max_errors = session.slo().max_error_rate.unwrap_or(0.01);
         analysis.recovery_s = stress::recovery_seconds(step, bound_ms, max_errors);
         analysis.recovery_measured = true;
     }
@@ -267,8 +304,8 @@ fn overload_evidence(steps: &[StepResult], overload: &StepResult) -> stress::Evi
 }
 
 /// The p99 bound of the SLO (or the tightest latency bound there is).
-fn latency_bound_ms(session: &Session) -> f64 {
-    let bounds = &session.slo.latency;
+fn latency_bound_ms(session: &impl StepRunner) -> f64 {
+    let bounds = &session.slo().latency;
     bounds
         .iter()
         .find(|b| b.percentile == 99.0)
@@ -283,7 +320,10 @@ fn latency_bound_ms(session: &Session) -> f64 {
 /// `kind = "stress"`: the rising steps run back to back, then a recovery step at half the
 /// highest rate that held follows the last one with no pause. The highest step past that
 /// rate is classified for how the service fails.
-pub async fn stress(session: &mut Session, steps: &[StepSpec]) -> Result<KneeAnalysis, Error> {
+pub async fn stress(
+    session: &mut impl StepRunner,
+    steps: &[StepSpec],
+) -> Result<KneeAnalysis, Error> {
     let mut analysis = KneeAnalysis {
         ending: Ending::Steps,
         ..KneeAnalysis::default()
@@ -297,7 +337,7 @@ pub async fn stress(session: &mut Session, steps: &[StepSpec]) -> Result<KneeAna
     // Until the last step has run, the recovery rate is a guess: half the highest rate that
     // held so far (or half the first rate).
     let held_so_far = session
-        .steps
+        .steps()
         .iter()
         .filter(|s| s.holds)
         .filter_map(|s| s.offered_rps)
@@ -305,6 +345,8 @@ pub async fn stress(session: &mut Session, steps: &[StepSpec]) -> Result<KneeAna
     let recovery_rate =
         round_rate(held_so_far.or(first.offered_rps()).unwrap_or(1.0) * 0.5).max(1.0);
     let recovery = StepSpec {
+        profile: Duration::ZERO,
+        profile_before_recovery: false,
         name: "recovery".into(),
         phase: Phase::Recovery,
         load: Load::Rate {
@@ -316,7 +358,7 @@ pub async fn stress(session: &mut Session, steps: &[StepSpec]) -> Result<KneeAna
     };
     let results = session.chain(&[last.clone(), recovery]).await?;
     let open: Vec<&StepResult> = session
-        .steps
+        .steps()
         .iter()
         .filter(|s| s.offered_rps.is_some() && s.phase != Phase::Recovery)
         .collect();
@@ -349,133 +391,28 @@ pub async fn stress(session: &mut Session, steps: &[StepSpec]) -> Result<KneeAna
 }
 
 /// Fills in the latency knee and saturation from every step so far, and the SLO used.
-fn finish(mut analysis: KneeAnalysis, session: &Session) -> KneeAnalysis {
+fn finish(mut analysis: KneeAnalysis, session: &impl StepRunner) -> KneeAnalysis {
     let curve: Vec<(f64, f64)> = session
-        .steps
+        .steps()
         .iter()
         .filter(|s| s.phase != Phase::Recovery && !s.generator.limited && s.requests > 0)
         .filter_map(|s| s.offered_rps.map(|r| (r, s.latency_ms.p99)))
         .collect();
     analysis.latency_knee_rps = knee::kneedle(&curve, MIN_BEND);
     analysis.saturation_rps = session
-        .steps
+        .steps()
         .iter()
         .filter(|s| s.phase != Phase::Recovery && !s.generator.limited)
         .map(|s| s.ok_rps)
         .reduce(f64::max)
         .filter(|r| *r > 0.0);
-    for step in &session.steps {
+    for step in session.steps() {
         for note in &step.notes {
             analysis.notes.push(format!("{}: {note}", step.name));
         }
     }
-    analysis.slo = session.slo.describe();
+    analysis.slo = session.slo().describe();
     analysis
-}
-
-/// The verdict block printed at the end of a hunt or a stress test.
-pub fn verdict_block(a: &KneeAnalysis) -> String {
-    let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
-    let mut out = format!(
-        "\nknee verdict (SLO {}{})\n",
-        a.slo,
-        if a.slo_default {
-            ", chosen by knee"
-        } else {
-            ""
-        }
-    );
-    let rows = vec![
-        vec![
-            "capacity".into(),
-            rate(a.capacity_rps),
-            format!(
-                "highest offered rate that held ({})",
-                a.ending.as_str().replace('_', " ")
-            ),
-        ],
-        vec![
-            "latency knee".into(),
-            rate(a.latency_knee_rps),
-            "where p99 vs offered rate bends (Kneedle)".into(),
-        ],
-        vec![
-            "saturation".into(),
-            rate(a.saturation_rps),
-            "plateau of good responses per second".into(),
-        ],
-        vec![
-            "past the knee".into(),
-            a.failure_mode.map_or("-".into(), |m| m.as_str().into()),
-            a.failure_mode
-                .map_or("no overload step ran".into(), |m| m.describe().into()),
-        ],
-        vec![
-            "recovery".into(),
-            match (a.recovery_measured, a.recovery_s) {
-                (false, _) => "-".into(),
-                (true, Some(s)) => format!("{s:.2} s"),
-                (true, None) => "none".into(),
-            },
-            if a.recovery_measured && a.recovery_s.is_none() {
-                "p99 did not get back within the SLO during the recovery step".into()
-            } else {
-                "at half capacity, until p99 was back within the SLO".into()
-            },
-        ],
-    ];
-    for row in &rows {
-        out.push_str(&format!("  {:<14} {:>20}  {}\n", row[0], row[1], row[2]));
-    }
-    if !a.holds.is_empty() {
-        out.push_str("hold steps:\n");
-        let rows: Vec<Vec<String>> = a
-            .holds
-            .iter()
-            .map(|h| {
-                vec![
-                    format!("{:.0}%", h.fraction * 100.0),
-                    format!("{:.0}", h.offered_rps),
-                    format!("{:.0}", h.ok_rps),
-                    fmt_ms(h.p99_ms),
-                    format!("{:.2}%", h.error_rate * 100.0),
-                    if h.holds { "yes".into() } else { "NO".into() },
-                ]
-            })
-            .collect();
-        for line in table(
-            &["capacity", "offered/s", "good/s", "p99", "errors", "holds"],
-            &rows,
-        )
-        .lines()
-        {
-            out.push_str(&format!("  {line}\n"));
-        }
-    }
-    for note in &a.notes {
-        out.push_str(&format!("note: {note}\n"));
-    }
-    out
-}
-
-pub fn usl_line(fit: &usl::UslFit) -> String {
-    if !fit.follows_usl {
-        return format!(
-            "USL: the points do not follow the Universal Scalability Law (R^2 {:.2} on throughput): {}",
-            fit.r_squared, fit.shape
-        );
-    }
-    format!(
-        "USL fit: lambda {:.1} req/s per client, sigma (contention) {:.4}, kappa (coherency) {:.5}, \
-         peak at {} clients ({:.0} req/s), R^2 {:.3}; {}",
-        fit.lambda,
-        fit.sigma,
-        fit.kappa,
-        fit.peak_concurrency.map_or("no finite".into(), |n| format!("{n:.1}")),
-        fit.peak_throughput,
-        fit.r_squared,
-        fit.shape
-    )
 }
 
 #[cfg(test)]

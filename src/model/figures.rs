@@ -2,6 +2,10 @@
 //! time slices, connect times, and the generator's health.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How often the requests in flight (`in_flight_mean`) and knee's connections are sampled.
+pub const IN_FLIGHT_EVERY: Duration = Duration::from_millis(10);
 
 /// One time slice of a step. Requests are placed by intended send time, completions by the
 /// time they completed.
@@ -61,6 +65,34 @@ pub struct Percentiles {
     pub max: f64,
 }
 
+/// A step's profiled tail: the same load after the counted part, while the profilers
+/// recorded (`profiled` in steps.jsonl). Not counted in the step's figures; set beside them,
+/// it is what profiling cost the target.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProfiledWindow {
+    pub seconds: f64,
+    /// Requests whose intended send time fell in the tail.
+    pub requests: u64,
+    pub errors: u64,
+    /// Responses (any status, and good ones) completed in the tail, per second.
+    pub achieved_rps: f64,
+    pub ok_rps: f64,
+    /// From the intended send time, as the step's own.
+    pub latency_ms: Percentiles,
+}
+
+impl ProfiledWindow {
+    /// Good throughput in the tail against the counted part's: −0.06 is 6 % less.
+    pub fn throughput_change(&self, counted_ok_rps: f64) -> Option<f64> {
+        (counted_ok_rps > 0.0 && self.requests > 0).then(|| self.ok_rps / counted_ok_rps - 1.0)
+    }
+
+    /// p99 in the tail over the counted part's.
+    pub fn p99_ratio(&self, counted_p99_ms: f64) -> Option<f64> {
+        (counted_p99_ms > 0.0 && self.requests > 0).then(|| self.latency_ms.p99 / counted_p99_ms)
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct GeneratorHealth {
     /// Actual send − intended send, over all sent requests (includes waiting for a free
@@ -97,6 +129,10 @@ pub struct GeneratorHealth {
     pub limited: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limited_reason: Option<String>,
+    /// In a chain of steps, the step started this late against its schedule (the steps
+    /// before it ran long): it started then, with no catch-up burst of the requests missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_late_ms: Option<f64>,
     /// The scheduler was late although idle: another process held the CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_contention: Option<String>,

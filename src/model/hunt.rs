@@ -176,3 +176,27 @@ pub struct UslFit {
 fn yes() -> bool {
     true
 }
+
+impl UslFit {
+    /// The fit in one line, for the terminal and report.md.
+    pub fn describe(&self) -> String {
+        let fit = self;
+        if !fit.follows_usl {
+            return format!(
+                "USL: the points do not follow the Universal Scalability Law (R^2 {:.2} on throughput): {}",
+                fit.r_squared, fit.shape
+            );
+        }
+        format!(
+            "USL fit: lambda {:.1} req/s per client, sigma (contention) {:.4}, kappa (coherency) {:.5}, \
+             peak at {} clients ({:.0} req/s), R^2 {:.3}; {}",
+            fit.lambda,
+            fit.sigma,
+            fit.kappa,
+            fit.peak_concurrency.map_or("no finite".into(), |n| format!("{n:.1}")),
+            fit.peak_throughput,
+            fit.r_squared,
+            fit.shape
+        )
+    }
+}

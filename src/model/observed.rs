@@ -61,6 +61,14 @@ pub struct ShardPart {
 
 // Where each observer's part of `observed` is, for a step.
 
+/// One reading: seconds since the run started, and every series.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sample {
+    pub t_s: f64,
+    #[serde(flatten)]
+    pub values: BTreeMap<String, f64>,
+}
+
 /// min / mean / max of one series over a step.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Stat {

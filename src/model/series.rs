@@ -105,6 +105,38 @@ pub fn on_generator_host(key: String) -> String {
     }
 }
 
+/// Words that make a scraped gauge's *name* a saturation signal (matched as whole words of
+/// the name, never in its labels).
+const SATURATION_WORDS: [&str; 9] = [
+    "wait", "waiting", "waiters", "queue", "queued", "pending", "backlog", "blocked", "inflight",
+];
+/// Known false friends: gauges whose names carry a saturation word but count something idle
+/// or something else (nginx's waiting connections are idle keep-alives), and exporters whose
+/// series describe the machine or a runtime, not the service's own queues.
+const FALSE_FRIENDS: [&str; 2] = [
+    "nginx_connections_waiting",
+    "nginx_http_connections_waiting",
+];
+const FOREIGN_PREFIXES: [&str; 6] = ["node_", "go_", "process_", "jvm_", "python_", "nodejs_"];
+
+/// Whether a scraped series' name (labels aside) names a queue, and is not a false friend:
+/// the series the verdict reads as saturation.
+pub fn names_a_queue(key: &str) -> bool {
+    let name = key
+        .trim_start_matches("metrics.")
+        .split('{')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if FALSE_FRIENDS.contains(&name.as_str())
+        || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return false;
+    }
+    name.split(['_', ':', '.'])
+        .any(|word| SATURATION_WORDS.contains(&word))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

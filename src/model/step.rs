@@ -2,7 +2,7 @@
 //! (see BRIEF). Field names are stable; add fields freely, rename none without bumping
 //! `SCHEMA_VERSION`. Times are milliseconds as floats, rates per second.
 
-pub use super::figures::{ConnectTimes, GeneratorHealth, Percentiles, Slice};
+pub use super::figures::{ConnectTimes, GeneratorHealth, Percentiles, ProfiledWindow, Slice};
 use super::observed::{Observed, OffCpu, Processes, Samplers, StepProfile, Threads};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -192,6 +192,10 @@ pub struct StepResult {
     /// Mean number of requests in flight (sampled every 10 ms), for the Little's-law check.
     #[serde(default)]
     pub in_flight_mean: f64,
+    /// The profiled tail after the counted part (the same load while the profilers
+    /// recorded), not counted: its own figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiled: Option<ProfiledWindow>,
     /// The step in time slices (from its start, warm-up included): how it evolved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slices: Vec<Slice>,
@@ -231,7 +235,7 @@ impl StepResult {
     /// "500/s" (open model) or "c=50" (closed model), for report tables.
     pub fn load_label(&self) -> String {
         match (self.offered_rps, self.concurrency) {
-            (Some(rps), _) => format!("{}/s", crate::plan::fmt_rate(rps)),
+            (Some(rps), _) => format!("{}/s", crate::units::fmt_rate(rps)),
             (None, Some(c)) => format!("c={c}"),
             _ => "-".into(),
         }
@@ -323,6 +327,7 @@ pub mod testing {
             in_flight_mean: 0.0,
             started_s: None,
             slices: Vec::new(),
+            profiled: None,
             notes: Vec::new(),
             observed: None,
         }
@@ -386,9 +391,10 @@ pub mod testing {
         window.slices = vec![Slice::default(); 40];
         let slim = window.clone().slimmed();
         assert!(slim.slices.is_empty());
-        assert_eq!(crate::analyze::mean(&slim, "target.rss_mb"), Some(40.0));
-        assert_eq!(crate::analyze::mean(&slim, "host.cpu0"), None);
-        assert_eq!(crate::analyze::sample_count(&slim), 8);
+        let samplers = Samplers::of(&slim).unwrap();
+        assert_eq!(samplers.series["target.rss_mb"].mean, 40.0);
+        assert!(!samplers.series.contains_key("host.cpu0"));
+        assert_eq!(samplers.samples, 8);
         assert!(slim.observed.as_ref().unwrap().processes.is_none());
         assert_eq!(slim.latency_ms, window.latency_ms);
     }

@@ -7,8 +7,8 @@
 
 pub use crate::model::ObserverRecord;
 
-use super::sampler::Sample;
 use super::target::TargetProcess;
+use crate::model::observed::Sample;
 use crate::plan::ObserverSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -41,6 +41,12 @@ pub struct DescribedTarget {
     pub pid: u32,
     pub command: String,
     pub found_by: String,
+}
+
+/// The number a begun window is ended with (`GET /KIND/begin`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: u64,
 }
 
 /// One answer of `GET /samples?after=N`.
@@ -146,8 +152,7 @@ pub fn clock_offset(spec: &ObserverSpec) -> Result<(f64, f64), String> {
 
 /// Has the observer begin a window of `kind` ("processes", "threads") now: its number.
 pub fn begin_window(spec: &ObserverSpec, kind: &str) -> Result<u64, String> {
-    read_json::<super::windows::Ticket>(spec, &format!("/{kind}/begin"), TIMEOUT)
-        .map(|ticket| ticket.id)
+    read_json::<Ticket>(spec, &format!("/{kind}/begin"), TIMEOUT).map(|ticket| ticket.id)
 }
 
 /// Has the observer end window `id` of `kind`: what it read over it.

@@ -13,7 +13,6 @@ use super::Observer;
 use crate::model::observed::{Observed, Samplers};
 use crate::model::step::StepResult;
 use crate::plan::StepSpec;
-use serde::{Deserialize, Serialize};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -30,13 +29,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
 /// soak keeps about one window's worth, not hours of them.
 const KEEP: usize = 14_400;
 
-/// One reading: seconds since the run started, and every series.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Sample {
-    pub t_s: f64,
-    #[serde(flatten)]
-    pub values: BTreeMap<String, f64>,
-}
+pub use crate::model::observed::Sample;
 
 struct State {
     samples: VecDeque<(Instant, Sample)>,

@@ -6,11 +6,12 @@
 //! window is the step's, however long, and a run cut short ends it at once. An observer holds
 //! only a few begun windows: a driver that never comes back costs nothing for long.
 
+use super::remote::Ticket;
 use super::{Observer, Pending};
 use crate::model::step::StepResult;
 use crate::model::Observed;
 use crate::plan::{ObserverSpec, StepSpec};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -26,7 +27,7 @@ pub trait Reading: Send + Sync + 'static {
     /// What is read as the window begins.
     type Begun: Send + 'static;
     /// What the window comes to.
-    type Read: Serialize + DeserializeOwned;
+    type Read: Serialize + DeserializeOwned + Send + 'static;
     fn begin(&self) -> Self::Begun;
     /// Puts what the window came to in its place in `observed`.
     fn store(read: Self::Read, observed: &mut Observed);
@@ -41,16 +42,16 @@ enum Source<R> {
     Observer(ObserverSpec),
 }
 
-/// What a step's window began with: this host's reading, or the observer's window number.
-enum Began<B> {
-    Local(Instant, B),
-    Remote(Result<u64, String>),
+/// What a step's window came to: this host's reading, or the observer's answer.
+enum Ended<T> {
+    Local(Option<T>),
+    Remote(Result<Option<T>, String>),
 }
 
 /// Runs one kind of reading over each step's counted window.
 pub struct WindowObserver<R: Reading> {
     source: Source<R>,
-    pending: Pending<Began<R::Begun>>,
+    pending: Pending<Ended<R::Read>>,
 }
 
 impl<R: Reading> WindowObserver<R> {
@@ -78,18 +79,29 @@ impl<R: Reading + Clone> Observer for WindowObserver<R> {
 
     fn step_started(&mut self, spec: &StepSpec, starts_at: Instant) {
         let counted_from = starts_at + spec.warmup;
+        let window = (counted_from, counted_from + spec.duration);
         match &self.source {
             Source::Local(reading) => {
-                let reading = reading.clone();
-                self.pending.start_at(&spec.name, counted_from, move || {
-                    Began::Local(Instant::now(), reading.begin())
-                })
+                let (reading, ending) = (reading.clone(), reading.clone());
+                self.pending.window(
+                    &spec.name,
+                    window,
+                    move || reading.begin(),
+                    move |begun, seconds| Ended::Local(ending.end(begun, seconds)),
+                )
             }
             Source::Observer(observer) => {
-                let observer = observer.clone();
-                self.pending.start_at(&spec.name, counted_from, move || {
-                    Began::Remote(super::remote::begin_window(&observer, R::KIND))
-                })
+                let (observer, ending) = (observer.clone(), observer.clone());
+                self.pending.window(
+                    &spec.name,
+                    window,
+                    move || super::remote::begin_window(&observer, R::KIND),
+                    move |begun, _| {
+                        Ended::Remote(begun.and_then(|id| {
+                            super::remote::end_window::<Option<R::Read>>(&ending, R::KIND, id)
+                        }))
+                    },
+                )
             }
         }
     }
@@ -101,38 +113,18 @@ impl<R: Reading + Clone> Observer for WindowObserver<R> {
         _window: (Instant, Instant),
         observed: &mut Observed,
     ) {
-        let Some(began) = self.pending.finish(&spec.name) else {
-            return;
-        };
-        let read = match (began, &self.source) {
-            // The step ends a little after its counted window; read now, over what elapsed.
-            (Began::Local(at, begun), Source::Local(reading)) => {
-                reading.end(begun, at.elapsed().as_secs_f64())
+        let read = match self.pending.finish(&spec.name) {
+            Some(Ended::Local(read)) | Some(Ended::Remote(Ok(read))) => read,
+            Some(Ended::Remote(Err(why))) => {
+                eprintln!("knee: no {} readings for {}: {why}", R::KIND, spec.name);
+                None
             }
-            (Began::Remote(begun), Source::Observer(observer)) => {
-                let ended = begun.and_then(|id| {
-                    super::remote::end_window::<Option<R::Read>>(observer, R::KIND, id)
-                });
-                match ended {
-                    Ok(read) => read,
-                    Err(why) => {
-                        eprintln!("knee: no {} readings for {}: {why}", R::KIND, spec.name);
-                        None
-                    }
-                }
-            }
-            _ => None,
+            None => None,
         };
         if let Some(read) = read {
             R::store(read, observed);
         }
     }
-}
-
-/// The number a begun window is ended with (`GET /KIND/begin`).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Ticket {
-    pub id: u64,
 }
 
 /// The windows `knee observe` began for drivers, oldest first, each with its kind.

@@ -260,9 +260,20 @@ pub struct StepSpec {
     pub warmup: Duration,
     /// The counted part of the step.
     pub duration: Duration,
+    /// After the counted part, the same load for this long while the profilers record, not
+    /// counted: what they cost the target stays out of the step's figures (zero: none).
+    pub profile: Duration,
+    /// Profile it even when a recovery step follows it (its stacks are the knee's): the
+    /// recovery then says it started after a profiled tail.
+    pub profile_before_recovery: bool,
 }
 
 impl StepSpec {
+    /// The whole step: warm-up, counted part, profiled tail.
+    pub fn length(&self) -> Duration {
+        self.warmup + self.duration + self.profile
+    }
+
     pub fn offered_rps(&self) -> Option<f64> {
         match self.load {
             Load::Rate { rps, .. } => Some(rps),
@@ -306,6 +317,8 @@ pub fn build_steps(
         let count = (duration.as_secs_f64() / window.as_secs_f64()).ceil() as usize;
         return (0..count)
             .map(|i| StepSpec {
+                profile: Duration::ZERO,
+                profile_before_recovery: false,
                 name: format!("window-{:03}", i + 1),
                 phase: Phase::Window,
                 load: loads[0],
@@ -317,6 +330,8 @@ pub fn build_steps(
     loads
         .iter()
         .map(|load| StepSpec {
+            profile: Duration::ZERO,
+            profile_before_recovery: false,
             name: name_of(load),
             phase: Phase::Step,
             load: *load,
@@ -326,14 +341,7 @@ pub fn build_steps(
         .collect()
 }
 
-/// "500", "12.5": a rate as short as it can be written.
-pub fn fmt_rate(rps: f64) -> String {
-    if rps.fract() == 0.0 {
-        format!("{rps:.0}")
-    } else {
-        format!("{rps:.1}")
-    }
-}
+pub use crate::units::fmt_rate;
 
 /// `20261126T161418Z`: sortable, and valid in file names everywhere.
 pub fn folder_timestamp(at: std::time::SystemTime) -> String {

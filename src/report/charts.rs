@@ -148,7 +148,7 @@ impl<'a> Chart<'a> {
 
     /// The chart as an SVG string (or a one-line note when there is nothing to draw).
     pub fn svg(&self) -> String {
-        let title = super::html::escape(self.title);
+        let title = super::markup::escape(self.title);
         let Some((x, y)) = self.bounds() else {
             return format!("<p class=\"empty\">{title}: no data</p>");
         };

@@ -7,8 +7,8 @@
 use super::charts::{Chart, Legend, Mark, Series, Style, GRID, WIDE};
 use crate::analyze::mean;
 use crate::model::step::StepResult;
-use crate::output::RunRecord;
-use crate::plan::Phase;
+use crate::model::Phase;
+use crate::model::RunRecord;
 
 /// Open-model runs are plotted against offered rate (their closed-model probe steps left
 /// out: concurrency is not on that axis), closed-model runs against concurrency.

@@ -4,29 +4,14 @@
 //! settings. Every text that came from the run (names, errors, evidence, the command) is
 //! escaped.
 
+pub use super::markup::{base64, escape};
 use super::timeline::Timeline;
 use super::{curves, Exporter};
-use crate::output::RunRecord;
+use crate::model::RunRecord;
 use crate::units::fmt_ms;
 use std::fmt::Write as _;
 
 pub struct Html;
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 /// The reports' stylesheet (compare.html uses it too).
 pub const STYLE: &str = "body{font-family:sans-serif;max-width:1340px;margin:1em auto;color:#222}\
@@ -192,6 +177,14 @@ fn step_table(out: &mut String, run: &RunRecord) {
         );
     }
     out.push_str("</table>");
+    let profiled = super::profiled_lines(run);
+    if !profiled.is_empty() {
+        out.push_str("<p>What profiling cost, kept out of the figures above:</p><ul>");
+        for line in profiled {
+            let _ = write!(out, "<li>{}</li>", escape(&line));
+        }
+        out.push_str("</ul>");
+    }
 }
 
 /// The connections each step opened and how long they took (only when some did).
@@ -324,45 +317,5 @@ fn offcpu(out: &mut String, run: &RunRecord, dir: &std::path::Path) {
             let _ = write!(out, "<p>{}</p>", escape(note));
         }
         out.push_str("</div>");
-    }
-}
-
-/// Standard base64 (RFC 4648, with padding), for data: URIs.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc_4648() {
-        for (raw, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(raw.as_bytes()), encoded);
-        }
     }
 }

@@ -3,7 +3,7 @@
 //! as it is.
 
 use super::{md_cell, Exporter};
-use crate::output::RunRecord;
+use crate::model::RunRecord;
 use crate::units::fmt_ms;
 use std::fmt::Write as _;
 
@@ -110,7 +110,7 @@ fn verdict(out: &mut String, run: &RunRecord) {
         let _ = writeln!(out);
     }
     if let Some(fit) = &run.usl {
-        let _ = writeln!(out, "- {}\n", md_cell(&crate::hunt::usl_line(fit)));
+        let _ = writeln!(out, "- {}\n", md_cell(&fit.describe()));
     }
     let held = run.steps.iter().filter(|s| s.holds).count();
     let _ = writeln!(out, "{held} of {} steps held their SLO.\n", run.steps.len());
@@ -150,6 +150,14 @@ fn steps(out: &mut String, run: &RunRecord) {
         );
     }
     let _ = writeln!(out);
+    let profiled = super::profiled_lines(run);
+    if !profiled.is_empty() {
+        let _ = writeln!(out, "What profiling cost, kept out of the figures above:\n");
+        for line in profiled {
+            let _ = writeln!(out, "- {}", md_cell(&line));
+        }
+        let _ = writeln!(out);
+    }
 }
 
 /// The connections each step opened and how long they took (only when some did).

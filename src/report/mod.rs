@@ -5,13 +5,14 @@ pub mod charts;
 pub mod curves;
 pub mod html;
 pub mod markdown;
+pub mod markup;
 pub mod text_chart;
 pub mod timeline;
 
 use crate::error::Error;
-use crate::flame::offcpu::OffCpu;
-use crate::flame::StepProfile;
-use crate::output::RunRecord;
+use crate::model::observed::OffCpu;
+use crate::model::observed::StepProfile;
+use crate::model::RunRecord;
 use crate::plan::ReportFormat;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,36 @@ pub trait Exporter {
     fn file_name(&self) -> &'static str;
     /// `dir` is the run folder (flamegraphs are read from it).
     fn render(&self, run: &RunRecord, dir: &Path) -> Vec<u8>;
+}
+
+/// "profiled after the counted part (2.0 s, not counted): good throughput 385/s (21 % less
+/// than counted), p99 1.06 s (1.6×)": what profiling cost the target, beside the figures
+/// it stayed out of.
+pub fn profiled_line(step: &crate::model::step::StepResult) -> Option<String> {
+    let tail = step.profiled.as_ref()?;
+    let change = tail.throughput_change(step.ok_rps)?;
+    let ratio = tail.p99_ratio(step.latency_ms.p99)?;
+    let change = if change <= -0.005 {
+        format!("{:.0} % less than counted", -change * 100.0)
+    } else if change >= 0.005 {
+        format!("{:.0} % more than counted", change * 100.0)
+    } else {
+        "as counted".to_string()
+    };
+    Some(format!(
+        "profiled after the counted part ({:.1} s, not counted): good throughput {:.0}/s ({change}), p99 {} ({ratio:.1}x)",
+        tail.seconds,
+        tail.ok_rps,
+        crate::units::fmt_ms(tail.latency_ms.p99)
+    ))
+}
+
+/// "hold-095: profiled after …" for every step with a profiled tail.
+pub fn profiled_lines(run: &RunRecord) -> Vec<String> {
+    run.steps
+        .iter()
+        .filter_map(|s| profiled_line(s).map(|line| format!("{}: {line}", s.name)))
+        .collect()
 }
 
 /// The steps that carry a profile, with it.

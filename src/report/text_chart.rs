@@ -3,8 +3,8 @@
 //! the verdict block, so the bend is seen without opening a file. Plain text, no colour
 //! codes: it reads the same in a CI log as in a terminal.
 
-use crate::output::RunRecord;
-use crate::plan::Phase;
+use crate::model::Phase;
+use crate::model::RunRecord;
 use textplots::{Chart, LabelBuilder, LabelFormat, Plot, Shape};
 
 /// Braille dots across and down (two dots per column, four per row: 60 × 8 characters).

@@ -5,8 +5,8 @@
 //! for a one-step run. compare.html overlays two of them.
 
 use super::charts::{self, Band, Chart, Legend, Mark, Series, Style, PALETTE, WIDE};
-use crate::output::RunRecord;
-use crate::plan::Phase;
+use crate::model::Phase;
+use crate::model::RunRecord;
 use serde::Deserialize;
 use std::io::BufRead;
 use std::path::Path;

@@ -4,7 +4,7 @@
 
 use crate::util::*;
 use knee::flame::capture;
-use knee::flame::folded::Folded;
+use knee::stacks::folded::Folded;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -15,6 +15,7 @@ mod profiles;
 mod protocols;
 mod remote;
 mod report;
+mod schedule;
 mod shards;
 mod signals;
 mod waits;

@@ -4,7 +4,7 @@
 use super::table::{GAUGE_GROWTH, GAUGE_MIN};
 use super::Context;
 use crate::model::series;
-use crate::observe::prometheus::names_a_queue;
+use crate::model::series::names_a_queue;
 
 /// A scraped gauge named like a queue that at least doubled to ≥ 1 at the knee: its name,
 /// its mean at the knee and below.

@@ -26,7 +26,7 @@ use super::{mean, sample_count};
 use crate::model::series;
 use crate::model::step::StepResult;
 use crate::model::ErrorClass;
-use crate::plan::Phase;
+use crate::model::Phase;
 use crate::units::fmt_ms;
 use table::{Rank, ALSO_SEEN, CAUSE_BESIDE_ERRORS, MIN_SAMPLES};
 

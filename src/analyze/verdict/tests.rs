@@ -297,7 +297,7 @@ fn one_thread_at_a_full_core_is_not_a_lock() {
 /// Names, not labels; and the known false friends are not queues.
 #[test]
 fn queue_names_are_matched_on_names_and_false_friends_are_not_queues() {
-    use crate::observe::prometheus::names_a_queue;
+    use crate::model::series::names_a_queue;
     for queue in [
         "metrics.db_pool_waiting",
         "metrics.hikaricp_connections_pending{pool=\"main\"}",

@@ -5,22 +5,25 @@
 
 use crate::analyze::{soak, verdict};
 use crate::demo::DemoChild;
-use crate::engine::{Engine, LiveSink};
+use crate::engine::Engine;
 use crate::error::Error;
-use crate::hunt::{self, knee::littles_law_note, usl, KneeAnalysis};
-use crate::model::step::StepResult;
+use crate::hunt::{self, usl, KneeAnalysis, StepRunner};
 use crate::observe::target::TargetProcess;
-use crate::observe::Observation;
-use crate::observe::Observer;
+
 use crate::output::{RunFolder, RunRecord};
-use crate::plan::{Kind, Mode, RunPlan, StepSpec};
+use crate::plan::{Kind, Mode, RunPlan};
 use crate::redact::redact_url;
-use crate::slo::Slo;
 use crate::terminal::{summary_table, Terminal};
 use crate::Outcome;
+use session::{Parts, Session};
+
+mod observation;
+mod session;
+
+pub use observation::Observation;
+
 use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
@@ -42,105 +45,6 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, Error> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run_plan(plan))
-}
-
-/// Runs steps one at a time and keeps everything they produce.
-pub struct Session {
-    engine: Engine,
-    folder: RunFolder,
-    terminal: Terminal,
-    observers: Vec<Box<dyn Observer>>,
-    stop: watch::Receiver<bool>,
-    /// The SLO steps are judged by (a hunt may add a latency bound after its first step).
-    pub slo: Slo,
-    pub steps: Vec<StepResult>,
-    pub interrupted: bool,
-    /// Steps expected in all, for the progress prefix (0 when unknown, as in a hunt).
-    pub planned: usize,
-    /// The run's start: steps' `started_s` and the samples' `t_s` count from it.
-    origin: std::time::Instant,
-    /// Keep slim copies of the steps (`StepResult::slimmed`): a soak's windows, read back
-    /// whole from steps.jsonl at the end.
-    slim: bool,
-}
-
-impl Session {
-    /// Runs one step; None when the run was interrupted before it started.
-    pub async fn step(&mut self, spec: &StepSpec) -> Result<Option<StepResult>, Error> {
-        Ok(self.chain(std::slice::from_ref(spec)).await?.pop())
-    }
-
-    /// Runs steps back to back with no pause between them (see `Engine::run_chain`); each
-    /// is written to the run folder as soon as it has drained.
-    pub async fn chain(&mut self, specs: &[StepSpec]) -> Result<Vec<StepResult>, Error> {
-        if self.interrupted || *self.stop.borrow() {
-            self.interrupted = true;
-            return Ok(Vec::new());
-        }
-        // The chain's steps follow one another with no pause (see `Engine::run_chain`).
-        let mut starts_at = std::time::Instant::now();
-        let mut started_s = Vec::with_capacity(specs.len());
-        for spec in specs {
-            for observer in &mut self.observers {
-                observer.step_started(spec, starts_at);
-            }
-            started_s.push(starts_at.duration_since(self.origin).as_secs_f64());
-            starts_at += spec.warmup + spec.duration;
-        }
-        let bars: Vec<_> = specs
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                self.terminal
-                    .step_bar(self.steps.len() + i, self.planned, spec)
-            })
-            .collect();
-        let steps: Vec<(&StepSpec, Arc<dyn LiveSink>)> = specs
-            .iter()
-            .zip(&bars)
-            .map(|(spec, bar)| (spec, bar.clone() as Arc<dyn LiveSink>))
-            .collect();
-        let Session {
-            engine,
-            folder,
-            terminal,
-            observers,
-            slo,
-            steps: done_steps,
-            interrupted,
-            slim,
-            ..
-        } = self;
-        // The chain's results are the session's last steps: one copy is kept while it runs
-        // (a soak is one chain of many windows).
-        let first = done_steps.len();
-        engine
-            .run_chain(&steps, slo, |index, outcome| {
-                let mut result = outcome.result;
-                result.started_s = Some((started_s[index] * 1000.0).round() / 1000.0);
-                result.notes.extend(littles_law_note(&result));
-                let mut observed = crate::model::Observed::default();
-                for o in observers.iter_mut() {
-                    o.step_finished(&specs[index], &result, outcome.window, &mut observed);
-                }
-                if !observed.is_empty() {
-                    result.observed = Some(observed);
-                }
-                terminal.step_finished(&bars[index], &result);
-                let started = std::time::SystemTime::now()
-                    .checked_sub(outcome.window.0.elapsed())
-                    .unwrap_or_else(std::time::SystemTime::now);
-                folder.append_step(&result, &outcome.latency, &outcome.service, started)?;
-                done_steps.push(if *slim { result.slimmed() } else { result });
-                // The window's histograms, slices and buffers are freed: give the pages back,
-                // so knee's RSS follows what it holds, not its highest point.
-                crate::engine::release_free_memory();
-                *interrupted |= outcome.interrupted;
-                Ok(())
-            })
-            .await?;
-        Ok(self.steps[first..].to_vec())
-    }
 }
 
 async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
@@ -202,19 +106,20 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         folder.discard();
         return Err(problem);
     }
-    let mut session = Session {
+    let profiling = observation.profiles();
+    let observers = observation.observers();
+    let mut session = Session::new(Parts {
         engine,
         folder,
         terminal: Terminal::new(plan.progress),
-        observers: observation.observers(),
+        observers,
         stop: stop_rx,
         slo: plan.slo.clone(),
-        steps: Vec::new(),
-        interrupted: false,
         planned,
         origin,
         slim: plan.kind == Kind::Soak,
-    };
+        profiling,
+    });
     wait_for_start(&plan).await;
     let mut analysis = Analysis::default();
     match &plan.mode {
@@ -238,7 +143,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
             }
             if plan.kind == Kind::Sweep {
                 let points: Vec<(f64, f64)> = session
-                    .steps
+                    .steps()
                     .iter()
                     .filter_map(|s| s.concurrency.map(|c| (f64::from(c), s.ok_rps)))
                     .collect();
@@ -252,7 +157,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
     analysis.target = observation.finish();
     analysis.observers = observation.observer_records();
     if plan.kind == Kind::Soak {
-        analysis.soak = Some(soak::analyze(&session.steps));
+        analysis.soak = Some(soak::analyze(session.steps()));
     }
     let capacity = analysis
         .hunt
@@ -260,8 +165,8 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         .or(analysis.stress.as_ref())
         .and_then(|a| a.capacity_rps);
     if plan.kind != Kind::Soak {
-        let max_errors = session.slo.max_error_rate.unwrap_or(0.01);
-        analysis.verdict = Some(verdict::verdict(&session.steps, capacity, max_errors));
+        let max_errors = session.slo().max_error_rate.unwrap_or(0.01);
+        analysis.verdict = Some(verdict::verdict(session.steps(), capacity, max_errors));
     }
     drop(demo);
     finish(&plan, session, started, analysis)
@@ -285,14 +190,13 @@ fn finish(
     started: SystemTime,
     analysis: Analysis,
 ) -> Result<RunSummary, Error> {
-    let interrupted = session.interrupted;
-    let mut session = session;
-    if session.slim {
+    let (mut steps, folder, slo, interrupted) = session.into_parts();
+    if plan.kind == Kind::Soak {
         // Each window whole, as it was written (the slim copies served the analysis).
-        session.steps = session.folder.read_steps()?;
+        steps = folder.read_steps()?;
     }
-    let mut record = RunRecord::new(plan, started, session.steps, interrupted);
-    record.slo = session.slo.clone();
+    let mut record = RunRecord::new(plan, started, steps, interrupted);
+    record.slo = slo;
     record.hunt = analysis.hunt;
     record.stress = analysis.stress;
     record.usl = analysis.usl;
@@ -301,17 +205,17 @@ fn finish(
     record.shard = plan.shard;
     record.target_process = analysis.target;
     record.observers = analysis.observers;
-    let run_json = session.folder.write_run(&record)?;
-    let reports = crate::report::write_all(&record, &session.folder.dir)?;
+    let run_json = folder.write_run(&record)?;
+    let reports = crate::report::write_all(&record, &folder.dir)?;
     print!("\n{}", summary_table(&record.steps));
     if let Some(block) = record.hunt.as_ref().or(record.stress.as_ref()) {
         if let Some(curve) = crate::report::text_chart::knee_curve(&record) {
             print!("\n{curve}");
         }
-        print!("{}", hunt::verdict_block(block));
+        print!("{}", crate::terminal::verdict_block(block));
     }
     if let Some(fit) = &record.usl {
-        println!("{}", hunt::usl_line(fit));
+        println!("{}", fit.describe());
     }
     if let Some(v) = &record.verdict {
         print!("{}", bottleneck_block(v));
@@ -337,7 +241,7 @@ fn finish(
         }
     }
     println!("{}", verdict_line(plan, &record));
-    println!("run folder: {}", session.folder.dir.display());
+    println!("run folder: {}", folder.dir.display());
     println!("run.json:   {}", run_json.display());
     for report in &reports {
         println!("report:     {}", report.display());
@@ -358,7 +262,7 @@ fn finish(
     };
     Ok(RunSummary {
         outcome,
-        folder: session.folder.dir.clone(),
+        folder: folder.dir.clone(),
         record,
     })
 }

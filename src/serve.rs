@@ -10,15 +10,15 @@
 //! every request in constant time. Samples are numbered, held in memory (a bounded ring) and fetched
 //! incrementally, on the observer's own clock (the driver estimates the offset).
 
-use super::processes::ProcessesReading;
-use super::procfs;
-use super::remote::{Batch, DescribedTarget, Description};
-use super::sampler::{Sampler, SamplerConfig};
-use super::target::{self, Spawned};
-use super::threads::ThreadsReading;
-use super::windows::{Reading, Windows};
 use crate::error::Error;
 use crate::flame::remote::{ProfileTarget, Refusal};
+use crate::observe::processes::ProcessesReading;
+use crate::observe::procfs;
+use crate::observe::remote::{Batch, DescribedTarget, Description};
+use crate::observe::sampler::{Sampler, SamplerConfig};
+use crate::observe::target::{self, Spawned};
+use crate::observe::threads::ThreadsReading;
+use crate::observe::windows::{Reading, Windows};
 use crate::plan::{ServePlan, ServeTarget, TlsFiles, Token};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -352,7 +352,7 @@ fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("authorization"))
             .map(|h| h.value);
-        if !super::token::authorizes(given, token) {
+        if !crate::observe::token::authorizes(given, token) {
             return error(401, "a bearer token is required (Authorization: Bearer …)");
         }
     }

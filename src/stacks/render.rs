@@ -1,7 +1,7 @@
 //! Flamegraph SVGs from folded stacks, by inferno: one per hold step, and the differential
 //! one `knee compare` draws (before → after, normalized, red where time grew).
 
-use super::folded::Folded;
+use crate::stacks::folded::Folded;
 use inferno::flamegraph::color::{BasicPalette, Palette};
 use inferno::flamegraph::{self, Options};
 

@@ -1,0 +1,257 @@
+//! Everything watching the target during a run, put together: the target process (found or
+//! started), the sampler, the observers on the target's host (`knee observe`), and the
+//! step observers (profiles, off-CPU stacks, threads, processes) the session runs. It sits
+//! with the runner because it composes the collectors (observe, flame), which know nothing
+//! of each other.
+
+use crate::demo::DemoChild;
+use crate::error::Error;
+use crate::observe::processes::ProcessesReading;
+use crate::observe::remote;
+use crate::observe::sampler::{Sampler, SamplerConfig, SamplerObserver};
+use crate::observe::target::{self, Spawned, TargetProcess};
+use crate::observe::threads::ThreadsReading;
+use crate::observe::windows::WindowObserver;
+use crate::observe::{prometheus, Observer};
+use crate::plan::RunPlan;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything watching the target during a run.
+pub struct Observation {
+    pub sampler: Option<Arc<Sampler>>,
+    /// Takes the hold steps' flamegraphs (handed to the session by `observers`).
+    profiler: Option<crate::flame::ProfilerObserver>,
+    /// Takes the same steps' off-CPU profiles.
+    offcpu: Option<crate::flame::offcpu::OffCpuObserver>,
+    pub spawned: Option<Spawned>,
+    pub target: Option<TargetProcess>,
+    /// The target's listening port, when it is on this host.
+    listen_port: Option<u16>,
+    /// `knee observe` servers the target's host is read through.
+    feeds: Vec<Arc<remote::Feed>>,
+    /// The one of them that watches the target (its profiles and processes come from it).
+    watching: Option<crate::plan::ObserverSpec>,
+}
+
+/// Connects to each observer (its clock offset, its description) before any load: one that
+/// cannot be read is an input error, said in one line.
+fn connect_observers(
+    specs: &[crate::plan::ObserverSpec],
+    interval: Duration,
+    origin: Instant,
+) -> Result<Vec<Arc<remote::Feed>>, Error> {
+    specs
+        .iter()
+        .map(|spec| {
+            // On a plain thread: the clock's round trips must not each pay for leaving the
+            // run's async setup (see observe::http).
+            let connect = || remote::Feed::connect(spec.clone(), interval, origin);
+            let feed = std::thread::scope(|scope| scope.spawn(connect).join())
+                .map_err(|_| Error::input(format!("observer {}: connecting panicked", spec.name)))?
+                .map_err(Error::input)?;
+            let d = &feed.description;
+            let record = feed.record();
+            eprintln!(
+                "knee: observer {}: host {} ({} cores, {:.0} MB), target {}, clock offset {:+.1} ms (round trip {:.1} ms)",
+                spec.name,
+                d.host,
+                d.cores,
+                d.memory_mb,
+                d.target
+                    .as_ref()
+                    .map_or("none".to_string(), |t| format!("pid {} ({})", t.pid, t.command)),
+                record.clock_offset_ms,
+                record.rtt_ms
+            );
+            Ok(feed)
+        })
+        .collect()
+}
+
+impl Observation {
+    /// Finds (or starts) the target process and starts the sampler, writing to `dir`.
+    pub fn start(
+        plan: &RunPlan,
+        demo: Option<&DemoChild>,
+        dir: &Path,
+        origin: Instant,
+    ) -> Result<Observation, Error> {
+        let observe = &plan.observe;
+        let host = plan.target.base.host().unwrap_or("").to_string();
+        let port = plan.target.base.port_u16().unwrap_or(
+            if plan.target.base.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            },
+        );
+        let spawned = match &observe.spawn {
+            Some(command) => Some(Spawned::start(
+                command,
+                &format!("{host}:{port}"),
+                Duration::from_secs(30),
+            )?),
+            None => None,
+        };
+        let found = |pid: u32, by: &str| TargetProcess {
+            pid,
+            found_by: by.into(),
+            exited_at_s: None,
+            exit_status: None,
+        };
+        let target = if let Some(s) = &spawned {
+            Some(found(s.pid(), "spawn"))
+        } else if let Some(pid) = demo.and_then(DemoChild::pid) {
+            Some(found(pid, "demo"))
+        } else if let Some(pid) = observe.pid {
+            Some(found(pid, "pid"))
+        } else if observe.sample && !observe.remote_target {
+            target::find_by_port(&host, port).map(|pid| found(pid, "port"))
+        } else {
+            None
+        };
+        let mut metrics = observe.metrics.clone();
+        if metrics.is_empty() {
+            // The demo publishes its pool and lock waiters: watch them.
+            let served = plan.demo.as_ref().is_some_and(|d| d.metrics);
+            metrics.extend(
+                demo.filter(|_| served)
+                    .map(|d| format!("{}/metrics", d.base)),
+            );
+        }
+        let sources = metrics
+            .iter()
+            .map(|url| {
+                let headers = observe
+                    .metrics_headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.0.clone()))
+                    .collect();
+                prometheus::MetricsSource::new(url, observe.metric_names.clone())
+                    .map(|source| source.with_access(headers, observe.insecure))
+                    .map_err(Error::input)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The target's host is this one only when the URL is local (and not declared remote)
+        // or a process of this host was named as the target.
+        let local = !observe.remote_target && target::is_local(&host);
+        let remote = !local && target.is_none();
+        let feeds = connect_observers(&observe.observers, observe.interval, origin)?;
+        let sampler = if observe.sample {
+            let sampler = Sampler::start(SamplerConfig {
+                target: target.as_ref().map(|t| t.pid),
+                listen_port: local.then_some(port),
+                metrics: sources,
+                samples_path: Some(dir.join("samples.jsonl")),
+                remote,
+                feeds: feeds.clone(),
+                ..SamplerConfig::new(observe.interval, origin)
+            })
+            .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start the sampler: {e}")))?;
+            Some(Arc::new(sampler))
+        } else {
+            None
+        };
+        // Profiles of a target on another host are taken by the observer that watches it.
+        let watching = feeds
+            .iter()
+            .find(|feed| feed.description.target.is_some())
+            .map(|feed| feed.spec.clone());
+        let watching = watching.as_ref();
+        let profiler = crate::flame::ProfilerObserver::new(
+            observe,
+            demo.map(|d| d.base.as_str()),
+            target.as_ref().map(|t| t.pid),
+            watching,
+            dir.to_path_buf(),
+        );
+        let offcpu = match crate::flame::offcpu::OffCpuObserver::new(
+            observe,
+            target.as_ref().map(|t| t.pid),
+            watching,
+            dir.to_path_buf(),
+        ) {
+            Ok(offcpu) => Some(offcpu),
+            Err(why) => {
+                if !why.is_empty() {
+                    eprintln!("knee: no off-CPU profiles: {why} (--offcpu off to say so)");
+                }
+                None
+            }
+        };
+        if observe.profiler == crate::plan::ProfilerPlan::Perf
+            && target.is_none()
+            && watching.is_none()
+        {
+            eprintln!("knee: --profiler perf needs the target's pid (--pid, --spawn, or a local port): no flamegraphs");
+        }
+        Ok(Observation {
+            sampler,
+            profiler,
+            offcpu,
+            listen_port: local.then_some(port),
+            spawned,
+            target,
+            feeds,
+            watching: watching.cloned(),
+        })
+    }
+
+    /// Whether any profiler will record (the profiled steps then get their tail).
+    pub fn profiles(&self) -> bool {
+        self.profiler.is_some() || self.offcpu.is_some()
+    }
+
+    /// The observers read, as run.json keeps them.
+    pub fn observer_records(&self) -> Vec<remote::ObserverRecord> {
+        self.feeds.iter().map(|feed| feed.record()).collect()
+    }
+
+    /// The observers to attach to the session (the profiler goes to the first caller).
+    pub fn observers(&mut self) -> Vec<Box<dyn Observer>> {
+        let mut observers: Vec<Box<dyn Observer>> = self
+            .sampler
+            .iter()
+            .map(|s| Box::new(SamplerObserver(s.clone())) as Box<dyn Observer>)
+            .collect();
+        if let Some(profiler) = self.profiler.take() {
+            observers.push(Box::new(profiler));
+        }
+        let own = std::process::id();
+        if let Some(pid) = self.target.as_ref().map(|t| t.pid).filter(|p| *p != own) {
+            if self.sampler.is_some() {
+                observers.push(Box::new(WindowObserver::local(ThreadsReading { pid })));
+                observers.push(Box::new(WindowObserver::local(ProcessesReading {
+                    target: pid,
+                    listen_port: self.listen_port,
+                    generator: Some(own),
+                })));
+            }
+        }
+        if let (None, Some(observer), Some(_)) = (&self.target, &self.watching, &self.sampler) {
+            let threads = WindowObserver::<ThreadsReading>::through(observer.clone());
+            let processes = WindowObserver::<ProcessesReading>::through(observer.clone());
+            observers.push(Box::new(threads));
+            observers.push(Box::new(processes));
+        }
+        if let Some(offcpu) = self.offcpu.take() {
+            observers.push(Box::new(offcpu));
+        }
+        observers
+    }
+
+    /// Stops sampling; what became of the target.
+    pub fn finish(&mut self) -> Option<TargetProcess> {
+        if let Some(sampler) = &self.sampler {
+            sampler.stop();
+        }
+        let Some(mut target) = self.target.clone() else {
+            return self.feeds.first().and_then(|feed| feed.target());
+        };
+        target.exited_at_s = self.sampler.as_ref().and_then(|s| s.target_gone_at());
+        target.exit_status = self.spawned.as_mut().and_then(Spawned::exit_status);
+        Some(target)
+    }
+}

@@ -1,0 +1,15 @@
+//! Folded stacks ("root;caller;leaf count" per line), the common ground of every profile knee
+//! takes (pprof, perf, off-CPU recordings), and their flamegraph SVGs (inferno). Collectors
+//! (`flame`) make them; the reports and `knee compare` read and draw them.
+
+pub mod folded;
+pub mod render;
+
+use crate::model::observed::StepProfile;
+use folded::Folded;
+
+/// Folded stacks of a step's profile, read back from the run folder.
+pub fn load_folded(run: &std::path::Path, profile: &StepProfile) -> Option<Folded> {
+    let text = std::fs::read_to_string(run.join(profile.folded.as_ref()?)).ok()?;
+    Some(Folded::parse(&text))
+}
