@@ -24,6 +24,8 @@ pub mod hunt;
 #[cfg(feature = "harness")]
 pub mod model;
 #[cfg(feature = "harness")]
+pub mod notice;
+#[cfg(feature = "harness")]
 pub mod observe;
 #[cfg(feature = "harness")]
 pub mod output;
@@ -31,6 +33,8 @@ pub mod output;
 pub mod plan;
 #[cfg(feature = "harness")]
 pub mod profile;
+#[cfg(feature = "harness")]
+pub mod recover;
 #[cfg(feature = "harness")]
 pub mod redact;
 #[cfg(feature = "harness")]
@@ -114,11 +118,11 @@ mod harness_entry {
                 let capacity = compare::run(&before, &after, &out)?;
                 match fail_if_slower {
                     Some(limit) if compare::slower_than(&capacity, limit) => {
-                        eprintln!(
+                        crate::notice::say(format!(
                             "knee: capacity fell by more than {:.1} %: {}",
                             limit * 100.0,
                             capacity.describe("req/s")
-                        );
+                        ));
                         Ok(Outcome::Slower)
                     }
                     _ => Ok(Outcome::Passed),

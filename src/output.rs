@@ -1,6 +1,7 @@
 //! The run folder: `steps.jsonl` appended and flushed as each step ends (a crash loses at most
 //! the current step), `hist/<step>.hgrm` per step, and `run.json` at the end.
 
+use crate::model::run::Ended;
 pub use crate::model::RunRecord;
 
 use crate::error::Error;
@@ -85,21 +86,28 @@ impl RunFolder {
     /// Removes what `create` made (and the sampler's file), when nothing was measured; a
     /// folder that held anything else stays.
     pub fn discard(self) {
+        let _ = fs::remove_file(self.dir.join(crate::recover::START));
         let _ = fs::remove_file(self.dir.join("steps.jsonl"));
         let _ = fs::remove_file(self.dir.join("samples.jsonl"));
         let _ = fs::remove_dir(self.dir.join("hist"));
         let _ = fs::remove_dir(&self.dir);
     }
 
+    /// Writes run.json (whole or not at all), and drops what a killed run would have been
+    /// rebuilt from (`recover`): the folder is whole.
     pub fn write_run(&self, record: &RunRecord) -> Result<PathBuf, Error> {
-        let path = self.dir.join("run.json");
         let text = serde_json::to_string_pretty(record).context("cannot encode run.json")?;
-        // Write then rename, so run.json is never half-written.
-        let tmp = self.dir.join("run.json.tmp");
-        fs::write(&tmp, text + "\n")
-            .and_then(|_| fs::rename(&tmp, &path))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let path = crate::recover::write_atomically(&self.dir, "run.json", &(text + "\n"))?;
+        let _ = fs::remove_file(self.dir.join(crate::recover::START));
+        let _ = fs::remove_file(self.dir.join(crate::recover::RUNNING));
         Ok(path)
+    }
+
+    /// Names the chain of steps starting now (`steps.running`): a run killed during it says
+    /// which steps were lost.
+    pub fn begin_chain(&self, names: &[&str]) -> Result<(), Error> {
+        let text = serde_json::to_string(names).context("cannot encode the step names")?;
+        crate::recover::write_atomically(&self.dir, crate::recover::RUNNING, &text).map(|_| ())
     }
 }
 
@@ -137,6 +145,13 @@ impl RunRecord {
             shard: None,
             target_process: None,
             observers: Vec::new(),
+            ended: Some(if interrupted {
+                Ended::Interrupted
+            } else {
+                Ended::Completed
+            }),
+            generator_host: Some(crate::observe::procfs::this_host()),
+            notes: Vec::new(),
         }
     }
 }

@@ -452,16 +452,12 @@ fn json(value: &impl serde::Serialize) -> (u16, Vec<u8>) {
 }
 
 fn describe(shared: &Shared) -> Description {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
+    let host = procfs::this_host();
     Description {
-        host: read("/proc/sys/kernel/hostname"),
-        cores: procfs::cpu_times().map_or(0, |c| c.per_core.len()),
-        memory_mb: procfs::memory_kib().map_or(0.0, |m| m.0 as f64 / 1024.0),
-        kernel: read("/proc/sys/kernel/osrelease"),
+        host: host.name,
+        cores: host.cores,
+        memory_mb: host.memory_mb,
+        kernel: host.kernel,
         target: Some(shared.target.clone()),
         now_unix_s: unix_now(),
         last: shared.sampler.last_number(),

@@ -72,7 +72,7 @@ fn read_shards(dirs: &[PathBuf]) -> Result<Vec<ShardRun>, Error> {
     }
     let mut shards = Vec::new();
     for dir in dirs {
-        let record = RunRecord::read(&dir.join("run.json"))?;
+        let (_, record) = crate::recover::load(dir)?;
         shards.push(ShardRun {
             dir: dir.clone(),
             record,

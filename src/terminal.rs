@@ -14,6 +14,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Terminal {
     multi: MultiProgress,
+    /// While the bars are drawn, what knee says goes above them (`notice`).
+    _routed: Option<Arc<crate::notice::Routed>>,
 }
 
 impl Terminal {
@@ -23,8 +25,16 @@ impl Terminal {
         } else {
             ProgressDrawTarget::hidden()
         };
+        let multi = MultiProgress::with_draw_target(target);
+        let routed = (!multi.is_hidden()).then(|| {
+            let above = multi.clone();
+            Arc::new(crate::notice::route(Arc::new(move |line: &str| {
+                let _ = above.println(line);
+            })))
+        });
         Terminal {
-            multi: MultiProgress::with_draw_target(target),
+            multi,
+            _routed: routed,
         }
     }
 
@@ -80,11 +90,7 @@ impl Terminal {
 
     /// A line on stderr that does not tear the bars.
     pub fn line(&self, text: &str) {
-        if self.multi.is_hidden() {
-            eprintln!("{text}");
-        } else {
-            let _ = self.multi.println(text);
-        }
+        crate::notice::say(text);
     }
 }
 

@@ -338,6 +338,13 @@ impl Base {
         }
         observe.interval = common.sample_every.unwrap_or(observe.interval);
         observe.sample = !common.no_sample;
+        if !observe.sample && !observe.observers.is_empty() {
+            let names: Vec<&str> = observe.observers.iter().map(|o| o.name.as_str()).collect();
+            return Err(Error::input(format!(
+                "--no-sample turns the samplers off, and the observers the profile names ({}) feed them: drop --no-sample or the profile's observers",
+                names.join(", ")
+            )));
+        }
         observe.profiler = profiler_plan(common, observe.profiler.clone())?;
         if let Some(offcpu) = &common.offcpu {
             observe.offcpu = offcpu == "on";

@@ -84,14 +84,12 @@ pub struct Comparison<'a> {
 impl Side {
     /// Reads a run folder (or its run.json).
     pub fn read(path: &Path) -> Result<Side, Error> {
-        let (dir, json) = RunRecord::locate(path);
-        if !json.exists() {
-            return Err(Error::input(format!(
-                "{}: no run.json there (give a run folder)",
-                path.display()
-            )));
-        }
-        let run = RunRecord::read(&json)?;
+        let (dir, run) = crate::recover::load(path)?;
+        let json = if path.is_dir() {
+            dir.join("run.json")
+        } else {
+            path.to_path_buf()
+        };
         // The folder's name; for a file other than run.json, the file's ("a.run.json" → "a").
         let file = json.file_name().map(|n| n.to_string_lossy().into_owned());
         let label = match file.as_deref() {

@@ -196,7 +196,7 @@ impl Observer for ProfilerObserver {
         };
         let profile = self.write(spec, result, capture);
         if let Some(error) = &profile.error {
-            eprintln!("knee: no flamegraph for {}: {error}", spec.name);
+            crate::notice::say(format!("knee: no flamegraph for {}: {error}", spec.name));
         }
         observed.profile = Some(profile);
     }

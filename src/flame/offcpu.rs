@@ -271,7 +271,10 @@ impl Observer for OffCpuObserver {
         };
         let offcpu = self.write(spec, result, captures);
         if let Some(error) = &offcpu.error {
-            eprintln!("knee: no off-CPU profile for {}: {error}", spec.name);
+            crate::notice::say(format!(
+                "knee: no off-CPU profile for {}: {error}",
+                spec.name
+            ));
         }
         observed.offcpu = Some(offcpu);
     }

@@ -10,6 +10,8 @@ pub use crate::model::hunt::{HoldLine, KneeAnalysis};
 
 pub mod knee;
 pub mod search;
+#[cfg(test)]
+mod simulate;
 pub mod stress;
 pub mod usl;
 

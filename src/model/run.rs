@@ -56,6 +56,37 @@ pub struct RunRecord {
     /// The `knee observe` servers the target's host was read through.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub observers: Vec<ObserverRecord>,
+    /// How the run ended: completed, interrupted (Ctrl-C, SIGTERM: the last step partial),
+    /// or killed (SIGKILL, the OOM killer, power: rebuilt afterwards from its folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+    /// The machine knee ran on (the generator's host): a verdict re-made elsewhere judges
+    /// with its cores, not the other machine's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_host: Option<Host>,
+    /// What the run as a whole should say (a killed run: which steps were lost).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ended {
+    Completed,
+    /// Ctrl-C or SIGTERM: the last step is partial, everything else was written.
+    Interrupted,
+    /// Killed outright (not known how): rebuilt from what the folder held.
+    Killed,
+}
+
+/// A machine, as a run records it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Host {
+    pub name: String,
+    pub cores: usize,
+    pub memory_mb: f64,
+    pub kernel: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

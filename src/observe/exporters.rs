@@ -108,7 +108,10 @@ impl Rates {
         }
         if let (Some(total), Some(available)) = (mem.0, mem.1) {
             values.insert("host.mem_available_mb".into(), available / 1048576.0);
-            values.insert("host.mem_used_mb".into(), (total - available) / 1048576.0);
+            values.insert(
+                "host.mem_used_mb".into(),
+                (total - available).max(0.0) / 1048576.0,
+            );
         }
         if let (Some(total), Some(free)) = (mem.2, mem.3) {
             values.insert("host.swap_used_mb".into(), (total - free) / 1048576.0);

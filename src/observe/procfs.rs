@@ -27,6 +27,24 @@ pub struct CpuTimes {
     pub procs_running: u64,
 }
 
+/// This machine: its name, cores, memory and kernel.
+pub fn this_host() -> crate::model::run::Host {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    crate::model::run::Host {
+        name: read("/proc/sys/kernel/hostname"),
+        cores: cpu_times().map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |c| c.per_core.len(),
+        ),
+        memory_mb: memory_kib().map_or(0.0, |m| m.0 as f64 / 1024.0),
+        kernel: read("/proc/sys/kernel/osrelease"),
+    }
+}
+
 pub fn cpu_times() -> Option<CpuTimes> {
     let text = fs::read_to_string("/proc/stat").ok()?;
     let mut times = CpuTimes::default();

@@ -107,9 +107,9 @@ impl MetricsSource {
                 if !self.failing {
                     // Once per streak: a metrics endpoint that cannot be read is said, not
                     // silently absent from the verdict.
-                    eprintln!(
+                    crate::notice::say(format!(
                         "knee: metrics: {why} (failures are counted in metrics.scrape_failures)"
-                    );
+                    ));
                 }
                 self.failing = true;
                 return;
@@ -167,10 +167,10 @@ impl MetricsSource {
             values.insert("metrics.dropped_series".into(), dropped as f64);
             if !self.told_dropped {
                 self.told_dropped = true;
-                eprintln!(
+                crate::notice::say(format!(
                     "knee: {}: {dropped} series not kept (the first {MAX_SERIES}, and every queue gauge the verdict reads, are); name the ones you want with --metric",
                     crate::redact::redact_url(&self.url)
-                );
+                ));
             }
         }
     }

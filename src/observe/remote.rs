@@ -250,15 +250,15 @@ impl Feed {
         let mut progress = self.progress();
         if !progress.answering {
             progress.answering = true;
-            eprintln!("knee: observer {} answers again", self.spec.name);
+            crate::notice::say(format!("knee: observer {} answers again", self.spec.name));
         }
         if batch.first > after + 1 {
             progress.gaps += 1;
-            eprintln!(
+            crate::notice::say(format!(
                 "knee: observer {} dropped {} samples before they were fetched: a gap",
                 self.spec.name,
                 batch.first - after - 1
-            );
+            ));
         }
         let mut last = after;
         for mut values in batch.samples {
@@ -268,10 +268,11 @@ impl Feed {
             last = last.max(seq as u64);
             // Its clock → this machine's → seconds since the run's start.
             let t = batch.origin_unix_s + t_s - self.offset_s - origin_unix;
-            if t < 0.0 {
+            // Before the run, or not a time at all (an observer may send anything).
+            let Ok(since) = Duration::try_from_secs_f64(t) else {
                 continue;
-            }
-            let at = origin + Duration::from_secs_f64(t);
+            };
+            let at = origin + since;
             progress.pending.push((at, Sample { t_s: t, values }));
             progress.samples += 1;
             progress.newest = progress.newest.max(Some(at));
@@ -284,10 +285,10 @@ impl Feed {
         if progress.answering {
             progress.answering = false;
             progress.gaps += 1;
-            eprintln!(
+            crate::notice::say(format!(
                 "knee: observer {} stopped answering ({why}): its series have a gap; the run goes on",
                 self.spec.name
-            );
+            ));
         }
     }
 

@@ -438,9 +438,10 @@ impl Reader {
             values.insert("host.load1".into(), load);
         }
         if let Some((total, available, swap_total, swap_free)) = procfs::memory_kib() {
+            // LXCFS can report more available than total: never less than nothing used.
             values.insert(
                 "host.mem_used_mb".into(),
-                (total - available) as f64 / 1024.0,
+                total.saturating_sub(available) as f64 / 1024.0,
             );
             values.insert("host.mem_available_mb".into(), available as f64 / 1024.0);
             values.insert(

@@ -116,7 +116,11 @@ impl<R: Reading + Clone> Observer for WindowObserver<R> {
         let read = match self.pending.finish(&spec.name) {
             Some(Ended::Local(read)) | Some(Ended::Remote(Ok(read))) => read,
             Some(Ended::Remote(Err(why))) => {
-                eprintln!("knee: no {} readings for {}: {why}", R::KIND, spec.name);
+                crate::notice::say(format!(
+                    "knee: no {} readings for {}: {why}",
+                    R::KIND,
+                    spec.name
+                ));
                 None
             }
             None => None,

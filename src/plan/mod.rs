@@ -87,13 +87,14 @@ pub struct RunPlan {
 
 /// What to watch while the load runs.
 /// What steps to run: fixed ones, or a hunt that decides them as it goes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     Steps(Vec<StepSpec>),
     Hunt(HuntSettings),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HuntSettings {
     /// Never offer more than this.
     pub max_rate: Option<f64>,
@@ -243,7 +244,8 @@ pub enum Arrivals {
     Poisson,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Load {
     /// Open model: requests leave on a schedule, whatever the target does.
     Rate { rps: f64, arrivals: Arrivals },
@@ -251,7 +253,7 @@ pub enum Load {
     Concurrency(u32),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepSpec {
     pub name: String,
     pub phase: Phase,

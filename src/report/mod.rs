@@ -183,8 +183,7 @@ pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>, Error> {
 
 /// `knee report RUN`: re-renders from run.json.
 pub fn rerender(run: &Path, format: ReportFormat) -> Result<(), Error> {
-    let (dir, json) = RunRecord::locate(run);
-    let record = RunRecord::read(&json)?;
+    let (dir, record) = crate::recover::load(run)?;
     match format {
         ReportFormat::Files => {
             for path in write_all(&record, &dir)? {

@@ -77,13 +77,13 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         Mode::Steps(steps) => steps.len(),
         Mode::Hunt(_) => 0,
     };
-    eprintln!(
+    crate::notice::say(format!(
         "knee: {} '{}' against {} -> {}",
         plan.kind.as_str(),
         plan.name,
         redact_url(&plan.target.base.to_string()),
         folder.dir.display()
-    );
+    ));
     let mut observation = match Observation::start(&plan, demo.as_ref(), &folder.dir, origin) {
         Ok(observation) => observation,
         Err(problem) => {
@@ -94,10 +94,10 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         }
     };
     if let Some(target) = &observation.target {
-        eprintln!(
+        crate::notice::say(format!(
             "knee: target process {} (found by {})",
             target.pid, target.found_by
-        );
+        ));
     }
     let engine = Engine::new(&plan, engine_lanes(), stop_rx.clone()).await?;
     if let Err(problem) = engine.check_target(&plan.target, &plan.requests).await {
@@ -106,6 +106,18 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         folder.discard();
         return Err(problem);
     }
+    // From here on the folder is readable whatever happens to this process (recover).
+    crate::recover::write_start(
+        &folder.dir,
+        &crate::recover::StartRecord {
+            record: RunRecord {
+                ended: None,
+                ..RunRecord::new(&plan, started, Vec::new(), false)
+            },
+            mode: plan.mode.clone(),
+            slo_is_default: plan.slo_is_default,
+        },
+    )?;
     let profiling = observation.profiles();
     let observers = observation.observers();
     let mut session = Session::new(Parts {
@@ -166,7 +178,13 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         .and_then(|a| a.capacity_rps);
     if plan.kind != Kind::Soak {
         let max_errors = session.slo().max_error_rate.unwrap_or(0.01);
-        analysis.verdict = Some(verdict::verdict(session.steps(), capacity, max_errors));
+        let cores = crate::observe::procfs::this_host().cores;
+        analysis.verdict = Some(verdict::verdict_on(
+            session.steps(),
+            capacity,
+            max_errors,
+            cores,
+        ));
     }
     drop(demo);
     finish(&plan, session, started, analysis)
@@ -392,12 +410,15 @@ async fn wait_for_start(plan: &RunPlan) {
     let Some(at) = plan.start_at else { return };
     match at.duration_since(std::time::SystemTime::now()) {
         Ok(wait) => {
-            eprintln!("knee: waiting {:.1} s for --start-at", wait.as_secs_f64());
+            crate::notice::say(format!(
+                "knee: waiting {:.1} s for --start-at",
+                wait.as_secs_f64()
+            ));
             tokio::time::sleep(wait).await;
         }
-        Err(late) => eprintln!(
+        Err(late) => crate::notice::say(format!(
             "knee: --start-at passed {:.1} s ago: starting now (shards will not be aligned)",
             late.duration().as_secs_f64()
-        ),
+        )),
     }
 }

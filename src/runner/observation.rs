@@ -53,7 +53,7 @@ fn connect_observers(
                 .map_err(Error::input)?;
             let d = &feed.description;
             let record = feed.record();
-            eprintln!(
+            crate::notice::say(format!(
                 "knee: observer {}: host {} ({} cores, {:.0} MB), target {}, clock offset {:+.1} ms (round trip {:.1} ms)",
                 spec.name,
                 d.host,
@@ -64,7 +64,7 @@ fn connect_observers(
                     .map_or("none".to_string(), |t| format!("pid {} ({})", t.pid, t.command)),
                 record.clock_offset_ms,
                 record.rtt_ms
-            );
+            ));
             Ok(feed)
         })
         .collect()
@@ -176,7 +176,9 @@ impl Observation {
             Ok(offcpu) => Some(offcpu),
             Err(why) => {
                 if !why.is_empty() {
-                    eprintln!("knee: no off-CPU profiles: {why} (--offcpu off to say so)");
+                    crate::notice::say(format!(
+                        "knee: no off-CPU profiles: {why} (--offcpu off to say so)"
+                    ));
                 }
                 None
             }
@@ -185,7 +187,7 @@ impl Observation {
             && target.is_none()
             && watching.is_none()
         {
-            eprintln!("knee: --profiler perf needs the target's pid (--pid, --spawn, or a local port): no flamegraphs");
+            crate::notice::say("knee: --profiler perf needs the target's pid (--pid, --spawn, or a local port): no flamegraphs");
         }
         Ok(Observation {
             sampler,

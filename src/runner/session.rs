@@ -126,6 +126,11 @@ impl StepRunner for Session {
         }
         let specs = self.with_profile_windows(specs);
         let mut keeper = self.keeper.take().expect("chains do not overlap");
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        if let Err(problem) = keeper.folder.begin_chain(&names) {
+            self.keeper = Some(keeper);
+            return Err(problem);
+        }
         // The chain's steps follow one another with no pause (see `Engine::run_chain`).
         let first_start = Instant::now() + Duration::from_millis(2);
         let mut starts_at = first_start;

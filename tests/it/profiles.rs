@@ -68,8 +68,22 @@ fn the_binary_exits_2_on_bad_input_without_panicking() {
         format!("{GOOD_HEAD}[load]\nrate = -1\nduration = \"1s\"\n"),
     )
     .unwrap();
+    // Observers named by a profile feed the samplers: --no-sample cannot go with them.
+    let observed = dir.join("observed.toml");
+    std::fs::write(
+        &observed,
+        format!(
+            "{GOOD_HEAD}[load]\nrate = 5\nduration = \"1s\"\n[observe]\nobservers = [\"app=http://127.0.0.1:9\"]\n"
+        ),
+    )
+    .unwrap();
     let cases: Vec<Vec<String>> = vec![
         vec!["run".into(), path.to_string_lossy().into()],
+        vec![
+            "run".into(),
+            observed.to_string_lossy().into(),
+            "--no-sample".into(),
+        ],
         vec![
             "run".into(),
             "--url".into(),

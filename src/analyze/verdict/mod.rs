@@ -134,8 +134,21 @@ impl Context<'_> {
     }
 }
 
-/// The verdict for a run whose capacity (if known) is `capacity`.
+/// The verdict for a run whose capacity (if known) is `capacity`, judged with this machine's
+/// cores when the steps did not sample the host's.
 pub fn verdict(steps: &[StepResult], capacity: Option<f64>, max_error_rate: f64) -> Verdict {
+    let here = std::thread::available_parallelism().map_or(1, |n| n.get());
+    verdict_on(steps, capacity, max_error_rate, here)
+}
+
+/// The verdict, judged with `host_cores` (the run's recorded generator host) when the steps
+/// did not sample the host's cores: a run re-judged on another machine keeps its own.
+pub fn verdict_on(
+    steps: &[StepResult],
+    capacity: Option<f64>,
+    max_error_rate: f64,
+    host_cores: usize,
+) -> Verdict {
     let (knee, below) = knee_steps(steps, capacity);
     let holds = steps
         .iter()
@@ -152,8 +165,7 @@ pub fn verdict(steps: &[StepResult], capacity: Option<f64>, max_error_rate: f64)
             ..Verdict::default()
         };
     };
-    let cores = mean(knee, series::host::CORES)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64));
+    let cores = mean(knee, series::host::CORES).unwrap_or(host_cores as f64);
     let ctx = Context {
         knee,
         below,
