@@ -5,7 +5,8 @@
 
 use super::errors::ErrorClass;
 use crate::model::step::{
-    ConnectTimes, GeneratorHealth, Percentiles, ProfiledWindow, Slice, StepResult,
+    ByConnection, ConnectTimes, ConnectionLatency, GeneratorHealth, Percentiles, ProfiledWindow,
+    Slice, StepResult,
 };
 use crate::plan::StepSpec;
 use crate::slo::{Slo, StepFigures};
@@ -194,6 +195,9 @@ pub struct StepRecorder {
     late_sends: u64,
     warmup_requests: u64,
     tail: TailRecorder,
+    /// Latency of answers on connections the request opened, and on reused ones.
+    fresh: Histogram<u64>,
+    reused: Histogram<u64>,
 }
 
 /// Live figures for the progress bar.
@@ -232,6 +236,10 @@ impl StepRecorder {
             late_sends: 0,
             warmup_requests: 0,
             tail: TailRecorder::new(),
+            fresh: Histogram::new_with_bounds(1, HIST_MAX_US, 2)
+                .expect("static histogram bounds are valid"),
+            reused: Histogram::new_with_bounds(1, HIST_MAX_US, 2)
+                .expect("static histogram bounds are valid"),
         }
     }
 
@@ -334,6 +342,16 @@ impl StepRecorder {
                 }
             }
         }
+        if let Outcome::Response(_) = r.outcome {
+            // Fresh against reused connections, warm-up included: most connections open
+            // there.
+            let by = if r.connected.is_some() {
+                &mut self.fresh
+            } else {
+                &mut self.reused
+            };
+            record_us(by, r.done.saturating_duration_since(r.intended));
+        }
         if r.intended < self.timeline.counted_from {
             self.warmup_requests += 1;
             return;
@@ -420,6 +438,8 @@ impl StepRecorder {
         self.late_sends += other.late_sends;
         self.warmup_requests += other.warmup_requests;
         self.tail.merge(&other.tail);
+        let _ = self.fresh.add(&other.fresh);
+        let _ = self.reused.add(&other.reused);
     }
 
     fn count_error(&mut self, class: ErrorClass) {
@@ -514,6 +534,10 @@ impl StepRecorder {
             service_ms: percentiles(&self.service),
             connect_ms: connect_times(&self.connect),
             tls_ms: connect_times(&self.tls),
+            by_connection: (!self.reused.is_empty()).then(|| ByConnection {
+                fresh: connection_latency(&self.fresh),
+                reused: connection_latency(&self.reused),
+            }),
             generator,
             holds: slo_failures.is_empty(),
             slo_failures,
@@ -601,6 +625,20 @@ impl Shards {
             total.merge(&shard);
         }
         total
+    }
+}
+
+/// The delayed-ACK timer's band, µs: Linux's 40 ms, rounded up to the next tick or two.
+const ACK_TIMER_US: (u64, u64) = (38_000, 52_000);
+
+fn connection_latency(hist: &Histogram<u64>) -> ConnectionLatency {
+    let p = percentiles(hist);
+    ConnectionLatency {
+        requests: hist.len(),
+        p50_ms: p.p50,
+        p99_ms: p.p99,
+        at_ack_timer: hist.count_between(ACK_TIMER_US.0, ACK_TIMER_US.1) as f64
+            / hist.len().max(1) as f64,
     }
 }
 

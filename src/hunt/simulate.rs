@@ -159,6 +159,7 @@ impl Simulation {
             service_ms: percentiles(&latency),
             connect_ms: None,
             tls_ms: None,
+            by_connection: None,
             generator: GeneratorHealth {
                 limited,
                 limited_reason: limited.then(|| "simulated".to_string()),

@@ -65,6 +65,24 @@ pub struct Percentiles {
     pub max: f64,
 }
 
+/// Latency of the requests that opened their connection against those that reused one,
+/// warm-up included (where most connections open): a service that stalls only on reused
+/// connections (Nagle's algorithm against the client's delayed ACK) shows here.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ByConnection {
+    pub fresh: ConnectionLatency,
+    pub reused: ConnectionLatency,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionLatency {
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Share of the answers that took 38–52 ms: Linux's delayed-ACK timer (40 ms).
+    pub at_ack_timer: f64,
+}
+
 /// A step's profiled tail: the same load after the counted part, while the profilers
 /// recorded (`profiled` in steps.jsonl). Not counted in the step's figures; set beside them,
 /// it is what profiling cost the target.

@@ -39,6 +39,66 @@ macro_rules! process_series {
 pub const TARGET: ProcessSeries = process_series!("target");
 pub const GENERATOR: ProcessSeries = process_series!("generator");
 
+/// The limits set on the target: its cgroup's (quota, throttling, memory, pressure) and its
+/// file descriptors'.
+pub struct LimitSeries {
+    /// The CPU quota in cores.
+    pub cpu_quota_cores: &'static str,
+    /// Share of the scheduling periods in which the quota ran out.
+    pub throttled_share: &'static str,
+    /// Seconds throttled per second.
+    pub throttled_s_per_s: &'static str,
+    pub memory_limit_mb: &'static str,
+    pub memory_high_mb: &'static str,
+    pub memory_used_mb: &'static str,
+    /// memory.events `high` and `max` per second (v1: failcnt as `max`).
+    pub memory_high_events_per_s: &'static str,
+    pub memory_max_events_per_s: &'static str,
+    /// OOM kills so far (cumulative).
+    pub oom_kills: &'static str,
+    /// Share of time some task of the cgroup stalled (PSI, v2).
+    pub pressure_cpu_some: &'static str,
+    pub pressure_memory_some: &'static str,
+    pub pressure_io_some: &'static str,
+    /// RLIMIT_NOFILE (soft).
+    pub fd_limit: &'static str,
+    /// The cgroup's tightest write limits (io.max, blkio throttle) and its writes per second.
+    pub io_write_iops_limit: &'static str,
+    pub io_write_bps_limit: &'static str,
+    pub write_iops: &'static str,
+}
+
+pub const TARGET_LIMITS: LimitSeries = LimitSeries {
+    cpu_quota_cores: "target.cgroup_cpu_quota_cores",
+    throttled_share: "target.cgroup_throttled_share",
+    throttled_s_per_s: "target.cgroup_throttled_s_per_s",
+    memory_limit_mb: "target.cgroup_memory_limit_mb",
+    memory_high_mb: "target.cgroup_memory_high_mb",
+    memory_used_mb: "target.cgroup_memory_used_mb",
+    memory_high_events_per_s: "target.cgroup_memory_high_events_per_s",
+    memory_max_events_per_s: "target.cgroup_memory_max_events_per_s",
+    oom_kills: "target.cgroup_oom_kills",
+    pressure_cpu_some: "target.cgroup_pressure_cpu_some",
+    pressure_memory_some: "target.cgroup_pressure_memory_some",
+    pressure_io_some: "target.cgroup_pressure_io_some",
+    fd_limit: "target.fd_limit",
+    io_write_iops_limit: "target.cgroup_io_write_iops_limit",
+    io_write_bps_limit: "target.cgroup_io_write_bps_limit",
+    write_iops: "target.cgroup_write_iops",
+};
+
+/// The host's disks: `disk.DEVICE.util` (0–1), `.queue`, `.await_ms`, `.write_mb_per_s`.
+pub mod disk {
+    pub const PREFIX: &str = "disk.";
+
+    pub fn series(device: &str, what: &str) -> String {
+        format!("{PREFIX}{device}.{what}")
+    }
+}
+
+/// The share of time the target's runtime paused for GC (its own /metrics).
+pub const TARGET_GC_PAUSE_SHARE: &str = "target.gc_pause_share";
+
 /// 1 while the target process exists, 0 once it is gone.
 pub const TARGET_ALIVE: &str = "target.alive";
 
@@ -61,6 +121,8 @@ pub mod host {
     pub const PRESSURE_CPU_SOME: &str = "host.pressure_cpu_some";
     pub const PRESSURE_MEMORY_SOME: &str = "host.pressure_memory_some";
     pub const PRESSURE_IO_SOME: &str = "host.pressure_io_some";
+    /// cpu, memory, io, in the order /proc/pressure is read.
+    pub const PRESSURE: [&str; 3] = [PRESSURE_CPU_SOME, PRESSURE_MEMORY_SOME, PRESSURE_IO_SOME];
 
     /// `host.cpuN`.
     pub fn cpu(index: usize) -> String {
@@ -100,6 +162,8 @@ pub fn on_generator_host(key: String) -> String {
         format!("generator_host.{rest}")
     } else if let Some(rest) = key.strip_prefix("net.") {
         format!("generator_net.{rest}")
+    } else if let Some(rest) = key.strip_prefix("disk.") {
+        format!("generator_disk.{rest}")
     } else {
         key
     }

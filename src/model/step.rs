@@ -2,7 +2,10 @@
 //! (see BRIEF). Field names are stable; add fields freely, rename none without bumping
 //! `SCHEMA_VERSION`. Times are milliseconds as floats, rates per second.
 
-pub use super::figures::{ConnectTimes, GeneratorHealth, Percentiles, ProfiledWindow, Slice};
+pub use super::figures::{
+    ByConnection, ConnectTimes, ConnectionLatency, GeneratorHealth, Percentiles, ProfiledWindow,
+    Slice,
+};
 use super::observed::{Observed, OffCpu, Processes, Samplers, StepProfile, Threads};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -180,6 +183,9 @@ pub struct StepResult {
     /// TLS handshake time of the same connections, kept apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ms: Option<ConnectTimes>,
+    /// Latency on fresh connections against reused ones (when any connection was reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_connection: Option<ByConnection>,
     pub generator: GeneratorHealth,
     /// The step met its SLO (and, in the open model, achieved ≥ 97 % of offered).
     pub holds: bool,
@@ -318,6 +324,7 @@ pub mod testing {
             },
             connect_ms: None,
             tls_ms: None,
+            by_connection: None,
             generator: GeneratorHealth::default(),
             holds: true,
             slo_failures: Vec::new(),

@@ -44,12 +44,25 @@ pub enum Kind {
     Serialized,
     AcceptQueue,
     Network,
+    /// A cgroup's CPU quota ran out (throttled).
+    CpuThrottled,
+    /// A cgroup's memory limit: reclaim, failed charges, OOM kills.
+    MemoryLimit,
+    /// Out of file descriptors (RLIMIT_NOFILE).
+    FdLimit,
+    /// Garbage collection paused the service.
+    Gc,
+    /// A rate limiter answered the rest (429/503) at a flat rate.
+    RateLimited,
+    /// Nagle's algorithm against the client's delayed ACK: a 40 ms stall per response on a
+    /// reused connection.
+    Nagle,
     #[default]
     Unclear,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Errors,
         Kind::MemoryPressure,
         Kind::Lock,
@@ -63,6 +76,12 @@ impl Kind {
         Kind::Serialized,
         Kind::AcceptQueue,
         Kind::Network,
+        Kind::CpuThrottled,
+        Kind::MemoryLimit,
+        Kind::FdLimit,
+        Kind::Gc,
+        Kind::RateLimited,
+        Kind::Nagle,
         Kind::Unclear,
     ];
 
@@ -81,6 +100,12 @@ impl Kind {
             Kind::Serialized => "serialized",
             Kind::AcceptQueue => "accept_queue",
             Kind::Network => "network",
+            Kind::CpuThrottled => "cpu_throttled",
+            Kind::MemoryLimit => "memory_limit",
+            Kind::FdLimit => "fd_limit",
+            Kind::Gc => "gc",
+            Kind::RateLimited => "rate_limited",
+            Kind::Nagle => "nagle",
             Kind::Unclear => "unclear",
         }
     }

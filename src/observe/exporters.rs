@@ -3,7 +3,11 @@
 //! and the client libraries' standard `process_*` become the target series (`target.cpu_cores`,
 //! `target.rss_mb`, `target.fds`), so a target on another machine, observed only through
 //! what it and its host export, is judged like a local one. Where a figure came from is kept
-//! (`Provided`), and the verdict says so.
+//! (`Provided`), and the verdict says so. Two more families map onto knee's series: the
+//! runtimes' GC pause totals (Go's `go_gc_duration_seconds`, Micrometer's
+//! `jvm_gc_pause_seconds`, prom-client's `nodejs_gc_duration_seconds`) become the share of
+//! time the target was paused (`target.gc_pause_share`), and cAdvisor's container series
+//! (Kubernetes' kubelet) become the target's cgroup limits (`target.cgroup_*`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -13,7 +17,18 @@ use std::time::Instant;
 pub struct Provided {
     pub host: bool,
     pub target: bool,
+    /// The GC pause metric it served, when it served one.
+    pub gc: Option<&'static str>,
+    /// It served cAdvisor's container series (the target's cgroup).
+    pub cadvisor: bool,
 }
+
+/// Pause totals (seconds, cumulative `_sum`s) of each runtime's GC metric.
+pub const GC_PAUSES: [&str; 3] = [
+    "go_gc_duration_seconds_sum",
+    "jvm_gc_pause_seconds_sum",
+    "nodejs_gc_duration_seconds_sum",
+];
 
 /// Counter readings kept between two scrapes, for rates.
 #[derive(Default)]
@@ -28,6 +43,10 @@ struct Counters {
     cpus: BTreeMap<String, (f64, f64)>,
     process_cpu: Option<f64>,
     pressure: BTreeMap<&'static str, f64>,
+    /// Seconds paused by GC so far, summed over the metric's labels (JVM: per cause).
+    gc_paused: Option<f64>,
+    /// cAdvisor: (periods, throttled periods, throttled seconds) of the busiest container.
+    cfs: Option<(f64, f64, f64)>,
 }
 
 /// CPU modes that are not work: the rest (user, system, nice, irq, softirq, steal) is busy,
@@ -60,6 +79,7 @@ impl Rates {
         let mut provided = Provided::default();
         let mut counters = Counters::default();
         let mut mem = (None, None, None, None);
+        let mut cadvisor = super::exporters_cadvisor::Containers::default();
         for sample in samples {
             let v = match sample.value {
                 prometheus_parse::Value::Gauge(v)
@@ -99,6 +119,13 @@ impl Rates {
                     values.insert("target.fds".into(), v);
                     provided.target = true;
                 }
+                name if GC_PAUSES.contains(&name) => {
+                    *counters.gc_paused.get_or_insert(0.0) += v;
+                    provided.gc = GC_PAUSES.iter().copied().find(|n| *n == name);
+                }
+                name if name.starts_with("container_") => {
+                    provided.cadvisor |= super::exporters_cadvisor::read(sample, v, &mut cadvisor);
+                }
                 name => {
                     if let Some((_, key)) = PRESSURE.iter().find(|(n, _)| *n == name) {
                         counters.pressure.insert(key, v);
@@ -121,11 +148,17 @@ impl Rates {
         }
         provided.host = !counters.cpus.is_empty() || mem.0.is_some();
         provided.target |= counters.process_cpu.is_some();
+        if provided.cadvisor {
+            counters.cfs = cadvisor.limits_into(&mut values);
+        }
         if provided.host {
-            // node_exporter's own process_* describe node_exporter, not the target.
-            values.retain(|key, _| !key.starts_with("target."));
+            // node_exporter's own process_* (and its Go runtime's GC) describe
+            // node_exporter, not the target.
+            values.retain(|key, _| !key.starts_with("target.") || provided.cadvisor);
             counters.process_cpu = None;
+            counters.gc_paused = None;
             provided.target = false;
+            provided.gc = None;
         }
         if let Some((then, before)) = &self.previous {
             let dt = now.duration_since(*then).as_secs_f64();
@@ -160,6 +193,23 @@ fn rates(now: &Counters, before: &Counters, dt: f64, values: &mut BTreeMap<Strin
     if let (Some(cpu), Some(cpu0)) = (now.process_cpu, before.process_cpu) {
         if cpu >= cpu0 {
             values.insert("target.cpu_cores".into(), (cpu - cpu0) / dt);
+        }
+    }
+    if let (Some(paused), Some(paused0)) = (now.gc_paused, before.gc_paused) {
+        if paused >= paused0 {
+            values.insert(
+                crate::model::series::TARGET_GC_PAUSE_SHARE.into(),
+                (paused - paused0) / dt,
+            );
+        }
+    }
+    if let (Some((p, t, s)), Some((p0, t0, s0))) = (now.cfs, before.cfs) {
+        let limits = &crate::model::series::TARGET_LIMITS;
+        if p > p0 && t >= t0 {
+            values.insert(limits.throttled_share.into(), (t - t0) / (p - p0));
+        }
+        if s >= s0 {
+            values.insert(limits.throttled_s_per_s.into(), (s - s0) / dt);
         }
     }
     for (key, stalled) in &now.pressure {
@@ -219,7 +269,8 @@ mod tests {
             provided,
             Provided {
                 host: true,
-                target: false
+                target: false,
+                ..Provided::default()
             },
             "its process_* are its own"
         );
@@ -238,7 +289,8 @@ mod tests {
             provided,
             Provided {
                 host: false,
-                target: true
+                target: true,
+                ..Provided::default()
             }
         );
         assert_eq!(target["target.rss_mb"], 50.0);

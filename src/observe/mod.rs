@@ -2,8 +2,12 @@
 //! (samplers, profilers) implements `Observer`. It is told when each step starts and ends and
 //! writes what it saw into its part of the step's `observed` record (model::observed).
 
+pub mod cgroup;
+pub mod disks;
 pub mod exporters;
+pub mod exporters_cadvisor;
 pub mod http;
+pub mod limits;
 pub mod processes;
 pub mod procfs;
 pub mod prometheus;

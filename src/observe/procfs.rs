@@ -201,6 +201,17 @@ impl ProcCounters {
     }
 }
 
+/// A process's soft limit of open files (RLIMIT_NOFILE), from /proc/PID/limits.
+pub fn fd_limit(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Counters of one process; None when it is gone.
 pub fn process(pid: u32) -> Option<ProcCounters> {
     let dir = format!("/proc/{pid}");

@@ -126,9 +126,8 @@ impl MetricsSource {
         let (standard, provided) = self.standard.read(&scrape.samples, now);
         self.provided = provided;
         for (key, value) in standard {
-            if provided.host && key.starts_with("host.")
-                || provided.target && key.starts_with("target.")
-            {
+            let target = provided.target || provided.gc.is_some() || provided.cadvisor;
+            if provided.host && key.starts_with("host.") || target && key.starts_with("target.") {
                 values.entry(key).or_insert(value);
             }
         }

@@ -68,6 +68,8 @@ struct Reader {
     /// The target is on another host: this machine's host-wide readings are the generator's
     /// host (`generator_host.*`, `generator_net.*`), never the target's.
     remote: bool,
+    /// The target's cgroup and fd limits, the host's pressure and disks.
+    limits: super::limits::Limits,
 }
 
 /// Cumulative counters of the last reading, for rates.
@@ -147,6 +149,7 @@ impl Sampler {
             ticks: procfs::clock_ticks(),
             previous: None,
             remote: config.remote,
+            limits: super::limits::Limits::new(config.target),
         };
         let (state_t, running_t) = (state.clone(), running.clone());
         let (feeds, keep) = (config.feeds.clone(), config.keep);
@@ -382,6 +385,12 @@ impl Reader {
         if let Some(pid) = self.target {
             sources.insert("target".to_string(), format!("/proc of pid {pid}"));
         }
+        if let Some(cgroup) = self.limits.describe() {
+            sources.insert("cgroup".to_string(), cgroup);
+        }
+        if let Some(device) = self.limits.io_limited_device() {
+            sources.insert("io_limit".to_string(), device);
+        }
         for (metrics, (_, provided)) in self.metrics.iter().zip(&self.taken) {
             for (group, given) in [("host", provided.host), ("target", provided.target)] {
                 if given {
@@ -389,6 +398,16 @@ impl Reader {
                         format!("{} ({})", metrics.url, metrics.exporter(group))
                     });
                 }
+            }
+            if let Some(gc) = provided.gc {
+                sources
+                    .entry("gc".to_string())
+                    .or_insert_with(|| format!("{} ({gc})", metrics.url));
+            }
+            if provided.cadvisor {
+                sources
+                    .entry("cgroup".to_string())
+                    .or_insert_with(|| format!("{} (cAdvisor)", metrics.url));
             }
         }
         sources
@@ -490,6 +509,7 @@ impl Reader {
                 }
             }
         }
+        self.limits.read(now, &mut values);
         if let Some((waiting, backlog)) = self.listen_port.and_then(super::sockdiag::accept_queue) {
             values.insert("net.accept_queue".into(), waiting as f64);
             values.insert("net.accept_backlog".into(), backlog as f64);

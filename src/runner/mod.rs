@@ -179,12 +179,16 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
     if plan.kind != Kind::Soak {
         let max_errors = session.slo().max_error_rate.unwrap_or(0.01);
         let cores = crate::observe::procfs::this_host().cores;
-        analysis.verdict = Some(verdict::verdict_on(
-            session.steps(),
-            capacity,
-            max_errors,
-            cores,
-        ));
+        let found = verdict::verdict_on(session.steps(), capacity, max_errors, cores);
+        if found.kind == verdict::Kind::RateLimited {
+            // The capacity the hunt found is the limiter's: the hunt says so.
+            if let (Some(hunt), Some(capacity)) = (analysis.hunt.as_mut(), capacity) {
+                hunt.notes.push(format!(
+                    "the capacity found ({capacity:.0} req/s) is a rate limiter's, not the service's: past it the rest was answered 429/503 at once"
+                ));
+            }
+        }
+        analysis.verdict = Some(found);
     }
     drop(demo);
     finish(&plan, session, started, analysis)

@@ -286,6 +286,9 @@ impl Finisher {
         let started_s = outcome.started.saturating_duration_since(self.origin);
         result.started_s = Some((started_s.as_secs_f64() * 1000.0).round() / 1000.0);
         result.notes.extend(littles_law_note(&result));
+        result
+            .notes
+            .extend(crate::analyze::verdict::nagle::ack_timer_note(&result));
         if let (Some(before), true) = (progress.steps.last(), spec.phase == Phase::Recovery) {
             result.notes.extend(after_a_profiled_tail(before));
         }

@@ -9,6 +9,7 @@ mod errors;
 mod flame;
 mod hunt;
 mod kernel;
+mod limits;
 mod observe;
 mod observer;
 mod profiles;

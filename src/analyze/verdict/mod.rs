@@ -15,6 +15,10 @@ pub use crate::model::verdict::{Confidence, Kind, Verdict};
 
 mod gauge;
 mod kernel;
+mod limits;
+#[cfg(test)]
+mod limits_tests;
+pub mod nagle;
 mod processes;
 mod signals;
 pub mod table;
@@ -84,6 +88,8 @@ impl Finding {
 pub struct Context<'a> {
     pub knee: &'a StepResult,
     pub below: Option<&'a StepResult>,
+    /// Every step of the run (a limiter is told by steps past the knee all alike).
+    pub steps: &'a [StepResult],
     pub cores: f64,
     pub max_error_rate: f64,
 }
@@ -92,6 +98,11 @@ impl Context<'_> {
     /// The mean of a sampled series at the knee.
     pub fn at_knee(&self, key: &str) -> Option<f64> {
         mean(self.knee, key)
+    }
+
+    /// A sampled series at the knee: min, mean and max.
+    pub fn series_at_knee(&self, key: &str) -> Option<crate::model::Stat> {
+        crate::analyze::series(self.knee, key)
     }
 
     /// The mean of a sampled series below the knee.
@@ -169,6 +180,7 @@ pub fn verdict_on(
     let ctx = Context {
         knee,
         below,
+        steps,
         cores,
         max_error_rate,
     };

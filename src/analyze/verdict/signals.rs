@@ -9,15 +9,23 @@ use crate::model::series::{self, host};
 use crate::model::verdict::Kind;
 
 pub fn all(ctx: &Context) -> Vec<Finding> {
-    let signals: [fn(&Context) -> Option<Finding>; 14] = [
+    let signals: [fn(&Context) -> Option<Finding>; 22] = [
         errors,
+        super::limits::memory_limit,
         memory_pressure,
+        super::limits::fd_limit,
+        super::limits::cpu_throttled,
+        super::nagle::nagle,
+        super::limits::rate_limited,
         super::kernel::accept_queue,
         super::waits::one_thread,
         cpu_bound,
         super::processes::downstream,
         super::waits::wait_site,
         queue_gauge,
+        super::limits::gc,
+        super::limits::io_limit,
+        super::limits::disk_busy,
         host_contention,
         serialized,
         super::kernel::network,

@@ -16,8 +16,16 @@ use crate::model::verdict::Kind;
 /// The ranks a finding can have, strongest first (the order of `TABLE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rank {
-    /// Swapping, the cgroup at its memory limit, or the target's RSS jumping.
+    /// The target's cgroup at its memory limit (reclaiming, failing charges, OOM kills).
+    MemoryLimit,
+    /// Swapping, knee's cgroup near its memory limit, or the target's RSS jumping.
     MemoryPressure,
+    /// The target's open files at its RLIMIT_NOFILE while connections fail or stall.
+    FdLimit,
+    /// The target's cgroup CPU quota ran out in most periods, the target at its quota.
+    CpuThrottled,
+    /// Responses on reused connections stall at the delayed-ACK timer (Nagle).
+    Nagle,
     /// The target used ≥ 90 % of the cores.
     CpuSaturated,
     /// One thread at ≥ 0.75 of a core, the others under half of it.
@@ -26,12 +34,18 @@ pub enum Rank {
     SaturatedDownstream,
     /// The listen backlog overflowed while the target's CPU was not saturated.
     AcceptQueue,
+    /// Good throughput flat while the rest is answered 429/503 fast, CPU low.
+    RateLimited,
     /// Errors over the SLO (a symptom: named beside a cause at least `CAUSE_BESIDE_ERRORS`).
     Errors,
     /// A wait site holding ≥ 50 % of the waiting whose time per request grew ≥ 1 ms.
     StrongWaitSite,
     /// A queue gauge growing, with the target's CPU known.
     QueueGaugeWithCpu,
+    /// The runtime paused for GC ≥ 10 % of the time, at least twice the share below.
+    Gc,
+    /// The disk the target writes to ≥ 80 % busy.
+    DiskBusy,
     /// A wait site that grew per request, holding ≥ 25 % of the waiting.
     WaitSite,
     /// A queue gauge growing, the target's CPU unknown.
@@ -60,18 +74,28 @@ pub enum Rank {
     HostUnknown,
     /// Nothing saturated that knee could see.
     Unclear,
+    /// The target's cgroup writes at its I/O limit (io.max, blkio throttle).
+    IoLimit,
 }
 
 /// Each rank's strength, strongest first.
-pub const TABLE: [(Rank, f64); 22] = [
+pub const TABLE: [(Rank, f64); 30] = [
+    (Rank::MemoryLimit, 0.96),
     (Rank::MemoryPressure, 0.95),
+    (Rank::FdLimit, 0.94),
+    (Rank::CpuThrottled, 0.93),
+    (Rank::Nagle, 0.91),
+    (Rank::IoLimit, 0.9),
     (Rank::CpuSaturated, 0.9),
     (Rank::OneThread, 0.9),
     (Rank::SaturatedDownstream, 0.89),
     (Rank::AcceptQueue, 0.88),
+    (Rank::RateLimited, 0.87),
     (Rank::Errors, 0.85),
     (Rank::StrongWaitSite, 0.85),
     (Rank::QueueGaugeWithCpu, 0.8),
+    (Rank::Gc, 0.8),
+    (Rank::DiskBusy, 0.7),
     (Rank::WaitSite, 0.65),
     (Rank::QueueGauge, 0.6),
     (Rank::AcceptQueueCpuSaturated, 0.6),
@@ -162,12 +186,46 @@ pub const MIN_RETRANSMITS_PER_S: f64 = 10.0;
 pub const MIN_SYNCOOKIES_PER_S: f64 = 1.0;
 /// Below this many samples in the knee step, a high confidence becomes medium.
 pub const MIN_SAMPLES: u64 = 3;
+/// CPU throttled: the quota ran out in this share of the periods at the knee, the target
+/// using at least this share of its quota.
+pub const THROTTLED_PERIODS: f64 = 0.25;
+pub const AT_QUOTA: f64 = 0.8;
+/// Memory limit: the cgroup at this share of its limit (or hitting it, or OOM kills).
+pub const NEAR_MEMORY_LIMIT: f64 = 0.9;
+/// File descriptors: open at this share of the limit, or within this many of it.
+pub const FD_LIMIT_SHARE: f64 = 0.9;
+pub const FD_LIMIT_SLACK: f64 = 5.0;
+/// A disk this busy (0–1) at the knee, the target writing.
+pub const DISK_BUSY: f64 = 0.8;
+/// The cgroup's writes at this share of its write-IOPS limit.
+pub const AT_IO_LIMIT: f64 = 0.8;
+/// GC: paused this share of the time at the knee, and this many times the share below.
+pub const GC_SHARE: f64 = 0.1;
+pub const GC_GROWTH: f64 = 2.0;
+/// A limiter: at least this share rejected, this share of the errors 429/503, p50 at most
+/// this many times the step below's, and good throughput past the knee within this factor.
+pub const LIMITER_REJECTED: f64 = 0.02;
+pub const LIMITER_STATUS_SHARE: f64 = 0.8;
+pub const LIMITER_FAST: f64 = 3.0;
+pub const LIMITER_FLAT: f64 = 1.05;
+/// Nagle: the delayed-ACK timer's band (ms: Linux's is 40 ms, rounded up to ticks), the
+/// share of reused-connection responses in it, and how fast fresh connections answer.
+pub const ACK_TIMER_MS: std::ops::RangeInclusive<f64> = 38.0..=52.0;
+pub const NAGLE_SHARE: f64 = 0.3;
+pub const FRESH_FAST_MS: f64 = 10.0;
 
 /// The kind each rank stands for, when the rank decides it (a wait site's kind is the
 /// wait's: lock, pool, downstream, disk or waiting).
 pub fn kind_of(rank: Rank) -> Option<Kind> {
     Some(match rank {
+        Rank::MemoryLimit => Kind::MemoryLimit,
         Rank::MemoryPressure => Kind::MemoryPressure,
+        Rank::FdLimit => Kind::FdLimit,
+        Rank::CpuThrottled => Kind::CpuThrottled,
+        Rank::Nagle => Kind::Nagle,
+        Rank::RateLimited => Kind::RateLimited,
+        Rank::Gc => Kind::Gc,
+        Rank::DiskBusy | Rank::IoLimit => Kind::Disk,
         Rank::CpuSaturated | Rank::CpuBound | Rank::RemoteHostFull | Rank::HostFull => {
             Kind::CpuBound
         }

@@ -80,6 +80,11 @@ pub fn wait_site(ctx: &Context) -> Option<Finding> {
         ))
         .confirm(confirm);
     finding.site = Some(site.function.clone());
+    if site.kind == WaitKind::Disk {
+        if let Some((device, util)) = super::limits::busiest_disk(ctx) {
+            finding = finding.evidence(super::limits::disk_line(ctx, &device, util));
+        }
+    }
     if site.kind == WaitKind::Socket {
         // A remote downstream has no process here to read: its address is the name.
         if let Some(line) = super::processes::connections_line(ctx) {
@@ -95,6 +100,11 @@ pub fn wait_site(ctx: &Context) -> Option<Finding> {
         finding = finding.evidence(ctx.cpu_line(cpu));
     }
     Some(finding)
+}
+
+/// The grown wait site (see `grown_site`) when it is of `kind`: (site, below, knee).
+pub fn grown_site_of(ctx: &Context, kind: WaitKind) -> Option<(WaitSite, f64, f64)> {
+    grown_site(ctx).filter(|(site, ..)| site.kind == kind)
 }
 
 /// The site with the largest growth in ms per request that qualifies: (site, below, knee).
