@@ -327,6 +327,13 @@ impl StepRecorder {
     }
 
     pub fn add(&mut self, r: &Record) {
+        // The tail's throughput, like the counted window's, is what completed in it.
+        if let Outcome::Response(status) = r.outcome {
+            if r.done >= self.timeline.end && r.done < self.timeline.until {
+                self.tail.responses += 1;
+                self.tail.ok += u64::from(ErrorClass::of_status(status).is_none());
+            }
+        }
         if r.intended >= self.timeline.end {
             self.add_to_tail(r);
             return;
@@ -401,12 +408,7 @@ impl StepRecorder {
                     &mut tail.latency,
                     r.done.saturating_duration_since(r.intended),
                 );
-                let ok = ErrorClass::of_status(status).is_none();
-                tail.errors += u64::from(!ok);
-                if r.done < self.timeline.until {
-                    tail.responses += 1;
-                    tail.ok += u64::from(ok);
-                }
+                tail.errors += u64::from(ErrorClass::of_status(status).is_some());
             }
             Outcome::Failed(_) => tail.errors += 1,
         }

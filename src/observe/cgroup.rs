@@ -73,9 +73,11 @@ pub fn place_of(pid: u32, root: &Path) -> Place {
 /// Reads /proc/PID/cgroup's lines ("ID:CONTROLLERS:PATH") into directories under `root`.
 pub fn place_in(proc_cgroup: &str, root: &Path) -> Place {
     let mut place = Place::default();
+    // The root cgroup sets no limits, and its counters are the whole host's: not read.
     let under = |base: PathBuf, path: &str| -> Option<PathBuf> {
-        let dir = base.join(path.trim_start_matches('/'));
-        dir.is_dir().then_some(dir)
+        let path = path.trim_start_matches('/');
+        let dir = base.join(path);
+        (!path.is_empty() && dir.is_dir()).then_some(dir)
     };
     for line in proc_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
