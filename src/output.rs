@@ -152,6 +152,7 @@ impl RunRecord {
             }),
             generator_host: Some(crate::observe::procfs::this_host()),
             notes: Vec::new(),
+            profiling: None,
         }
     }
 }

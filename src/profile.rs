@@ -548,10 +548,14 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
     let defaults = crate::plan::ObservePlan::default();
     let profiler =
         match (&raw.profiler, raw.pprof) {
-            (None, None) => ProfilerPlan::Off,
+            (None, None) => ProfilerPlan::Auto,
             (Some(name), url) => match (name.get_ref().as_str(), url) {
                 ("none", _) => ProfilerPlan::Off,
+                ("auto", _) => ProfilerPlan::Auto,
                 ("perf", _) => ProfilerPlan::Perf,
+                ("py-spy", _) => ProfilerPlan::PySpy,
+                ("jfr", _) => ProfilerPlan::Jfr,
+                ("node", _) => ProfilerPlan::Node,
                 ("pprof", Some(url)) => ProfilerPlan::Pprof(url),
                 ("pprof", None) => return Err(src.error_at(
                     Some(name.span()),
@@ -560,7 +564,9 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
                 (other, _) => {
                     return Err(src.error_at(
                         Some(name.span()),
-                        &format!("unknown profiler '{other}' (use pprof, perf or none)"),
+                        &format!(
+                    "unknown profiler '{other}' (use auto, pprof, perf, py-spy, jfr, node or none)"
+                ),
                     ))
                 }
             },

@@ -56,6 +56,8 @@ struct Shared {
     pprof: Option<String>,
     /// Where perf's recordings are written while they are read.
     scratch: std::path::PathBuf,
+    /// The target's runtime: which profilers read it.
+    runtime: crate::model::run::Runtime,
     /// The target's listening port, when known (its clients' connections are not its
     /// downstreams).
     listen_port: Option<u16>,
@@ -111,6 +113,7 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
     })?;
     let address = listener.local_addr()?;
     listener.set_nonblocking(true)?;
+    let runtime = crate::observe::runtime::of(pid);
     let shared = Arc::new(Shared {
         sampler: sampler.clone(),
         token: plan.token.clone(),
@@ -118,10 +121,12 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
             pid,
             command: command_line(pid),
             found_by: found_by.into(),
+            runtime: Some(runtime),
         },
         origin_unix_s,
         pprof: plan.pprof.clone(),
         scratch: std::env::temp_dir().join(format!("knee-observe-{}", std::process::id())),
+        runtime,
         tls,
         listen_port: port,
         windows: Windows::default(),
@@ -423,6 +428,7 @@ fn profile<T: serde::Serialize>(
 ) -> (u16, Vec<u8>) {
     let target = ProfileTarget {
         pid: shared.target.pid,
+        runtime: shared.runtime,
         pprof: shared.pprof.as_deref(),
         scratch: &shared.scratch.join("profile"),
     };

@@ -581,13 +581,19 @@ fn profiler_plan(common: &CommonArgs, from_profile: ProfilerPlan) -> Result<Prof
     let plan = match (common.profiler.as_deref(), &common.pprof) {
         (Some("none"), _) => ProfilerPlan::Off,
         (Some("perf"), _) => ProfilerPlan::Perf,
+        (Some("py-spy"), _) => ProfilerPlan::PySpy,
+        (Some("jfr"), _) => ProfilerPlan::Jfr,
+        (Some("node"), _) => ProfilerPlan::Node,
+        (Some("auto"), None) => ProfilerPlan::Auto,
         (_, Some(url)) => ProfilerPlan::Pprof(url.clone()),
         (Some(_pprof), None) => match from_profile {
             ProfilerPlan::Pprof(url) => ProfilerPlan::Pprof(url),
             _ if common.demo => ProfilerPlan::DemoAgent,
             _ => return Err(Error::input("--profiler pprof needs --pprof URL")),
         },
-        (None, None) if from_profile == ProfilerPlan::Off && common.demo => ProfilerPlan::DemoAgent,
+        (None, None) if from_profile == ProfilerPlan::Auto && common.demo => {
+            ProfilerPlan::DemoAgent
+        }
         (None, None) => from_profile,
     };
     Ok(plan)

@@ -281,10 +281,11 @@ pub struct CommonArgs {
     /// http://host:port/debug/pprof/profile.
     #[arg(long, value_name = "URL")]
     pub pprof: Option<String>,
-    /// Where flamegraphs come from: pprof (the --pprof URL, or the demo's agent), perf
-    /// (perf record on the target's pid) or none. Default: pprof when there is a URL or
-    /// the demo, else none.
-    #[arg(long, value_parser = ["pprof", "perf", "none"])]
+    /// Where flamegraphs come from: auto (by the target's runtime: py-spy for Python, JFR for
+    /// a JVM, the inspector for Node.js, perf for native code), pprof (the --pprof URL, or the
+    /// demo's agent), perf, py-spy, jfr, node, or none. Default: pprof with a URL or the demo,
+    /// else auto.
+    #[arg(long, value_parser = ["auto", "pprof", "perf", "py-spy", "jfr", "node", "none"])]
     pub profiler: Option<String>,
     /// Sampling frequency asked of the profiler, in Hz (default 100).
     #[arg(long, value_name = "HZ")]

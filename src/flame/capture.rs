@@ -5,6 +5,7 @@
 use crate::pprof_proto::Profile;
 use crate::stacks::folded::Folded;
 use prost::Message;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +19,22 @@ pub struct Captured {
     /// The rate the samples were taken at, as the profile itself says (its `period`): Go's
     /// endpoint ignores the frequency asked and samples at 100 Hz.
     pub sampled_hz: Option<f64>,
+    /// Samples per function of the service's own code (the first own frame from each
+    /// stack's leaf), when the profiler can tell the service's code from its runtime's
+    /// (py-spy, JFR, Node's inspector): where a site is named from.
+    pub own: BTreeMap<String, u64>,
+}
+
+impl Captured {
+    /// Folded stacks with nothing known of whose code is whose.
+    pub fn stacks(folded: Folded, pprof: Option<Vec<u8>>, sampled_hz: Option<f64>) -> Captured {
+        Captured {
+            folded,
+            pprof,
+            sampled_hz,
+            own: BTreeMap::new(),
+        }
+    }
 }
 
 /// What serves a pprof URL.
@@ -70,11 +87,11 @@ pub fn pprof(url: &str, seconds: f64, frequency: u32, insecure: bool) -> Result<
     let full = format!("{url}{separator}seconds={seconds}&frequency={frequency}");
     let body = http_get(&full, timeout, insecure)?;
     let profile = decode(&body)?;
-    Ok(Captured {
-        folded: Folded::from_pprof(&profile),
-        pprof: Some(body),
-        sampled_hz: sampled_hz(&profile),
-    })
+    Ok(Captured::stacks(
+        Folded::from_pprof(&profile),
+        Some(body),
+        sampled_hz(&profile),
+    ))
 }
 
 /// The sampling rate a CPU profile declares: one sample per `period` nanoseconds.
@@ -187,11 +204,11 @@ pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Ca
     let mut folder = inferno::collapse::perf::Folder::default();
     inferno::collapse::Collapse::collapse(&mut folder, script.stdout.as_slice(), &mut folded)
         .map_err(|e| format!("cannot fold the perf samples: {e}"))?;
-    Ok(Captured {
-        folded: Folded::parse(&String::from_utf8_lossy(&folded)),
-        pprof: None,
-        sampled_hz: Some(f64::from(frequency)),
-    })
+    Ok(Captured::stacks(
+        Folded::parse(&String::from_utf8_lossy(&folded)),
+        None,
+        Some(f64::from(frequency)),
+    ))
 }
 
 pub(crate) fn first_line(bytes: &[u8]) -> String {
@@ -201,4 +218,20 @@ pub(crate) fn first_line(bytes: &[u8]) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("no message")
         .to_string()
+}
+
+/// Whether `perf` runs here.
+pub fn perf_available() -> Result<(), String> {
+    let perf = perf_binary();
+    match std::process::Command::new(&perf)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => Ok(()),
+        _ => Err(format!(
+            "perf not found ('{perf}'): install linux-perf (profiles need perf, and root or perf_event_paranoid <= -1)"
+        )),
+    }
 }

@@ -10,10 +10,15 @@
 //! samples (what makes "the bottleneck moved" readable as text). A profile that fails is a
 //! one-line note in the step, never the end of the run.
 
-pub use crate::model::observed::{ProfileSource, StepProfile};
+pub use crate::model::observed::{FunctionShare, ProfileSource, StepProfile};
 
 pub mod capture;
+pub mod choose;
+pub mod jfr;
+pub mod jvm_attach;
+pub mod node;
 pub mod offcpu;
+pub mod pyspy;
 pub mod remote;
 pub mod sched;
 pub mod waits;
@@ -32,7 +37,7 @@ pub const TOP_FUNCTIONS: usize = 10;
 /// flagged as undersampled (the kernel's tick caps signal-driven profilers).
 const UNDERSAMPLED_SHARE: f64 = 0.5;
 
-use crate::plan::ProfilerPlan;
+use choose::CpuSource;
 
 /// A soak profiles one window in this many, so about one every 10 minutes of soak (and never
 /// two windows in a row: a window with no warm-up starts the instant the last one ends).
@@ -63,71 +68,71 @@ struct Capture {
 }
 
 pub struct ProfilerObserver {
-    source: Source,
+    source: CpuSource,
     frequency: u32,
     pid: Option<u32>,
     dir: PathBuf,
     pending: crate::observe::Pending<Capture>,
 }
 
-#[derive(Clone)]
-enum Source {
-    /// A pprof endpoint, what serves it, and whether its certificate may be self-signed (-k).
-    Pprof(String, capture::Endpoint, bool),
-    Perf,
-    /// `knee observe` on the target's host takes it (perf there, or its pprof proxy).
-    Observer(crate::plan::ObserverSpec),
-}
-
 impl ProfilerObserver {
-    /// None when profiling is off. Perf with no local pid asks `observer` (the one that
-    /// watches the target) when there is one.
+    /// Profiles with `source` (see `choose`) at `frequency` Hz.
     pub fn new(
-        observe: &crate::plan::ObservePlan,
-        demo_url: Option<&str>,
+        source: CpuSource,
+        frequency: u32,
         pid: Option<u32>,
-        observer: Option<&crate::plan::ObserverSpec>,
         dir: PathBuf,
-    ) -> Option<ProfilerObserver> {
-        let url = match &observe.profiler {
-            ProfilerPlan::Off => return None,
-            ProfilerPlan::Pprof(url) => Some(url.clone()),
-            ProfilerPlan::DemoAgent => Some(format!(
-                "{}{}",
-                demo_url?.trim_end_matches('/'),
-                crate::agent::PROFILE_PATH
-            )),
-            ProfilerPlan::Perf => None,
-        };
-        let source = match url {
-            Some(url) => {
-                let endpoint = capture::identify(&url, observe.insecure);
-                if endpoint == capture::Endpoint::KneeAgent {
-                    prime(&url, observe.insecure);
-                }
-                Source::Pprof(url, endpoint, observe.insecure)
-            }
-            None => match (pid, observer) {
-                (None, Some(observer)) => Source::Observer(observer.clone()),
-                _ => Source::Perf,
-            },
-        };
-        Some(ProfilerObserver {
+    ) -> ProfilerObserver {
+        if let CpuSource::Pprof(url, capture::Endpoint::KneeAgent, insecure) = &source {
+            prime(url, *insecure);
+        }
+        ProfilerObserver {
             source,
-            frequency: observe.profile_frequency,
+            frequency,
             pid,
             dir,
             pending: crate::observe::Pending::new(),
-        })
+        }
     }
 
     fn source_kind(&self) -> ProfileSource {
-        match self.source {
-            Source::Pprof(..) => ProfileSource::Pprof,
-            Source::Perf => ProfileSource::Perf,
-            // What an observer uses unless it proxies a pprof endpoint (it says which).
-            Source::Observer(_) => ProfileSource::Perf,
+        self.source.profile_source()
+    }
+}
+
+/// Takes one CPU profile of `seconds` with `source`.
+pub(crate) fn take(
+    source: &CpuSource,
+    pid: Option<u32>,
+    seconds: f64,
+    frequency: u32,
+    scratch: &std::path::Path,
+) -> (Result<capture::Captured, String>, Option<remote::RemoteCpu>) {
+    let local = |run: &dyn Fn(u32) -> Result<capture::Captured, String>| match pid {
+        Some(pid) => run(pid),
+        None => Err(format!(
+            "{} needs the target's pid (--pid, --spawn or a local port)",
+            source.name()
+        )),
+    };
+    match source {
+        CpuSource::Pprof(url, _, insecure) => {
+            (capture::pprof(url, seconds, frequency, *insecure), None)
         }
+        CpuSource::Perf => (
+            local(&|pid| capture::perf(pid, seconds, frequency, scratch)),
+            None,
+        ),
+        CpuSource::PySpy => (
+            local(&|pid| pyspy::cpu(pid, seconds, frequency, scratch)),
+            None,
+        ),
+        CpuSource::Jfr => (local(&|pid| jfr::cpu(pid, seconds, scratch)), None),
+        CpuSource::Node => (local(&|pid| node::cpu(pid, seconds)), None),
+        CpuSource::Observer(observer) => match remote::cpu(observer, seconds, frequency) {
+            Ok((captured, said)) => (Ok(captured), Some(said)),
+            Err(e) => (Err(e), None),
+        },
     }
 }
 
@@ -145,31 +150,16 @@ impl Observer for ProfilerObserver {
         let window = spec.profile.as_secs_f64();
         // What can be profiled of the tail (whole seconds, for most endpoints).
         let seconds = match &source {
-            Source::Pprof(_, endpoint, _) => capture::seconds_for(*endpoint, window),
-            Source::Perf | Source::Observer(_) => Ok(window),
+            CpuSource::Pprof(_, endpoint, _) => capture::seconds_for(*endpoint, window),
+            _ => Ok(window),
         };
         let tail_from = starts_at + spec.warmup + spec.duration;
         let scratch = self.dir.join("flame").join(&spec.name);
         self.pending.start_at(&spec.name, tail_from, move || {
             let cpu_before = pid.and_then(cpu_seconds);
-            let mut remote_cpu: Option<remote::RemoteCpu> = None;
-            let result = match (&source, pid, &seconds) {
-                (_, _, Err(e)) => Err(e.clone()),
-                (Source::Pprof(url, _, insecure), _, Ok(seconds)) => {
-                    capture::pprof(url, *seconds, frequency, *insecure)
-                }
-                (Source::Perf, Some(pid), Ok(seconds)) => {
-                    capture::perf(pid, *seconds, frequency, &scratch)
-                }
-                (Source::Perf, None, _) => {
-                    Err("perf needs the target's pid (--pid, --spawn or a local port)".into())
-                }
-                (Source::Observer(observer), _, Ok(seconds)) => {
-                    remote::cpu(observer, *seconds, frequency).map(|(captured, said)| {
-                        remote_cpu = Some(said);
-                        captured
-                    })
-                }
+            let (result, remote_cpu) = match &seconds {
+                Err(e) => (Err(e.clone()), None),
+                Ok(seconds) => take(&source, pid, *seconds, frequency, &scratch),
             };
             let cpu_seconds = cpu_before
                 .zip(pid.and_then(cpu_seconds))
@@ -206,7 +196,7 @@ impl ProfilerObserver {
     /// Writes the step's profile files; what to record about them.
     fn write(&self, spec: &StepSpec, result: &StepResult, capture: Capture) -> StepProfile {
         let observer = match &self.source {
-            Source::Observer(observer) => Some(observer.name.clone()),
+            CpuSource::Observer(observer) => Some(observer.name.clone()),
             _ => None,
         };
         let mut profile = StepProfile {
@@ -224,6 +214,7 @@ impl ProfilerObserver {
             pprof: None,
             top_self: Vec::new(),
             top_inclusive: Vec::new(),
+            top_own: Vec::new(),
             error: None,
         };
         let captured = match capture.result {
@@ -244,10 +235,15 @@ impl ProfilerObserver {
         profile.samples = folded.total();
         profile.top_self = folded.top_self(TOP_FUNCTIONS);
         profile.top_inclusive = folded.top_inclusive(TOP_FUNCTIONS);
+        profile.top_own = top_own(&captured.own, profile.samples);
         if let Some(cpu) = capture.cpu_seconds.filter(|c| *c > 0.05) {
             let rate = profile.samples as f64 / cpu;
             profile.samples_per_cpu_second = Some((rate * 10.0).round() / 10.0);
-            profile.undersampled = rate < f64::from(profile.frequency_hz) * UNDERSAMPLED_SHARE;
+            // Only a signal-driven profiler's rate is capped by the kernel's tick; py-spy
+            // samples the thread holding the GIL, JFR the threads in Java code.
+            let signalled = matches!(profile.source, ProfileSource::Perf | ProfileSource::Pprof);
+            profile.undersampled =
+                signalled && rate < f64::from(profile.frequency_hz) * UNDERSAMPLED_SHARE;
         }
         let dir = self.dir.join("flame");
         let stem = format!("flame/{}", spec.name);
@@ -267,6 +263,21 @@ impl ProfilerObserver {
         }
         profile
     }
+}
+
+/// The service's own functions by samples, most first, with their share of all samples.
+fn top_own(own: &std::collections::BTreeMap<String, u64>, total: u64) -> Vec<FunctionShare> {
+    let mut rows: Vec<FunctionShare> = own
+        .iter()
+        .map(|(function, samples)| FunctionShare {
+            function: function.clone(),
+            samples: *samples,
+            percent: (*samples as f64 * 1000.0 / total.max(1) as f64).round() / 10.0,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.function.cmp(&b.function)));
+    rows.truncate(TOP_FUNCTIONS);
+    rows
 }
 
 pub(crate) fn title(spec: &StepSpec, result: &StepResult) -> String {

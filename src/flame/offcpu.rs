@@ -12,6 +12,7 @@
 
 pub use crate::model::observed::{OffCpu, OffCpuSource, WaitSite};
 
+use super::choose::WaitSource;
 use super::sched::{self, Recording};
 use super::waits::{self, Frame, WaitKind};
 use crate::model::step::StepResult;
@@ -139,15 +140,57 @@ struct Sources {
     go: Option<String>,
     /// Go's endpoint may have a self-signed certificate (-k).
     insecure: bool,
+    /// The runtime's own view of its waits (py-spy, JFR) on this pid, in perf's place.
+    runtime: Option<(WaitSource, u32)>,
     /// The first perf failure: later steps do not try again.
     perf_failed: Arc<Mutex<Option<String>>>,
 }
 
 struct Captures {
     seconds: f64,
-    perf: Option<Result<Recording, String>>,
+    /// The threads' view: perf's context switches here, the observer's recording there, or
+    /// the runtime's own (py-spy, JFR).
+    threads: Option<Result<Taken, String>>,
     go_block: Option<Result<Folded, String>>,
     go_mutex: Option<Result<Folded, String>>,
+}
+
+/// A recording, what made it, and what its source notes (JFR: the GC pauses it saw).
+pub struct Taken {
+    pub source: OffCpuSource,
+    pub recording: Recording,
+    pub note: Option<String>,
+}
+
+impl Taken {
+    fn perf(recording: Recording) -> Taken {
+        Taken {
+            source: OffCpuSource::PerfSchedSwitch,
+            recording,
+            note: None,
+        }
+    }
+}
+
+/// The runtime's own recording of `pid`'s waits.
+pub fn runtime_waits(
+    source: WaitSource,
+    pid: u32,
+    window: f64,
+    scratch: &std::path::Path,
+) -> Result<Taken, String> {
+    match source {
+        WaitSource::PySpy => super::pyspy::waits(pid, window, scratch).map(|recording| Taken {
+            source: OffCpuSource::PySpyIdle,
+            recording,
+            note: None,
+        }),
+        WaitSource::Jfr => super::jfr::waits(pid, window, scratch).map(|(recording, note)| Taken {
+            source: OffCpuSource::JfrEvents,
+            recording,
+            note,
+        }),
+    }
 }
 
 pub struct OffCpuObserver {
@@ -160,6 +203,7 @@ impl OffCpuObserver {
     /// None (and the line to say why) when no off-CPU source can work for this target.
     pub fn new(
         observe: &ObservePlan,
+        waits: Option<WaitSource>,
         pid: Option<u32>,
         observer: Option<&crate::plan::ObserverSpec>,
         dir: PathBuf,
@@ -184,14 +228,16 @@ impl OffCpuObserver {
             }
             _ => None,
         };
+        let runtime = waits.zip(pid);
         let perf = match pid {
+            _ if runtime.is_some() => None,
             Some(pid) if pid == std::process::id() => {
                 if go.is_none() {
                     return Err("the target is knee's own process (an in-process target)".into());
                 }
                 None
             }
-            Some(pid) => match perf_available() {
+            Some(pid) => match super::capture::perf_available() {
                 Ok(()) => Some(pid),
                 Err(why) if go.is_none() => return Err(why),
                 Err(_) => None,
@@ -211,27 +257,12 @@ impl OffCpuObserver {
                 observer: observer.filter(|_| pid.is_none() && go.is_none()).cloned(),
                 go,
                 insecure: observe.insecure,
+                runtime,
                 perf_failed: Arc::new(Mutex::new(None)),
             },
             dir,
             pending: crate::observe::Pending::new(),
         })
-    }
-}
-
-/// Whether `perf` runs here.
-fn perf_available() -> Result<(), String> {
-    let perf = super::capture::perf_binary();
-    match std::process::Command::new(&perf)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-    {
-        Ok(status) if status.success() => Ok(()),
-        _ => Err(format!(
-            "perf not found ('{perf}'): install linux-perf (off-CPU profiles need perf and root or perf_event_paranoid <= -1)"
-        )),
     }
 }
 
@@ -280,12 +311,6 @@ impl Observer for OffCpuObserver {
     }
 }
 
-/// Whose context switches perf records: a process of this host, or the observer's target.
-enum Target {
-    Local(u32),
-    Observer(crate::plan::ObserverSpec),
-}
-
 /// Takes the step's recordings, side by side.
 fn capture(sources: &Sources, window: f64, scratch: &std::path::Path) -> Captures {
     let go_seconds = super::capture::seconds_for(super::capture::Endpoint::Other, window);
@@ -296,27 +321,16 @@ fn capture(sources: &Sources, window: f64, scratch: &std::path::Path) -> Capture
             let mutex = scope.spawn(move || go_profile(base, "mutex", seconds, insecure));
             (block, mutex)
         });
-        let failed = sources
-            .perf_failed
-            .lock()
-            .map(|f| f.clone())
-            .unwrap_or(None);
-        let perf = sources.perf.map(Target::Local);
-        let observer = sources.observer.clone().map(Target::Observer);
-        let perf = perf.or(observer).map(|target| match failed {
-            Some(why) => Err(why),
-            None => {
-                let result = match &target {
-                    Target::Local(pid) => sched::record(*pid, window, scratch),
-                    Target::Observer(observer) => super::remote::offcpu(observer, window),
-                };
-                let lasting = result.as_ref().err().filter(|why| sched::lasting(why));
-                if let (Some(why), Ok(mut failed)) = (lasting, sources.perf_failed.lock()) {
-                    *failed = Some(format!("{why} (not tried again in this run)"));
-                }
-                result
-            }
-        });
+        let threads = match (&sources.runtime, sources.perf, &sources.observer) {
+            (Some((source, pid)), ..) => Some(runtime_waits(*source, *pid, window, scratch)),
+            (None, Some(pid), _) => Some(perf_once(sources, || {
+                sched::record(pid, window, scratch).map(Taken::perf)
+            })),
+            (None, None, Some(observer)) => Some(perf_once(sources, || {
+                super::remote::offcpu(observer, window)
+            })),
+            (None, None, None) => None,
+        };
         let (go_block, go_mutex) = match go {
             Some((block, mutex)) => (
                 Some(block.join().unwrap_or_else(|_| Err("panicked".into()))),
@@ -326,11 +340,32 @@ fn capture(sources: &Sources, window: f64, scratch: &std::path::Path) -> Capture
         };
         Captures {
             seconds: window,
-            perf,
+            threads,
             go_block,
             go_mutex,
         }
     })
+}
+
+/// Records with perf unless it failed for good earlier in the run (then says why again).
+fn perf_once(
+    sources: &Sources,
+    record: impl FnOnce() -> Result<Taken, String>,
+) -> Result<Taken, String> {
+    let failed = sources
+        .perf_failed
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or(None);
+    if let Some(why) = failed {
+        return Err(why);
+    }
+    let result = record();
+    let lasting = result.as_ref().err().filter(|why| sched::lasting(why));
+    if let (Some(why), Ok(mut failed)) = (lasting, sources.perf_failed.lock()) {
+        *failed = Some(format!("{why} (not tried again in this run)"));
+    }
+    result
 }
 
 /// One of Go's delta profiles over the step (`block` or `mutex`), by delay in µs.
@@ -401,9 +436,10 @@ impl OffCpuObserver {
             Some(Err(e)) => notes.push(e),
             None => {}
         }
-        match captures.perf {
-            Some(Ok(recording)) if chosen.is_none() => {
-                chosen = Some((OffCpuSource::PerfSchedSwitch, recording))
+        match captures.threads {
+            Some(Ok(taken)) if chosen.is_none() => {
+                notes.extend(taken.note);
+                chosen = Some((taken.source, taken.recording));
             }
             Some(Err(e)) => errors.push(e),
             _ => {}
@@ -418,7 +454,7 @@ impl OffCpuObserver {
         };
         let mut offcpu = OffCpu::summarize(source, &recording, captures.seconds, requests);
         offcpu.notes = notes;
-        if source == OffCpuSource::PerfSchedSwitch {
+        if self.sources.runtime.is_none() {
             offcpu.observer = self.sources.observer.as_ref().map(|o| o.name.clone());
         }
         let taken = match &offcpu.observer {

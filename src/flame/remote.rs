@@ -1,14 +1,18 @@
 //! Profiles taken on the target's host by `knee observe`, for a driver on another machine: the
-//! CPU profile (perf on the observer's target, or its own pprof endpoint proxied) and the
-//! off-CPU recording (perf on the scheduler's switches). The observer takes them with the same
-//! code the driver uses locally (`capture`, `sched`) and answers with the folded stacks and
+//! CPU profile (its runtime's profiler, as `choose` picks for a local target: py-spy, JFR,
+//! Node's inspector or perf; or its own pprof endpoint proxied) and the off-CPU recording
+//! (py-spy's or JFR's waits, else perf on the scheduler's switches). The observer takes them
+//! with the same code the driver uses locally and answers with the folded stacks and
 //! what was measured beside them; the driver writes and judges them as its own. The observer
 //! only ever profiles its one target, for a bounded time, one profile of each kind at a time:
 //! nothing the driver sends is run.
 
 use super::capture::{self, Captured};
+use super::choose::CpuSource;
+use super::offcpu::{OffCpuSource, Taken};
 use super::sched::Recording;
 use super::waits::WaitKind;
+use crate::model::run::Runtime;
 use crate::stacks::folded::Folded;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -31,11 +35,20 @@ pub struct RemoteCpu {
     pub cpu_seconds: Option<f64>,
     /// Folded stacks, one "stack count" per line.
     pub folded: String,
+    /// Samples per function of the service's own code (runtimes' profilers only).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub own: std::collections::BTreeMap<String, u64>,
 }
 
 /// An off-CPU recording as the observer answers it (`GET /profile/offcpu?seconds=S`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RemoteOffCpu {
+    /// What recorded it (perf's context switches unless the target's runtime has its own).
+    #[serde(default = "perf_sched")]
+    pub source: OffCpuSource,
+    /// What the recording's source notes (JFR: the GC pauses it saw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub seconds: f64,
     /// Folded stacks, values in µs switched out.
     pub folded: String,
@@ -45,9 +58,15 @@ pub struct RemoteOffCpu {
     pub switches: u64,
 }
 
+fn perf_sched() -> OffCpuSource {
+    OffCpuSource::PerfSchedSwitch
+}
+
 /// What an observer needs to profile its target.
 pub struct ProfileTarget<'a> {
     pub pid: u32,
+    /// Its runtime: which profilers read it (`choose::for_runtime`).
+    pub runtime: Runtime,
     /// The target's own pprof endpoint, when the observer was told to proxy it.
     pub pprof: Option<&'a str>,
     /// Where perf's recordings go while they are read.
@@ -105,29 +124,37 @@ pub fn serve_cpu(target: &ProfileTarget, query: &str) -> Result<RemoteCpu, Refus
         }
     };
     let _one = CPU_BUSY.try_lock().map_err(|_| Refusal::Busy)?;
-    let cpu_before = super::cpu_seconds(target.pid);
-    let captured = match target.pprof {
+    // Its own pprof endpoint when told to proxy it; else its runtime's profiler.
+    let (source, seconds) = match target.pprof {
         Some(url) => {
             let endpoint = capture::identify(url, false);
             let seconds = capture::seconds_for(endpoint, seconds).map_err(Refusal::Unable)?;
-            capture::pprof(url, seconds, frequency, false)
+            (CpuSource::Pprof(url.to_string(), endpoint, false), seconds)
         }
-        None => capture::perf(target.pid, seconds, frequency, target.scratch),
-    }
-    .map_err(Refusal::Unable)?;
+        None => match super::choose::for_runtime(target.runtime) {
+            (Some(source), _) => (source, seconds),
+            (None, missing) => return Err(Refusal::Unable(missing.unwrap_or_default())),
+        },
+    };
+    let cpu_before = super::cpu_seconds(target.pid);
+    let (captured, _) = super::take(
+        &source,
+        Some(target.pid),
+        seconds,
+        frequency,
+        target.scratch,
+    );
+    let captured = captured.map_err(Refusal::Unable)?;
     let cpu_seconds = cpu_before
         .zip(super::cpu_seconds(target.pid))
         .map(|(before, after)| after - before);
     Ok(RemoteCpu {
-        source: if target.pprof.is_some() {
-            crate::model::observed::ProfileSource::Pprof
-        } else {
-            crate::model::observed::ProfileSource::Perf
-        },
+        source: source.profile_source(),
         seconds,
         sampled_hz: captured.sampled_hz,
         cpu_seconds,
         folded: captured.folded.to_text(),
+        own: captured.own,
     })
 }
 
@@ -135,9 +162,22 @@ pub fn serve_cpu(target: &ProfileTarget, query: &str) -> Result<RemoteCpu, Refus
 pub fn serve_offcpu(target: &ProfileTarget, query: &str) -> Result<RemoteOffCpu, Refusal> {
     let seconds = seconds_asked(query)?;
     let _one = OFFCPU_BUSY.try_lock().map_err(|_| Refusal::Busy)?;
-    let recording =
-        super::sched::record(target.pid, seconds, target.scratch).map_err(Refusal::Unable)?;
+    let taken = match super::choose::waits_of(target.runtime) {
+        Some(source) => super::offcpu::runtime_waits(source, target.pid, seconds, target.scratch),
+        None => super::sched::record(target.pid, seconds, target.scratch).map(|recording| Taken {
+            source: OffCpuSource::PerfSchedSwitch,
+            recording,
+            note: None,
+        }),
+    };
+    let Taken {
+        source,
+        recording,
+        note,
+    } = taken.map_err(Refusal::Unable)?;
     Ok(RemoteOffCpu {
+        source,
+        note,
         seconds,
         folded: recording.folded.to_text(),
         sites: recording
@@ -160,21 +200,24 @@ pub fn cpu(
     let path = format!("/profile/cpu?seconds={seconds:.3}&frequency={frequency}");
     let mut answer: RemoteCpu = ask(observer, &path, seconds)?;
     let captured = Captured {
-        folded: Folded::parse(&std::mem::take(&mut answer.folded)),
-        pprof: None,
-        sampled_hz: answer.sampled_hz,
+        own: std::mem::take(&mut answer.own),
+        ..Captured::stacks(
+            Folded::parse(&std::mem::take(&mut answer.folded)),
+            None,
+            answer.sampled_hz,
+        )
     };
     Ok((captured, answer))
 }
 
 /// An off-CPU recording of the target through its observer.
-pub fn offcpu(observer: &crate::plan::ObserverSpec, seconds: f64) -> Result<Recording, String> {
+pub fn offcpu(observer: &crate::plan::ObserverSpec, seconds: f64) -> Result<Taken, String> {
     let answer: RemoteOffCpu = ask(
         observer,
         &format!("/profile/offcpu?seconds={seconds:.3}"),
         seconds,
     )?;
-    Ok(Recording {
+    let recording = Recording {
         folded: Folded::parse(&answer.folded),
         sites: answer
             .sites
@@ -183,6 +226,11 @@ pub fn offcpu(observer: &crate::plan::ObserverSpec, seconds: f64) -> Result<Reco
             .collect(),
         threads: answer.threads,
         switches: answer.switches,
+    };
+    Ok(Taken {
+        source: answer.source,
+        recording,
+        note: answer.note,
     })
 }
 
@@ -204,6 +252,7 @@ mod tests {
     fn requests_are_bounded_and_checked() {
         let target = ProfileTarget {
             pid: std::process::id(),
+            runtime: Runtime::Native,
             pprof: None,
             scratch: Path::new("/nonexistent"),
         };

@@ -85,6 +85,13 @@ pub enum ProfileSource {
     Pprof,
     /// perf record on the target's pid.
     Perf,
+    /// py-spy on a Python process.
+    PySpy,
+    /// Java Flight Recorder's execution samples.
+    Jfr,
+    /// Node.js's inspector (the V8 CPU profiler).
+    #[serde(rename = "node inspector")]
+    NodeInspector,
 }
 
 impl ProfileSource {
@@ -92,6 +99,9 @@ impl ProfileSource {
         match self {
             ProfileSource::Pprof => "pprof",
             ProfileSource::Perf => "perf",
+            ProfileSource::PySpy => "py-spy",
+            ProfileSource::Jfr => "jfr",
+            ProfileSource::NodeInspector => "node inspector",
         }
     }
 }
@@ -112,6 +122,12 @@ pub enum OffCpuSource {
     /// Go's block profile (goroutines, not threads).
     #[serde(rename = "go block profile")]
     GoBlockProfile,
+    /// py-spy's samples of every thread, idle ones included, with native frames.
+    #[serde(rename = "py-spy idle")]
+    PySpyIdle,
+    /// Java Flight Recorder's wait events (monitors, parks, sockets, files).
+    #[serde(rename = "jfr events")]
+    JfrEvents,
 }
 
 impl OffCpuSource {
@@ -119,14 +135,16 @@ impl OffCpuSource {
         match self {
             OffCpuSource::PerfSchedSwitch => "perf sched_switch",
             OffCpuSource::GoBlockProfile => "go block profile",
+            OffCpuSource::PySpyIdle => "py-spy idle",
+            OffCpuSource::JfrEvents => "jfr events",
         }
     }
 
     /// What waits in it: "threads" or "goroutines".
     pub fn unit(self) -> &'static str {
         match self {
-            OffCpuSource::PerfSchedSwitch => "threads",
             OffCpuSource::GoBlockProfile => "goroutines",
+            _ => "threads",
         }
     }
 }
@@ -188,6 +206,11 @@ pub struct StepProfile {
     pub pprof: Option<String>,
     pub top_self: Vec<FunctionShare>,
     pub top_inclusive: Vec<FunctionShare>,
+    /// The service's own functions by the samples under them (each sample counted at its
+    /// stack's first own frame from the leaf), when the profiler tells the service's code
+    /// from its runtime's and libraries' (py-spy, JFR, Node's inspector).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_own: Vec<FunctionShare>,
     /// Why there is no profile, when there is none.
     pub error: Option<String>,
 }
@@ -271,6 +294,8 @@ pub enum WaitKind {
     Preempted,
     /// Blocked on something not recognized.
     Other,
+    /// Waiting for CPython's global interpreter lock (a lock, but the whole interpreter's).
+    Gil,
 }
 
 impl WaitKind {
@@ -285,6 +310,7 @@ impl WaitKind {
             WaitKind::Idle => "idle",
             WaitKind::Preempted => "preempted",
             WaitKind::Other => "other",
+            WaitKind::Gil => "gil",
         }
     }
 
@@ -305,6 +331,7 @@ impl WaitKind {
             WaitKind::Idle => "idle",
             WaitKind::Preempted => "runnable, waiting for a CPU",
             WaitKind::Other => "blocked (unrecognized wait)",
+            WaitKind::Gil => "waiting for the GIL (CPython's global interpreter lock)",
         }
     }
 }

@@ -67,6 +67,52 @@ pub struct RunRecord {
     /// What the run as a whole should say (a killed run: which steps were lost).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The target's runtime and the profilers chosen for it, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiling: Option<Profiling>,
+}
+
+/// A target's runtime: what its own stacks are read with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// CPython (py-spy).
+    Python,
+    /// A JVM (Java Flight Recorder).
+    Jvm,
+    /// Node.js (its inspector).
+    Node,
+    /// Go (net/http/pprof, or perf).
+    Go,
+    /// Native code: Rust, C, C++ (perf, or knee's agent).
+    Native,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Python => "python",
+            Runtime::Jvm => "jvm",
+            Runtime::Node => "node",
+            Runtime::Go => "go",
+            Runtime::Native => "native",
+        }
+    }
+}
+
+/// The profilers a run used, for which runtime, and why (`profiling` in run.json).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Profiling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    /// The CPU profiler ("py-spy", "jfr", "node inspector", "perf", "pprof"), if one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// The off-CPU profiler, if one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offcpu: Option<String>,
+    /// Why these (auto: from the runtime), and what is missing and how to get it.
+    pub why: Vec<String>,
 }
 
 /// How a run ended.

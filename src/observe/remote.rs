@@ -41,6 +41,9 @@ pub struct DescribedTarget {
     pub pid: u32,
     pub command: String,
     pub found_by: String,
+    /// Its runtime (which profilers the observer reads it with); older observers omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::model::run::Runtime>,
 }
 
 /// The number a begun window is ended with (`GET /KIND/begin`).

@@ -147,7 +147,7 @@ impl Default for ObservePlan {
             metrics_headers: Vec::new(),
             insecure: false,
             sample: true,
-            profiler: ProfilerPlan::Off,
+            profiler: ProfilerPlan::Auto,
             profile_frequency: 100,
             offcpu: true,
             remote_target: false,
@@ -160,12 +160,21 @@ impl Default for ObservePlan {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProfilerPlan {
     Off,
+    /// The target's runtime decides (py-spy, JFR, the Node inspector, perf), once its process
+    /// is known; nothing when it is not.
+    Auto,
     /// A pprof endpoint: http://host:port/debug/pprof/profile.
     Pprof(String),
     /// The agent the demo target embeds (its URL is known once it runs).
     DemoAgent,
     /// `perf record` on the target's pid.
     Perf,
+    /// py-spy on a Python process.
+    PySpy,
+    /// Java Flight Recorder (jcmd, jfr) on a JVM.
+    Jfr,
+    /// The V8 CPU profiler through Node's inspector.
+    Node,
 }
 
 #[cfg(test)]

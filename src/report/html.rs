@@ -248,10 +248,12 @@ fn flamegraphs(out: &mut String, run: &RunRecord, dir: &std::path::Path) {
             );
         }
         out.push_str("<div class=\"top\">");
-        for (title, rows) in [
+        let tables = [
+            ("the service's own code", &profile.top_own),
             ("top self", &profile.top_self),
             ("top inclusive", &profile.top_inclusive),
-        ] {
+        ];
+        for (title, rows) in tables.into_iter().filter(|(_, rows)| !rows.is_empty()) {
             let _ = write!(out, "<table><tr><th>{title}</th><th>%</th></tr>");
             for row in rows {
                 let _ = write!(

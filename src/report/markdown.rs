@@ -249,12 +249,28 @@ fn flamegraphs(out: &mut String, run: &RunRecord) {
             .take(3)
             .map(|f| format!("`{}` {:.0}%", md_cell(&f.function), f.percent))
             .collect();
+        // A runtime's profiler tells the service's own code apart: lead with it.
+        let own: Vec<String> = profile
+            .top_own
+            .iter()
+            .take(3)
+            .map(|f| format!("`{}` {:.0}%", md_cell(&f.function), f.percent))
+            .collect();
+        let top = if own.is_empty() {
+            top.join(", ")
+        } else {
+            format!(
+                "own code ({}): {}; self: {}",
+                profile.source,
+                own.join(", "),
+                top.join(", ")
+            )
+        };
         let _ = writeln!(
             out,
-            "| {} | {link} | {}{flag} | {} |",
+            "| {} | {link} | {}{flag} | {top} |",
             md_cell(&step.name),
             profile.samples,
-            top.join(", ")
         );
     }
     let _ = writeln!(out);

@@ -112,6 +112,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         &crate::recover::StartRecord {
             record: RunRecord {
                 ended: None,
+                profiling: observation.profiling(),
                 ..RunRecord::new(&plan, started, Vec::new(), false)
             },
             mode: plan.mode.clone(),
@@ -168,6 +169,7 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
     }
     analysis.target = observation.finish();
     analysis.observers = observation.observer_records();
+    analysis.profiling = observation.profiling();
     if plan.kind == Kind::Soak {
         analysis.soak = Some(soak::analyze(session.steps()));
     }
@@ -204,6 +206,7 @@ struct Analysis {
     soak: Option<soak::SoakAnalysis>,
     target: Option<TargetProcess>,
     observers: Vec<crate::observe::remote::ObserverRecord>,
+    profiling: Option<crate::model::run::Profiling>,
 }
 
 fn finish(
@@ -227,6 +230,7 @@ fn finish(
     record.shard = plan.shard;
     record.target_process = analysis.target;
     record.observers = analysis.observers;
+    record.profiling = analysis.profiling;
     let run_json = folder.write_run(&record)?;
     let reports = crate::report::write_all(&record, &folder.dir)?;
     print!("\n{}", summary_table(&record.steps));

@@ -33,6 +33,37 @@ pub struct Observation {
     feeds: Vec<Arc<remote::Feed>>,
     /// The one of them that watches the target (its profiles and processes come from it).
     watching: Option<crate::plan::ObserverSpec>,
+    /// Which profilers read the target, and why.
+    profiling: Option<crate::model::run::Profiling>,
+}
+
+/// The profilers for the target's runtime (`--profiler auto`) or those asked for; what is
+/// missing is said once, here.
+fn choose_profilers(
+    plan: &RunPlan,
+    demo: Option<&DemoChild>,
+    pid: Option<u32>,
+    remote_runtime: Option<crate::model::run::Runtime>,
+    watching: Option<&crate::plan::ObserverSpec>,
+) -> crate::flame::choose::Choice {
+    // knee's own process (an in-process target) has no runtime to choose for.
+    let runtime = match pid {
+        Some(pid) => Some(pid)
+            .filter(|p| *p != std::process::id())
+            .map(crate::observe::runtime::of),
+        None => remote_runtime,
+    };
+    let choice = crate::flame::choose::choose(
+        &plan.observe,
+        demo.map(|d| d.base.as_str()),
+        pid,
+        runtime,
+        watching,
+    );
+    for warning in &choice.warnings {
+        crate::notice::say(format!("knee: {warning}"));
+    }
+    choice
 }
 
 /// Connects to each observer (its clock offset, its description) before any load: one that
@@ -160,16 +191,24 @@ impl Observation {
             .find(|feed| feed.description.target.is_some())
             .map(|feed| feed.spec.clone());
         let watching = watching.as_ref();
-        let profiler = crate::flame::ProfilerObserver::new(
-            observe,
-            demo.map(|d| d.base.as_str()),
-            target.as_ref().map(|t| t.pid),
-            watching,
-            dir.to_path_buf(),
-        );
+        let pid = target.as_ref().map(|t| t.pid);
+        let remote_runtime = feeds
+            .iter()
+            .filter_map(|feed| feed.description.target.as_ref())
+            .find_map(|t| t.runtime);
+        let choice = choose_profilers(plan, demo, pid, remote_runtime, watching);
+        let profiler = choice.cpu.map(|source| {
+            crate::flame::ProfilerObserver::new(
+                source,
+                observe.profile_frequency,
+                pid,
+                dir.to_path_buf(),
+            )
+        });
         let offcpu = match crate::flame::offcpu::OffCpuObserver::new(
             observe,
-            target.as_ref().map(|t| t.pid),
+            choice.waits,
+            pid,
             watching,
             dir.to_path_buf(),
         ) {
@@ -183,12 +222,6 @@ impl Observation {
                 None
             }
         };
-        if observe.profiler == crate::plan::ProfilerPlan::Perf
-            && target.is_none()
-            && watching.is_none()
-        {
-            crate::notice::say("knee: --profiler perf needs the target's pid (--pid, --spawn, or a local port): no flamegraphs");
-        }
         Ok(Observation {
             sampler,
             profiler,
@@ -198,7 +231,14 @@ impl Observation {
             target,
             feeds,
             watching: watching.cloned(),
+            profiling: Some(choice.profiling)
+                .filter(|p| p.cpu.is_some() || p.offcpu.is_some() || !p.why.is_empty()),
         })
+    }
+
+    /// The target's runtime and the profilers chosen for it (run.json's `profiling`).
+    pub fn profiling(&self) -> Option<crate::model::run::Profiling> {
+        self.profiling.clone()
     }
 
     /// Whether any profiler will record (the profiled steps then get their tail).

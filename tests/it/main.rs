@@ -16,6 +16,7 @@ mod profiles;
 mod protocols;
 mod remote;
 mod report;
+mod runtimes;
 mod schedule;
 mod shards;
 mod signals;

@@ -9,13 +9,13 @@ use std::io::{Read, Write};
 use std::process::{Child, Command};
 
 /// A running `knee observe` (killed when dropped) and its base URL.
-struct Observed {
+pub struct Observed {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl Observed {
-    fn start(args: &[&str]) -> Observed {
+    pub fn start(args: &[&str]) -> Observed {
         let (child, line) = spawn_reading_first_line(
             Command::new(knee_bin())
                 .args([

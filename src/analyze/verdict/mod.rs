@@ -20,6 +20,7 @@ mod limits;
 mod limits_tests;
 pub mod nagle;
 mod processes;
+mod runtimes;
 mod signals;
 pub mod table;
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::model::series::{self, host};
 use crate::model::verdict::Kind;
 
 pub fn all(ctx: &Context) -> Vec<Finding> {
-    let signals: [fn(&Context) -> Option<Finding>; 22] = [
+    let signals: [fn(&Context) -> Option<Finding>; 23] = [
         errors,
         super::limits::memory_limit,
         memory_pressure,
@@ -19,6 +19,7 @@ pub fn all(ctx: &Context) -> Vec<Finding> {
         super::limits::rate_limited,
         super::kernel::accept_queue,
         super::waits::one_thread,
+        super::runtimes::gil,
         cpu_bound,
         super::processes::downstream,
         super::waits::wait_site,
@@ -120,6 +121,13 @@ pub fn cpu_bound(ctx: &Context) -> Option<Finding> {
         .confirm(
             "a flamegraph at the 95% hold step (--pprof or --profiler perf) to see which functions",
         );
+    if let Some((top, source)) = super::runtimes::hottest_own(ctx) {
+        finding.bottleneck = format!("CPU-bound (target), in {}", top.function);
+        finding = finding
+            .evidence(super::runtimes::hottest_line(top, source))
+            .confirm("the flamegraph of the knee step: what that function does per request");
+        finding.site = Some(top.function.clone());
+    }
     if cpu < CPU_BOUND_SHARE * ctx.cores {
         finding = finding.evidence(format!(
             "the host was full ({host_cpu:.2} of {:.0} cores) and the target held {:.0}% of it",

@@ -30,6 +30,8 @@ pub enum Rank {
     CpuSaturated,
     /// One thread at ≥ 0.75 of a core, the others under half of it.
     OneThread,
+    /// About one core busy while the threads wait mostly for CPython's GIL.
+    Gil,
     /// A downstream the target holds connections to is CPU-bound while the target waits.
     SaturatedDownstream,
     /// The listen backlog overflowed while the target's CPU was not saturated.
@@ -79,7 +81,7 @@ pub enum Rank {
 }
 
 /// Each rank's strength, strongest first.
-pub const TABLE: [(Rank, f64); 30] = [
+pub const TABLE: [(Rank, f64); 31] = [
     (Rank::MemoryLimit, 0.96),
     (Rank::MemoryPressure, 0.95),
     (Rank::FdLimit, 0.94),
@@ -88,6 +90,7 @@ pub const TABLE: [(Rank, f64); 30] = [
     (Rank::IoLimit, 0.9),
     (Rank::CpuSaturated, 0.9),
     (Rank::OneThread, 0.9),
+    (Rank::Gil, 0.9),
     (Rank::SaturatedDownstream, 0.89),
     (Rank::AcceptQueue, 0.88),
     (Rank::RateLimited, 0.87),
@@ -175,6 +178,9 @@ pub const STRONG_SHARE: f64 = 50.0;
 pub const SITE_GROWTH: f64 = 2.0;
 pub const SITE_MIN_GROWTH_MS: f64 = 0.05;
 pub const STRONG_GROWTH_MS: f64 = 1.0;
+/// A runtime's profile names the service's hottest function when at least this share of
+/// the samples (percent) is under it.
+pub const OWN_FUNCTION_SHARE: f64 = 20.0;
 /// Idle runtime: p99 at least this many times the step below's, and idle at least this
 /// share of the off-CPU time.
 pub const IDLE_P99_GROWTH: f64 = 2.0;
@@ -229,7 +235,7 @@ pub fn kind_of(rank: Rank) -> Option<Kind> {
         Rank::CpuSaturated | Rank::CpuBound | Rank::RemoteHostFull | Rank::HostFull => {
             Kind::CpuBound
         }
-        Rank::OneThread => Kind::SingleThread,
+        Rank::OneThread | Rank::Gil => Kind::SingleThread,
         Rank::SaturatedDownstream => Kind::Downstream,
         Rank::AcceptQueue | Rank::AcceptQueueCpuSaturated => Kind::AcceptQueue,
         Rank::Errors => Kind::Errors,

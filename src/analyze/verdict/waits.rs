@@ -10,7 +10,7 @@
 use super::gauge::growing_queue_gauge;
 use super::table::*;
 use super::{Context, Finding};
-use crate::model::observed::{OffCpu, OffCpuSource, Threads, WaitKind, WaitSite};
+use crate::model::observed::{OffCpu, OffCpuSource, ProfileSource, Threads, WaitKind, WaitSite};
 use crate::model::verdict::Kind;
 
 /// The wait site whose time per request grew most at the knee names the kind and the site.
@@ -113,7 +113,8 @@ fn grown_site(ctx: &Context) -> Option<(WaitSite, f64, f64)> {
     let below = ctx.below.and_then(OffCpu::of);
     knee.top
         .iter()
-        .filter(|s| s.kind != WaitKind::Sleep && s.percent >= SITE_SHARE)
+        // The GIL is the interpreter's lock, not the service's (`runtimes::gil`).
+        .filter(|s| !matches!(s.kind, WaitKind::Sleep | WaitKind::Gil) && s.percent >= SITE_SHARE)
         .filter_map(|site| {
             let now = site.ms_per_request?;
             let was = below
@@ -169,28 +170,48 @@ pub fn one_thread(ctx: &Context) -> Option<Finding> {
     let single = ctx.cores >= 2.0
         && busiest.cores >= ONE_THREAD_CORES
         && rest < OTHER_THREADS_SHARE * busiest.cores;
-    single.then(|| {
+    if !single {
+        return None;
+    }
+    let usage = format!(
+        "thread `{}` (tid {}){} used {:.2} cores at the knee; the other {} threads {:.2} together, of {:.0} cores",
+        busiest.name,
+        busiest.tid,
+        if super::runtimes::event_loop_function(ctx).is_some() { ", the event loop," } else { "" },
+        busiest.cores,
+        threads.count.saturating_sub(1),
+        rest.max(0.0),
+        ctx.cores
+    );
+    // A Node.js service profiled by its inspector: the thread is its event loop, and the
+    // JavaScript function under most of its samples is the site.
+    if let Some(function) = super::runtimes::event_loop_function(ctx) {
         let mut finding = Finding::new(
             Kind::SingleThread,
             Rank::OneThread,
             format!(
-                "CPU-bound on one thread: `{}` at {:.2} cores",
-                busiest.name, busiest.cores
+                "the event loop: one thread at {:.2} cores, in {}",
+                busiest.cores, function.function
             ),
         )
-        .evidence(format!(
-            "thread `{}` (tid {}) used {:.2} cores at the knee; the other {} threads {:.2} together, of {:.0} cores",
-            busiest.name,
-            busiest.tid,
-            busiest.cores,
-            threads.count.saturating_sub(1),
-            rest.max(0.0),
-            ctx.cores
-        ))
-        .confirm("a CPU flamegraph of that thread; spread its work over more threads or processes");
-        finding.site = Some(busiest.name.clone());
-        finding
-    })
+        .evidence(usage)
+        .evidence(super::runtimes::hottest_line(function, ProfileSource::NodeInspector))
+        .confirm("less work per request on the loop, or more processes (cluster, worker threads) to spread it");
+        finding.site = Some(function.function.clone());
+        return Some(finding);
+    }
+    let mut finding = Finding::new(
+        Kind::SingleThread,
+        Rank::OneThread,
+        format!(
+            "CPU-bound on one thread: `{}` at {:.2} cores",
+            busiest.name, busiest.cores
+        ),
+    )
+    .evidence(usage)
+    .confirm("a CPU flamegraph of that thread; spread its work over more threads or processes");
+    finding.site = Some(busiest.name.clone());
+    Some(finding)
 }
 
 fn round(ms: f64) -> String {
