@@ -42,18 +42,26 @@ pub fn available() -> Result<(), String> {
     }
 }
 
-/// How often the waits are sampled. Their native frames are read from a paused process:
-/// measured on a thread-per-connection service at 400 req/s, one second at 100 Hz cut its
-/// throughput to 66/s (p99 2.97 s, a backlog that spilled into the next step); at 20 Hz p99
-/// was 40 ms; at 10 Hz 21.7 ms and at 5 Hz 18.7 ms, throughput kept. Ten samples per thread
-/// and second are enough to weigh waits across the tens or hundreds of threads that queue
-/// at a knee.
-pub const WAITS_RATE: u32 = 10;
+/// How often the waits are sampled. Their native frames are read from a paused process,
+/// and each pause unwinds every thread: measured on a thread-per-connection service at
+/// 400 req/s (a few tens of threads), one second at 100 Hz cut its throughput to 66/s (p99
+/// 2.97 s, a backlog that spilled into the next step); at 20 Hz p99 was 40 ms; at 10 Hz
+/// 21.7 ms and at 5 Hz 18.7 ms, throughput kept. Past its knee the same service runs
+/// hundreds of threads, and 10 Hz cut the tail's throughput by half: the rate falls as the
+/// threads grow, to keep about `WAIT_SAMPLES` thread-samples a second.
+pub const WAITS_RATE: std::ops::RangeInclusive<u32> = 2..=10;
+const WAIT_SAMPLES: u32 = 1000;
+
+/// The rate for a process with `threads` threads.
+pub fn waits_rate(threads: usize) -> u32 {
+    let threads = u32::try_from(threads.max(1)).unwrap_or(u32::MAX);
+    (WAIT_SAMPLES / threads).clamp(*WAITS_RATE.start(), *WAITS_RATE.end())
+}
 
 /// Records `pid` for `seconds` at `rate` Hz; the raw folded lines. The CPU profile reads
 /// the process without pausing it (`--nonblocking`); the waits need native frames, which
 /// py-spy reads only from a paused process (one second of it, in the step's tail, at
-/// `WAITS_RATE`).
+/// `waits_rate`).
 fn record(pid: u32, seconds: f64, rate: u32, idle: bool, scratch: &Path) -> Result<String, String> {
     let name = if idle {
         "py-spy.idle.txt"
@@ -117,11 +125,13 @@ pub fn cpu_profile(raw: &str, rate: u32) -> Captured {
     captured
 }
 
-/// The waits: every thread's stacks at `WAITS_RATE`, each sample 1/rate s of its time; µs
+/// The waits: every thread's stacks at `waits_rate`, each sample 1/rate s of its time; µs
 /// per stack.
 pub fn waits(pid: u32, seconds: f64, scratch: &Path) -> Result<Recording, String> {
-    let raw = record(pid, seconds, WAITS_RATE, true, scratch)?;
-    Ok(recording(&raw, WAITS_RATE))
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(1, |d| d.count());
+    let rate = waits_rate(threads);
+    let raw = record(pid, seconds, rate, true, scratch)?;
+    Ok(recording(&raw, rate))
 }
 
 /// A recording from py-spy's idle, native raw output.
@@ -423,6 +433,14 @@ mod tests {
         assert_eq!(classify(&reading).unwrap().0, WaitKind::Idle);
         let running = stack(&[("price_quote", &format!("{APP}:44"))]);
         assert_eq!(classify(&running), None);
+    }
+
+    #[test]
+    fn the_waits_rate_falls_as_threads_grow() {
+        assert_eq!(waits_rate(8), 10);
+        assert_eq!(waits_rate(200), 5);
+        assert_eq!(waits_rate(600), 2);
+        assert_eq!(waits_rate(0), 10);
     }
 
     #[test]
