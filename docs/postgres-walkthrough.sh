@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's walkthrough: a small service with PostgreSQL behind it (one customer's orders
+# The walkthrough of docs/database.md: a small service with PostgreSQL behind it (one customer's orders
 # per request, 400,000 rows, no index), hunted, fixed with an index, hunted again, compared.
 # Needs Debian's postgresql and python3-psycopg2; run from the repository's root after
 # `cargo build --release`. Everything listens on 127.0.0.1; the cluster lives in a temporary
