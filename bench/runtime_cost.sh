@@ -40,7 +40,7 @@ start() {
 measure() {
   local label=$1 url=$2
   [ -n "$ONLY" ] && [ "$ONLY" != "$label" ] && return
-  "$KNEE" hunt --url "$url" --pid "$PID" -q --out "$OUT/$label-capacity" \
+  "$KNEE" hunt "$url" --pid "$PID" -q --out "$OUT/$label-capacity" \
     --profiler none --offcpu off --step-duration 1s --slo p99=100ms >/dev/null 2>&1 || true
   local capacity
   capacity=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['hunt']['capacity_rps'] or 0)" "$OUT/$label-capacity/run.json")
