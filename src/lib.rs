@@ -102,7 +102,9 @@ mod harness_entry {
         };
         match job {
             Job::Run(plan) => runner::run(*plan).map(|summary| summary.outcome),
-            Job::Report { run, format } => report::rerender(&run, format).map(|_| Outcome::Passed),
+            Job::Report { run, format, junit } => {
+                report::rerender(&run, format, junit.as_deref()).map(|_| Outcome::Passed)
+            }
             Job::Merge { dirs, out } => {
                 let dir = crate::shards::merge(&dirs, &out)?;
                 println!("merged run folder: {}", dir.display());
@@ -114,8 +116,12 @@ mod harness_entry {
                 after,
                 out,
                 fail_if_slower,
+                step_summary,
             } => {
                 let capacity = compare::run(&before, &after, &out)?;
+                if let Some(summary) = step_summary {
+                    report::ci::append_summary(&summary, &out.join("compare.md"), &out)?;
+                }
                 match fail_if_slower {
                     Some(limit) if compare::slower_than(&capacity, limit) => {
                         crate::notice::say(format!(
@@ -127,6 +133,20 @@ mod harness_entry {
                     }
                     _ => Ok(Outcome::Passed),
                 }
+            }
+            Job::Completions(shell) => {
+                std::io::Write::write_all(&mut std::io::stdout(), &cli::completions(shell))?;
+                Ok(Outcome::Passed)
+            }
+            Job::Man { out: None } => {
+                std::io::Write::write_all(&mut std::io::stdout(), &cli::man_page()?)?;
+                Ok(Outcome::Passed)
+            }
+            Job::Man { out: Some(dir) } => {
+                for page in cli::man_pages_to(&dir)? {
+                    println!("{}", page.display());
+                }
+                Ok(Outcome::Passed)
             }
             Job::Demo(config) if config.explain => {
                 print!("{}", demo::explain(&config));

@@ -123,7 +123,11 @@ fn read_shards(dirs: &[PathBuf]) -> Result<Vec<ShardRun>, Error> {
     indices.sort_unstable();
     indices.dedup();
     if indices.len() != shards.len() {
-        return Err(Error::input("two folders are the same shard"));
+        let names: Vec<String> = shards.iter().map(|s| s.dir.display().to_string()).collect();
+        return Err(Error::input(format!(
+            "two of the folders are the same shard ({}): give each shard's folder once",
+            names.join(", ")
+        )));
     }
     Ok(shards)
 }
@@ -154,7 +158,7 @@ fn added_histograms(
     }
     let missing = || {
         Error::input(format!(
-            "a shard's hist/{step}.hlog has no latency or service histogram"
+            "no shard's hist/{step}.hlog holds a latency and a service histogram (damaged folders: re-run the shards)"
         ))
     };
     Ok((latency.ok_or_else(missing)?, service.ok_or_else(missing)?))
@@ -245,13 +249,21 @@ fn merged_step(
         ),
         ..crate::model::Observed::default()
     });
-    step.slo_failures = run.slo.failures(&StepFigures {
-        latency_us: latency,
-        requests: step.requests,
-        errors: step.errors,
-        achieved_rps: step.achieved_rps,
-        offered_rps: step.offered_rps,
-    });
+    let limited = step
+        .generator
+        .limited
+        .then(|| step.generator.limited_reason.clone().unwrap_or_default());
+    step.slo_checks = run.slo.judge(
+        limited.as_deref(),
+        &StepFigures {
+            latency_us: latency,
+            requests: step.requests,
+            errors: step.errors,
+            achieved_rps: step.achieved_rps,
+            offered_rps: step.offered_rps,
+        },
+    );
+    step.slo_failures = crate::slo::failures_of(&step.slo_checks);
     step.holds = step.slo_failures.is_empty() && !step.generator.limited && !step.partial;
     step
 }

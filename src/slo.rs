@@ -3,7 +3,8 @@
 //! accept the same terms. Checks run on the step's full histogram (any percentile), never on
 //! pre-computed summary figures.
 
-use crate::units::{parse_duration, parse_fraction};
+use crate::model::step::SloCheck;
+use crate::units::{fmt_ms, parse_duration, parse_fraction};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -117,51 +118,101 @@ impl Slo {
 
     /// Every way the step missed its objectives, as short human sentences. Empty = it held.
     pub fn failures(&self, step: &StepFigures) -> Vec<String> {
-        let mut failures = Vec::new();
+        failures_of(&self.checks(step))
+    }
+
+    /// The step's checks; when the generator could not keep up, one failing check saying so
+    /// instead (the target's figures then say nothing about the target).
+    pub fn judge(&self, generator_limited: Option<&str>, step: &StepFigures) -> Vec<SloCheck> {
+        match generator_limited {
+            Some(reason) => vec![SloCheck {
+                objective: "the generator kept up".into(),
+                measured: format!("generator-limited: {reason}"),
+                failure: Some(format!("generator-limited: {reason}")),
+            }],
+            None => self.checks(step),
+        }
+    }
+
+    /// Each objective the step is held to, passed or not, with the measured figure: the
+    /// achieved share of the offered rate (open model), then errors, throughput and each
+    /// latency bound. A step where no request completed gets that one failing check.
+    pub fn checks(&self, step: &StepFigures) -> Vec<SloCheck> {
+        let mut checks = Vec::new();
         if let Some(offered) = step.offered_rps {
-            if step.achieved_rps < offered * MIN_ACHIEVED_SHARE {
-                failures.push(format!(
-                    "achieved {:.1}/s < {:.0}% of offered {:.1}/s",
-                    step.achieved_rps,
-                    MIN_ACHIEVED_SHARE * 100.0,
-                    offered
-                ));
-            }
+            let share = MIN_ACHIEVED_SHARE * 100.0;
+            checks.push(check(
+                format!("achieved >= {share:.0}% of offered {offered:.1}/s"),
+                format!("achieved {:.1}/s", step.achieved_rps),
+                step.achieved_rps < offered * MIN_ACHIEVED_SHARE,
+                || {
+                    format!(
+                        "achieved {:.1}/s < {share:.0}% of offered {offered:.1}/s",
+                        step.achieved_rps
+                    )
+                },
+            ));
         }
         if step.requests == 0 {
-            failures.push("no request completed".to_string());
-            return failures;
+            checks.push(check(
+                "a request completed".into(),
+                "no request completed".into(),
+                true,
+                || "no request completed".into(),
+            ));
+            return checks;
         }
         if let Some(max_rate) = self.max_error_rate {
             let rate = step.errors as f64 / step.requests as f64;
-            if rate > max_rate {
-                failures.push(format!(
-                    "errors {:.2}% > {:.2}%",
+            checks.push(check(
+                format!("errors <= {}%", max_rate * 100.0),
+                format!(
+                    "errors {:.2}% ({} of {})",
                     rate * 100.0,
-                    max_rate * 100.0
-                ));
-            }
+                    step.errors,
+                    step.requests
+                ),
+                rate > max_rate,
+                || format!("errors {:.2}% > {:.2}%", rate * 100.0, max_rate * 100.0),
+            ));
         }
         if let Some(min_rps) = self.min_rps {
-            if step.achieved_rps < min_rps {
-                failures.push(format!(
-                    "throughput {:.1}/s < {min_rps}/s",
-                    step.achieved_rps
-                ));
-            }
+            checks.push(check(
+                format!("throughput >= {min_rps}/s"),
+                format!("throughput {:.1}/s", step.achieved_rps),
+                step.achieved_rps < min_rps,
+                || format!("throughput {:.1}/s < {min_rps}/s", step.achieved_rps),
+            ));
         }
         for bound in &self.latency {
             let value_ms = percentile_ms(step.latency_us, bound.percentile);
-            if !step.latency_us.is_empty() && value_ms > bound.limit_ms {
-                failures.push(format!(
-                    "{} {} > {}",
-                    bound.label(),
-                    crate::units::fmt_ms(value_ms),
-                    crate::units::fmt_ms(bound.limit_ms)
-                ));
-            }
+            let (value, limit) = (fmt_ms(value_ms), fmt_ms(bound.limit_ms));
+            checks.push(check(
+                format!("{} <= {limit}", bound.label()),
+                format!("{} {value}", bound.label()),
+                !step.latency_us.is_empty() && value_ms > bound.limit_ms,
+                || format!("{} {value} > {limit}", bound.label()),
+            ));
         }
-        failures
+        checks
+    }
+}
+
+/// The failure sentences of these checks, in order.
+pub fn failures_of(checks: &[SloCheck]) -> Vec<String> {
+    checks.iter().filter_map(|c| c.failure.clone()).collect()
+}
+
+fn check(
+    objective: String,
+    measured: String,
+    missed: bool,
+    failure: impl FnOnce() -> String,
+) -> SloCheck {
+    SloCheck {
+        objective,
+        measured,
+        failure: missed.then(failure),
     }
 }
 
@@ -249,6 +300,26 @@ mod tests {
         assert!(
             failures[2].starts_with("p99 99.") && failures[2].ends_with("> 50.0ms"),
             "{failures:?}"
+        );
+        let checks = slo.checks(&figures);
+        let objectives: Vec<&str> = checks.iter().map(|c| c.objective.as_str()).collect();
+        assert_eq!(
+            objectives,
+            [
+                "achieved >= 97% of offered 100.0/s",
+                "errors <= 1%",
+                "p50 <= 60.0ms",
+                "p99 <= 50.0ms"
+            ]
+        );
+        assert_eq!(checks[1].measured, "errors 2.00% (20 of 1000)");
+        assert!(checks[2].failure.is_none() && checks[2].measured.starts_with("p50 50."));
+        assert_eq!(failures_of(&checks), failures);
+        let limited = slo.judge(Some("CPU 100%"), &figures);
+        assert_eq!(limited.len(), 1);
+        assert_eq!(
+            limited[0].failure.as_deref(),
+            Some("generator-limited: CPU 100%")
         );
     }
 }

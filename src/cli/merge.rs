@@ -5,14 +5,14 @@ use super::{CommonArgs, HuntArgs, RunArgs, TargetArgs};
 use crate::error::Error;
 use crate::plan::Shard;
 use crate::plan::{
-    build_steps, Arrivals, DemoConfig, HttpVersion, HuntSettings, Kind, Load, Mode, ObservePlan,
-    OutDir, ProfilerPlan, RequestPlan, RunPlan, TargetPlan,
+    build_steps, Arrivals, CiOutputs, DemoConfig, HttpVersion, HuntSettings, Kind, Load, Mode,
+    ObservePlan, OutDir, ProfilerPlan, RequestPlan, RunPlan, TargetPlan,
 };
 use crate::profile::{self, ProfileSpec, RequestSpec};
 use crate::slo::Slo;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Uri};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Merges `knee run` flags over the profile (if any) into one `RunPlan`.
@@ -41,7 +41,9 @@ pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
                 .duration
                 .or(args.step_duration)
                 .or(profile.as_ref().map(|p| p.duration))
-                .ok_or_else(|| Error::input("--duration (or --step-duration) is required"))?;
+                .ok_or_else(|| Error::input(
+                    "how long to run is missing: give --duration (e.g. --duration 30s; with --steps, --step-duration)",
+                ))?;
             let kind = profile.as_ref().map_or(kind, |p| p.kind);
             (kind, loads, duration)
         }
@@ -55,7 +57,10 @@ pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
         )),
     };
     if duration.is_zero() {
-        return Err(Error::input("--duration must be above 0"));
+        return Err(Error::input(format!(
+            "--duration {} must be above 0 (e.g. --duration 30s)",
+            humantime::format_duration(duration)
+        )));
     }
     let warmup = args.warmup.or(profile.as_ref().and_then(|p| p.warmup));
     let window = profile.as_ref().and_then(|p| p.window);
@@ -111,7 +116,12 @@ fn shard_of(args: &RunArgs) -> Result<Option<Shard>, Error> {
         .map_err(|_| Error::input("--shards needs JOB_COMPLETION_INDEX (or use --shard I/N)"))?
         .trim()
         .parse()
-        .map_err(|_| Error::input("JOB_COMPLETION_INDEX is not a number"))?;
+        .map_err(|_| {
+            Error::input(format!(
+                "JOB_COMPLETION_INDEX '{}' is not a number (Kubernetes sets it in an Indexed Job; elsewhere use --shard I/N)",
+                std::env::var("JOB_COMPLETION_INDEX").unwrap_or_default()
+            ))
+        })?;
     Shard::parse(&format!("{}/{count}", index + 1))
         .map(Some)
         .map_err(Error::input)
@@ -166,9 +176,11 @@ fn build_hunt(
         .or(spec.hold_duration)
         .unwrap_or(Duration::from_secs(4));
     if step_duration.is_zero() || hold_duration.is_zero() {
-        return Err(Error::input(
-            "--step-duration and --hold-duration must be above 0",
-        ));
+        return Err(Error::input(format!(
+            "--step-duration {} and --hold-duration {} must both be above 0 (defaults: 2s and 4s)",
+            humantime::format_duration(step_duration),
+            humantime::format_duration(hold_duration)
+        )));
     }
     let mut settings = HuntSettings::new(step_duration, hold_duration);
     settings.max_rate = args.max_rate.or(spec.max_rate);
@@ -204,6 +216,24 @@ fn build_hunt(
     base.into_plan(Kind::Hunt, Mode::Hunt(settings), command)
 }
 
+/// `--junit FILE`, refused before the run when its folder does not exist (the run would
+/// otherwise learn it only at the end).
+fn junit_path(path: Option<&Path>) -> Result<Option<PathBuf>, Error> {
+    let Some(path) = path else { return Ok(None) };
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(Error::input(format!(
+            "--junit {}: the folder {} does not exist (create it, or name a file in an existing one)",
+            path.display(),
+            folder.display()
+        )));
+    }
+    Ok(Some(path.to_path_buf()))
+}
+
 /// The parts of a plan that run and hunt share: target, requests, SLO, output.
 struct Base {
     name: String,
@@ -215,6 +245,7 @@ struct Base {
     demo: Option<DemoConfig>,
     progress: bool,
     observe: ObservePlan,
+    ci: CiOutputs,
 }
 
 impl Base {
@@ -228,7 +259,9 @@ impl Base {
         demo_path: &str,
     ) -> Result<Base, Error> {
         if common.demo_fix.is_some() && !common.demo {
-            return Err(Error::input("--demo-fix needs --demo"));
+            return Err(Error::input(
+                "--demo-fix removes the demo's bottlenecks, so it needs --demo: add --demo, or drop --demo-fix",
+            ));
         }
         let url = url
             .or_else(|| profile.map(|p| p.url.clone()))
@@ -352,16 +385,17 @@ impl Base {
         if let Some(hz) = common.profile_frequency {
             if !(1..=crate::agent::MAX_FREQUENCY).contains(&hz) {
                 return Err(Error::input(format!(
-                    "--profile-frequency must be 1..={} Hz",
+                    "--profile-frequency {hz} must be 1..={} Hz (default 99)",
                     crate::agent::MAX_FREQUENCY
                 )));
             }
             observe.profile_frequency = hz;
         }
         if observe.interval < crate::observe::sampler::MIN_INTERVAL {
-            return Err(Error::input(
-                "--sample-every must be at least 200ms (CPU shares need time between readings)",
-            ));
+            return Err(Error::input(format!(
+                "--sample-every {} must be at least 200ms (CPU shares need time between readings)",
+                humantime::format_duration(observe.interval)
+            )));
         }
         if [observe.pid.is_some(), observe.spawn.is_some(), common.demo]
             .iter()
@@ -369,7 +403,9 @@ impl Base {
             .count()
             > 1
         {
-            return Err(Error::input("give one of --pid, --spawn or --demo"));
+            return Err(Error::input(
+                "--pid, --spawn and --demo each name the target's process: give only one of them",
+            ));
         }
         for url in &observe.metrics {
             crate::observe::prometheus::MetricsSource::new(url, Vec::new())
@@ -385,6 +421,7 @@ impl Base {
             demo,
             progress: !common.quiet,
             observe,
+            ci: CiOutputs::new(junit_path(common.junit.as_deref())?),
         })
     }
 
@@ -404,6 +441,7 @@ impl Base {
             observe: self.observe,
             shard: None,
             start_at: None,
+            ci: self.ci,
         })
     }
 }
@@ -589,7 +627,11 @@ fn profiler_plan(common: &CommonArgs, from_profile: ProfilerPlan) -> Result<Prof
         (Some(_pprof), None) => match from_profile {
             ProfilerPlan::Pprof(url) => ProfilerPlan::Pprof(url),
             _ if common.demo => ProfilerPlan::DemoAgent,
-            _ => return Err(Error::input("--profiler pprof needs --pprof URL")),
+            _ => {
+                return Err(Error::input(
+                    "--profiler pprof needs the target's pprof endpoint: add --pprof URL (e.g. http://127.0.0.1:6060/debug/pprof/profile)",
+                ))
+            }
         },
         (None, None) if from_profile == ProfilerPlan::Auto && common.demo => {
             ProfilerPlan::DemoAgent

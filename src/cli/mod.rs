@@ -1,7 +1,10 @@
 //! The command line (clap derive). `merge` turns it, with a TOML profile, into one validated
 //! `plan::Job`; flags given on the command line override the profile.
 
+mod generate;
 mod merge;
+
+pub use generate::{completions, man_page, man_pages_to};
 
 use crate::error::Error;
 use crate::plan::{Arrivals, DemoConfig, Fixes, Job, OutDir, ReportFormat};
@@ -43,6 +46,25 @@ pub enum Command {
     /// Run on the target's host: serve its samples (host, target process) to a driver on
     /// another machine (`knee hunt URL --observer http://THIS-HOST:PORT`). Read-only.
     Observe(ObserveArgs),
+    /// Print the completion script for a shell, e.g. `knee completions bash > knee.bash`.
+    Completions(CompletionsArgs),
+    /// Print the man page knee(1), or with --out DIR write one page per subcommand there.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, powershell or elvish.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write knee.1 and knee-<command>.1 into this folder (made if missing) instead of
+    /// printing knee.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +187,9 @@ pub struct ReportArgs {
     /// validated and normalized.
     #[arg(long, default_value = "md", value_parser = parse_report_format)]
     pub format: ReportFormat,
+    /// Also write the run's SLO checks as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 fn parse_report_format(text: &str) -> Result<ReportFormat, String> {
@@ -191,10 +216,10 @@ pub struct TargetArgs {
     #[arg(long)]
     pub body: Option<String>,
     /// Per-request timeout (default 10s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Connect timeout (default 3s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub connect_timeout: Option<Duration>,
     /// Speak HTTP/2 (h2 over TLS via ALPN, h2c prior knowledge over plain TCP).
     #[arg(long)]
@@ -203,7 +228,7 @@ pub struct TargetArgs {
     #[arg(long, short = 'k')]
     pub insecure: bool,
     /// Most connections the open model may open (default 512).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20_000))]
     pub max_connections: Option<u32>,
     /// Error statuses the target is expected to answer (e.g. 404,5xx): the check before
     /// the load lets them through.
@@ -218,19 +243,23 @@ pub struct TargetArgs {
 #[derive(Args, Debug, Default, Clone)]
 pub struct CommonArgs {
     /// SLO, e.g. p99=50ms,errors=1%,min_rps=100.
-    #[arg(long, value_parser = Slo::parse_list)]
+    #[arg(long, value_name = "TERMS", value_parser = Slo::parse_list)]
     pub slo: Option<Slo>,
     /// Name of the run (used in the run folder's name).
     #[arg(long)]
     pub name: Option<String>,
     /// Run folder (default: reports/<utc-timestamp>-<name>/).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Also write the SLO checks as JUnit XML to FILE, one test case per step and objective
+    /// (for CI). With GITHUB_STEP_SUMMARY set, report.md is appended to that file too.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Start the embedded demo target and aim at it (the URL's path is kept).
     #[arg(long)]
     pub demo: bool,
     /// With --demo: bottlenecks to remove (lock, pool, cpu; comma-separated).
-    #[arg(long, value_parser = Fixes::parse)]
+    #[arg(long, value_name = "FIXES", value_parser = Fixes::parse)]
     pub demo_fix: Option<Fixes>,
     /// With --demo: the demo serves no /metrics, so its gauges name nothing.
     #[arg(long)]
@@ -245,7 +274,7 @@ pub struct CommonArgs {
     #[arg(long)]
     pub pid: Option<u32>,
     /// Start the target with this shell command, wait until the URL answers, stop it at the end.
-    #[arg(long)]
+    #[arg(long, value_name = "COMMAND")]
     pub spawn: Option<String>,
     /// The target runs on another host, even if its URL resolves here (a proxy or tunnel):
     /// discover nothing locally; this host is sampled as the generator's only
@@ -456,13 +485,7 @@ where
             print!("{err}");
             return Ok(None);
         }
-        Err(err) => {
-            // clap's message is several lines; keep its first, which names the problem.
-            let text = err.to_string();
-            let first = text.lines().next().unwrap_or("bad usage");
-            let first = first.trim_start_matches("error: ");
-            return Err(Error::input(format!("{first} (see knee --help)")));
-        }
+        Err(err) => return Err(Error::input(usage_error(&err.to_string()))),
     };
     let command: Vec<String> = args
         .iter()
@@ -475,6 +498,7 @@ where
         Command::Report(report) => Job::Report {
             run: report.run,
             format: report.format,
+            junit: report.junit,
         },
         Command::Merge(merge) => Job::Merge {
             out: OutDir::from_flag(merge.out).folder("merged", SystemTime::now()),
@@ -485,7 +509,38 @@ where
             before: compare.before,
             after: compare.after,
             fail_if_slower: compare.fail_if_slower,
+            step_summary: crate::plan::CiOutputs::new(None).step_summary,
         },
         Command::Observe(observe) => Job::Observe(observe.plan()?),
+        Command::Completions(args) => Job::Completions(args.shell),
+        Command::Man(args) => Job::Man { out: args.out },
     }))
+}
+
+/// clap's several-line usage error as one line: the problem, the value, clap's tip or the
+/// values it takes, and the usage of the command it was for ("the following required
+/// arguments were not provided: <RUN> (usage: knee report [OPTIONS] <RUN>; see --help)").
+fn usage_error(text: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("Usage:") {
+            usage.get_or_insert_with(|| rest.trim().to_string());
+        } else if line.starts_with("For more information") {
+            continue;
+        } else {
+            parts.push(line.trim_start_matches("error: ").to_string());
+        }
+    }
+    let mut message = String::new();
+    for part in parts {
+        if !message.is_empty() {
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(&part);
+    }
+    match usage {
+        Some(usage) => format!("{message} (usage: {usage}; see --help)"),
+        None => format!("{message} (see knee --help)"),
+    }
 }

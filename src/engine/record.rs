@@ -488,20 +488,20 @@ impl StepRecorder {
         let achieved_rps = self.responses_in_window as f64 / duration_s;
         // A partial step's offered rate was offered for a shorter time: judge it by that.
         let offered_rps = spec.offered_rps();
-        let slo_failures = if generator.limited {
-            vec![format!(
-                "generator-limited: {}",
-                generator.limited_reason.clone().unwrap_or_default()
-            )]
-        } else {
-            slo.failures(&StepFigures {
+        let limited = generator
+            .limited
+            .then(|| generator.limited_reason.clone().unwrap_or_default());
+        let slo_checks = slo.judge(
+            limited.as_deref(),
+            &StepFigures {
                 latency_us: &self.latency,
                 requests: self.requests,
                 errors: self.errors,
                 achieved_rps,
                 offered_rps,
-            })
-        };
+            },
+        );
+        let slo_failures = crate::slo::failures_of(&slo_checks);
         StepResult {
             name: spec.name.clone(),
             phase: spec.phase,
@@ -543,6 +543,7 @@ impl StepRecorder {
             generator,
             holds: slo_failures.is_empty(),
             slo_failures,
+            slo_checks,
             partial,
             warmup_requests: self.warmup_requests,
             unfinished,

@@ -131,11 +131,8 @@ impl Simulation {
             achieved_rps: achieved,
             offered_rps: concurrency.is_none().then_some(offered),
         };
-        let slo_failures = if limited {
-            vec!["generator-limited: simulated".to_string()]
-        } else {
-            self.slo.failures(&figures)
-        };
+        let slo_checks = self.slo.judge(limited.then_some("simulated"), &figures);
+        let slo_failures = crate::slo::failures_of(&slo_checks);
         let mut error_classes = BTreeMap::new();
         if errors > 0 {
             error_classes.insert(ErrorClass::Http5xx, errors);
@@ -167,6 +164,7 @@ impl Simulation {
             },
             holds: slo_failures.is_empty(),
             slo_failures,
+            slo_checks,
             partial: false,
             warmup_requests: 0,
             unfinished: 0,

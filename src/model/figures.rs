@@ -21,6 +21,19 @@ pub struct Slice {
     pub p99_ms: f64,
 }
 
+/// One objective a step was held to, with what the step measured against it: what a CI
+/// system shows as one test case (`--junit`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SloCheck {
+    /// "p99 <= 50.0ms", "errors <= 1%", "achieved >= 97% of offered", "the generator kept up".
+    pub objective: String,
+    /// "p99 72.1ms", "errors 0.20%", "achieved 497.3/s of 500.0/s".
+    pub measured: String,
+    /// Set when the step missed it: "p99 72.1ms > 50.0ms".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
 /// How long connections took to open, in milliseconds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ConnectTimes {

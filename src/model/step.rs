@@ -4,7 +4,7 @@
 
 pub use super::figures::{
     ByConnection, ConnectTimes, ConnectionLatency, GeneratorHealth, Percentiles, ProfiledWindow,
-    Slice,
+    Slice, SloCheck,
 };
 use super::observed::{Observed, OffCpu, Processes, Samplers, StepProfile, Threads};
 use serde::{Deserialize, Serialize};
@@ -190,6 +190,10 @@ pub struct StepResult {
     /// The step met its SLO (and, in the open model, achieved ≥ 97 % of offered).
     pub holds: bool,
     pub slo_failures: Vec<String>,
+    /// Each objective the step was held to, passed or not, with the measured figure (the
+    /// failures above are the ones that missed). Absent in runs recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo_checks: Vec<SloCheck>,
     /// Cut short (Ctrl-C).
     pub partial: bool,
     pub warmup_requests: u64,
@@ -328,6 +332,7 @@ pub mod testing {
             generator: GeneratorHealth::default(),
             holds: true,
             slo_failures: Vec::new(),
+            slo_checks: Vec::new(),
             partial: false,
             warmup_requests: 0,
             unfinished: 0,

@@ -35,6 +35,8 @@ pub enum Job {
     Report {
         run: PathBuf,
         format: ReportFormat,
+        /// Also write the SLO checks as JUnit XML here (`--junit`).
+        junit: Option<PathBuf>,
     },
     /// Merge the run folders of shards into `out`.
     Merge {
@@ -48,9 +50,17 @@ pub enum Job {
         out: PathBuf,
         /// Fail (exit 1) when the capacity dropped by more than this fraction.
         fail_if_slower: Option<f64>,
+        /// GitHub Actions' job summary, which compare.md is appended to.
+        step_summary: Option<PathBuf>,
     },
     /// `knee observe`: serve this host's and a target's samples to a driver elsewhere.
     Observe(ServePlan),
+    /// Print a shell's completion script.
+    Completions(clap_complete::Shell),
+    /// Print knee(1), or write every page into `out`.
+    Man {
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +93,28 @@ pub struct RunPlan {
     pub shard: Option<Shard>,
     /// Start the first step at this instant (shards start together).
     pub start_at: Option<std::time::SystemTime>,
+    /// What a CI pipeline gets besides the exit code.
+    pub ci: CiOutputs,
+}
+
+/// Files a CI pipeline reads: the SLO checks as JUnit XML (`--junit`), and the job summary
+/// report.md is appended to (`GITHUB_STEP_SUMMARY`, read once when the plan is made).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CiOutputs {
+    pub junit: Option<PathBuf>,
+    pub step_summary: Option<PathBuf>,
+}
+
+impl CiOutputs {
+    /// `--junit FILE`, and the summary file GitHub Actions names in the environment.
+    pub fn new(junit: Option<PathBuf>) -> CiOutputs {
+        CiOutputs {
+            junit,
+            step_summary: std::env::var_os("GITHUB_STEP_SUMMARY")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
 }
 
 /// What to watch while the load runs.

@@ -2,8 +2,10 @@
 //! so `knee report RUN` can re-render any run folder after an upgrade.
 
 pub mod charts;
+pub mod ci;
 pub mod curves;
 pub mod html;
+pub mod junit;
 pub mod markdown;
 pub mod markup;
 pub mod text_chart;
@@ -182,8 +184,13 @@ pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>, Error> {
 }
 
 /// `knee report RUN`: re-renders from run.json.
-pub fn rerender(run: &Path, format: ReportFormat) -> Result<(), Error> {
+pub fn rerender(run: &Path, format: ReportFormat, junit: Option<&Path>) -> Result<(), Error> {
     let (dir, record) = crate::recover::load(run)?;
+    if let Some(path) = junit {
+        std::fs::write(path, junit::Junit.render(&record, &dir))
+            .with_context(|| format!("--junit {}: cannot write", path.display()))?;
+        crate::notice::say(format!("junit: {}", path.display()));
+    }
     match format {
         ReportFormat::Files => {
             for path in write_all(&record, &dir)? {

@@ -232,7 +232,8 @@ fn finish(
     record.observers = analysis.observers;
     record.profiling = analysis.profiling;
     let run_json = folder.write_run(&record)?;
-    let reports = crate::report::write_all(&record, &folder.dir)?;
+    let mut reports = crate::report::write_all(&record, &folder.dir)?;
+    reports.extend(crate::report::ci::publish(&plan.ci, &record, &folder.dir)?);
     print!("\n{}", summary_table(&record.steps));
     if let Some(block) = record.hunt.as_ref().or(record.stress.as_ref()) {
         if let Some(curve) = crate::report::text_chart::knee_curve(&record) {

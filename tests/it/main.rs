@@ -3,6 +3,7 @@
 mod tools;
 mod util;
 
+mod ci;
 mod database;
 mod engine;
 mod errors;
