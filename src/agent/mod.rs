@@ -2,19 +2,21 @@
 //!
 //! It speaks Go's protocol, `GET /debug/pprof/profile?seconds=N&frequency=F`, and answers with
 //! a gzipped pprof protobuf, so `go tool pprof`, Pyroscope and speedscope read what it serves,
-//! and knee's harness reads anything those tools' agents serve. Sampling is pprof-rs (a
-//! SIGPROF timer and a backtrace per sample); samples that land in libc, libgcc, pthread or
-//! the vDSO are dropped, as pprof-rs recommends, because unwinding from there is unsafe.
+//! and knee's harness reads anything those tools' agents serve. Sampling is its own
+//! ([`sampler`]: a SIGPROF timer and a backtrace per sample into a table that lives only as
+//! long as the profile); samples that land in libc, libgcc, pthread or the vDSO are dropped,
+//! because unwinding from there is unsafe.
 //!
 //! Safety for the host service: the agent runs on its own thread and runtime ([`start`]), or
 //! as a handler inside the service's own hyper server ([`handle`]); a profile is built on a
 //! separate thread, so a panic there becomes a 500, never the host's panic. One profile at a
-//! time (pprof-rs's profiler is process-wide): an overlapping request gets 409.
+//! time (the timer and the signal are process-wide): an overlapping request gets 409.
 //!
 //! On Linux the timer signal is driven by the kernel's tick: whatever frequency is asked, a
 //! process gets at most about one sample per tick per CPU-second (~250/s here). The answer says
 //! how many samples were taken, in the `X-Samples` header and in the profile's comment.
 
+mod sampler;
 mod symbols;
 
 use crate::pprof_proto::{self, Profile, StringTable};
@@ -41,8 +43,6 @@ pub const MAX_SECONDS: f64 = 60.0;
 pub const MAX_FREQUENCY: u32 = 1000;
 /// Where [`start`] listens unless `KNEE_AGENT_ADDR` says otherwise: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:6060";
-/// Libraries whose samples are dropped (unwinding from inside them is not safe).
-const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
 
 static BUSY: AtomicBool = AtomicBool::new(false);
 
@@ -157,9 +157,9 @@ pub async fn handle<B>(req: Request<B>) -> Response<Full<Bytes>> {
 type Taken = Result<(Vec<u8>, i64), String>;
 type Job = (ProfileRequest, std::sync::mpsc::Sender<Taken>);
 
-/// The one thread that takes profiles. One long-lived thread, not one per request: pprof-rs
-/// allocates its sample table (~64 MB) per profile, and on a fresh thread each time glibc
-/// would put it in a fresh arena, growing the host's RSS with every profile.
+/// The one thread that takes profiles. One long-lived thread, not one per request: each
+/// profile allocates its sample table (2.3 MB) and resolves symbols, and on a fresh thread
+/// each time glibc would put that in a fresh arena, growing the host's RSS with every profile.
 fn profile_worker() -> std::io::Result<&'static std::sync::Mutex<std::sync::mpsc::Sender<Job>>> {
     static WORKER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
         std::sync::OnceLock::new();
@@ -248,19 +248,13 @@ impl ProfileRequest {
 /// Samples for the asked time; the gzipped profile and how many samples it holds.
 fn take_profile(ask: ProfileRequest) -> Result<(Vec<u8>, i64), String> {
     let started = SystemTime::now();
-    let guard = pprof::ProfilerGuardBuilder::default()
-        .frequency(ask.frequency as i32)
-        .blocklist(&BLOCKLIST)
-        .build()
-        .map_err(|e| format!("cannot start the profiler: {e}"))?;
-    std::thread::sleep(Duration::from_secs_f64(ask.seconds));
-    let report = guard
-        .report()
-        .build()
-        .map_err(|e| format!("cannot build the profile: {e}"))?;
-    drop(guard);
+    let taken = sampler::sample(ask.frequency, Duration::from_secs_f64(ask.seconds))?;
     let elapsed = started.elapsed().unwrap_or_default();
-    let profile = encode(&report, ask.frequency, started, elapsed);
+    let profile = encode(&taken, ask.frequency, started, elapsed);
+    drop(taken);
+    // The parsed DWARF (tens of MB for a binary with debug info) is not kept between
+    // profiles: the next one parses it again (tens of ms) rather than the host holding it.
+    backtrace::clear_symbol_cache();
     let samples = profile.sample.iter().map(|s| s.value[0]).sum();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&profile.encode_to_vec())
@@ -269,17 +263,62 @@ fn take_profile(ask: ProfileRequest) -> Result<(Vec<u8>, i64), String> {
         .map_err(|e| format!("cannot compress the profile: {e}"))
 }
 
+/// One function of a frame (a frame holds its inlined functions, innermost first).
+struct Symbol {
+    /// Demangled, hash included (`a::b::h0123…`).
+    name: String,
+    /// As in the binary (mangled).
+    sys_name: String,
+    filename: String,
+    line: u32,
+    /// The function's start address, as backtrace reports it.
+    addr: Option<usize>,
+}
+
+/// The functions at `ip`, innermost first; an address nothing names is its own name.
+fn resolve(ip: usize) -> Vec<Symbol> {
+    let mut symbols = Vec::new();
+    backtrace::resolve(ip as *mut std::ffi::c_void, |symbol| {
+        let (name, sys_name) = match symbol.name() {
+            Some(name) => (
+                name.to_string(),
+                String::from_utf8_lossy(name.as_bytes()).into_owned(),
+            ),
+            None => (format!("{ip:#x}"), String::new()),
+        };
+        symbols.push(Symbol {
+            name,
+            sys_name,
+            filename: symbol
+                .filename()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
+            line: symbol.lineno().unwrap_or(0),
+            addr: symbol.addr().map(|a| a as usize),
+        });
+    });
+    if symbols.is_empty() {
+        symbols.push(Symbol {
+            name: format!("{ip:#x}"),
+            sys_name: String::new(),
+            filename: String::new(),
+            line: 0,
+            addr: None,
+        });
+    }
+    symbols
+}
+
 /// A frame's function name, as its full path where the executable's symbol table has it
 /// (`physical`: the frame's own function, not one inlined into it; see `symbols`).
-fn function_name(symbol: &pprof::Symbol, physical: bool) -> String {
-    let name = symbol.name();
+fn function_name(symbol: &Symbol, physical: bool) -> String {
     let full = symbol
         .addr
         .filter(|_| physical)
-        .and_then(|addr| symbols::full_path(addr as u64, strip_hash(&name)));
+        .and_then(|addr| symbols::full_path(addr as u64, strip_hash(&symbol.name)));
     match full {
         Some(path) => path.to_string(),
-        None => name,
+        None => strip_hash(&symbol.name).to_string(),
     }
 }
 
@@ -293,10 +332,10 @@ fn strip_hash(name: &str) -> &str {
     }
 }
 
-/// pprof-rs's report as a pprof profile: one location per distinct frame (its inlined
+/// The sampled stacks as a pprof profile: one location per distinct frame (its inlined
 /// functions as lines, innermost first), samples of [count, cpu nanoseconds].
-pub fn encode(
-    report: &pprof::Report,
+fn encode(
+    taken: &sampler::Taken,
     frequency: u32,
     started: SystemTime,
     elapsed: Duration,
@@ -307,17 +346,19 @@ pub fn encode(
     let mut profile = Profile::default();
     let period = 1_000_000_000 / i64::from(frequency.max(1));
     let thread_key = strings.intern("thread");
-    for (frames, &count) in &report.data {
+    let mut resolved: HashMap<usize, Vec<Symbol>> = HashMap::new();
+    for stack in &taken.stacks {
         let mut sample = pprof_proto::Sample::default();
-        for frame in &frames.frames {
+        for &ip in &stack.frames {
+            let frame = resolved.entry(ip).or_insert_with(|| resolve(ip));
             let lines: Vec<(u64, i64)> = frame
                 .iter()
                 .enumerate()
                 .map(|(i, symbol)| {
                     let key = (
                         function_name(symbol, i + 1 == frame.len()),
-                        symbol.sys_name().into_owned(),
-                        symbol.filename().into_owned(),
+                        symbol.sys_name.clone(),
+                        symbol.filename.clone(),
                     );
                     let next = functions.len() as u64 + 1;
                     let id = *functions.entry(key.clone()).or_insert_with(|| {
@@ -330,7 +371,7 @@ pub fn encode(
                         });
                         next
                     });
-                    (id, i64::from(symbol.lineno()))
+                    (id, i64::from(symbol.line))
                 })
                 .collect();
             let next = locations.len() as u64 + 1;
@@ -347,11 +388,11 @@ pub fn encode(
             });
             sample.location_id.push(id);
         }
-        let count = count as i64;
+        let count = stack.count as i64;
         sample.value = vec![count, count * period];
         sample.label.push(pprof_proto::Label {
             key: thread_key,
-            str: strings.intern(&frames.thread_name_or_id()),
+            str: strings.intern(&stack.thread),
             ..Default::default()
         });
         profile.sample.push(sample);
@@ -371,8 +412,12 @@ pub fn encode(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
     profile.duration_nanos = elapsed.as_nanos() as i64;
+    let lost = match taken.lost {
+        0 => String::new(),
+        n => format!(" ({n} more lost: the sample table was full)"),
+    };
     profile.comment = vec![strings.intern(&format!(
-        "knee agent: {samples} samples taken at {frequency} Hz asked"
+        "knee agent: {samples} samples taken at {frequency} Hz asked{lost}"
     ))];
     profile.string_table = strings.into_vec();
     profile

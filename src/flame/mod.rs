@@ -312,10 +312,11 @@ fn subtitle(profile: &StepProfile) -> String {
     )
 }
 
-/// Takes one short profile before any step runs, and throws it away. A signal-driven
-/// profiler allocates its sample table on first use (pprof-rs: ~130 MB, kept afterwards);
-/// allocated in the middle of the hold steps, that would read as the target's RSS jumping at
-/// the knee. Failures are ignored here: each step reports its own.
+/// Takes one short profile before any step runs, and throws it away. An in-process profiler
+/// may allocate on first use what it keeps afterwards (pprof-rs: ~130 MB; knee's agent: the
+/// executable's symbol table, about 3 MB); allocated in the middle of the hold steps, that
+/// would read as the target's RSS jumping at the knee. Failures are ignored here: each step
+/// reports its own.
 fn prime(url: &str, insecure: bool) {
     let _ = capture::pprof(url, 0.05, 100, insecure);
 }
