@@ -11,7 +11,7 @@
 # For each: at each step the counted good throughput and p99 (which must not depend on the
 # setting: the profilers record in a tail after the counted part), then what the tail itself
 # measured (good throughput and p99 while the profilers ran: their cost).
-# Usage: bash bench/profiler_cost.sh        (env: ROUNDS=2 SHARES=50,80,95 STEP=4s)
+# Usage: bash bench/profiler_cost.sh        (env: ROUNDS=2 SHARES=50,80,95 STEP=4s SETTINGS=…)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -29,7 +29,8 @@ declare -A FLAGS=(
   [offcpu]="--profiler none --offcpu on"
   [all]=""
 )
-ORDER=(none agent perf offcpu all)
+# SETTINGS="none agent" runs only those (none first: the others are compared with it).
+read -r -a ORDER <<< "${SETTINGS:-none agent perf offcpu all}"
 
 # The capacity, once, unprofiled; then every setting at the same rates (its share of it).
 "$KNEE" hunt --demo --demo-fix lock,pool -q --out "$OUT/capacity" --profiler none --offcpu off >/dev/null 2>&1

@@ -245,6 +245,10 @@ impl OffCpuObserver {
             None if go.is_none() && observer.is_none() && !observe.observers.is_empty() => {
                 return Err("no observer watches a target process".into())
             }
+            // --no-sample: no target process was looked for, and nothing needs saying.
+            None if go.is_none() && observer.is_none() && !observe.sample => {
+                return Err(String::new())
+            }
             None if go.is_none() && observer.is_none() => {
                 return Err("no local target process (give --pid, --spawn, or a local port)".into())
             }

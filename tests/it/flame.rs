@@ -379,3 +379,24 @@ fn an_https_pprof_endpoint_with_a_self_signed_certificate_needs_k() {
         "{fetched}"
     );
 }
+
+/// `--no-sample` looks for no target process, so no profiler has one to miss: the run says
+/// nothing about off-CPU profiles (it used to say "no local target process").
+#[test]
+fn no_sample_says_nothing_about_missing_profiles() {
+    let target = http_target(Http::Fast);
+    let url = target.url("/");
+    let (record, stderr) = knee_child(&[
+        "run",
+        "--url",
+        &url,
+        "--rate",
+        "20",
+        "--duration",
+        "300ms",
+        "--no-sample",
+    ]);
+    assert_eq!(record.steps.len(), 1);
+    assert!(!stderr.contains("off-CPU"), "{stderr}");
+    assert!(!stderr.contains("no local target process"), "{stderr}");
+}

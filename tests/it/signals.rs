@@ -128,7 +128,15 @@ fn a_run_killed_after_two_steps_keeps_its_report() {
         "1s",
     ];
     let run_dir = out.join("run");
-    kill_when(&run_dir, &args, |steps| steps.len() >= 2);
+    // Each step is a chain of its own: killed right after the second step's line, the run
+    // may still be between steps (steps.running names rate-200, finished). Wait until the
+    // third has begun, so one step is lost.
+    let third_running = |steps: &[serde_json::Value]| {
+        steps.len() >= 2
+            && std::fs::read_to_string(run_dir.join("steps.running"))
+                .is_ok_and(|names| names.contains("rate-300"))
+    };
+    kill_when(&run_dir, &args, third_running);
     let stderr = report(&run_dir);
     assert!(
         stderr.contains("rebuilt it from the steps it finished (2)"),
