@@ -22,6 +22,8 @@ pub mod hlog;
 #[cfg(feature = "harness")]
 pub mod hunt;
 #[cfg(feature = "harness")]
+pub mod import;
+#[cfg(feature = "harness")]
 pub mod model;
 #[cfg(feature = "harness")]
 pub mod notice;
@@ -134,6 +136,7 @@ mod harness_entry {
                     _ => Ok(Outcome::Passed),
                 }
             }
+            Job::Import(plan) => crate::import::run(&plan).map(|_| Outcome::Passed),
             Job::Completions(shell) => {
                 std::io::Write::write_all(&mut std::io::stdout(), &cli::completions(shell))?;
                 Ok(Outcome::Passed)

@@ -50,6 +50,45 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page knee(1), or with --out DIR write one page per subcommand there.
     Man(ManArgs),
+    /// Turn an access log (nginx/Apache combined or common, JSON lines) or a HAR file into a
+    /// profile: its endpoints, weighted as the traffic was.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The access log or HAR file.
+    pub file: PathBuf,
+    /// The target's base URL, e.g. http://staging:8080 (needed for access logs; a HAR file's
+    /// own host is used otherwise).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// auto, combined (or common: the same reader), json or har.
+    #[arg(long, default_value = "auto", value_parser = parse_import_format)]
+    pub format: crate::plan::ImportFormat,
+    /// Write the profile to FILE (default: print it).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Import requests that were answered 4xx/5xx too (by default they are counted, not
+    /// imported).
+    #[arg(long)]
+    pub include_errors: bool,
+    /// Real paths kept per endpoint, the most frequent first.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub paths: u16,
+}
+
+fn parse_import_format(text: &str) -> Result<crate::plan::ImportFormat, String> {
+    use crate::plan::ImportFormat;
+    match text {
+        "auto" => Ok(ImportFormat::Auto),
+        "combined" | "common" | "clf" => Ok(ImportFormat::Clf),
+        "json" | "jsonl" => Ok(ImportFormat::Json),
+        "har" => Ok(ImportFormat::Har),
+        other => Err(format!(
+            "unknown format '{other}' (use auto, combined, common, json or har)"
+        )),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -514,6 +553,23 @@ where
         Command::Observe(observe) => Job::Observe(observe.plan()?),
         Command::Completions(args) => Job::Completions(args.shell),
         Command::Man(args) => Job::Man { out: args.out },
+        Command::Import(args) => {
+            if let Some(url) = &args.url {
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(Error::input(format!(
+                        "knee import: --url '{url}' must start with http:// or https:// (e.g. http://staging:8080)"
+                    )));
+                }
+            }
+            Job::Import(crate::plan::ImportPlan {
+                file: args.file,
+                url: args.url,
+                format: args.format,
+                out: args.out,
+                include_errors: args.include_errors,
+                paths_per_endpoint: usize::from(args.paths),
+            })
+        }
     }))
 }
 

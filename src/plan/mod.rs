@@ -61,6 +61,36 @@ pub enum Job {
     Man {
         out: Option<PathBuf>,
     },
+    /// A profile from an access log or a HAR file.
+    Import(ImportPlan),
+}
+
+/// `knee import`: what to read and how to write the profile.
+#[derive(Debug, Clone)]
+pub struct ImportPlan {
+    pub file: PathBuf,
+    /// The target's base URL (an access log does not say it; a HAR file's own is used else).
+    pub url: Option<String>,
+    pub format: ImportFormat,
+    /// Where to write the profile; printed when None.
+    pub out: Option<PathBuf>,
+    /// Import the requests answered 4xx/5xx too.
+    pub include_errors: bool,
+    /// Real paths kept per endpoint (the most frequent).
+    pub paths_per_endpoint: usize,
+}
+
+/// The formats `knee import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportFormat {
+    /// What the file looks like.
+    Auto,
+    /// nginx's and Apache's combined or common log format.
+    Clf,
+    /// One JSON object per line.
+    Json,
+    /// A browser's HAR export.
+    Har,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,4 +21,5 @@ mod runtimes;
 mod schedule;
 mod shards;
 mod signals;
+mod traffic;
 mod waits;

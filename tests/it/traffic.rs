@@ -1,0 +1,175 @@
+//! Realistic traffic: `knee import` turns an access log or a HAR file into a profile that
+//! knee runs as it is.
+
+use crate::util::*;
+
+/// Three endpoints, ids in their paths, an error answer, a line that is not a log line and
+/// a POST without a body, over 2 minutes with a busy second.
+const ACCESS_LOG: &str = r#"10.0.0.1 - - [02/Dec/2026:16:00:00 +0000] "GET /users/42?full=1 HTTP/1.1" 200 512 "-" "curl/8"
+10.0.0.1 - - [02/Dec/2026:16:00:01 +0000] "GET /users/42 HTTP/1.1" 200 512 "-" "curl/8"
+10.0.0.2 - - [02/Dec/2026:16:00:01 +0000] "GET /users/7 HTTP/1.1" 200 512 "-" "curl/8"
+10.0.0.2 - - [02/Dec/2026:16:00:01 +0000] "GET /users/7 HTTP/1.1" 200 512 "-" "curl/8"
+10.0.0.3 - - [02/Dec/2026:16:00:01 +0000] "GET /search?q=knee HTTP/1.1" 200 99 "-" "curl/8"
+this line was cut by a log rotation
+10.0.0.3 - - [02/Dec/2026:16:01:00 +0000] "POST /orders HTTP/1.1" 201 10 "-" "curl/8"
+10.0.0.4 - - [02/Dec/2026:16:01:30 +0000] "GET /missing HTTP/1.1" 404 0 "-" "curl/8"
+10.0.0.4 - - [02/Dec/2026:16:02:00 +0000] "GET /users/123e4567-e89b-12d3-a456-426614174000 HTTP/1.1" 200 512 "-" "curl/8"
+"#;
+
+fn import(args: &[&str]) -> (std::process::Output, String) {
+    let output = std::process::Command::new(knee_bin())
+        .arg("import")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stderr)
+}
+
+/// The endpoints of an imported profile: name → [(path, weight)].
+fn requests(profile: &str) -> Vec<(String, String, u64)> {
+    let doc: toml::Table = profile.parse().expect("the profile is TOML");
+    doc["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+                r["weight"].as_integer().unwrap() as u64,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_access_log_becomes_a_profile_knee_runs() {
+    let target = http_target(Http::Fast);
+    let dir = TempDir::new("import");
+    let log = dir.join("access.log");
+    std::fs::write(&log, ACCESS_LOG).unwrap();
+    let profile_path = dir.join("imported.toml");
+    let base = target.url("");
+    let (output, stderr) = import(&[
+        log.to_str().unwrap(),
+        "--url",
+        base.trim_end_matches('/'),
+        "--out",
+        profile_path.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "8 requests read (nginx/Apache combined or common), 7 imported as 3 endpoints"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("skipped 1 answered 4xx/5xx"), "{stderr}");
+    assert!(
+        stderr.contains("skipped 1 lines not understood (the first: ")
+            && stderr.contains("access.log:6: no [time])"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("over 2m: mean") && stderr.contains("peak 4 req/s in one second"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("POST /orders: the file carries no body"),
+        "{stderr}"
+    );
+    let profile = std::fs::read_to_string(&profile_path).unwrap();
+    let requests = requests(&profile);
+    let users: Vec<&(String, String, u64)> = requests
+        .iter()
+        .filter(|r| r.0 == "GET /users/{id}")
+        .collect();
+    assert_eq!(users.len(), 4, "{requests:?}");
+    let weight_of = |path: &str| users.iter().find(|r| r.1 == path).map(|r| r.2);
+    assert_eq!(weight_of("/users/7"), Some(2));
+    assert_eq!(weight_of("/users/42"), Some(1));
+    assert_eq!(weight_of("/users/42?full=1"), Some(1));
+    assert!(requests
+        .iter()
+        .any(|r| r.0 == "GET /search" && r.1 == "/search?q=knee"));
+    assert!(!requests.iter().any(|r| r.1 == "/missing"), "{requests:?}");
+    // Flags override the imported hunt: one short step of the imported mix.
+    let run = dir.join("run");
+    let (outcome, record) = knee_run(
+        &run,
+        &[
+            profile_path.to_str().unwrap(),
+            "--rate",
+            "50",
+            "--duration",
+            "500ms",
+        ],
+    );
+    let record = record.unwrap_or_else(|| panic!("{outcome:?}"));
+    let step = &record.steps[0];
+    assert!(step.requests >= 15, "{step:?}");
+    assert_eq!(step.errors, 0, "every imported path answers: {step:?}");
+}
+
+#[test]
+fn a_har_file_keeps_headers_and_bodies_but_not_credentials() {
+    let dir = TempDir::new("import-har");
+    let har = dir.join("session.har");
+    std::fs::write(
+        &har,
+        r#"{"log":{"entries":[
+          {"startedDateTime":"2026-12-02T16:15:27.000Z","request":{"method":"POST","url":"http://127.0.0.1:9/api/cart",
+            "headers":[{"name":"Cookie","value":"session=s3cr3t"},{"name":"Content-Type","value":"application/json"}],
+            "postData":{"mimeType":"application/json","text":"{\"sku\":17}"}},"response":{"status":201}},
+          {"startedDateTime":"2026-12-02T16:15:28.000Z","request":{"method":"GET","url":"http://127.0.0.1:9/api/cart/99",
+            "headers":[{"name":"Authorization","value":"Bearer t0ken"}]},"response":{"status":200}}]}}"#,
+    )
+    .unwrap();
+    let (output, stderr) = import(&[har.to_str().unwrap()]);
+    assert!(output.status.success(), "{stderr}");
+    let profile = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !profile.contains("s3cr3t") && !profile.contains("t0ken"),
+        "{profile}"
+    );
+    let doc: toml::Table = profile.parse().unwrap();
+    assert_eq!(doc["target"]["url"].as_str(), Some("http://127.0.0.1:9"));
+    let cart = doc["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"].as_str() == Some("POST /api/cart"))
+        .unwrap_or_else(|| panic!("{profile}"));
+    assert_eq!(cart["body"].as_str(), Some("{\"sku\":17}"));
+    assert_eq!(cart["headers"]["Cookie"].as_str(), Some("${KNEE_COOKIE}"));
+    assert_eq!(
+        cart["headers"]["Content-Type"].as_str(),
+        Some("application/json")
+    );
+    assert!(
+        profile.contains("name = \"GET /api/cart/{id}\""),
+        "{profile}"
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_naming_the_file_and_line() {
+    let dir = TempDir::new("import-bad");
+    let log = dir.join("broken.log");
+    std::fs::write(&log, "not a log line\nnor this\n").unwrap();
+    let (output, stderr) = import(&[log.to_str().unwrap(), "--url", "http://127.0.0.1:9"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("broken.log:1: no [time]"), "{stderr}");
+    let good = dir.join("good.log");
+    std::fs::write(&good, ACCESS_LOG.lines().next().unwrap()).unwrap();
+    let (output, stderr) = import(&[good.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .contains("good.log: an access log does not say which host it served: give --url BASE"),
+        "{stderr}"
+    );
+}
