@@ -18,7 +18,9 @@ use std::time::Duration;
 /// Merges `knee run` flags over the profile (if any) into one `RunPlan`.
 pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
     let profile: Option<ProfileSpec> = args.profile.as_deref().map(profile::load).transpose()?;
-    if profile.as_ref().is_some_and(|p| p.kind == Kind::Hunt) {
+    let flag_loads = flag_loads(&args)?;
+    // A hunt profile hunts, unless the flags name the loads to run (its mix at fixed rates).
+    if flag_loads.is_none() && profile.as_ref().is_some_and(|p| p.kind == Kind::Hunt) {
         if args.shard.is_some() || args.shards.is_some() {
             return Err(Error::input(
                 "--shard splits fixed-step runs: a hunt adapts its rates to what it sees and cannot be split",
@@ -34,7 +36,6 @@ pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
         };
         return build_hunt(hunt, profile, args.profile.as_deref(), command);
     }
-    let flag_loads = flag_loads(&args)?;
     let (kind, loads, duration) = match (&profile, flag_loads) {
         (_, Some((kind, loads))) => {
             let duration = args
@@ -44,7 +45,11 @@ pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
                 .ok_or_else(|| Error::input(
                     "how long to run is missing: give --duration (e.g. --duration 30s; with --steps, --step-duration)",
                 ))?;
-            let kind = profile.as_ref().map_or(kind, |p| p.kind);
+            let kind = profile
+                .as_ref()
+                .map(|p| p.kind)
+                .filter(|k| *k != Kind::Hunt)
+                .unwrap_or(kind);
             (kind, loads, duration)
         }
         (Some(p), None) => (

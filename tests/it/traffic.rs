@@ -107,7 +107,10 @@ fn an_access_log_becomes_a_profile_knee_runs() {
         ],
     );
     let record = record.unwrap_or_else(|| panic!("{outcome:?}"));
+    assert!(record.hunt.is_none(), "the flags' one step, not a hunt");
+    assert_eq!(record.steps.len(), 1);
     let step = &record.steps[0];
+    assert_eq!(step.offered_rps, Some(50.0));
     assert!(step.requests >= 15, "{step:?}");
     assert_eq!(step.errors, 0, "every imported path answers: {step:?}");
 }
