@@ -144,8 +144,7 @@ fn rebuild(dir: &Path) -> Result<RunRecord, Error> {
             .or(record.stress.as_ref())
             .and_then(|a| a.capacity_rps);
         let cores = record.generator_host.as_ref().map_or(1, |h| h.cores.max(1));
-        let max_errors = record.slo.max_error_rate.unwrap_or(0.01);
-        record.verdict = Some(verdict::verdict_on(&steps, capacity, max_errors, cores));
+        record.verdict = Some(verdict::verdict_on(&steps, capacity, &record.slo, cores));
     }
     record.steps = steps;
     record

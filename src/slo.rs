@@ -3,6 +3,7 @@
 //! accept the same terms. Checks run on the step's full histogram (any percentile), never on
 //! pre-computed summary figures.
 
+use crate::model::figures::ProfiledWindow;
 use crate::model::step::SloCheck;
 use crate::units::{fmt_ms, parse_duration, parse_fraction};
 use hdrhistogram::Histogram;
@@ -35,6 +36,29 @@ impl LatencyBound {
         } else {
             format!("p{}", self.percentile)
         }
+    }
+}
+
+impl Slo {
+    /// Whether a step's profiled tail held the SLO's latency and error bounds. The tail keeps
+    /// only summary percentiles, so a bound is read at the nearest stored percentile at or
+    /// above its own (p95 at p99): a tail that passes held at least that well.
+    pub fn tail_holds(&self, tail: &ProfiledWindow) -> bool {
+        let errors_held = self.max_error_rate.is_none_or(|max| {
+            tail.requests == 0 || tail.errors as f64 / tail.requests as f64 <= max
+        });
+        let latency_held = self.latency.iter().all(|bound| {
+            let l = &tail.latency_ms;
+            let value = match bound.percentile {
+                p if p <= 50.0 => l.p50,
+                p if p <= 90.0 => l.p90,
+                p if p <= 99.0 => l.p99,
+                p if p <= 99.9 => l.p999,
+                _ => l.max,
+            };
+            tail.requests == 0 || value <= bound.limit_ms
+        });
+        errors_held && latency_held
     }
 }
 

@@ -199,7 +199,15 @@ fn frame_name(node: &Value) -> Option<String> {
     if url.is_empty() {
         return Some(function.to_string());
     }
-    let file = url.rsplit('/').next().unwrap_or(url);
+    // The service's files by their name alone; Node's own modules and packages by enough of
+    // their path to tell them from the service's (`is_own` reads it).
+    let file = if url.starts_with("node:") {
+        url
+    } else if let Some(at) = url.rfind("node_modules/") {
+        &url[at..]
+    } else {
+        url.rsplit('/').next().unwrap_or(url)
+    };
     let line = frame["lineNumber"].as_i64().map_or(0, |l| l + 1);
     Some(format!("{function} ({file}:{line})"))
 }
@@ -234,6 +242,27 @@ mod tests {
             90
         );
         assert_eq!(folded.stacks["(idle)"], 8);
+        // Node's modules and packages keep their path: the site is the service's function
+        // under them, not the builtin or the framework it called.
+        let frame = |function: &str, url: &str| {
+            frame_name(
+                &json!({"callFrame": {"functionName": function, "url": url, "lineNumber": 87}}),
+            )
+            .unwrap()
+        };
+        let hash = frame("Hash", "node:internal/crypto/hash");
+        assert_eq!(hash, "Hash (node:internal/crypto/hash:88)");
+        assert!(!is_own(&hash));
+        let router = frame(
+            "handle",
+            "file:///srv/app/node_modules/express/lib/router/index.js",
+        );
+        assert_eq!(
+            router,
+            "handle (node_modules/express/lib/router/index.js:88)"
+        );
+        assert!(!is_own(&router));
+        assert!(is_own(&frame("renderInvoice", "file:///srv/app/app.js")));
         assert!(is_own("renderInvoice (service.js:12)"));
         assert!(!is_own(
             "processTicksAndRejections (node:internal/process/task_queues:96)"

@@ -244,14 +244,16 @@ async fn hold_steps(
         warmup: Duration::ZERO,
         duration: settings.hold_duration,
     };
-    // The overload step is profiled only when it is the one hold above capacity: its stacks
-    // are then the knee's. Otherwise the knee's hold has them, and the recovery starts from
-    // what the overload alone left behind (no profiled tail before it).
-    let holds_above = specs.iter().filter(|(f, _)| *f > 1.0).count();
+    // The overload step is profiled only when no hold above capacity failed before it: its
+    // stacks are then the knee's (it is the only hold above capacity, or the ones below it
+    // held after all: a capacity found a few percent low). Otherwise the knee's hold has
+    // them, and the recovery starts from what the overload alone left behind (no profiled
+    // tail before it).
+    let mut failed_above = false;
     for (i, (fraction, spec)) in specs.iter().enumerate() {
         let chain = if Some(i) == overload {
             let mut spec = spec.clone();
-            spec.profile_before_recovery = holds_above == 1;
+            spec.profile_before_recovery = !failed_above;
             vec![spec, recovery.clone()]
         } else {
             vec![spec.clone()]
@@ -260,6 +262,7 @@ async fn hold_steps(
         let Some(step) = results.first() else {
             return Ok(());
         };
+        failed_above |= *fraction > 1.0 && !step.holds;
         analysis.holds.push(HoldLine {
             fraction: *fraction,
             step: spec.name.clone(),

@@ -44,6 +44,8 @@ pub struct Simulation {
     interrupted: bool,
     /// Requests queued when the last step ended (an overload's backlog meets the next step).
     backlog: f64,
+    /// The steps asked to be profiled right before a recovery step.
+    pub profiled_before_recovery: Vec<String>,
 }
 
 impl Simulation {
@@ -55,6 +57,7 @@ impl Simulation {
             interrupt_after: None,
             interrupted: false,
             backlog: 0.0,
+            profiled_before_recovery: Vec::new(),
         }
     }
 
@@ -185,6 +188,9 @@ impl StepRunner for Simulation {
                 self.interrupted = true;
                 break;
             }
+            if spec.profile_before_recovery {
+                self.profiled_before_recovery.push(spec.name.clone());
+            }
             let result = self.run_step(spec);
             self.steps.push(result.clone());
             results.push(result);
@@ -270,6 +276,30 @@ mod tests {
             assert_eq!(found.holds.len(), 5);
             let names: Vec<&str> = sim.steps.iter().map(|s| s.name.as_str()).collect();
             assert_eq!(names.last(), Some(&"recovery"), "{names:?}");
+        }
+    }
+
+    #[test]
+    fn the_overload_is_profiled_when_no_hold_above_capacity_failed_before_it() {
+        for (holds, profiled) in [(vec![0.5, 1.001, 1.2], true), (vec![0.5, 1.1, 1.2], false)] {
+            let mut sim = Simulation::new(service(480.0, PastCapacity::Queues), slo());
+            let settings = HuntSettings {
+                holds,
+                ..settings()
+            };
+            hunt(&mut sim, &settings);
+            let held = |name: &str| sim.steps.iter().find(|s| s.name == name).unwrap().holds;
+            let first_above = if profiled { "hold-100" } else { "hold-110" };
+            // Just above the capacity found, the hold still held (the capacity was found a
+            // little low): the overload is the knee's only failing hold, so it is profiled.
+            assert_eq!(held(first_above), profiled, "{:?}", sim.steps);
+            assert!(!held("hold-120"));
+            let expected: Vec<String> = if profiled {
+                vec!["hold-120".into()]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(sim.profiled_before_recovery, expected);
         }
     }
 

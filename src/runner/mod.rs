@@ -179,9 +179,8 @@ async fn run_plan(mut plan: RunPlan) -> Result<RunSummary, Error> {
         .or(analysis.stress.as_ref())
         .and_then(|a| a.capacity_rps);
     if plan.kind != Kind::Soak {
-        let max_errors = session.slo().max_error_rate.unwrap_or(0.01);
         let cores = crate::observe::procfs::this_host().cores;
-        let found = verdict::verdict_on(session.steps(), capacity, max_errors, cores);
+        let found = verdict::verdict_on(session.steps(), capacity, session.slo(), cores);
         if found.kind == verdict::Kind::RateLimited {
             // The capacity the hunt found is the limiter's: the hunt says so.
             if let (Some(hunt), Some(capacity)) = (analysis.hunt.as_mut(), capacity) {

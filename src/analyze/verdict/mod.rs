@@ -26,12 +26,15 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 mod waits;
+#[cfg(test)]
+mod waits_tests;
 
 use super::{mean, sample_count};
 use crate::model::series;
 use crate::model::step::StepResult;
 use crate::model::ErrorClass;
 use crate::model::Phase;
+use crate::slo::Slo;
 use crate::units::fmt_ms;
 use table::{Rank, ALSO_SEEN, CAUSE_BESIDE_ERRORS, MIN_SAMPLES};
 
@@ -89,6 +92,8 @@ impl Finding {
 pub struct Context<'a> {
     pub knee: &'a StepResult,
     pub below: Option<&'a StepResult>,
+    /// The step below the knee whose wait profile is the baseline for growth (`waits_baseline`).
+    pub waits_below: Option<&'a StepResult>,
     /// Every step of the run (a limiter is told by steps past the knee all alike).
     pub steps: &'a [StepResult],
     pub cores: f64,
@@ -150,7 +155,11 @@ impl Context<'_> {
 /// cores when the steps did not sample the host's.
 pub fn verdict(steps: &[StepResult], capacity: Option<f64>, max_error_rate: f64) -> Verdict {
     let here = std::thread::available_parallelism().map_or(1, |n| n.get());
-    verdict_on(steps, capacity, max_error_rate, here)
+    let slo = Slo {
+        max_error_rate: Some(max_error_rate),
+        ..Slo::default()
+    };
+    verdict_on(steps, capacity, &slo, here)
 }
 
 /// The verdict, judged with `host_cores` (the run's recorded generator host) when the steps
@@ -158,9 +167,10 @@ pub fn verdict(steps: &[StepResult], capacity: Option<f64>, max_error_rate: f64)
 pub fn verdict_on(
     steps: &[StepResult],
     capacity: Option<f64>,
-    max_error_rate: f64,
+    slo: &Slo,
     host_cores: usize,
 ) -> Verdict {
+    let max_error_rate = slo.max_error_rate.unwrap_or(0.01);
     let (knee, below) = knee_steps(steps, capacity);
     let holds = steps
         .iter()
@@ -181,6 +191,7 @@ pub fn verdict_on(
     let ctx = Context {
         knee,
         below,
+        waits_below: waits_baseline(steps, below, slo),
         steps,
         cores,
         max_error_rate,
@@ -325,6 +336,46 @@ fn knee_steps(
                 .flatten()
         });
     (knee, below)
+}
+
+/// The baseline for wait growth: the step below the knee, unless its profiled tail (where
+/// the profilers record) missed the SLO. Then its waits were recorded past the knee: the
+/// profilers' own cost (py-spy pauses the process to read native frames; JFR and perf cost
+/// less) can push a step at 95 % of capacity over it, and its waits per request are already
+/// the knee's. The next hold step down whose tail held is the baseline instead; when none
+/// held (py-spy's pauses cost a busy interpreter its p99 even at half the capacity), the
+/// lowest hold step, whose waits the profiler disturbed least.
+fn waits_baseline<'a>(
+    steps: &'a [StepResult],
+    below: Option<&'a StepResult>,
+    slo: &Slo,
+) -> Option<&'a StepResult> {
+    let below = below?;
+    let held = |s: &StepResult| s.profiled.as_ref().is_none_or(|t| slo.tail_holds(t));
+    if held(below) || below.phase != Phase::Hold {
+        return Some(below);
+    }
+    let rate = |s: &StepResult| s.offered_rps.unwrap_or(0.0);
+    let profiled_below: Vec<&StepResult> = steps
+        .iter()
+        .filter(|s| {
+            s.phase == Phase::Hold
+                && s.holds
+                && rate(s) < rate(below)
+                && crate::model::observed::OffCpu::of(s).is_some()
+        })
+        .collect();
+    profiled_below
+        .iter()
+        .filter(|s| held(s))
+        .max_by(|a, b| rate(a).total_cmp(&rate(b)))
+        .or_else(|| {
+            profiled_below
+                .iter()
+                .min_by(|a, b| rate(a).total_cmp(&rate(b)))
+        })
+        .copied()
+        .or(Some(below))
 }
 
 /// When no step held at all: how far the lowest load was from the SLO.

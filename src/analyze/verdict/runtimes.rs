@@ -49,7 +49,10 @@ pub fn gil(ctx: &Context) -> Option<Finding> {
         ms / o.requests.max(1) as f64
     };
     let now = per_request(knee);
-    let was = ctx.below.and_then(OffCpu::of).map_or(0.0, per_request);
+    let was = ctx
+        .waits_below
+        .and_then(OffCpu::of)
+        .map_or(0.0, per_request);
     let grew = now >= SITE_GROWTH * was && now - was >= SITE_MIN_GROWTH_MS;
     let cpu = ctx.target_cpu()?;
     let one_core = ONE_CORE.contains(&cpu) && cpu <= ONE_CORE_MAX_SHARE * ctx.cores;

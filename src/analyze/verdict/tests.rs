@@ -5,7 +5,7 @@ use super::*;
 use crate::model::step::testing::step;
 
 /// A hold pair on a 2-core host: below the knee at 475 req/s, the knee at 525.
-fn pair() -> (StepResult, StepResult) {
+pub(super) fn pair() -> (StepResult, StepResult) {
     let below = step("hold-095", Phase::Hold, 475.0, 475.0, 12.0).with("host.cores", 2.0);
     let knee = step("hold-105", Phase::Hold, 525.0, 480.0, 900.0)
         .failing()
@@ -13,7 +13,7 @@ fn pair() -> (StepResult, StepResult) {
     (below, knee)
 }
 
-fn judge(below: StepResult, knee: StepResult) -> Verdict {
+pub(super) fn judge(below: StepResult, knee: StepResult) -> Verdict {
     verdict(&[below, knee], Some(475.0), 0.01)
 }
 
@@ -173,100 +173,6 @@ fn a_growing_queue_gauge_says_something_queues_but_not_what() {
     );
     assert_eq!(v.kind, "waiting", "{v:#?}");
     assert!(!v.bottleneck.contains("db_pool_waiting"), "{v:#?}");
-}
-
-/// An off-CPU profile: (function, kind, ms per request) sites, `idle_ms` idle.
-fn offcpu(sites: &[(&str, &str, f64)], idle_ms: f64) -> serde_json::Value {
-    let requests = 500.0;
-    let waiting: f64 = sites.iter().map(|s| s.2 * requests).sum();
-    let top: Vec<serde_json::Value> = sites
-        .iter()
-        .map(|(function, kind, per)| {
-            serde_json::json!({"function": function, "kind": kind, "ms": per * requests,
-                "percent": per * requests * 100.0 / waiting.max(1e-9), "ms_per_request": per})
-        })
-        .collect();
-    serde_json::json!({"source": "perf sched_switch", "seconds": 1.0, "threads": 40,
-        "switches": 900, "total_ms": waiting + idle_ms, "waiting_ms": waiting,
-        "idle_ms": idle_ms, "preempted_ms": 0.0, "requests": requests as u64,
-        "ms_per_request": waiting / requests, "by_kind": {}, "top": top,
-        "folded": null, "svg": null, "error": null})
-}
-
-#[test]
-fn the_wait_site_that_grows_per_request_names_kind_and_site() {
-    for (kind, site_kind, function) in [
-        ("lock", "lock", "svc::ledger_append"),
-        ("pool", "pool", "svc::checkout"),
-        ("downstream", "socket", "svc::fetch_quote"),
-        ("disk", "disk", "svc::load_page"),
-    ] {
-        let (below, knee) = pair();
-        // Waiting for clients shrinks per request at the knee; the bottleneck's wait grows.
-        let below = below.with("target.cpu_cores", 0.05).with_observed(
-            "offcpu",
-            offcpu(
-                &[
-                    ("svc::read_request", "socket", 15.0),
-                    (function, site_kind, 0.4),
-                ],
-                0.0,
-            ),
-        );
-        let knee = knee.with("target.cpu_cores", 0.06).with_observed(
-            "offcpu",
-            offcpu(
-                &[
-                    ("svc::read_request", "socket", 7.0),
-                    (function, site_kind, 214.0),
-                ],
-                0.0,
-            ),
-        );
-        let v = judge(below, knee);
-        assert_eq!(v.kind, kind, "{v:#?}");
-        assert_eq!(v.site.as_deref(), Some(function), "{v:#?}");
-        assert_eq!(v.confidence, "high", "{v:#?}");
-        let line = v
-            .evidence
-            .iter()
-            .find(|e| e.contains("per request"))
-            .unwrap();
-        assert!(
-            line.contains("0.40 ms per request below the knee, 214 at it"),
-            "{line}"
-        );
-    }
-}
-
-#[test]
-fn a_wait_that_does_not_grow_per_request_is_no_wait_site() {
-    let (below, knee) = pair();
-    let below = below.with("target.cpu_cores", 0.05).with_observed(
-        "offcpu",
-        offcpu(&[("svc::read_request", "socket", 15.0)], 0.0),
-    );
-    let knee = knee.with("target.cpu_cores", 0.05).with_observed(
-        "offcpu",
-        offcpu(&[("svc::read_request", "socket", 14.0)], 0.0),
-    );
-    let v = judge(below, knee);
-    assert_eq!(v.kind, "waiting", "{v:#?}");
-    assert!(v.site.is_none(), "{v:#?}");
-}
-
-#[test]
-fn only_idle_threads_while_latency_climbs_points_at_the_runtime() {
-    let (below, knee) = pair();
-    let below = below
-        .with("target.cpu_cores", 0.2)
-        .with_observed("offcpu", offcpu(&[("svc::handler", "sleep", 1.0)], 5000.0));
-    let knee = knee
-        .with("target.cpu_cores", 0.2)
-        .with_observed("offcpu", offcpu(&[("svc::handler", "sleep", 1.0)], 9000.0));
-    let v = judge(below, knee);
-    assert!(v.bottleneck.contains("async runtime"), "{v:#?}");
-    assert!(v.confirm.contains("tokio-console"), "{v:#?}");
 }
 
 #[test]

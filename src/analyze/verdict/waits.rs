@@ -58,12 +58,13 @@ pub fn wait_site(ctx: &Context) -> Option<Finding> {
     let mut finding = Finding::new(kind, rank, words)
         .evidence(format!(
             "{:.0}% of the time the target's {} spent waiting at the knee was {} in {}; \
-             {} ms per request below the knee, {} at it",
+             {} ms per request {}, {} at it",
             site.percent,
             offcpu.source.unit(),
             site.kind.words(),
             site.function,
             round(was),
+            baseline_words(ctx),
             round(now)
         ))
         .evidence(format!(
@@ -110,7 +111,7 @@ pub fn grown_site_of(ctx: &Context, kind: WaitKind) -> Option<(WaitSite, f64, f6
 /// The site with the largest growth in ms per request that qualifies: (site, below, knee).
 fn grown_site(ctx: &Context) -> Option<(WaitSite, f64, f64)> {
     let knee = OffCpu::of(ctx.knee).filter(|o| o.error.is_none())?;
-    let below = ctx.below.and_then(OffCpu::of);
+    let below = ctx.waits_below.and_then(OffCpu::of);
     knee.top
         .iter()
         // The GIL is the interpreter's lock, not the service's (`runtimes::gil`).
@@ -130,6 +131,18 @@ fn grown_site(ctx: &Context) -> Option<(WaitSite, f64, f64)> {
                 .then(|| (site.clone(), was, now))
         })
         .max_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1)))
+}
+
+/// "below the knee", or, when the step just below was profiled past it, the step that is
+/// the baseline instead and why.
+fn baseline_words(ctx: &Context) -> String {
+    match (ctx.waits_below, ctx.below) {
+        (Some(base), Some(below)) if base.name != below.name => format!(
+            "at {} ({} missed the SLO while profiled)",
+            base.name, below.name
+        ),
+        _ => "below the knee".into(),
+    }
 }
 
 /// Latency climbed, but the target's threads only idled: an async runtime parks tasks, not
