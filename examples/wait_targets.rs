@@ -13,6 +13,11 @@
 //!   that answers one query at a time in 5 ms): 200 req/s.
 //! - `single`: each request is computed by one worker thread (`worker-0`), 2 ms of CPU each:
 //!   500 req/s, on one core of many.
+//!
+//! With `WAIT_TARGETS_WORKERS=N`, a pre-fork server: this process picks the port, starts N
+//! workers of the same program and mode that each listen on it (SO_REUSEPORT: the kernel
+//! spreads the connections), prints the port and then the workers' pids on one line, and
+//! serves nothing itself. N replicas of a 200 req/s lock serve 200 × N.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,9 +39,18 @@ fn main() {
         eprintln!("usage: wait_targets lock|pool|downstream|single|backend [SECONDS]");
         std::process::exit(2);
     }
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let given: Option<u16> = std::env::var("WAIT_TARGETS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    let listener = reuseport_listener(given.unwrap_or(0));
     let port = listener.local_addr().expect("local address").port();
     exit_after(Duration::from_secs(seconds));
+    if let Some(workers) = std::env::var("WAIT_TARGETS_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        return prefork(&mode, seconds, listener, workers);
+    }
     if mode == "backend" {
         println!("{port}");
         return serve(listener, backend_connection);
@@ -56,6 +70,84 @@ fn main() {
         _ => |s| http_connection(s, compute_on_worker),
     };
     serve(listener, handler);
+}
+
+/// A listener on 127.0.0.1:`port` (0: a free one) that others may share (SO_REUSEPORT).
+fn reuseport_listener(port: u16) -> TcpListener {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns until it hands it over.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let one: libc::c_int = 1;
+        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let bound = libc::bind(
+            fd,
+            &address as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert!(
+            bound == 0 && libc::listen(fd, 1024) == 0,
+            "bind 127.0.0.1:{port}"
+        );
+        TcpListener::from_raw_fd(fd)
+    }
+}
+
+/// The pre-fork master: starts `workers` of this program on the port, prints the port and
+/// their pids, lets go of its own socket (so every connection goes to a worker), and waits.
+fn prefork(mode: &str, seconds: u64, listener: TcpListener, workers: usize) {
+    let port = listener.local_addr().expect("local address").port();
+    let exe = std::env::current_exe().expect("own path");
+    let mut children: Vec<std::process::Child> = (0..workers)
+        .map(|_| {
+            use std::os::unix::process::CommandExt;
+            let mut command = std::process::Command::new(&exe);
+            command
+                .args([mode, &seconds.to_string()])
+                .env_remove("WAIT_TARGETS_WORKERS")
+                .env("WAIT_TARGETS_PORT", port.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped());
+            // SAFETY: prctl is async-signal-safe; a worker ends when its master does.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let mut child = command.spawn().expect("start a worker");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("the worker's port");
+            child
+        })
+        .collect();
+    drop(listener);
+    let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+    println!("{port}");
+    println!("{}", pids.join(" "));
+    // The workers end with this process (their parent-death signal).
+    for child in &mut children {
+        let _ = child.wait();
+    }
 }
 
 /// Exits after `limit`, or as soon as stdin closes.

@@ -85,6 +85,9 @@ struct RawProfile {
 struct RawObserve {
     interval: Option<DurationValue>,
     pid: Option<u32>,
+    #[serde(default)]
+    pids: Vec<u32>,
+    process_name: Option<String>,
     spawn: Option<String>,
     #[serde(default)]
     metrics: Vec<String>,
@@ -587,7 +590,8 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
     };
     Ok(crate::plan::ObservePlan {
         interval: raw.interval.map_or(defaults.interval, |d| d.0),
-        pid: raw.pid,
+        pids: raw.pid.into_iter().chain(raw.pids).collect(),
+        process_name: raw.process_name,
         spawn: raw.spawn,
         metrics: raw.metrics,
         metric_names: raw.metric_names,

@@ -337,14 +337,20 @@ impl Base {
             ..DemoConfig::default()
         });
         let mut observe = profile.map(|p| p.observe.clone()).unwrap_or_default();
-        observe.pid = common.pid.or(observe.pid);
+        if !common.pid.is_empty() {
+            observe.pids = common.pid.clone();
+        }
+        observe.process_name = common.process_name.clone().or(observe.process_name);
         observe.spawn = common.spawn.clone().or(observe.spawn);
         observe.remote_target |= common.remote_target;
         if observe.remote_target
-            && (observe.pid.is_some() || observe.spawn.is_some() || demo.is_some())
+            && (!observe.pids.is_empty()
+                || observe.process_name.is_some()
+                || observe.spawn.is_some()
+                || demo.is_some())
         {
             return Err(Error::input(
-                "remote_target: the target runs on another host, so --pid, --spawn and --demo cannot name it here",
+                "remote_target: the target runs on another host, so --pid, --process-name, --spawn and --demo cannot name it here",
             ));
         }
         if !common.observers.is_empty() {
@@ -402,14 +408,19 @@ impl Base {
                 humantime::format_duration(observe.interval)
             )));
         }
-        if [observe.pid.is_some(), observe.spawn.is_some(), common.demo]
-            .iter()
-            .filter(|x| **x)
-            .count()
+        if [
+            !observe.pids.is_empty(),
+            observe.process_name.is_some(),
+            observe.spawn.is_some(),
+            common.demo,
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count()
             > 1
         {
             return Err(Error::input(
-                "--pid, --spawn and --demo each name the target's process: give only one of them",
+                "--pid, --process-name, --spawn and --demo each name the target's processes: give only one of them",
             ));
         }
         for url in &observe.metrics {

@@ -309,9 +309,15 @@ pub struct CommonArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// The target's process id (sampled: CPU, memory, threads, fds, context switches).
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// The target's process id (sampled: CPU, memory, threads, fds, context switches). Given
+    /// more than once, each is a replica of one service: sampled and profiled each, judged
+    /// together
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Every process of this name is a replica of the target (its comm, executable or
+    /// argv[0]; a pre-fork master's workers, not the master)
+    #[arg(long, value_name = "NAME")]
+    pub process_name: Option<String>,
     /// Start the target with this shell command, wait until the URL answers, stop it at the end.
     #[arg(long, value_name = "COMMAND")]
     pub spawn: Option<String>,
@@ -319,12 +325,12 @@ pub struct CommonArgs {
     /// discover nothing locally; this host is sampled as the generator's only
     /// (generator_host.*). Its host and process figures come from --metrics (node_exporter,
     /// process_*).
-    #[arg(long, conflicts_with_all = ["pid", "spawn", "demo"])]
+    #[arg(long, conflicts_with_all = ["pid", "process_name", "spawn", "demo"])]
     pub remote_target: bool,
     /// A `knee observe` on the target's host, [NAME=]http://host:port (repeatable: the app's
     /// host, the database's). Its host and target series replace local discovery (implies
     /// --remote-target); figures read through it are labelled NAME.
-    #[arg(long = "observer", value_name = "[NAME=]URL", conflicts_with_all = ["pid", "spawn", "demo", "no_sample"])]
+    #[arg(long = "observer", value_name = "[NAME=]URL", conflicts_with_all = ["pid", "process_name", "spawn", "demo", "no_sample"])]
     pub observers: Vec<String>,
     /// The observers' token, from a file (default: $KNEE_OBSERVER_TOKEN).
     #[arg(long, value_name = "FILE")]

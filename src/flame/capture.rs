@@ -141,7 +141,12 @@ pub(crate) fn perf_binary() -> String {
 
 /// Where a recording goes: `scratch` with `extension`, its directory created.
 pub(crate) fn perf_data(scratch: &Path, extension: &str) -> Result<std::path::PathBuf, String> {
-    let data = scratch.with_extension(extension);
+    // Appended, not `with_extension`: a step name may hold a dot of its own (a replica's
+    // `hold-105.r2`), which must not be replaced.
+    let name = scratch
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let data = scratch.with_file_name(format!("{name}.{extension}"));
     if let Some(dir) = data.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -20,6 +20,7 @@ pub mod node;
 pub mod offcpu;
 pub mod pyspy;
 pub mod remote;
+pub mod replicas;
 pub mod sched;
 pub mod waits;
 

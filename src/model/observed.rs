@@ -20,6 +20,11 @@ pub struct Observed {
     pub threads: Option<Threads>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<Processes>,
+    /// A target of several processes (`--pid` more than once, `--process-name`): what each
+    /// replica's own observers saw; `profile` and `offcpu` above are then the service's,
+    /// merged from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<ReplicaObserved>>,
     /// A sharded step merged by `knee merge`: each shard's generator, samples and slices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<Vec<ShardPart>>,
@@ -32,6 +37,43 @@ impl Observed {
     /// Nothing was observed.
     pub fn is_empty(&self) -> bool {
         *self == Observed::default()
+    }
+}
+
+/// One replica of a target of several processes, and what its own observers saw.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReplicaObserved {
+    /// 1, 2, …: its `replicaN.*` series.
+    pub index: usize,
+    pub pid: u32,
+    /// Its command name.
+    pub name: String,
+    /// Its share of the service's work over the counted window (0–1): of the replicas' write
+    /// calls (about one or a few per answer), else of their CPU when they used enough to
+    /// count (ticks are 10 ms), else of their voluntary context switches (a blocking server
+    /// blocks a few times per request). How the balancer spread it.
+    pub share: Option<f64>,
+    pub share_of: Option<ShareOf>,
+    /// Its own profile, off-CPU stacks and threads (`observed` of a one-process target).
+    pub observed: Box<Observed>,
+}
+
+/// What a replica's share of the work was read from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareOf {
+    WriteCalls,
+    Cpu,
+    ContextSwitches,
+}
+
+impl ShareOf {
+    pub fn words(self) -> &'static str {
+        match self {
+            ShareOf::WriteCalls => "write calls",
+            ShareOf::Cpu => "CPU",
+            ShareOf::ContextSwitches => "voluntary context switches",
+        }
     }
 }
 

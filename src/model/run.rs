@@ -213,6 +213,17 @@ pub struct TargetProcess {
     /// How the spawned process ended, when knee did not stop it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_status: Option<String>,
+    /// A target of several processes: every replica, `pid` the first (empty for one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Replica>,
+}
+
+/// One process of a target of several.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Replica {
+    pub pid: u32,
+    /// Its command name (/proc/PID/comm).
+    pub name: String,
 }
 
 /// An observer, as run.json keeps it.

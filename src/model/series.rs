@@ -37,6 +37,12 @@ macro_rules! process_series {
 }
 
 pub const TARGET: ProcessSeries = process_series!("target");
+
+/// A replica's own series of a target of several processes: `replica2.cpu_cores` for
+/// (2, "cpu_cores"), named as `TARGET`'s after the dot.
+pub fn replica(index: usize, field: &str) -> String {
+    format!("replica{index}.{field}")
+}
 pub const GENERATOR: ProcessSeries = process_series!("generator");
 
 /// The limits set on the target: its cgroup's (quota, throttling, memory, pressure) and its

@@ -12,6 +12,7 @@ pub mod processes;
 pub mod procfs;
 pub mod prometheus;
 pub mod remote;
+pub mod replicas;
 pub mod runtime;
 pub mod sampler;
 pub mod sockdiag;

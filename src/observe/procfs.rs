@@ -186,10 +186,12 @@ pub struct ProcCounters {
     pub involuntary_ctx: u64,
     pub read_bytes: u64,
     pub write_bytes: u64,
+    /// Write system calls (sockets included): a server's answers, about one or a few each.
+    pub write_calls: u64,
 }
 
 impl ProcCounters {
-    fn add(&mut self, other: &ProcCounters) {
+    pub fn add(&mut self, other: &ProcCounters) {
         self.cpu_ticks += other.cpu_ticks;
         self.rss_kib += other.rss_kib;
         self.threads += other.threads;
@@ -198,6 +200,7 @@ impl ProcCounters {
         self.involuntary_ctx += other.involuntary_ctx;
         self.read_bytes += other.read_bytes;
         self.write_bytes += other.write_bytes;
+        self.write_calls += other.write_calls;
     }
 }
 
@@ -257,6 +260,8 @@ pub fn process(pid: u32) -> Option<ProcCounters> {
                 counters.read_bytes = value;
             } else if line.starts_with("write_bytes:") {
                 counters.write_bytes = value;
+            } else if line.starts_with("syscw:") {
+                counters.write_calls = value;
             }
         }
     }
@@ -282,9 +287,9 @@ fn status_field(status: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `pid` and all its descendants, as (pid, parent) pairs from /proc.
-pub fn process_tree(pid: u32) -> Vec<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+/// Every process of this host and its parent, from /proc.
+pub fn parents() -> HashMap<u32, u32> {
+    let mut parents = HashMap::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let Some(child) = entry
@@ -301,9 +306,18 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
                     after.split_whitespace().nth(1)?.parse::<u32>().ok()
                 });
             if let Some(parent) = parent {
-                children.entry(parent).or_default().push(child);
+                parents.insert(child, parent);
             }
         }
+    }
+    parents
+}
+
+/// `pid` and all its descendants.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (child, parent) in parents() {
+        children.entry(parent).or_default().push(child);
     }
     let mut tree = vec![pid];
     let mut i = 0;

@@ -328,6 +328,7 @@ impl Feed {
             found_by: format!("observer:{}", self.spec.name),
             exited_at_s: None,
             exit_status: None,
+            replicas: Vec::new(),
         })
     }
 

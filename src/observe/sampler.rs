@@ -58,6 +58,8 @@ struct Reader {
     started: Instant,
     interval: Duration,
     target: Option<u32>,
+    /// A target of several processes: each replica (`target` is the first).
+    replicas: Vec<u32>,
     /// The target's listening port on this host, for its accept queue.
     listen_port: Option<u16>,
     metrics: Vec<Scraper>,
@@ -78,6 +80,7 @@ struct Previous {
     cpu: Option<procfs::CpuTimes>,
     throttled_us: Option<u64>,
     target: Option<ProcCounters>,
+    replicas: Vec<Option<ProcCounters>>,
     generator: Option<ProcCounters>,
     tcp: std::collections::HashMap<&'static str, u64>,
 }
@@ -86,6 +89,8 @@ struct Previous {
 pub struct SamplerConfig {
     pub interval: Duration,
     pub target: Option<u32>,
+    /// A target of several processes: each replica, the first `target` (empty for one).
+    pub replicas: Vec<u32>,
     /// The target's listening port on this host, for its accept queue.
     pub listen_port: Option<u16>,
     pub metrics: Vec<MetricsSource>,
@@ -107,6 +112,7 @@ impl SamplerConfig {
         SamplerConfig {
             interval,
             target: None,
+            replicas: Vec::new(),
             listen_port: None,
             metrics: Vec::new(),
             samples_path: None,
@@ -139,6 +145,7 @@ impl Sampler {
             started: config.origin,
             interval,
             target: config.target,
+            replicas: config.replicas,
             listen_port: config.listen_port,
             taken: vec![Default::default(); config.metrics.len()],
             metrics: config
@@ -483,8 +490,14 @@ impl Reader {
         });
         let mut gone = false;
         let mut target_counters = None;
+        let replica_counters = self.read_replicas(dt, &mut values);
         if let Some(pid) = self.target {
-            let tree = procfs::process_tree_counters(pid);
+            // Several replicas: the service is their sum; gone when every one is.
+            let tree = if self.replicas.is_empty() {
+                procfs::process_tree_counters(pid)
+            } else {
+                sum_of(&replica_counters)
+            };
             gone = tree.is_none();
             values.insert("target.alive".into(), if gone { 0.0 } else { 1.0 });
             let processes = tree.as_ref().map_or(0, |(_, n)| *n);
@@ -537,10 +550,35 @@ impl Reader {
             cpu,
             throttled_us: cgroup.throttled_us,
             target: target_counters,
+            replicas: replica_counters
+                .into_iter()
+                .map(|r| r.map(|(c, _)| c))
+                .collect(),
             generator,
             tcp,
         });
         (Sample { t_s, values }, gone)
+    }
+
+    /// Each replica's figures (`replicaN.*`), and its counters (with its process count).
+    fn read_replicas(
+        &self,
+        dt: Option<f64>,
+        values: &mut BTreeMap<String, f64>,
+    ) -> Vec<Option<(ProcCounters, usize)>> {
+        let trees: Vec<Option<(ProcCounters, usize)>> = self
+            .replicas
+            .iter()
+            .map(|pid| procfs::process_tree_counters(*pid))
+            .collect();
+        for (i, tree) in trees.iter().enumerate() {
+            let prefix = format!("replica{}", i + 1);
+            let (counters, processes) = tree.as_ref().map_or((None, 0), |(c, n)| (Some(c), *n));
+            self.process_values(&prefix, counters, processes, dt, values, |p| {
+                p.replicas.get(i).and_then(Option::as_ref)
+            });
+        }
+        trees
     }
 
     /// Adds a process's figures under `prefix`; rates need the previous reading.
@@ -578,11 +616,29 @@ impl Reader {
             rate(now.involuntary_ctx, before.involuntary_ctx),
         );
         put("read_bytes_per_s", rate(now.read_bytes, before.read_bytes));
+        if prefix.starts_with("replica") {
+            put(
+                "write_calls_per_s",
+                rate(now.write_calls, before.write_calls),
+            );
+        }
         put(
             "write_bytes_per_s",
             rate(now.write_bytes, before.write_bytes),
         );
     }
+}
+
+/// The replicas' counters summed, with their processes; None when every one is gone.
+fn sum_of(replicas: &[Option<(ProcCounters, usize)>]) -> Option<(ProcCounters, usize)> {
+    replicas
+        .iter()
+        .flatten()
+        .cloned()
+        .reduce(|(mut total, n), (counters, m)| {
+            total.add(&counters);
+            (total, n + m)
+        })
 }
 
 #[cfg(test)]

@@ -105,8 +105,10 @@ impl ObserverSpec {
 pub struct ObservePlan {
     /// Sampling interval (at least 200 ms).
     pub interval: Duration,
-    /// The target's pid, given.
-    pub pid: Option<u32>,
+    /// The target's pids, given (more than one: replicas of one service).
+    pub pids: Vec<u32>,
+    /// Every process of this name is a replica of the target (`--process-name`).
+    pub process_name: Option<String>,
     /// A command that starts the target (`sh -c`), stopped at the end.
     pub spawn: Option<String>,
     /// Prometheus endpoints to scrape each sample.
@@ -140,7 +142,8 @@ impl Default for ObservePlan {
     fn default() -> Self {
         ObservePlan {
             interval: Duration::from_millis(500),
-            pid: None,
+            pids: Vec::new(),
+            process_name: None,
             spawn: None,
             metrics: Vec::new(),
             metric_names: Vec::new(),

@@ -18,6 +18,7 @@ use crate::Outcome;
 use session::{Parts, Session};
 
 mod observation;
+mod replicas;
 mod session;
 
 pub use observation::Observation;

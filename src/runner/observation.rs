@@ -6,6 +6,7 @@
 
 use crate::demo::DemoChild;
 use crate::error::Error;
+use crate::flame::choose::CpuSource;
 use crate::observe::processes::ProcessesReading;
 use crate::observe::remote;
 use crate::observe::sampler::{Sampler, SamplerConfig, SamplerObserver};
@@ -35,6 +36,8 @@ pub struct Observation {
     watching: Option<crate::plan::ObserverSpec>,
     /// Which profilers read the target, and why.
     profiling: Option<crate::model::run::Profiling>,
+    /// A target of several processes: each replica's profilers, threads and off-CPU stacks.
+    replicas: Option<super::replicas::ReplicasObserver>,
 }
 
 /// The profilers for the target's runtime (`--profiler auto`) or those asked for; what is
@@ -64,6 +67,73 @@ fn choose_profilers(
         crate::notice::say(format!("knee: {warning}"));
     }
     choice
+}
+
+/// Each replica's own observers: the chosen profilers and its threads, as a one-process
+/// target gets them.
+fn watch_replicas(
+    observe: &crate::plan::ObservePlan,
+    choice: &crate::flame::choose::Choice,
+    pids: &[u32],
+    dir: &Path,
+) -> super::replicas::ReplicasObserver {
+    let replicas = pids
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| {
+            let mut observers: Vec<Box<dyn Observer>> =
+                vec![Box::new(WindowObserver::local(ThreadsReading { pid }))];
+            if let Some(source) = choice.cpu.clone() {
+                observers.push(Box::new(crate::flame::ProfilerObserver::new(
+                    source,
+                    observe.profile_frequency,
+                    Some(pid),
+                    dir.to_path_buf(),
+                )));
+            }
+            let offcpu = crate::flame::offcpu::OffCpuObserver::new(
+                observe,
+                choice.waits,
+                Some(pid),
+                None,
+                dir.to_path_buf(),
+            );
+            if let Ok(offcpu) = offcpu {
+                observers.push(Box::new(offcpu));
+            }
+            super::replicas::Watched {
+                index: i + 1,
+                pid,
+                name: crate::observe::replicas::name_of(pid),
+                observers,
+            }
+        })
+        .collect();
+    super::replicas::ReplicasObserver {
+        replicas,
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// The target of the processes `pids` (the first is `pid`; several are replicas).
+fn several(pids: &[u32], by: &str) -> TargetProcess {
+    let replicas = if pids.len() > 1 {
+        pids.iter()
+            .map(|&pid| crate::model::run::Replica {
+                pid,
+                name: crate::observe::replicas::name_of(pid),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    TargetProcess {
+        pid: pids[0],
+        found_by: by.into(),
+        exited_at_s: None,
+        exit_status: None,
+        replicas,
+    }
 }
 
 /// Connects to each observer (its clock offset, its description) before any load: one that
@@ -131,13 +201,22 @@ impl Observation {
             found_by: by.into(),
             exited_at_s: None,
             exit_status: None,
+            replicas: Vec::new(),
         };
         let target = if let Some(s) = &spawned {
             Some(found(s.pid(), "spawn"))
         } else if let Some(pid) = demo.and_then(DemoChild::pid) {
             Some(found(pid, "demo"))
-        } else if let Some(pid) = observe.pid {
-            Some(found(pid, "pid"))
+        } else if !observe.pids.is_empty() {
+            Some(several(&observe.pids, "pid"))
+        } else if let Some(name) = &observe.process_name {
+            let pids = crate::observe::replicas::by_name(name);
+            if pids.is_empty() {
+                return Err(Error::input(format!(
+                    "--process-name {name}: no process of that name on this host"
+                )));
+            }
+            Some(several(&pids, "process-name"))
         } else if observe.sample && !observe.remote_target {
             target::find_by_port(&host, port).map(|pid| found(pid, "port"))
         } else {
@@ -173,6 +252,10 @@ impl Observation {
         let sampler = if observe.sample {
             let sampler = Sampler::start(SamplerConfig {
                 target: target.as_ref().map(|t| t.pid),
+                replicas: target
+                    .as_ref()
+                    .map(|t| t.replicas.iter().map(|r| r.pid).collect())
+                    .unwrap_or_default(),
                 listen_port: local.then_some(port),
                 metrics: sources,
                 samples_path: Some(dir.join("samples.jsonl")),
@@ -197,6 +280,30 @@ impl Observation {
             .filter_map(|feed| feed.description.target.as_ref())
             .find_map(|t| t.runtime);
         let choice = choose_profilers(plan, demo, pid, remote_runtime, watching);
+        let replica_pids: Vec<u32> = target
+            .as_ref()
+            .map(|t| t.replicas.iter().map(|r| r.pid).collect())
+            .unwrap_or_default();
+        // A profiler that reads a process (not a URL through the balancer) reads each replica.
+        let by_pid = !matches!(
+            choice.cpu,
+            Some(CpuSource::Pprof(..) | CpuSource::Observer(_))
+        );
+        if replica_pids.len() > 1 && by_pid && observe.sample {
+            let replicas = watch_replicas(observe, &choice, &replica_pids, dir);
+            return Ok(Observation {
+                sampler,
+                profiler: None,
+                offcpu: None,
+                listen_port: local.then_some(port),
+                spawned,
+                target,
+                feeds,
+                watching: None,
+                profiling: Some(choice.profiling),
+                replicas: Some(replicas),
+            });
+        }
         let profiler = choice.cpu.map(|source| {
             crate::flame::ProfilerObserver::new(
                 source,
@@ -233,6 +340,7 @@ impl Observation {
             watching: watching.cloned(),
             profiling: Some(choice.profiling)
                 .filter(|p| p.cpu.is_some() || p.offcpu.is_some() || !p.why.is_empty()),
+            replicas: None,
         })
     }
 
@@ -243,7 +351,11 @@ impl Observation {
 
     /// Whether any profiler will record (the profiled steps then get their tail).
     pub fn profiles(&self) -> bool {
-        self.profiler.is_some() || self.offcpu.is_some()
+        let replicas = self
+            .profiling
+            .as_ref()
+            .is_some_and(|p| p.cpu.is_some() || p.offcpu.is_some());
+        self.profiler.is_some() || self.offcpu.is_some() || (self.replicas.is_some() && replicas)
     }
 
     /// The observers read, as run.json keeps them.
@@ -262,9 +374,12 @@ impl Observation {
             observers.push(Box::new(profiler));
         }
         let own = std::process::id();
+        let one_process = self.replicas.is_none();
         if let Some(pid) = self.target.as_ref().map(|t| t.pid).filter(|p| *p != own) {
             if self.sampler.is_some() {
-                observers.push(Box::new(WindowObserver::local(ThreadsReading { pid })));
+                if one_process {
+                    observers.push(Box::new(WindowObserver::local(ThreadsReading { pid })));
+                }
                 observers.push(Box::new(WindowObserver::local(ProcessesReading {
                     target: pid,
                     listen_port: self.listen_port,
@@ -280,6 +395,9 @@ impl Observation {
         }
         if let Some(offcpu) = self.offcpu.take() {
             observers.push(Box::new(offcpu));
+        }
+        if let Some(replicas) = self.replicas.take() {
+            observers.push(Box::new(replicas));
         }
         observers
     }

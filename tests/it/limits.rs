@@ -19,17 +19,7 @@ struct LimitTarget {
 
 impl LimitTarget {
     fn start(args: &[&str]) -> LimitTarget {
-        let exe = std::env::current_exe().unwrap();
-        let binary: PathBuf = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .map(|dir| dir.join("examples/limit_targets"))
-            .unwrap();
-        assert!(
-            binary.exists(),
-            "{} (cargo test builds it)",
-            binary.display()
-        );
+        let binary = crate::util::example_binary("limit_targets");
         let (child, port) = spawn_reading_first_line(Command::new(&binary).args(args));
         LimitTarget {
             child,

@@ -16,6 +16,7 @@ mod observer;
 mod profiles;
 mod protocols;
 mod remote;
+mod replicas;
 mod report;
 mod runtimes;
 mod schedule;

@@ -804,3 +804,20 @@ pub fn spawn_reading_first_line(
         .unwrap();
     (child, line.trim().to_string())
 }
+
+/// One of knee's examples (examples/NAME.rs), which cargo test builds beside the test
+/// binary: target/<profile>/examples/NAME.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join(name))
+        .unwrap();
+    assert!(
+        binary.exists(),
+        "{} (cargo test builds it)",
+        binary.display()
+    );
+    binary
+}

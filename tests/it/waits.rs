@@ -7,7 +7,6 @@ use crate::tools::{have, GoService};
 use crate::util::{check_run_folder, knee_bin, serial, spawn_reading_first_line, TempDir};
 use knee::flame::offcpu::OffCpu;
 use knee::output::RunRecord;
-use std::path::PathBuf;
 use std::process::{Child, Command};
 
 /// One of examples/wait_targets.rs's services (stopped when dropped).
@@ -18,18 +17,7 @@ struct WaitTarget {
 
 impl WaitTarget {
     fn start(mode: &str) -> WaitTarget {
-        // cargo test builds the examples beside the test binary: target/<profile>/examples.
-        let exe = std::env::current_exe().unwrap();
-        let binary: PathBuf = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .map(|dir| dir.join("examples/wait_targets"))
-            .unwrap();
-        assert!(
-            binary.exists(),
-            "{} (cargo test builds it)",
-            binary.display()
-        );
+        let binary = crate::util::example_binary("wait_targets");
         let (child, port) = spawn_reading_first_line(Command::new(&binary).args([mode, "180"]));
         let url = format!("http://127.0.0.1:{port}/");
         WaitTarget { child, url }

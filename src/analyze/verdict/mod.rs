@@ -20,6 +20,7 @@ mod limits;
 mod limits_tests;
 pub mod nagle;
 mod processes;
+mod replicas;
 mod runtimes;
 mod signals;
 pub mod table;
@@ -89,6 +90,7 @@ impl Finding {
 }
 
 /// What the signals read: the knee step, the step below it, and the run's facts.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub knee: &'a StepResult,
     pub below: Option<&'a StepResult>,
@@ -197,6 +199,7 @@ pub fn verdict_on(
         max_error_rate,
     };
     let mut v = rank(signals::all(&ctx));
+    replicas::across(&ctx, slo, &mut v);
     v.knee_step = Some(knee.name.clone());
     v.below_step = below.map(|b| b.name.clone());
     v.holds = holds;

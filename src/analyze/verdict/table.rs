@@ -251,6 +251,9 @@ pub fn kind_of(rank: Rank) -> Option<Kind> {
     })
 }
 
+/// A replica doing at least this many times an even share of the work is an uneven spread.
+pub const UNEVEN_SHARE: f64 = 1.5;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,116 @@
+//! The verdict across the replicas of a target of several processes. The service's verdict
+//! is judged on the merged view (its CPU is every replica's, its waits all of theirs); each
+//! replica is then judged alone, on its own series, profile and waits (its waits per request
+//! against its own share of the requests), and the verdict says in how many the same
+//! bottleneck was found, and whether the balancer spread the work unevenly.
+
+use super::table::UNEVEN_SHARE;
+use super::{rank, signals, waits_baseline, Context};
+use crate::model::observed::ReplicaObserved;
+use crate::model::step::StepResult;
+use crate::model::verdict::Verdict;
+use crate::slo::Slo;
+
+/// The knee step's replicas, when the target had several.
+fn replicas_of(step: &StepResult) -> Option<&[ReplicaObserved]> {
+    let replicas = step.observed.as_ref()?.replicas.as_deref()?;
+    (replicas.len() > 1).then_some(replicas)
+}
+
+/// `step` as replica `index` alone saw it: its own profile, waits and threads, and its
+/// `replicaN.*` series as the target's; None when the step has no such replica.
+pub fn view(step: &StepResult, index: usize) -> Option<StepResult> {
+    let observed = step.observed.as_ref()?;
+    let replica = observed
+        .replicas
+        .as_ref()?
+        .iter()
+        .find(|r| r.index == index)?;
+    let mut own = (*replica.observed).clone();
+    own.processes = observed.processes.clone();
+    if let Some(samplers) = &observed.samplers {
+        let mut samplers = samplers.clone();
+        let prefix = format!("replica{index}.");
+        let mine: Vec<(String, crate::model::Stat)> = samplers
+            .series
+            .iter()
+            .filter_map(|(k, v)| Some((format!("target.{}", k.strip_prefix(&prefix)?), *v)))
+            .collect();
+        samplers.series.retain(|k, _| !k.starts_with("replica"));
+        samplers.series.extend(mine);
+        samplers.target_pid = Some(replica.pid);
+        own.samplers = Some(samplers);
+    }
+    own.replicas = None;
+    Some(StepResult {
+        observed: Some(own),
+        ..step.clone()
+    })
+}
+
+/// Judges each replica alone and adds to `v`: in how many of them its bottleneck was, each
+/// one's own, and an uneven spread.
+pub fn across(ctx: &Context, slo: &Slo, v: &mut Verdict) {
+    let Some(replicas) = replicas_of(ctx.knee) else {
+        return;
+    };
+    let mut same = 0;
+    let mut lines = Vec::new();
+    for replica in replicas {
+        let Some(knee) = view(ctx.knee, replica.index) else {
+            continue;
+        };
+        let below = ctx.below.and_then(|b| view(b, replica.index));
+        let baseline: Vec<StepResult> = ctx
+            .steps
+            .iter()
+            .filter_map(|s| view(s, replica.index))
+            .collect();
+        let waits_below = waits_baseline(&baseline, below.as_ref(), slo);
+        let own = rank(signals::all(&Context {
+            knee: &knee,
+            below: below.as_ref(),
+            waits_below,
+            ..*ctx
+        }));
+        if own.kind == v.kind && own.site == v.site {
+            same += 1;
+        }
+        let share = replica
+            .share
+            .zip(replica.share_of)
+            .map_or(String::new(), |(s, of)| {
+                format!("; {:.0} % of the service's {}", s * 100.0, of.words())
+            });
+        lines.push(format!(
+            "replica {} (pid {}, {}): {}{share}",
+            replica.index, replica.pid, replica.name, own.bottleneck
+        ));
+    }
+    let n = replicas.len();
+    v.bottleneck = format!("{} (in {same} of {n} replicas)", v.bottleneck);
+    v.evidence.extend(lines);
+    if let Some(line) = uneven(replicas) {
+        v.evidence.push(line);
+    }
+}
+
+/// "uneven spread: replica 2 did 75 % of the work (write calls; an even share is 50 %)",
+/// when one replica's share is at least `UNEVEN_SHARE` times an even one.
+fn uneven(replicas: &[ReplicaObserved]) -> Option<String> {
+    let even = 1.0 / replicas.len() as f64;
+    let busiest = replicas
+        .iter()
+        .filter_map(|r| Some((r, r.share?, r.share_of?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    (busiest.1 >= UNEVEN_SHARE * even).then(|| {
+        format!(
+            "uneven spread: replica {} (pid {}) did {:.0} % of the work ({}; an even share is {:.0} %)",
+            busiest.0.index,
+            busiest.0.pid,
+            busiest.1 * 100.0,
+            busiest.2.words(),
+            even * 100.0
+        )
+    })
+}
