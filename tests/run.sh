@@ -4,7 +4,7 @@
 # /metrics, built by the tests), node_exporter (a host's figures), perf (linux-perf: CPU
 # and off-CPU profiles of a process), PostgreSQL and Debian's python3 with psycopg2 (a
 # database behind a small service), a JDK (Java Flight Recorder's jfr) and Node.js (the
-# runtimes' test services) — from Debian's packages, and py-spy from PyPI; then runs the
+# runtimes' test services), nginx (a balancer in front of replicas) — from Debian's packages, and py-spy from PyPI; then runs the
 # tests with
 # KNEE_REQUIRE_TOOLS=1, so a tool that is still missing fails its tests instead of skipping
 # them. Extra arguments go to `cargo test`.
@@ -21,6 +21,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need+=(python3-psycopg2)
 command -v jfr >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v node >/dev/null || need+=(nodejs)
+command -v nginx >/dev/null || need+=(nginx-light)
 command -v py-spy >/dev/null || command -v pip3 >/dev/null || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -38,9 +38,12 @@ pub fn render(c: &Comparison) -> Vec<u8> {
             escape(&shift.describe("req/s"))
         );
     }
+    let scale = c.scale.as_ref().map_or(String::new(), |s| {
+        format!("<tr><td><b>replicas</b></td><td>{}</td></tr>", escape(s))
+    });
     let _ = write!(
         out,
-        "<tr><td><b>was</b></td><td>{}</td></tr><tr><td><b>now</b></td><td>{}</td></tr></table></div>",
+        "<tr><td><b>was</b></td><td>{}</td></tr><tr><td><b>now</b></td><td>{}</td></tr>{scale}</table></div>",
         escape(&c.verdict_before),
         escape(&c.verdict_after)
     );

@@ -31,6 +31,9 @@ pub fn render(c: &Comparison) -> Vec<u8> {
     }
     let _ = writeln!(out, "\n**Was:** {}  ", md_cell(&c.verdict_before));
     let _ = writeln!(out, "**Now:** {}\n", md_cell(&c.verdict_after));
+    if let Some(scale) = &c.scale {
+        let _ = writeln!(out, "**Replicas:** {}\n", md_cell(scale));
+    }
     if !c.holds.is_empty() {
         let _ = writeln!(
             out,

@@ -78,6 +78,9 @@ pub struct Comparison<'a> {
     /// "serialized on a lock; 93 % of samples in `critical_section` (hold-095)".
     pub verdict_before: String,
     pub verdict_after: String,
+    /// Runs of different numbers of replicas: the capacity's ratio against theirs, and
+    /// whether the bottleneck stayed in each replica (`scale_line`).
+    pub scale: Option<String>,
     pub holds: Vec<HoldPair<'a>>,
 }
 
@@ -117,6 +120,12 @@ impl Side {
                 .filter_map(|s| s.offered_rps)
                 .reduce(f64::max)
         })
+    }
+
+    /// How many processes the target was: its replicas, else one when it was known.
+    pub fn replicas(&self) -> Option<usize> {
+        let target = self.run.target_process.as_ref()?;
+        Some(target.replicas.len().max(1))
     }
 
     pub fn hold_steps(&self) -> impl Iterator<Item = &StepResult> {
@@ -194,8 +203,36 @@ pub fn compare<'a>(before: &'a Side, after: &'a Side, out: &Path) -> Comparison<
         },
         verdict_before: before.verdict_line(),
         verdict_after: after.verdict_line(),
+        scale: scale_line(before, after),
         holds,
     }
+}
+
+/// "1 → 2 replicas: capacity ×1.98 (×2 the replicas); the bottleneck stayed in each replica:
+/// serialized on a lock in X (in 2 of 2 replicas)", or "…: the bottleneck moved out of the
+/// replicas: <the after run's>". None when both runs had as many processes, or either is
+/// unknown.
+pub fn scale_line(before: &Side, after: &Side) -> Option<String> {
+    let (n, m) = (before.replicas()?, after.replicas()?);
+    if n == m {
+        return None;
+    }
+    let ratio = after.capacity()? / before.capacity().filter(|c| *c > 0.0)?;
+    let (was, now) = (before.run.verdict.as_ref()?, after.run.verdict.as_ref()?);
+    let in_every = m == 1
+        || now
+            .bottleneck
+            .ends_with(&format!("(in {m} of {m} replicas)"));
+    let stayed = was.kind == now.kind && was.site == now.site && in_every;
+    let what = if stayed {
+        format!("the bottleneck stayed in each replica: {}", now.bottleneck)
+    } else {
+        format!("the bottleneck moved: now {}", now.bottleneck)
+    };
+    Some(format!(
+        "{n} → {m} replicas: capacity ×{ratio:.2} (×{:.2} the replicas); {what}",
+        m as f64 / n as f64
+    ))
 }
 
 /// The differential flamegraph of one hold step pair, if both were profiled.
@@ -264,8 +301,12 @@ pub fn run(before: &Path, after: &Path, out: &Path) -> Result<Shift, Error> {
 
 /// The terminal summary (also the top of compare.md).
 pub fn summary(c: &Comparison) -> String {
+    let scale = c
+        .scale
+        .as_ref()
+        .map_or(String::new(), |s| format!("  scale: {s}\n"));
     format!(
-        "knee compare: {} → {}\n  capacity      {}\n  latency knee  {}\n  saturation    {}\n  was: {}\n  now: {}\n",
+        "knee compare: {} → {}\n  capacity      {}\n  latency knee  {}\n  saturation    {}\n  was: {}\n  now: {}\n{scale}",
         c.before.label,
         c.after.label,
         c.capacity.describe("req/s"),

@@ -216,6 +216,9 @@ pub struct TargetProcess {
     /// A target of several processes: every replica, `pid` the first (empty for one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Replica>,
+    /// The local balancer the URL's port belongs to, when knee followed it to the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<Replica>,
 }
 
 /// One process of a target of several.

@@ -57,12 +57,14 @@ pub enum Kind {
     /// Nagle's algorithm against the client's delayed ACK: a 40 ms stall per response on a
     /// reused connection.
     Nagle,
+    /// The local balancer in front of the service is at its CPU (its worker processes busy).
+    Balancer,
     #[default]
     Unclear,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Errors,
         Kind::MemoryPressure,
         Kind::Lock,
@@ -82,6 +84,7 @@ impl Kind {
         Kind::Gc,
         Kind::RateLimited,
         Kind::Nagle,
+        Kind::Balancer,
         Kind::Unclear,
     ];
 
@@ -106,6 +109,7 @@ impl Kind {
             Kind::Gc => "gc",
             Kind::RateLimited => "rate_limited",
             Kind::Nagle => "nagle",
+            Kind::Balancer => "balancer",
             Kind::Unclear => "unclear",
         }
     }

@@ -2,6 +2,7 @@
 //! (samplers, profilers) implements `Observer`. It is told when each step starts and ends and
 //! writes what it saw into its part of the step's `observed` record (model::observed).
 
+pub mod balancer;
 pub mod cgroup;
 pub mod disks;
 pub mod exporters;

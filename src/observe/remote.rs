@@ -329,6 +329,7 @@ impl Feed {
             exited_at_s: None,
             exit_status: None,
             replicas: Vec::new(),
+            balancer: None,
         })
     }
 

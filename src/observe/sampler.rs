@@ -60,6 +60,8 @@ struct Reader {
     target: Option<u32>,
     /// A target of several processes: each replica (`target` is the first).
     replicas: Vec<u32>,
+    /// The local balancer in front of the target (`balancer.*`).
+    balancer: Option<u32>,
     /// The target's listening port on this host, for its accept queue.
     listen_port: Option<u16>,
     metrics: Vec<Scraper>,
@@ -81,6 +83,7 @@ struct Previous {
     throttled_us: Option<u64>,
     target: Option<ProcCounters>,
     replicas: Vec<Option<ProcCounters>>,
+    balancer: Option<ProcCounters>,
     generator: Option<ProcCounters>,
     tcp: std::collections::HashMap<&'static str, u64>,
 }
@@ -91,6 +94,8 @@ pub struct SamplerConfig {
     pub target: Option<u32>,
     /// A target of several processes: each replica, the first `target` (empty for one).
     pub replicas: Vec<u32>,
+    /// The local balancer in front of the target, sampled as `balancer.*`.
+    pub balancer: Option<u32>,
     /// The target's listening port on this host, for its accept queue.
     pub listen_port: Option<u16>,
     pub metrics: Vec<MetricsSource>,
@@ -113,6 +118,7 @@ impl SamplerConfig {
             interval,
             target: None,
             replicas: Vec::new(),
+            balancer: None,
             listen_port: None,
             metrics: Vec::new(),
             samples_path: None,
@@ -146,6 +152,7 @@ impl Sampler {
             interval,
             target: config.target,
             replicas: config.replicas,
+            balancer: config.balancer,
             listen_port: config.listen_port,
             taken: vec![Default::default(); config.metrics.len()],
             metrics: config
@@ -511,6 +518,17 @@ impl Reader {
                 |p| p.target.as_ref(),
             );
         }
+        let balancer = self.balancer.and_then(procfs::process_tree_counters);
+        let processes = balancer.as_ref().map_or(0, |(_, n)| *n);
+        let balancer = balancer.map(|(counters, _)| counters);
+        self.process_values(
+            "balancer",
+            balancer.as_ref(),
+            processes,
+            dt,
+            &mut values,
+            |p| p.balancer.as_ref(),
+        );
         let tcp = procfs::tcp_counters();
         if let (Some(dt), Some(before)) = (dt, self.previous.as_ref().map(|p| &p.tcp)) {
             for (name, value) in &tcp {
@@ -554,6 +572,7 @@ impl Reader {
                 .into_iter()
                 .map(|r| r.map(|(c, _)| c))
                 .collect(),
+            balancer,
             generator,
             tcp,
         });

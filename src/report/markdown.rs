@@ -30,6 +30,7 @@ impl Exporter for Markdown {
         connects(&mut out, run);
         flamegraphs(&mut out, run);
         offcpu(&mut out, run);
+        super::replicas::section(&mut out, run);
         let _ = writeln!(out, "## Files\n");
         let _ = writeln!(
             out,

@@ -8,6 +8,7 @@ pub mod html;
 pub mod junit;
 pub mod markdown;
 pub mod markup;
+mod replicas;
 pub mod text_chart;
 pub mod timeline;
 

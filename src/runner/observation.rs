@@ -133,7 +133,37 @@ fn several(pids: &[u32], by: &str) -> TargetProcess {
         exited_at_s: None,
         exit_status: None,
         replicas,
+        balancer: None,
     }
+}
+
+/// The upstreams of the balancer `pid` owning the URL's port, as the target (the balancer
+/// recorded beside them); None when `pid` is no balancer knee knows, the URL is not plain
+/// HTTP, or no local upstream was seen (said in one line).
+fn follow_balancer(plan: &RunPlan, pid: u32, host: &str, port: u16) -> Option<TargetProcess> {
+    use crate::observe::balancer;
+    if !balancer::is_balancer(pid) || plan.target.base.scheme_str() != Some("http") {
+        return None;
+    }
+    let name = crate::observe::replicas::name_of(pid);
+    let path = plan.target.base.path();
+    let followed = balancer::follow(pid, &format!("{host}:{port}"), path, port);
+    if followed.upstreams.is_empty() {
+        crate::notice::say(format!(
+            "knee: target: {name} (pid {pid}) owns port {port}; {} requests showed no upstream on this host, so it is the target",
+            followed.requests
+        ));
+        return None;
+    }
+    let pids: Vec<String> = followed.upstreams.iter().map(u32::to_string).collect();
+    crate::notice::say(format!(
+        "knee: target: {name} (pid {pid}) on port {port} forwards to pid {} (seen in {} requests before the load); the balancer is sampled beside them",
+        pids.join(", "),
+        followed.requests
+    ));
+    let mut target = several(&followed.upstreams, "balancer");
+    target.balancer = Some(crate::model::run::Replica { pid, name });
+    Some(target)
 }
 
 /// Connects to each observer (its clock offset, its description) before any load: one that
@@ -202,6 +232,7 @@ impl Observation {
             exited_at_s: None,
             exit_status: None,
             replicas: Vec::new(),
+            balancer: None,
         };
         let target = if let Some(s) = &spawned {
             Some(found(s.pid(), "spawn"))
@@ -218,7 +249,9 @@ impl Observation {
             }
             Some(several(&pids, "process-name"))
         } else if observe.sample && !observe.remote_target {
-            target::find_by_port(&host, port).map(|pid| found(pid, "port"))
+            target::find_by_port(&host, port).map(|pid| {
+                follow_balancer(plan, pid, &host, port).unwrap_or_else(|| found(pid, "port"))
+            })
         } else {
             None
         };
@@ -256,6 +289,10 @@ impl Observation {
                     .as_ref()
                     .map(|t| t.replicas.iter().map(|r| r.pid).collect())
                     .unwrap_or_default(),
+                balancer: target
+                    .as_ref()
+                    .and_then(|t| t.balancer.as_ref())
+                    .map(|b| b.pid),
                 listen_port: local.then_some(port),
                 metrics: sources,
                 samples_path: Some(dir.join("samples.jsonl")),

@@ -7,15 +7,6 @@ use knee::analyze::mean;
 use knee::output::RunRecord;
 use std::process::Command;
 
-/// A free port on 127.0.0.1 (bound and released: a tiny race, fine on a test box).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_demo_command(port: u16) -> String {
     format!("exec {} demo --port {port}", knee_bin())
 }

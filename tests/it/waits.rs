@@ -32,7 +32,7 @@ impl Drop for WaitTarget {
 }
 
 /// Holds long enough for a second of off-CPU recording (Go's profiles take whole seconds).
-const HUNT: [&str; 8] = [
+pub const HUNT: [&str; 8] = [
     "--step-duration",
     "600ms",
     "--hold-duration",

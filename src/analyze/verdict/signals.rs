@@ -9,7 +9,7 @@ use crate::model::series::{self, host};
 use crate::model::verdict::Kind;
 
 pub fn all(ctx: &Context) -> Vec<Finding> {
-    let signals: [fn(&Context) -> Option<Finding>; 23] = [
+    let signals: [fn(&Context) -> Option<Finding>; 24] = [
         errors,
         super::limits::memory_limit,
         memory_pressure,
@@ -22,6 +22,7 @@ pub fn all(ctx: &Context) -> Vec<Finding> {
         super::runtimes::gil,
         cpu_bound,
         super::processes::downstream,
+        super::replicas::balancer,
         super::waits::wait_site,
         queue_gauge,
         super::limits::gc,

@@ -34,6 +34,8 @@ pub enum Rank {
     Gil,
     /// A downstream the target holds connections to is CPU-bound while the target waits.
     SaturatedDownstream,
+    /// The local balancer in front of the target at ≥ 90 % of its worker processes' CPU.
+    SaturatedBalancer,
     /// The listen backlog overflowed while the target's CPU was not saturated.
     AcceptQueue,
     /// Good throughput flat while the rest is answered 429/503 fast, CPU low.
@@ -81,7 +83,7 @@ pub enum Rank {
 }
 
 /// Each rank's strength, strongest first.
-pub const TABLE: [(Rank, f64); 31] = [
+pub const TABLE: [(Rank, f64); 32] = [
     (Rank::MemoryLimit, 0.96),
     (Rank::MemoryPressure, 0.95),
     (Rank::FdLimit, 0.94),
@@ -92,6 +94,7 @@ pub const TABLE: [(Rank, f64); 31] = [
     (Rank::OneThread, 0.9),
     (Rank::Gil, 0.9),
     (Rank::SaturatedDownstream, 0.89),
+    (Rank::SaturatedBalancer, 0.89),
     (Rank::AcceptQueue, 0.88),
     (Rank::RateLimited, 0.87),
     (Rank::Errors, 0.85),
@@ -237,6 +240,7 @@ pub fn kind_of(rank: Rank) -> Option<Kind> {
         }
         Rank::OneThread | Rank::Gil => Kind::SingleThread,
         Rank::SaturatedDownstream => Kind::Downstream,
+        Rank::SaturatedBalancer => Kind::Balancer,
         Rank::AcceptQueue | Rank::AcceptQueueCpuSaturated => Kind::AcceptQueue,
         Rank::Errors => Kind::Errors,
         Rank::QueueGaugeWithCpu | Rank::QueueGauge | Rank::IdleRuntime | Rank::Waiting => {
@@ -250,6 +254,10 @@ pub fn kind_of(rank: Rank) -> Option<Kind> {
         Rank::StrongWaitSite | Rank::WaitSite => return None,
     })
 }
+
+/// A balancer whose CPU is at least this share of its worker processes' (or of the host's
+/// cores, when fewer) is saturated.
+pub const BALANCER_BUSY: f64 = 0.9;
 
 /// A replica doing at least this many times an even share of the work is an uneven spread.
 pub const UNEVEN_SHARE: f64 = 1.5;
