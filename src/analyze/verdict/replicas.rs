@@ -4,11 +4,10 @@
 //! against its own share of the requests), and the verdict says in how many the same
 //! bottleneck was found, and whether the balancer spread the work unevenly.
 
-use super::table::{Rank, BALANCER_BUSY, UNEVEN_SHARE};
-use super::{rank, signals, waits_baseline, Context, Finding};
+use super::table::UNEVEN_SHARE;
+use super::{rank, signals, waits_baseline, Context};
 use crate::model::observed::ReplicaObserved;
 use crate::model::step::StepResult;
-use crate::model::verdict::Kind;
 use crate::model::verdict::Verdict;
 use crate::slo::Slo;
 
@@ -114,76 +113,4 @@ fn uneven(replicas: &[ReplicaObserved]) -> Option<String> {
             even * 100.0
         )
     })
-}
-
-/// The balancer in front of the service (`balancer.*`, when knee followed one) at its CPU:
-/// at least `BALANCER_BUSY` of its worker processes (a master and its workers: one core per
-/// worker) or of the host's cores, when fewer.
-pub fn balancer(ctx: &Context) -> Option<Finding> {
-    let cpu = ctx.at_knee("balancer.cpu_cores")?;
-    let processes = ctx.at_knee("balancer.processes").unwrap_or(1.0).round();
-    let workers = if processes > 1.0 {
-        processes - 1.0
-    } else {
-        1.0
-    };
-    let ceiling = workers.min(ctx.cores);
-    if cpu < BALANCER_BUSY * ceiling {
-        return None;
-    }
-    let was = ctx
-        .below("balancer.cpu_cores")
-        .map_or(String::new(), |b| format!(" (below the knee: {b:.2})"));
-    let mut finding = Finding::new(
-        Kind::Balancer,
-        Rank::SaturatedBalancer,
-        format!("the balancer in front of the service, at {cpu:.2} cores"),
-    )
-    .evidence(format!(
-        "the balancer used {cpu:.2} cores at the knee{was}, with {workers:.0} worker process(es) on {:.0} cores: {:.0} % of what it can use",
-        ctx.cores,
-        cpu * 100.0 / ceiling
-    ))
-    .confirm("more worker processes for the balancer (nginx worker_processes, HAProxy nbthread), or one balancer per host");
-    if let Some(target) = ctx.target_cpu() {
-        finding = finding.evidence(format!("the service behind it used {target:.2} cores"));
-    }
-    finding.site = None;
-    Some(finding)
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::analyze::verdict::verdict;
-    use crate::model::step::testing::step;
-    use crate::model::Phase;
-
-    #[test]
-    fn a_balancer_at_its_workers_cpu_is_named_and_one_with_room_is_not() {
-        let pair = |balancer_cpu: f64| {
-            let below = step("hold-095", Phase::Hold, 4750.0, 4750.0, 12.0)
-                .with("host.cores", 2.0)
-                .with("target.cpu_cores", 0.5)
-                .with("balancer.cpu_cores", 0.7)
-                .with("balancer.processes", 2.0);
-            let knee = step("hold-105", Phase::Hold, 5250.0, 4800.0, 900.0)
-                .failing()
-                .with("host.cores", 2.0)
-                .with("target.cpu_cores", 0.55)
-                .with("balancer.cpu_cores", balancer_cpu)
-                .with("balancer.processes", 2.0);
-            verdict(&[below, knee], Some(4750.0), 0.01)
-        };
-        // nginx with one worker (a master and a worker) at a full core.
-        let v = pair(0.97);
-        assert_eq!(v.kind.to_string(), "balancer", "{v:#?}");
-        assert!(
-            v.evidence.iter().any(|e| e.contains(
-                "the balancer used 0.97 cores at the knee (below the knee: 0.70), with 1 worker process(es) on 2 cores: 97 %"
-            )),
-            "{v:#?}"
-        );
-        let v = pair(0.6);
-        assert_ne!(v.kind.to_string(), "balancer", "{v:#?}");
-    }
 }

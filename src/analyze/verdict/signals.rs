@@ -22,7 +22,7 @@ pub fn all(ctx: &Context) -> Vec<Finding> {
         super::runtimes::gil,
         cpu_bound,
         super::processes::downstream,
-        super::replicas::balancer,
+        super::processes::balancer,
         super::waits::wait_site,
         queue_gauge,
         super::limits::gc,
