@@ -29,7 +29,7 @@ use crate::observe::procfs;
 use crate::observe::Observer;
 use crate::plan::{Phase, StepSpec};
 use crate::stacks::render;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Rows kept in each top-functions table.
@@ -246,14 +246,8 @@ impl ProfilerObserver {
             profile.undersampled =
                 signalled && rate < f64::from(profile.frequency_hz) * UNDERSAMPLED_SHARE;
         }
-        let dir = self.dir.join("flame");
-        let stem = format!("flame/{}", spec.name);
-        let write = |suffix: &str, bytes: &[u8]| -> Option<String> {
-            std::fs::create_dir_all(&dir).ok()?;
-            let relative = format!("{stem}.{suffix}");
-            std::fs::write(self.dir.join(&relative), bytes).ok()?;
-            Some(relative)
-        };
+        let write =
+            |suffix: &str, bytes: &[u8]| write_step_file(&self.dir, &spec.name, suffix, bytes);
         if let Some(pprof) = &captured.pprof {
             profile.pprof = write("pb.gz", pprof);
         }
@@ -266,8 +260,25 @@ impl ProfilerObserver {
     }
 }
 
+/// Writes `flame/STEP.SUFFIX` into the run folder `dir`; its path relative to the folder,
+/// None when it could not be written.
+pub(crate) fn write_step_file(
+    dir: &Path,
+    step: &str,
+    suffix: &str,
+    bytes: &[u8],
+) -> Option<String> {
+    std::fs::create_dir_all(dir.join("flame")).ok()?;
+    let relative = format!("flame/{step}.{suffix}");
+    std::fs::write(dir.join(&relative), bytes).ok()?;
+    Some(relative)
+}
+
 /// The service's own functions by samples, most first, with their share of all samples.
-fn top_own(own: &std::collections::BTreeMap<String, u64>, total: u64) -> Vec<FunctionShare> {
+pub(crate) fn top_own(
+    own: &std::collections::BTreeMap<String, u64>,
+    total: u64,
+) -> Vec<FunctionShare> {
     let mut rows: Vec<FunctionShare> = own
         .iter()
         .map(|(function, samples)| FunctionShare {

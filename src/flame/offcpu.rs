@@ -483,10 +483,7 @@ impl OffCpuObserver {
     }
 
     fn write_file(&self, spec: &StepSpec, suffix: &str, bytes: &[u8]) -> Option<String> {
-        std::fs::create_dir_all(self.dir.join("flame")).ok()?;
-        let relative = format!("flame/{}.{suffix}", spec.name);
-        std::fs::write(self.dir.join(&relative), bytes).ok()?;
-        Some(relative)
+        super::write_step_file(&self.dir, &spec.name, suffix, bytes)
     }
 }
 

@@ -4,13 +4,11 @@
 //! waits per request of the service are all replicas' waits over all requests, and each
 //! replica's are its waits over its share of the requests.
 
-use crate::model::observed::{FunctionShare, OffCpu, StepProfile, WaitSite};
-use crate::stacks::folded::Folded;
-use crate::stacks::render;
+use super::{top_own, write_step_file, TOP_FUNCTIONS as TOP};
+use crate::model::observed::{OffCpu, StepProfile, WaitKind, WaitSite};
+use crate::stacks::{folded::Folded, read_folded, render};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-const TOP: usize = 10;
 
 /// One CPU profile of the service from its replicas' (None when no replica has one): stacks
 /// summed into `flame/STEP.{folded,svg}`, samples and CPU added, tops recomputed.
@@ -25,9 +23,7 @@ pub fn merge_profiles(
     let mut own: BTreeMap<String, u64> = BTreeMap::new();
     for part in parts.iter().filter(|p| p.error.is_none()) {
         if let Some(theirs) = crate::stacks::load_folded(dir, part) {
-            for (stack, count) in theirs.stacks {
-                *folded.stacks.entry(stack).or_default() += count;
-            }
+            folded.add(theirs);
         }
         for row in &part.top_own {
             *own.entry(row.function.clone()).or_default() += row.samples;
@@ -47,15 +43,14 @@ pub fn merge_profiles(
         pprof: None,
         top_self: folded.top_self(TOP),
         top_inclusive: folded.top_inclusive(TOP),
-        top_own: ranked(own, total),
+        top_own: top_own(&own, total),
         error: None,
         ..(*first).clone()
     };
-    let stem = format!("flame/{step}");
-    merged.folded = write(dir, &format!("{stem}.folded"), folded.to_text().as_bytes());
+    merged.folded = write_step_file(dir, step, "folded", folded.to_text().as_bytes());
     let subtitle = format!("{} replicas, {total} samples summed", parts.len());
     if let Ok(svg) = render::flamegraph_svg(&folded, title, &subtitle) {
-        merged.svg = write(dir, &format!("{stem}.svg"), &svg);
+        merged.svg = write_step_file(dir, step, "svg", &svg);
     }
     Some(merged)
 }
@@ -74,7 +69,7 @@ pub fn merge_offcpu(
     let sum = |f: fn(&OffCpu) -> f64| ok.iter().map(|p| f(p)).sum::<f64>();
     let waiting_ms = sum(|p| p.waiting_ms);
     let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
-    let mut sites: BTreeMap<(String, crate::model::observed::WaitKind), f64> = BTreeMap::new();
+    let mut sites: BTreeMap<(String, WaitKind), f64> = BTreeMap::new();
     let mut folded = Folded::default();
     for part in &ok {
         for (kind, ms) in &part.by_kind {
@@ -83,12 +78,8 @@ pub fn merge_offcpu(
         for site in &part.top {
             *sites.entry((site.function.clone(), site.kind)).or_default() += site.ms;
         }
-        let text = part
-            .folded
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(dir.join(f)).ok());
-        for (stack, count) in text.map(|t| Folded::parse(&t).stacks).unwrap_or_default() {
-            *folded.stacks.entry(stack).or_default() += count;
+        if let Some(theirs) = part.folded.as_ref().and_then(|f| read_folded(dir, f)) {
+            folded.add(theirs);
         }
     }
     let per_request = |ms: f64| (requests > 0).then(|| ms / requests as f64);
@@ -121,11 +112,11 @@ pub fn merge_offcpu(
         ..(*first).clone()
     };
     if !folded.stacks.is_empty() {
-        let stem = format!("flame/{step}.offcpu");
-        merged.folded = write(dir, &format!("{stem}.folded"), folded.to_text().as_bytes());
+        let text = folded.to_text();
+        merged.folded = write_step_file(dir, step, "offcpu.folded", text.as_bytes());
         let subtitle = format!("{} replicas summed", parts.len());
         if let Ok(svg) = render::offcpu_svg(&folded, title, &subtitle) {
-            merged.svg = write(dir, &format!("{stem}.svg"), &svg);
+            merged.svg = write_step_file(dir, step, "offcpu.svg", &svg);
         }
     }
     Some(merged)
@@ -140,24 +131,4 @@ pub fn per_replica_requests(offcpu: &mut OffCpu, share: f64) {
     for site in &mut offcpu.top {
         site.ms_per_request = Some(site.ms / own as f64);
     }
-}
-
-fn ranked(counts: BTreeMap<String, u64>, total: u64) -> Vec<FunctionShare> {
-    let mut rows: Vec<FunctionShare> = counts
-        .into_iter()
-        .map(|(function, samples)| FunctionShare {
-            function,
-            samples,
-            percent: (samples as f64 * 1000.0 / total.max(1) as f64).round() / 10.0,
-        })
-        .collect();
-    rows.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.function.cmp(&b.function)));
-    rows.truncate(TOP);
-    rows
-}
-
-fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Option<String> {
-    std::fs::create_dir_all(dir.join("flame")).ok()?;
-    std::fs::write(dir.join(relative), bytes).ok()?;
-    Some(relative.to_string())
 }

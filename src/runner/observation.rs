@@ -226,14 +226,7 @@ impl Observation {
             )?),
             None => None,
         };
-        let found = |pid: u32, by: &str| TargetProcess {
-            pid,
-            found_by: by.into(),
-            exited_at_s: None,
-            exit_status: None,
-            replicas: Vec::new(),
-            balancer: None,
-        };
+        let found = |pid: u32, by: &str| several(&[pid], by);
         let target = if let Some(s) = &spawned {
             Some(found(s.pid(), "spawn"))
         } else if let Some(pid) = demo.and_then(DemoChild::pid) {
@@ -281,14 +274,15 @@ impl Observation {
         // or a process of this host was named as the target.
         let local = !observe.remote_target && target::is_local(&host);
         let remote = !local && target.is_none();
+        let replica_pids: Vec<u32> = target
+            .as_ref()
+            .map(|t| t.replicas.iter().map(|r| r.pid).collect())
+            .unwrap_or_default();
         let feeds = connect_observers(&observe.observers, observe.interval, origin)?;
         let sampler = if observe.sample {
             let sampler = Sampler::start(SamplerConfig {
                 target: target.as_ref().map(|t| t.pid),
-                replicas: target
-                    .as_ref()
-                    .map(|t| t.replicas.iter().map(|r| r.pid).collect())
-                    .unwrap_or_default(),
+                replicas: replica_pids.clone(),
                 balancer: target
                     .as_ref()
                     .and_then(|t| t.balancer.as_ref())
@@ -317,10 +311,6 @@ impl Observation {
             .filter_map(|feed| feed.description.target.as_ref())
             .find_map(|t| t.runtime);
         let choice = choose_profilers(plan, demo, pid, remote_runtime, watching);
-        let replica_pids: Vec<u32> = target
-            .as_ref()
-            .map(|t| t.replicas.iter().map(|r| r.pid).collect())
-            .unwrap_or_default();
         // A profiler that reads a process (not a URL through the balancer) reads each replica.
         let by_pid = !matches!(
             choice.cpu,

@@ -93,6 +93,13 @@ impl Folded {
             .collect()
     }
 
+    /// Adds `other`'s stacks to these (profiles of several processes summed).
+    pub fn add(&mut self, other: Folded) {
+        for (stack, count) in other.stacks {
+            *self.stacks.entry(stack).or_default() += count;
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.stacks.values().sum()
     }

@@ -10,6 +10,11 @@ use folded::Folded;
 
 /// Folded stacks of a step's profile, read back from the run folder.
 pub fn load_folded(run: &std::path::Path, profile: &StepProfile) -> Option<Folded> {
-    let text = std::fs::read_to_string(run.join(profile.folded.as_ref()?)).ok()?;
+    read_folded(run, profile.folded.as_ref()?)
+}
+
+/// Folded stacks from a file of the run folder (`relative` to it).
+pub fn read_folded(run: &std::path::Path, relative: &str) -> Option<Folded> {
+    let text = std::fs::read_to_string(run.join(relative)).ok()?;
     Some(Folded::parse(&text))
 }

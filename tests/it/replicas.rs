@@ -3,7 +3,7 @@
 //! found by `--process-name`, and the same workers named by `--pid` twice.
 
 use crate::tools::have;
-use crate::util::{free_port, knee_bin, serial, TempDir};
+use crate::util::{free_port, knee_bin, knee_child_in, serial, TempDir};
 use crate::waits::HUNT;
 use knee::output::RunRecord;
 use std::io::BufRead;
@@ -69,18 +69,6 @@ impl Drop for PreFork {
     }
 }
 
-fn knee(args: &[&str], out: &TempDir) -> (RunRecord, String) {
-    let output = Command::new(knee_bin())
-        .args(args)
-        .args(["-q", "--out"])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.code().is_some_and(|c| c <= 1), "{stderr}");
-    (RunRecord::read(&out.join("run.json")).unwrap(), stderr)
-}
-
 #[test]
 fn a_pre_fork_servers_workers_are_found_by_name_and_judged_each() {
     let _serial = serial();
@@ -99,7 +87,7 @@ fn a_pre_fork_servers_workers_are_found_by_name_and_judged_each() {
         server.name.as_str(),
     ];
     args.extend(HUNT);
-    let (record, stderr) = knee(&args, &out);
+    let (record, stderr) = knee_child_in(&out, &args);
     // The workers, not their master.
     let target = record.target_process.as_ref().unwrap();
     let mut found: Vec<u32> = target.replicas.iter().map(|r| r.pid).collect();
@@ -179,10 +167,13 @@ fn a_pre_fork_servers_workers_are_found_by_name_and_judged_each() {
 
 #[test]
 fn pids_given_twice_are_two_replicas_sampled_each() {
+    // Its load would disturb the hunts of the other tests here.
+    let _serial = serial();
     let server = PreFork::start(2);
     let out = TempDir::new("replicas-pids");
     let (a, b) = (server.workers[0].to_string(), server.workers[1].to_string());
-    let (record, stderr) = knee(
+    let (record, stderr) = knee_child_in(
+        &out,
         &[
             "run",
             "--url",
@@ -200,7 +191,6 @@ fn pids_given_twice_are_two_replicas_sampled_each() {
             "--offcpu",
             "off",
         ],
-        &out,
     );
     let target = record.target_process.as_ref().unwrap();
     assert_eq!(target.pid, server.workers[0], "{stderr}");
@@ -340,7 +330,7 @@ fn a_balancer_is_followed_to_its_replicas_and_compare_gives_the_ratio() {
         let url = format!("http://127.0.0.1:{port}/");
         let mut args = vec!["hunt", url.as_str()];
         args.extend(HUNT);
-        knee(&args, out)
+        knee_child_in(out, &args)
     };
     let (one, two) = (TempDir::new("balancer-one"), TempDir::new("balancer-two"));
     let (a, stderr_a) = hunt(nginx.ports[0], &one);

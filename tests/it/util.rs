@@ -465,7 +465,11 @@ pub fn knee_run(
 /// Runs the knee binary as a child with `args` plus `-q --out DIR`; it must exit 0 or 1 (a
 /// run that held or failed). Returns run.json and what it printed on stderr.
 pub fn knee_child(args: &[impl AsRef<std::ffi::OsStr>]) -> (RunRecord, String) {
-    let out = TempDir::new("child");
+    knee_child_in(&TempDir::new("child"), args)
+}
+
+/// `knee_child` writing its run folder to `out`, which the caller keeps to read.
+pub fn knee_child_in(out: &TempDir, args: &[impl AsRef<std::ffi::OsStr>]) -> (RunRecord, String) {
     let output = std::process::Command::new(knee_bin())
         .args(args)
         .args(["-q", "--out"])

@@ -61,9 +61,11 @@ pub fn across(ctx: &Context, slo: &Slo, v: &mut Verdict) {
             continue;
         };
         let below = ctx.below.and_then(|b| view(b, replica.index));
+        // Only hold steps can be a wait baseline (`waits_baseline`): the others are not viewed.
         let baseline: Vec<StepResult> = ctx
             .steps
             .iter()
+            .filter(|s| s.phase == crate::model::Phase::Hold)
             .filter_map(|s| view(s, replica.index))
             .collect();
         let waits_below = waits_baseline(&baseline, below.as_ref(), slo);
