@@ -171,22 +171,28 @@ pub(crate) fn perf_spawn_error(perf: &str, e: &std::io::Error, purpose: &str) ->
 pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Captured, String> {
     let perf = perf_binary();
     let data = perf_data(scratch, "perf.data")?;
-    let record = Command::new(&perf)
-        // DWARF unwinding: most binaries have no frame pointers, and with `-g` (frame
-        // pointers) their stacks stop at the leaf (a sample in `Instant::elapsed` lost the
-        // `critical_section` that called it). 8 KiB of stack per sample at 100 Hz is cheap.
-        .args(["record", "-e", "cpu-clock", "--call-graph", "dwarf", "-q"])
-        .args(["-F", &frequency.to_string(), "-p", &pid.to_string(), "-o"])
-        .arg(&data)
-        .args(["--", "sleep", &format!("{seconds:.3}")])
-        .output()
-        .map_err(|e| perf_spawn_error(&perf, &e, "to get flamegraphs with --profiler perf"))?;
-    if !record.status.success() {
+    let record = || {
+        let recorded = Command::new(&perf)
+            // DWARF unwinding: most binaries have no frame pointers, and with `-g` (frame
+            // pointers) their stacks stop at the leaf (a sample in `Instant::elapsed` lost the
+            // `critical_section` that called it). 8 KiB of stack per sample at 100 Hz is cheap.
+            .args(["record", "-e", "cpu-clock", "--call-graph", "dwarf"])
+            .args(["-F", &frequency.to_string(), "-p", &pid.to_string(), "-o"])
+            .arg(&data)
+            .args(["--", "sleep", &format!("{seconds:.3}")])
+            .output()
+            .map_err(|e| perf_spawn_error(&perf, &e, "to get flamegraphs with --profiler perf"))?;
+        match recorded.status.success() {
+            true => Ok(()),
+            false => Err(format!(
+                "perf record failed: {}",
+                last_line(&recorded.stderr)
+            )),
+        }
+    };
+    if let Err(e) = retried(record) {
         let _ = std::fs::remove_file(&data);
-        return Err(format!(
-            "perf record failed: {}",
-            first_line(&record.stderr)
-        ));
+        return Err(e);
     }
     // No `period` field: inferno's collapser would weight each sample by it (nanoseconds of
     // cpu-clock), and a profile's count must be its samples.
@@ -214,6 +220,44 @@ pub fn perf(pid: u32, seconds: f64, frequency: u32, scratch: &Path) -> Result<Ca
         None,
         Some(f64::from(frequency)),
     ))
+}
+
+/// Whether a perf failure will repeat at every step (no permission, no tracepoint).
+pub fn lasting(error: &str) -> bool {
+    [
+        "not found",
+        "ermission",
+        "paranoid",
+        "not supported",
+        "No such file",
+    ]
+    .iter()
+    .any(|m| error.contains(m))
+}
+
+/// Runs a perf recording, and twice more if it failed for a passing reason: threads that
+/// exit while perf attaches to them fail it ("Couldn't create thread/CPU maps: No such
+/// process", "Ignored open failure for pid"), as a server with a thread per connection does
+/// under load. A lasting failure (no permission, no perf) is not retried.
+pub(crate) fn retried(mut once: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+    let mut attempt = once();
+    for _ in 0..2 {
+        match &attempt {
+            Err(e) if !lasting(e) => attempt = once(),
+            _ => break,
+        }
+    }
+    attempt
+}
+
+/// perf's last line of complaint (its banners in brackets skipped).
+pub(crate) fn last_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('['))
+        .unwrap_or("no message")
+        .to_string()
 }
 
 pub(crate) fn first_line(bytes: &[u8]) -> String {

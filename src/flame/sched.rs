@@ -30,16 +30,8 @@ pub fn record(pid: u32, seconds: f64, scratch: &Path) -> Result<Recording, Strin
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    // Threads that exit while perf attaches to them can fail the recording ("Ignored open
-    // failure for pid", then exit 255): a target closing idle connections does that. Two
-    // more tries then; a lasting failure (no permission, no perf) is not retried.
-    let mut attempt = record_once(&perf, pid, seconds, &data);
-    for _ in 0..2 {
-        match &attempt {
-            Err(e) if !lasting(e) => attempt = record_once(&perf, pid, seconds, &data),
-            _ => break,
-        }
-    }
+    // Threads that exit while perf attaches to them can fail the recording: tried again.
+    let attempt = capture::retried(|| record_once(&perf, pid, seconds, &data));
     if let Err(e) = attempt {
         let _ = std::fs::remove_file(&data);
         return Err(e);
@@ -79,26 +71,10 @@ fn record_once(perf: &str, pid: u32, seconds: f64, data: &Path) -> Result<(), St
     if recorded.status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&recorded.stderr);
-    let why = stderr
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty() && !l.starts_with('['))
-        .unwrap_or("no message");
-    Err(format!("perf record -e sched:sched_switch failed: {why}"))
-}
-
-/// Whether a perf failure will repeat at every step (no permission, no tracepoint).
-pub fn lasting(error: &str) -> bool {
-    [
-        "not found",
-        "ermission",
-        "paranoid",
-        "not supported",
-        "No such file",
-    ]
-    .iter()
-    .any(|m| error.contains(m))
+    Err(format!(
+        "perf record -e sched:sched_switch failed: {}",
+        capture::last_line(&recorded.stderr)
+    ))
 }
 
 /// A switch-out waiting for its thread's next switch-in.
