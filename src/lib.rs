@@ -157,9 +157,20 @@ mod harness_entry {
             }
             Job::Observe(plan) => {
                 let observer = serve::start(&plan)?;
+                let watched = match observer.replicas.len() {
+                    0 => format!("pid {}", observer.pid),
+                    n => format!(
+                        "{n} processes (pids {}), each a replica",
+                        observer
+                            .replicas
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
                 println!(
-                    "knee observe: pid {} on {}://{} ({})",
-                    observer.pid,
+                    "knee observe: {watched} on {}://{} ({})",
                     if plan.tls.is_some() { "https" } else { "http" },
                     observer.address,
                     if plan.token.is_some() {

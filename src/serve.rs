@@ -44,6 +44,8 @@ pub struct Observer {
     sampler: Arc<Sampler>,
     pub address: std::net::SocketAddr,
     pub pid: u32,
+    /// A target of several processes: each one (empty for one).
+    pub replicas: Vec<u32>,
 }
 
 /// What every request needs to be answered.
@@ -65,6 +67,9 @@ struct Shared {
     windows: Windows,
     /// Every connection speaks TLS when set (--tls-cert, --tls-key).
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// A target of several processes: each one (`replica=N` names the Nth, from 1); empty
+    /// for one.
+    replicas: Vec<u32>,
 }
 
 fn unix_now() -> f64 {
@@ -89,16 +94,25 @@ pub fn check_exposure(plan: &ServePlan) -> Result<(), Error> {
 pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
     check_exposure(plan)?;
     let FoundTarget {
-        pid,
+        pids,
         port,
         found_by,
         spawned,
     } = find_target(&plan.target)?;
+    if pids.len() > 1 && plan.pprof.is_some() {
+        return Err(Error::input(
+            "knee observe: --pprof reads one process; a target of several is profiled by each one's runtime profiler (leave --pprof out)",
+        ));
+    }
+    let pid = pids[0];
+    let replicas = if pids.len() > 1 { pids } else { Vec::new() };
+    let described = replicas.clone();
     let tls = plan.tls.as_ref().map(tls_config).transpose()?;
     let origin = Instant::now();
     let origin_unix_s = unix_now();
     let sampler = Sampler::start(SamplerConfig {
         target: Some(pid),
+        replicas: replicas.clone(),
         listen_port: port,
         keep: KEEP,
         ..SamplerConfig::new(plan.interval, origin)
@@ -122,6 +136,14 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
             command: command_line(pid),
             found_by: found_by.into(),
             runtime: Some(runtime),
+            replicas: replicas
+                .iter()
+                .map(|&pid| crate::model::run::Replica {
+                    pid,
+                    name: crate::observe::replicas::name_of(pid),
+                    observer: None,
+                })
+                .collect(),
         },
         origin_unix_s,
         pprof: plan.pprof.clone(),
@@ -130,6 +152,7 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
         tls,
         listen_port: port,
         windows: Windows::default(),
+        replicas,
     });
     let running = Arc::new(AtomicBool::new(true));
     let accepting = running.clone();
@@ -143,6 +166,7 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
         sampler,
         address,
         pid,
+        replicas: described,
     })
 }
 
@@ -158,7 +182,8 @@ impl Drop for Observer {
 
 /// The process the observer watches, how it was found, and the child to stop if it was spawned.
 struct FoundTarget {
-    pid: u32,
+    /// The target's processes: one, or its replicas.
+    pids: Vec<u32>,
     port: Option<u16>,
     found_by: &'static str,
     spawned: Option<Spawned>,
@@ -166,22 +191,38 @@ struct FoundTarget {
 
 fn find_target(target: &ServeTarget) -> Result<FoundTarget, Error> {
     match target {
-        ServeTarget::Pid(pid) => {
-            if procfs::process(*pid).is_none() {
+        ServeTarget::Pids(pids) => {
+            if let Some(pid) = pids.iter().find(|&&p| procfs::process(p).is_none()) {
                 return Err(Error::input(format!(
                     "knee observe: no process {pid} on this host"
                 )));
             }
+            let mut pids = pids.clone();
+            pids.dedup();
             Ok(FoundTarget {
-                pid: *pid,
+                pids,
                 port: None,
                 found_by: "pid",
                 spawned: None,
             })
         }
+        ServeTarget::ProcessName(name) => {
+            let pids = crate::observe::replicas::by_name(name);
+            if pids.is_empty() {
+                return Err(Error::input(format!(
+                    "knee observe: no process named '{name}' on this host (its comm, executable or argv[0])"
+                )));
+            }
+            Ok(FoundTarget {
+                pids,
+                port: None,
+                found_by: "process-name",
+                spawned: None,
+            })
+        }
         ServeTarget::Port(port) => target::find_by_port("127.0.0.1", *port)
             .map(|pid| FoundTarget {
-                pid,
+                pids: vec![pid],
                 port: Some(*port),
                 found_by: "port",
                 spawned: None,
@@ -198,7 +239,7 @@ fn find_target(target: &ServeTarget) -> Result<FoundTarget, Error> {
                 Duration::from_secs(30),
             )?;
             Ok(FoundTarget {
-                pid: spawned.pid(),
+                pids: vec![spawned.pid()],
                 port: Some(*port),
                 found_by: "spawn",
                 spawned: Some(spawned),
@@ -381,30 +422,57 @@ fn respond(head: &[u8], shared: &Shared) -> (u16, Vec<u8>) {
             }
         }
         "/processes/begin" => json(&shared.windows.begin(&processes(shared))),
-        "/threads/begin" => json(&shared.windows.begin(&threads(shared))),
         "/processes/end" => end_window(shared, &processes(shared), query),
-        "/threads/end" => end_window(shared, &threads(shared), query),
-        "/profile/cpu" => profile(shared, |t| crate::flame::remote::serve_cpu(t, query)),
-        "/profile/offcpu" => profile(shared, |t| crate::flame::remote::serve_offcpu(t, query)),
+        _ => match process_asked(shared, query) {
+            Ok(pid) => of_process(route, query, pid, shared),
+            Err(why) => error(400, &why),
+        },
+    }
+}
+
+/// The process `replica=N` names (the Nth of a target of several, from 1), else the target.
+fn process_asked(shared: &Shared, query: &str) -> Result<u32, String> {
+    let Some(asked) = crate::flame::remote::query_number(query, "replica") else {
+        return Ok(shared.target.pid);
+    };
+    let count = shared.replicas.len();
+    asked
+        .ok()
+        .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n as usize <= count)
+        .map(|n| shared.replicas[n as usize - 1])
+        .ok_or_else(|| match count {
+            0 => "replica= names one of several processes, and this observer watches one".into(),
+            _ => format!("replica= must be a number from 1 to {count}"),
+        })
+}
+
+/// What is read of one of the target's processes: its threads over a window, its profiles.
+fn of_process(route: &str, query: &str, pid: u32, shared: &Shared) -> (u16, Vec<u8>) {
+    let threads = ThreadsReading { pid };
+    match route {
+        "/threads/begin" => json(&shared.windows.begin(&threads)),
+        "/threads/end" => end_window(shared, &threads, query),
+        "/profile/cpu" => profile(shared, pid, |t| crate::flame::remote::serve_cpu(t, query)),
+        "/profile/offcpu" => profile(shared, pid, |t| {
+            crate::flame::remote::serve_offcpu(t, query)
+        }),
         _ => error(
             404,
-            "knee observe serves /time, /describe, /samples?after=N, /processes/begin, /processes/end?id=N, /threads/begin, /threads/end?id=N, /profile/cpu?seconds=S and /profile/offcpu?seconds=S",
+            "knee observe serves /time, /describe, /samples?after=N, /processes/begin, /processes/end?id=N, /threads/begin, /threads/end?id=N, /profile/cpu?seconds=S and /profile/offcpu?seconds=S (the last four take &replica=N for a target of several processes)",
         ),
     }
 }
 
 /// The host's processes as this observer reads them: no generator here.
 fn processes(shared: &Shared) -> ProcessesReading {
+    let mut targets = shared.replicas.clone();
+    if targets.is_empty() {
+        targets.push(shared.target.pid);
+    }
     ProcessesReading {
-        target: shared.target.pid,
+        targets,
         listen_port: shared.listen_port,
         generator: None,
-    }
-}
-
-fn threads(shared: &Shared) -> ThreadsReading {
-    ThreadsReading {
-        pid: shared.target.pid,
     }
 }
 
@@ -421,16 +489,18 @@ fn end_window<R: Reading>(shared: &Shared, reading: &R, query: &str) -> (u16, Ve
     }
 }
 
-/// A profile of the target (taken before answering), or why not.
+/// A profile of the target's process `pid` (taken before answering), or why not.
 fn profile<T: serde::Serialize>(
     shared: &Shared,
+    pid: u32,
     take: impl FnOnce(&ProfileTarget) -> Result<T, Refusal>,
 ) -> (u16, Vec<u8>) {
     let target = ProfileTarget {
-        pid: shared.target.pid,
+        pid,
         runtime: shared.runtime,
         pprof: shared.pprof.as_deref(),
-        scratch: &shared.scratch.join("profile"),
+        // Each process's own: its replicas are profiled side by side.
+        scratch: &shared.scratch.join(format!("profile-{pid}")),
     };
     match take(&target) {
         Ok(profile) => json(&profile),

@@ -111,9 +111,14 @@ pub struct ObserveArgs {
     /// Address to serve on; beyond loopback a --token-file is required.
     #[arg(long, default_value = "127.0.0.1:9477")]
     pub listen: std::net::SocketAddr,
-    /// The target's process id.
-    #[arg(long, conflicts_with_all = ["port", "spawn"], required_unless_present_any = ["port", "spawn"])]
-    pub pid: Option<u32>,
+    /// The target's process id; repeated, the target is several processes (replicas of one
+    /// service), each sampled and profiled.
+    #[arg(long, conflicts_with_all = ["port", "spawn", "process_name"], required_unless_present_any = ["port", "spawn", "process_name"])]
+    pub pid: Vec<u32>,
+    /// The target is every process of this name on this host (the workers of a pre-fork
+    /// master such as gunicorn, not the master): replicas, each sampled and profiled.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["port", "spawn"])]
+    pub process_name: Option<String>,
     /// The target is the process listening on this port of this host (with --spawn: the port
     /// the started command listens on).
     #[arg(long)]
@@ -142,12 +147,15 @@ pub struct ObserveArgs {
 impl ObserveArgs {
     fn plan(self) -> Result<crate::plan::ServePlan, Error> {
         use crate::plan::ServeTarget;
-        let target = match (self.pid, self.port, self.spawn) {
-            (Some(pid), _, _) => ServeTarget::Pid(pid),
-            (None, Some(port), Some(command)) => ServeTarget::Spawn { command, port },
-            (None, Some(port), None) => ServeTarget::Port(port),
-            (None, None, _) => {
-                return Err(Error::input("knee observe needs --pid, --port or --spawn"))
+        let target = match (self.pid, self.process_name, self.port, self.spawn) {
+            (pids, _, _, _) if !pids.is_empty() => ServeTarget::Pids(pids),
+            (_, Some(name), _, _) => ServeTarget::ProcessName(name),
+            (_, None, Some(port), Some(command)) => ServeTarget::Spawn { command, port },
+            (_, None, Some(port), None) => ServeTarget::Port(port),
+            (_, None, None, _) => {
+                return Err(Error::input(
+                    "knee observe needs --pid, --process-name, --port or --spawn",
+                ))
             }
         };
         let token = match &self.token_file {

@@ -4,8 +4,8 @@
 //! (py-spy's or JFR's waits, else perf on the scheduler's switches). The observer takes them
 //! with the same code the driver uses locally and answers with the folded stacks and
 //! what was measured beside them; the driver writes and judges them as its own. The observer
-//! only ever profiles its one target, for a bounded time, one profile of each kind at a time:
-//! nothing the driver sends is run.
+//! only ever profiles its own target (or one of its replicas), for a bounded time, one profile
+//! of each kind per process at a time: nothing the driver sends is run.
 
 use super::capture::{self, Captured};
 use super::choose::CpuSource;
@@ -15,6 +15,7 @@ use super::waits::WaitKind;
 use crate::model::run::Runtime;
 use crate::stacks::folded::Folded;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -82,9 +83,33 @@ pub enum Refusal {
     Unable(String),
 }
 
-/// One profile of each kind at a time: two perf sessions on one target distort both.
-static CPU_BUSY: Mutex<()> = Mutex::new(());
-static OFFCPU_BUSY: Mutex<()> = Mutex::new(());
+/// One profile of each kind per process at a time: two perf sessions on one process distort
+/// both (a target's replicas are profiled side by side).
+static CPU_BUSY: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+static OFFCPU_BUSY: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// A profile of `pid` being taken: the process is free again when it is dropped.
+struct Turn {
+    busy: &'static Mutex<BTreeSet<u32>>,
+    pid: u32,
+}
+
+impl Turn {
+    fn take(busy: &'static Mutex<BTreeSet<u32>>, pid: u32) -> Result<Turn, Refusal> {
+        let mut taking = busy.lock().unwrap_or_else(|e| e.into_inner());
+        if !taking.insert(pid) {
+            return Err(Refusal::Busy);
+        }
+        Ok(Turn { busy, pid })
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut taking = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        taking.remove(&self.pid);
+    }
+}
 
 /// Reads `name=` from a query string as a number.
 pub(crate) fn query_number(query: &str, name: &str) -> Option<Result<f64, String>> {
@@ -123,7 +148,7 @@ pub fn serve_cpu(target: &ProfileTarget, query: &str) -> Result<RemoteCpu, Refus
             ))
         }
     };
-    let _one = CPU_BUSY.try_lock().map_err(|_| Refusal::Busy)?;
+    let _turn = Turn::take(&CPU_BUSY, target.pid)?;
     // Its own pprof endpoint when told to proxy it; else its runtime's profiler.
     let (source, seconds) = match target.pprof {
         Some(url) => {
@@ -161,7 +186,7 @@ pub fn serve_cpu(target: &ProfileTarget, query: &str) -> Result<RemoteCpu, Refus
 /// Records the observer's target's context switches, as asked by `query`.
 pub fn serve_offcpu(target: &ProfileTarget, query: &str) -> Result<RemoteOffCpu, Refusal> {
     let seconds = seconds_asked(query)?;
-    let _one = OFFCPU_BUSY.try_lock().map_err(|_| Refusal::Busy)?;
+    let _turn = Turn::take(&OFFCPU_BUSY, target.pid)?;
     let taken = match super::choose::waits_of(target.runtime) {
         Some(source) => super::offcpu::runtime_waits(source, target.pid, seconds, target.scratch),
         None => super::sched::record(target.pid, seconds, target.scratch).map(|recording| Taken {
@@ -270,11 +295,12 @@ mod tests {
             serve_offcpu(&target, "seconds=-1"),
             Err(Refusal::BadRequest(_))
         ));
-        // One of a kind at a time.
-        let _taking = OFFCPU_BUSY.lock().unwrap();
+        // One of a kind per process at a time; another process is free.
+        let _taking = Turn::take(&OFFCPU_BUSY, target.pid).unwrap();
         assert!(matches!(
             serve_offcpu(&target, "seconds=1"),
             Err(Refusal::Busy)
         ));
+        assert!(Turn::take(&OFFCPU_BUSY, target.pid + 1).is_ok());
     }
 }

@@ -45,6 +45,7 @@ pub fn merge_profiles(
         top_inclusive: folded.top_inclusive(TOP),
         top_own: top_own(&own, total),
         error: None,
+        observer: observers_of(parts.iter().map(|p| p.observer.as_deref())),
         ..(*first).clone()
     };
     merged.folded = write_step_file(dir, step, "folded", folded.to_text().as_bytes());
@@ -109,6 +110,7 @@ pub fn merge_offcpu(
         folded: None,
         svg: None,
         error: None,
+        observer: observers_of(ok.iter().map(|p| p.observer.as_deref())),
         ..(*first).clone()
     };
     if !folded.stacks.is_empty() {
@@ -120,6 +122,13 @@ pub fn merge_offcpu(
         }
     }
     Some(merged)
+}
+
+/// The observers that took the replicas' views, once each ("a, b"); none when none did.
+fn observers_of<'a>(each: impl Iterator<Item = Option<&'a str>>) -> Option<String> {
+    let mut names: Vec<&str> = each.flatten().collect();
+    names.dedup();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 /// A replica's waits per request against its own share of the requests recorded (`share`,

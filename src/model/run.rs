@@ -221,12 +221,25 @@ pub struct TargetProcess {
     pub balancer: Option<Replica>,
 }
 
+impl TargetProcess {
+    /// Its processes: every replica, or its one process.
+    pub fn pids(&self) -> Vec<u32> {
+        match self.replicas.is_empty() {
+            true => vec![self.pid],
+            false => self.replicas.iter().map(|r| r.pid).collect(),
+        }
+    }
+}
+
 /// One process of a target of several.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Replica {
     pub pid: u32,
     /// Its command name (/proc/PID/comm).
     pub name: String,
+    /// The observer (`knee observe`) on whose host it runs; none on this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observer: Option<String>,
 }
 
 /// An observer, as run.json keeps it.

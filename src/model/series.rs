@@ -43,6 +43,20 @@ pub const TARGET: ProcessSeries = process_series!("target");
 pub fn replica(index: usize, field: &str) -> String {
     format!("replica{index}.{field}")
 }
+/// The series a replica has of its own (`replicaN.FIELD`, named as `target.FIELD`).
+pub const REPLICA_FIELDS: [&str; 10] = [
+    "cpu_cores",
+    "rss_mb",
+    "threads",
+    "fds",
+    "processes",
+    "voluntary_ctx_per_s",
+    "involuntary_ctx_per_s",
+    "read_bytes_per_s",
+    "write_bytes_per_s",
+    "write_calls_per_s",
+];
+
 pub const GENERATOR: ProcessSeries = process_series!("generator");
 
 /// The limits set on the target: its cgroup's (quota, throttling, memory, pressure) and its

@@ -202,17 +202,20 @@ fn is_local(ip: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
-/// The target's process and what else ran on its host over a window, between two snapshots
-/// `seconds` apart. `generator` is the load generator's pid when it runs on this host.
+/// The target's processes (the first, or its replicas: each one's group is the target's) and
+/// what else ran on their host over a window, between two snapshots `seconds` apart; the
+/// downstreams are the first one's. `generator` is the load generator's pid when it runs on
+/// this host.
 pub fn observe_window(
-    target: u32,
+    targets: &[u32],
     listen_port: Option<u16>,
     generator: Option<u32>,
     (before, after): (&Snapshot, &Snapshot),
     seconds: f64,
 ) -> Processes {
     let mut top = busiest(before, after, seconds);
-    let downstreams: Vec<Downstream> = downstreams(target, listen_port)
+    let first = targets.first().copied().unwrap_or(0);
+    let downstreams: Vec<Downstream> = downstreams(first, listen_port)
         .into_iter()
         .map(|(ip, port, connections)| {
             let pid = is_local(&ip)
@@ -231,10 +234,10 @@ pub fn observe_window(
             }
         })
         .collect();
-    let target_root = group_root(target, after);
+    let target_roots: Vec<u32> = targets.iter().map(|&t| group_root(t, after)).collect();
     let generator_root = generator.map(|pid| group_root(pid, after));
     for busy in &mut top {
-        busy.role = if busy.pid == target_root {
+        busy.role = if target_roots.contains(&busy.pid) {
             Some(Role::Target)
         } else if Some(busy.pid) == generator_root {
             Some(Role::Generator)
@@ -248,8 +251,9 @@ pub fn observe_window(
             None
         };
     }
-    // The busiest, and the target's group wherever it ranks: it is what the others are
-    // compared with.
+    // The busiest, and the (first) target's group wherever it ranks: it is what the others
+    // are compared with.
+    let target_root = group_root(first, after);
     let target_group = top.iter().skip(TOP).position(|b| b.pid == target_root);
     if let Some(index) = target_group {
         top.swap(TOP - 1, TOP + index);
@@ -262,7 +266,8 @@ pub fn observe_window(
 /// generator's pid when it runs on this host (none for `knee observe`).
 #[derive(Clone)]
 pub struct ProcessesReading {
-    pub target: u32,
+    /// The target's processes: one, or its replicas.
+    pub targets: Vec<u32>,
     pub listen_port: Option<u16>,
     pub generator: Option<u32>,
 }
@@ -282,10 +287,9 @@ impl super::windows::Reading for ProcessesReading {
 
     fn end(&self, before: Snapshot, seconds: f64) -> Option<Processes> {
         let after = snapshot();
-        let (target, port) = (self.target, self.listen_port);
         Some(observe_window(
-            target,
-            port,
+            &self.targets,
+            self.listen_port,
             self.generator,
             (&before, &after),
             seconds,
@@ -347,7 +351,7 @@ mod tests {
         for pid in 1..=8 {
             after.get_mut(&pid).unwrap().ticks = 10 * u64::from(pid);
         }
-        let seen = observe_window(4_000_000, None, None, (&before, &after), 1.0);
+        let seen = observe_window(&[4_000_000], None, None, (&before, &after), 1.0);
         assert_eq!(seen.top.len(), TOP);
         assert_eq!(seen.top[0].name, "busy8");
         let last = seen.top.last().unwrap();

@@ -44,6 +44,9 @@ pub struct DescribedTarget {
     /// Its runtime (which profilers the observer reads it with); older observers omit it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::model::run::Runtime>,
+    /// A target of several processes: each one (`replica=N` asks for the Nth, from 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<crate::model::run::Replica>,
 }
 
 /// The number a begun window is ended with (`GET /KIND/begin`).
@@ -82,6 +85,8 @@ pub struct Feed {
     progress: Mutex<Progress>,
     running: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// How its samples are renamed when the service spans several observers' hosts.
+    relabel: Mutex<Option<super::relabel::Relabel>>,
 }
 
 fn unix_now() -> f64 {
@@ -106,7 +111,11 @@ fn request<T>(
         .iter()
         .map(|t| ("Authorization".to_string(), format!("Bearer {}", t.0)))
         .collect();
-    let url = format!("{}{path}", spec.url());
+    let url = match spec.replica {
+        Some(n) if path.contains('?') => format!("{}{path}&replica={n}", spec.url()),
+        Some(n) => format!("{}{path}?replica={n}", spec.url()),
+        None => format!("{}{path}", spec.url()),
+    };
     send(&super::http::Get {
         headers: &headers,
         insecure: spec.insecure,
@@ -213,6 +222,7 @@ impl Feed {
             running: AtomicBool::new(true),
             thread: Mutex::new(None),
             description,
+            relabel: Mutex::new(None),
         });
         let polling = feed.clone();
         let thread = std::thread::Builder::new()
@@ -221,6 +231,15 @@ impl Feed {
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         *feed.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(feed)
+    }
+
+    /// Renames its samples from now on (before any load: `remote_replicas`).
+    pub fn relabel(&self, relabel: super::relabel::Relabel) {
+        let mut set = self.relabel.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, sample) in &mut self.progress().pending {
+            sample.values = relabel.apply(std::mem::take(&mut sample.values));
+        }
+        *set = Some(relabel);
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -250,6 +269,11 @@ impl Feed {
 
     /// Files a batch on this machine's time line; the number of its last sample.
     fn accept(&self, batch: Batch, after: u64, origin: Instant, origin_unix: f64) -> u64 {
+        let relabel = self
+            .relabel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut progress = self.progress();
         if !progress.answering {
             progress.answering = true;
@@ -276,6 +300,10 @@ impl Feed {
                 continue;
             };
             let at = origin + since;
+            let values = match &relabel {
+                Some(relabel) => relabel.apply(values),
+                None => values,
+            };
             progress.pending.push((at, Sample { t_s: t, values }));
             progress.samples += 1;
             progress.newest = progress.newest.max(Some(at));
@@ -307,17 +335,41 @@ impl Feed {
         !progress.answering || progress.newest.is_some_and(|n| n >= at)
     }
 
-    /// "host" and "target" are read through this observer, unless something else gave them.
+    /// "host" and "target" are read through this observer, unless something else gave them;
+    /// the target's replicas on several observers' hosts are named by each of them.
     pub fn add_sources(&self, sources: &mut BTreeMap<String, String>) {
+        let apart = self
+            .relabel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|r| r.apart);
+        if apart {
+            return;
+        }
         let name = &self.spec.name;
         sources
             .entry("host".into())
             .or_insert_with(|| format!("observer {name} ({})", self.spec.url()));
-        if let Some(target) = &self.description.target {
-            sources
-                .entry("target".into())
-                .or_insert_with(|| format!("observer {name}: pid {}", target.pid));
-        }
+        let Some(target) = self.description.target.as_ref() else {
+            return;
+        };
+        let pids = match target.replicas.len() {
+            0 => format!("pid {}", target.pid),
+            _ => {
+                let pids: Vec<String> = target.replicas.iter().map(|r| r.pid.to_string()).collect();
+                format!("pids {}", pids.join(", "))
+            }
+        };
+        let this = format!("observer {name}: {pids}");
+        sources
+            .entry("target".into())
+            .and_modify(|said| {
+                if said.starts_with("observer ") {
+                    said.push_str(&format!("; {this}"));
+                }
+            })
+            .or_insert(this);
     }
 
     /// The target process the observer samples, as run.json names it.

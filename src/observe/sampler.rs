@@ -278,7 +278,9 @@ impl Sampler {
             .filter(|(at, _)| *at >= from && *at <= to)
             .map(|(_, s)| s)
             .collect();
-        (window.len(), summarize(&window))
+        let mut stats = summarize(&window);
+        super::remote_replicas::add_service_sums(&mut stats);
+        (window.len(), stats)
     }
 
     /// Waits (at most `limit`) until a sample begun after `at` is in, or the sampler stopped.
@@ -529,6 +531,14 @@ impl Reader {
             &mut values,
             |p| p.balancer.as_ref(),
         );
+        if let Some(balancer) = self.balancer {
+            // Its connections to its upstreams: those not to its own listening port.
+            let upstream: usize = super::processes::downstreams(balancer, self.listen_port)
+                .iter()
+                .map(|(_, _, connections)| connections)
+                .sum();
+            values.insert("balancer.upstream_connections".into(), upstream as f64);
+        }
         let tcp = procfs::tcp_counters();
         if let (Some(dt), Some(before)) = (dt, self.previous.as_ref().map(|p| &p.tcp)) {
             for (name, value) in &tcp {
@@ -635,7 +645,7 @@ impl Reader {
             rate(now.involuntary_ctx, before.involuntary_ctx),
         );
         put("read_bytes_per_s", rate(now.read_bytes, before.read_bytes));
-        if prefix.starts_with("replica") {
+        if prefix != "generator" {
             put(
                 "write_calls_per_s",
                 rate(now.write_calls, before.write_calls),

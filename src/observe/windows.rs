@@ -187,7 +187,7 @@ mod tests {
         let (threads, processes) = (
             ThreadsReading { pid: me },
             ProcessesReading {
-                target: me,
+                targets: vec![me],
                 listen_port: None,
                 generator: None,
             },

@@ -39,14 +39,14 @@ pub struct TlsFiles {
 /// Which process on the observer's host is the target.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServeTarget {
-    Pid(u32),
+    /// These processes (several: replicas of one service, sampled and profiled each).
+    Pids(Vec<u32>),
+    /// Every process of this name (the workers of a pre-fork master, not the master).
+    ProcessName(String),
     /// The owner of this listening port.
     Port(u16),
     /// Started with `sh -c`, ready once this port answers HTTP; stopped at the end.
-    Spawn {
-        command: String,
-        port: u16,
-    },
+    Spawn { command: String, port: u16 },
 }
 
 /// A `knee observe` the driver reads the target's host from (`--observer [NAME=]URL`).
@@ -61,6 +61,10 @@ pub struct ObserverSpec {
     pub tls: bool,
     /// Accept a certificate nobody vouches for (`-k`: a self-signed one on a staging box).
     pub insecure: bool,
+    /// One of the observer's target's replicas, when it watches several (its Nth, from 1):
+    /// every request for the target's threads and profiles names it. Set by the driver from
+    /// what the observer describes, never given.
+    pub replica: Option<usize>,
 }
 
 impl ObserverSpec {
@@ -92,12 +96,21 @@ impl ObserverSpec {
             token,
             tls,
             insecure: false,
+            replica: None,
         })
     }
 
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.authority)
+    }
+
+    /// The same observer, asked about its target's `index`th replica.
+    pub fn for_replica(&self, index: usize) -> ObserverSpec {
+        ObserverSpec {
+            replica: Some(index),
+            ..self.clone()
+        }
     }
 }
 

@@ -54,6 +54,7 @@ impl Exporter for Html {
         connect_table(&mut out, run);
         flamegraphs(&mut out, run, dir);
         offcpu(&mut out, run, dir);
+        super::replicas::html_section(&mut out, run, dir);
         let _ = write!(
             out,
             "<h2>Settings</h2><pre>{}</pre>",

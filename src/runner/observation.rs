@@ -38,6 +38,8 @@ pub struct Observation {
     profiling: Option<crate::model::run::Profiling>,
     /// A target of several processes: each replica's profilers, threads and off-CPU stacks.
     replicas: Option<super::replicas::ReplicasObserver>,
+    /// A target of several processes on the observers' hosts, as run.json names it.
+    remote_target: Option<TargetProcess>,
 }
 
 /// The profilers for the target's runtime (`--profiler auto`) or those asked for; what is
@@ -69,33 +71,54 @@ fn choose_profilers(
     choice
 }
 
+/// A replica to watch: its pid and name, and the observer on its host (none: this host).
+struct ToWatch {
+    pid: u32,
+    name: String,
+    observer: Option<crate::plan::ObserverSpec>,
+}
+
 /// Each replica's own observers: the chosen profilers and its threads, as a one-process
-/// target gets them.
+/// target gets them (on this host, or asked of the observer that watches it).
 fn watch_replicas(
     observe: &crate::plan::ObservePlan,
     choice: &crate::flame::choose::Choice,
-    pids: &[u32],
+    replicas: Vec<ToWatch>,
     dir: &Path,
 ) -> super::replicas::ReplicasObserver {
-    let replicas = pids
-        .iter()
+    let replicas = replicas
+        .into_iter()
         .enumerate()
-        .map(|(i, &pid)| {
-            let mut observers: Vec<Box<dyn Observer>> =
-                vec![Box::new(WindowObserver::local(ThreadsReading { pid }))];
-            if let Some(source) = choice.cpu.clone() {
+        .map(|(i, replica)| {
+            let (pid, observer) = match &replica.observer {
+                Some(spec) => (None, Some(spec)),
+                None => (Some(replica.pid), None),
+            };
+            let threads: Box<dyn Observer> = match observer {
+                Some(spec) => Box::new(WindowObserver::<ThreadsReading>::through(spec.clone())),
+                None => Box::new(WindowObserver::local(ThreadsReading { pid: replica.pid })),
+            };
+            let mut observers = vec![threads];
+            let cpu = match (&choice.cpu, observer) {
+                (Some(CpuSource::Observer(_)), Some(spec)) => {
+                    Some(CpuSource::Observer(spec.clone()))
+                }
+                (Some(_), Some(_)) | (None, _) => None,
+                (Some(source), None) => Some(source.clone()),
+            };
+            if let Some(source) = cpu {
                 observers.push(Box::new(crate::flame::ProfilerObserver::new(
                     source,
                     observe.profile_frequency,
-                    Some(pid),
+                    pid,
                     dir.to_path_buf(),
                 )));
             }
             let offcpu = crate::flame::offcpu::OffCpuObserver::new(
                 observe,
                 choice.waits,
-                Some(pid),
-                None,
+                pid,
+                observer,
                 dir.to_path_buf(),
             );
             if let Ok(offcpu) = offcpu {
@@ -103,8 +126,8 @@ fn watch_replicas(
             }
             super::replicas::Watched {
                 index: i + 1,
-                pid,
-                name: crate::observe::replicas::name_of(pid),
+                pid: replica.pid,
+                name: replica.name,
                 observers,
             }
         })
@@ -115,6 +138,17 @@ fn watch_replicas(
     }
 }
 
+/// This host's replicas `pids`, to watch.
+fn local_replicas(pids: &[u32]) -> Vec<ToWatch> {
+    pids.iter()
+        .map(|&pid| ToWatch {
+            pid,
+            name: crate::observe::replicas::name_of(pid),
+            observer: None,
+        })
+        .collect()
+}
+
 /// The target of the processes `pids` (the first is `pid`; several are replicas).
 fn several(pids: &[u32], by: &str) -> TargetProcess {
     let replicas = if pids.len() > 1 {
@@ -122,6 +156,7 @@ fn several(pids: &[u32], by: &str) -> TargetProcess {
             .map(|&pid| crate::model::run::Replica {
                 pid,
                 name: crate::observe::replicas::name_of(pid),
+                observer: None,
             })
             .collect()
     } else {
@@ -162,8 +197,35 @@ fn follow_balancer(plan: &RunPlan, pid: u32, host: &str, port: u16) -> Option<Ta
         followed.requests
     ));
     let mut target = several(&followed.upstreams, "balancer");
-    target.balancer = Some(crate::model::run::Replica { pid, name });
+    target.balancer = Some(crate::model::run::Replica {
+        pid,
+        name,
+        observer: None,
+    });
     Some(target)
+}
+
+/// The replicas the observers watch (none unless several): the processes of one observer
+/// that watches several, or of several observers whose targets run one command; each
+/// observer's samples renamed so theirs do not collide (`observe::remote_replicas`).
+fn replicas_through(
+    feeds: &[Arc<remote::Feed>],
+) -> Vec<crate::observe::remote_replicas::RemoteReplica> {
+    use crate::observe::remote_replicas;
+    let service = remote_replicas::service_observers(feeds);
+    let replicas = remote_replicas::replicas(&service);
+    if replicas.len() > 1 {
+        let named: Vec<String> = replicas
+            .iter()
+            .map(|r| format!("pid {} on {}", r.pid, r.spec.name))
+            .collect();
+        crate::notice::say(format!(
+            "knee: target: {} replicas of one service, each sampled and profiled through its observer: {}",
+            replicas.len(),
+            named.join(", ")
+        ));
+    }
+    replicas
 }
 
 /// Connects to each observer (its clock offset, its description) before any load: one that
@@ -279,6 +341,10 @@ impl Observation {
             .map(|t| t.replicas.iter().map(|r| r.pid).collect())
             .unwrap_or_default();
         let feeds = connect_observers(&observe.observers, observe.interval, origin)?;
+        let remote_replicas = match target {
+            Some(_) => Vec::new(),
+            None => replicas_through(&feeds),
+        };
         let sampler = if observe.sample {
             let sampler = Sampler::start(SamplerConfig {
                 target: target.as_ref().map(|t| t.pid),
@@ -317,7 +383,7 @@ impl Observation {
             Some(CpuSource::Pprof(..) | CpuSource::Observer(_))
         );
         if replica_pids.len() > 1 && by_pid && observe.sample {
-            let replicas = watch_replicas(observe, &choice, &replica_pids, dir);
+            let replicas = watch_replicas(observe, &choice, local_replicas(&replica_pids), dir);
             return Ok(Observation {
                 sampler,
                 profiler: None,
@@ -329,6 +395,35 @@ impl Observation {
                 watching: None,
                 profiling: Some(choice.profiling),
                 replicas: Some(replicas),
+                remote_target: None,
+            });
+        }
+        if remote_replicas.len() > 1 && observe.sample {
+            return Ok(Observation {
+                remote_target: crate::observe::remote_replicas::target(&remote_replicas),
+                replicas: Some(watch_replicas(
+                    observe,
+                    &choice,
+                    remote_replicas
+                        .into_iter()
+                        .map(|r| ToWatch {
+                            pid: r.pid,
+                            // Said in the replicas' lines: where each one runs.
+                            name: format!("{} on {}", r.name, r.spec.name),
+                            observer: Some(r.spec),
+                        })
+                        .collect(),
+                    dir,
+                )),
+                sampler,
+                profiler: None,
+                offcpu: None,
+                listen_port: None,
+                spawned,
+                target,
+                feeds,
+                watching: watching.cloned(),
+                profiling: Some(choice.profiling),
             });
         }
         let profiler = choice.cpu.map(|source| {
@@ -368,6 +463,7 @@ impl Observation {
             profiling: Some(choice.profiling)
                 .filter(|p| p.cpu.is_some() || p.offcpu.is_some() || !p.why.is_empty()),
             replicas: None,
+            remote_target: None,
         })
     }
 
@@ -402,22 +498,24 @@ impl Observation {
         }
         let own = std::process::id();
         let one_process = self.replicas.is_none();
-        if let Some(pid) = self.target.as_ref().map(|t| t.pid).filter(|p| *p != own) {
-            if self.sampler.is_some() {
-                if one_process {
-                    observers.push(Box::new(WindowObserver::local(ThreadsReading { pid })));
-                }
-                observers.push(Box::new(WindowObserver::local(ProcessesReading {
-                    target: pid,
-                    listen_port: self.listen_port,
-                    generator: Some(own),
-                })));
+        let local = self.target.as_ref().filter(|t| t.pid != own);
+        if let Some(target) = local.filter(|_| self.sampler.is_some()) {
+            let pid = target.pid;
+            if one_process {
+                observers.push(Box::new(WindowObserver::local(ThreadsReading { pid })));
             }
+            observers.push(Box::new(WindowObserver::local(ProcessesReading {
+                targets: target.pids(),
+                listen_port: self.listen_port,
+                generator: Some(own),
+            })));
         }
         if let (None, Some(observer), Some(_)) = (&self.target, &self.watching, &self.sampler) {
-            let threads = WindowObserver::<ThreadsReading>::through(observer.clone());
+            if one_process {
+                let threads = WindowObserver::<ThreadsReading>::through(observer.clone());
+                observers.push(Box::new(threads));
+            }
             let processes = WindowObserver::<ProcessesReading>::through(observer.clone());
-            observers.push(Box::new(threads));
             observers.push(Box::new(processes));
         }
         if let Some(offcpu) = self.offcpu.take() {
@@ -435,7 +533,10 @@ impl Observation {
             sampler.stop();
         }
         let Some(mut target) = self.target.clone() else {
-            return self.feeds.first().and_then(|feed| feed.target());
+            return self
+                .remote_target
+                .clone()
+                .or_else(|| self.feeds.first().and_then(|feed| feed.target()));
         };
         target.exited_at_s = self.sampler.as_ref().and_then(|s| s.target_gone_at());
         target.exit_status = self.spawned.as_mut().and_then(Spawned::exit_status);

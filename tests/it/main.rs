@@ -17,6 +17,7 @@ mod profiles;
 mod protocols;
 mod remote;
 mod replicas;
+mod replicas_remote;
 mod report;
 mod runtimes;
 mod schedule;

@@ -35,7 +35,7 @@ impl Observed {
         Observed { child, url }
     }
 
-    fn authority(&self) -> &str {
+    pub fn authority(&self) -> &str {
         self.url.split_once("://").unwrap().1
     }
 }
@@ -75,7 +75,7 @@ impl Drop for Demo {
 }
 
 /// GET with an optional bearer token: the status and the body.
-fn get(authority: &str, path: &str, token: Option<&str>) -> (u16, String) {
+pub fn get(authority: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(authority).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))

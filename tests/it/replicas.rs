@@ -11,16 +11,16 @@ use std::process::{Child, Command, Stdio};
 
 /// A pre-fork master and its workers (they end with it), run from a copy of the program
 /// under a name of its own, so `--process-name` finds these processes and no other test's.
-struct PreFork {
+pub struct PreFork {
     master: Child,
-    url: String,
-    workers: Vec<u32>,
-    name: String,
+    pub url: String,
+    pub workers: Vec<u32>,
+    pub name: String,
     _dir: TempDir,
 }
 
 impl PreFork {
-    fn start(workers: usize) -> PreFork {
+    pub fn start(workers: usize) -> PreFork {
         let program = crate::util::example_binary("wait_targets");
         let dir = TempDir::new("replicas");
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -117,12 +117,7 @@ fn a_pre_fork_servers_workers_are_found_by_name_and_judged_each() {
         );
     }
     // Each replica's own off-CPU view and the service's, summed from them.
-    let knee_step = record
-        .steps
-        .iter()
-        .find(|s| Some(&s.name) == verdict.knee_step.as_ref())
-        .unwrap();
-    let observed = knee_step.observed.as_ref().unwrap();
+    let observed = crate::util::knee_step(&record).observed.as_ref().unwrap();
     let replicas = observed.replicas.as_ref().unwrap();
     assert_eq!(replicas.len(), 2);
     let waits = |o: &knee::model::Observed| o.offcpu.as_ref().map_or(0.0, |w| w.waiting_ms);
@@ -360,6 +355,9 @@ fn a_balancer_is_followed_to_its_replicas_and_compare_gives_the_ratio() {
         knee_series(&b, "balancer.cpu_cores").is_some(),
         "balancer sampled"
     );
+    // nginx keeps connections to its upstreams (keepalive): counted.
+    let connections = knee_series(&b, "balancer.upstream_connections");
+    assert!(connections.is_some_and(|c| c >= 1.0), "{connections:?}");
     let capacity = |r: &RunRecord| r.hunt.as_ref().and_then(|h| h.capacity_rps).unwrap();
     let (ca, cb) = (capacity(&a), capacity(&b));
     let (va, vb) = (a.verdict.clone().unwrap(), b.verdict.clone().unwrap());

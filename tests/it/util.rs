@@ -834,3 +834,13 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The step the verdict names as the knee.
+pub fn knee_step(record: &RunRecord) -> &knee::model::step::StepResult {
+    let name = record.verdict.as_ref().and_then(|v| v.knee_step.clone());
+    record
+        .steps
+        .iter()
+        .find(|s| Some(&s.name) == name.as_ref())
+        .unwrap_or_else(|| panic!("no knee step {name:?}"))
+}

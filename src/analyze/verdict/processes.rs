@@ -150,6 +150,14 @@ pub fn balancer(ctx: &Context) -> Option<Finding> {
         cpu * 100.0 / ceiling
     ))
     .confirm("more worker processes for the balancer (nginx worker_processes, HAProxy nbthread), or one balancer per host");
+    if let Some(connections) = ctx.at_knee("balancer.upstream_connections") {
+        let was = ctx
+            .below("balancer.upstream_connections")
+            .map_or(String::new(), |b| format!(" (below the knee: {b:.0})"));
+        finding = finding.evidence(format!(
+            "it held {connections:.0} connections to its upstreams at the knee{was}"
+        ));
+    }
     if let Some(target) = ctx.target_cpu() {
         finding = finding.evidence(format!("the service behind it used {target:.2} cores"));
     }
@@ -170,13 +178,15 @@ mod tests {
                 .with("host.cores", 2.0)
                 .with("target.cpu_cores", 0.5)
                 .with("balancer.cpu_cores", 0.7)
-                .with("balancer.processes", 2.0);
+                .with("balancer.processes", 2.0)
+                .with("balancer.upstream_connections", 14.0);
             let knee = step("hold-105", Phase::Hold, 5250.0, 4800.0, 900.0)
                 .failing()
                 .with("host.cores", 2.0)
                 .with("target.cpu_cores", 0.55)
                 .with("balancer.cpu_cores", balancer_cpu)
-                .with("balancer.processes", 2.0);
+                .with("balancer.processes", 2.0)
+                .with("balancer.upstream_connections", 31.0);
             verdict(&[below, knee], Some(4750.0), 0.01)
         };
         // nginx with one worker (a master and a worker) at a full core.
@@ -186,6 +196,13 @@ mod tests {
             v.evidence.iter().any(|e| e.contains(
                 "the balancer used 0.97 cores at the knee (below the knee: 0.70), with 1 worker process(es) on 2 cores: 97 %"
             )),
+            "{v:#?}"
+        );
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e
+                    == "it held 31 connections to its upstreams at the knee (below the knee: 14)"),
             "{v:#?}"
         );
         let v = pair(0.6);

@@ -73,7 +73,10 @@ pub fn wait_site(ctx: &Context) -> Option<Finding> {
             offcpu
                 .observer
                 .as_ref()
-                .map_or(String::new(), |o| format!(", on observer {o}'s host")),
+                .map_or(String::new(), |o| match o.contains(", ") {
+                    true => format!(", on observers {o}'s hosts"),
+                    false => format!(", on observer {o}'s host"),
+                }),
             offcpu.waiting_ms,
             offcpu.idle_ms,
             offcpu.preempted_ms,
