@@ -365,7 +365,10 @@ fn perf_once(
         return Err(why);
     }
     let result = record();
-    let lasting = result.as_ref().err().filter(|why| super::capture::lasting(why));
+    let lasting = result
+        .as_ref()
+        .err()
+        .filter(|why| super::capture::lasting(why));
     if let (Some(why), Ok(mut failed)) = (lasting, sources.perf_failed.lock()) {
         *failed = Some(format!("{why} (not tried again in this run)"));
     }

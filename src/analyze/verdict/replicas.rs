@@ -78,11 +78,18 @@ pub fn across(ctx: &Context, slo: &Slo, v: &mut Verdict) {
         if own.kind == v.kind && own.site == v.site {
             same += 1;
         }
+        // Its share of the good answers at the knee, read from its share of the work.
+        let good = ctx.knee.ok_rps;
         let share = replica
             .share
             .zip(replica.share_of)
             .map_or(String::new(), |(s, of)| {
-                format!("; {:.0} % of the service's {}", s * 100.0, of.words())
+                format!(
+                    "; {:.0} % of the service's {}: about {:.0} of its {good:.0} good req/s",
+                    s * 100.0,
+                    of.words(),
+                    s * good
+                )
             });
         lines.push(format!(
             "replica {} (pid {}, {}): {}{share}",
@@ -115,4 +122,59 @@ fn uneven(replicas: &[ReplicaObserved]) -> Option<String> {
             even * 100.0
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::analyze::verdict::verdict_on;
+    use crate::model::step::testing::step;
+    use crate::model::Phase;
+    use crate::slo::Slo;
+    use serde_json::json;
+
+    /// Two replicas, each a busy core at the knee; the first did three parts of four.
+    fn replicas(
+        step: crate::model::step::StepResult,
+        cpu: [f64; 2],
+    ) -> crate::model::step::StepResult {
+        let each = |index: usize, share: f64| {
+            json!({"index": index, "pid": 100 + index, "name": "api", "share": share,
+                   "share_of": "cpu", "observed": {}})
+        };
+        step.with("host.cores", 2.0)
+            .with("target.cpu_cores", cpu[0] + cpu[1])
+            .with("replica1.cpu_cores", cpu[0])
+            .with("replica2.cpu_cores", cpu[1])
+            .with_observed("replicas", json!([each(1, 0.75), each(2, 0.25)]))
+    }
+
+    #[test]
+    fn each_replica_is_judged_with_its_share_of_the_good_answers() {
+        let below = replicas(
+            step("hold-095", Phase::Hold, 950.0, 950.0, 12.0),
+            [0.7, 0.6],
+        );
+        let knee = replicas(
+            step("hold-105", Phase::Hold, 1050.0, 1000.0, 900.0).failing(),
+            [0.99, 0.98],
+        );
+        let v = verdict_on(&[below, knee], Some(950.0), &Slo::default(), 2);
+        // The service is CPU-bound; each replica alone is one busy core.
+        assert!(v.bottleneck.ends_with(" of 2 replicas)"), "{v:#?}");
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.starts_with("replica 1 (pid 101, api): ")
+                    && e.ends_with(
+                        "; 75 % of the service's CPU: about 750 of its 1000 good req/s"
+                    )),
+            "{v:#?}"
+        );
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.starts_with("uneven spread: replica 1 (pid 101) did 75 % of the work")),
+            "{v:#?}"
+        );
+    }
 }
