@@ -61,6 +61,8 @@ pub struct RequestSpec {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub weight: u32,
+    /// Its own objectives (`[requests.slo]`), judged on its own figures.
+    pub slo: Option<Slo>,
 }
 
 // ---- the file as written -------------------------------------------------------------
@@ -153,6 +155,9 @@ struct RawRequest {
     body: Option<String>,
     body_file: Option<Spanned<String>>,
     weight: Option<Bounded<1, 1_000_000>>,
+    /// Its own objectives (`[requests.slo]`), on top of the run's.
+    #[serde(default)]
+    slo: BTreeMap<String, Spanned<SloValue>>,
 }
 
 #[derive(Deserialize)]
@@ -310,6 +315,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
             headers: default_request.headers.clone(),
             body: default_request.body.clone(),
             weight: 1,
+            slo: None,
         }]
     } else {
         raw.requests
@@ -343,15 +349,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
             )
         }
     };
-    let mut slo = Slo::default();
-    for (key, value) in &raw.slo {
-        let text = match value.get_ref() {
-            SloValue::Text(t) => t.clone(),
-            SloValue::Number(n) => n.to_string(),
-        };
-        slo.add_term(key, &text)
-            .map_err(|e| src.error_at(Some(value.span()), &e))?;
-    }
+    let slo = slo_of(&src, &raw.slo)?;
     Ok(ProfileSpec {
         name: raw.name,
         kind,
@@ -376,6 +374,20 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
         hunt,
         observe: observe_plan(&src, raw.observe.unwrap_or_default())?,
     })
+}
+
+/// An `[slo]` table's objectives; a bad one points at itself.
+fn slo_of(src: &Source, terms: &BTreeMap<String, Spanned<SloValue>>) -> Result<Slo, Error> {
+    let mut slo = Slo::default();
+    for (key, value) in terms {
+        let text = match value.get_ref() {
+            SloValue::Text(t) => t.clone(),
+            SloValue::Number(n) => n.to_string(),
+        };
+        slo.add_term(key, &text)
+            .map_err(|e| src.error_at(Some(value.span()), &e))?;
+    }
+    Ok(slo)
 }
 
 struct RawRequestDefaults {
@@ -415,6 +427,10 @@ fn request_spec(
         headers,
         body,
         weight: raw.weight.as_ref().map_or(1, |w| w.0 as u32),
+        slo: match raw.slo.is_empty() {
+            true => None,
+            false => Some(slo_of(src, &raw.slo)?),
+        },
     })
 }
 

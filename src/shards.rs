@@ -231,6 +231,9 @@ fn merged_step(
     step.slices.clear();
     step.connect_ms = None;
     step.tls_ms = None;
+    // Per-request histograms are not in the hlogs either: the merged step has none (each
+    // shard's run keeps its own).
+    step.by_request.clear();
     step.notes = parts
         .iter()
         .enumerate()

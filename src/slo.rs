@@ -44,11 +44,22 @@ impl Slo {
     /// only summary percentiles, so a bound is read at the nearest stored percentile at or
     /// above its own (p95 at p99): a tail that passes held at least that well.
     pub fn tail_holds(&self, tail: &ProfiledWindow) -> bool {
-        let errors_held = self.max_error_rate.is_none_or(|max| {
-            tail.requests == 0 || tail.errors as f64 / tail.requests as f64 <= max
-        });
+        self.holds_on(&tail.latency_ms, tail.requests, tail.errors)
+    }
+
+    /// Whether figures kept as summary percentiles (a profiled tail, one request of a mix)
+    /// held the latency and error bounds: a bound is read at the nearest stored percentile
+    /// at or above its own; the throughput floor is the step's, not theirs.
+    pub fn holds_on(
+        &self,
+        l: &crate::model::figures::Percentiles,
+        requests: u64,
+        errors: u64,
+    ) -> bool {
+        let errors_held = self
+            .max_error_rate
+            .is_none_or(|max| requests == 0 || errors as f64 / requests as f64 <= max);
         let latency_held = self.latency.iter().all(|bound| {
-            let l = &tail.latency_ms;
             let value = match bound.percentile {
                 p if p <= 50.0 => l.p50,
                 p if p <= 90.0 => l.p90,
@@ -56,7 +67,7 @@ impl Slo {
                 p if p <= 99.9 => l.p999,
                 _ => l.max,
             };
-            tail.requests == 0 || value <= bound.limit_ms
+            requests == 0 || value <= bound.limit_ms
         });
         errors_held && latency_held
     }

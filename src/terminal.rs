@@ -173,34 +173,61 @@ pub fn summary_table(steps: &[StepResult]) -> String {
         "gen lag p99",
         "holds",
     ];
-    let rows: Vec<Vec<String>> = steps
-        .iter()
-        .map(|s| {
-            vec![
-                s.name.clone(),
-                s.offered_rps.map_or("-".into(), fmt_rate),
-                s.concurrency.map_or("-".into(), |c| c.to_string()),
-                format!("{:.1}", s.achieved_rps),
-                fmt_ms(s.latency_ms.p50),
-                fmt_ms(s.latency_ms.p90),
-                fmt_ms(s.latency_ms.p99),
-                fmt_ms(s.latency_ms.p999),
-                fmt_ms(s.latency_ms.max),
-                format!("{} ({:.1}%)", s.errors, s.error_rate * 100.0),
-                format!(
-                    "{}{}",
-                    fmt_ms(s.generator.send_lag_p99_ms),
-                    if s.generator.limited { " LIMITED" } else { "" }
-                ),
-                match (s.holds, s.partial) {
-                    (_, true) => "partial".into(),
-                    (true, _) => "yes".into(),
-                    (false, _) => "NO".into(),
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for s in steps {
+        rows.push(step_row(s));
+        // A mix of several requests: each one's own figures beneath its step.
+        for r in &s.by_request {
+            let mut row = vec![
+                format!("  {}", r.name),
+                fmt_rate((r.requests as f64 / s.duration_s.max(1e-9)).round()),
+                "-".into(),
+                format!("{:.1}", r.ok_rps),
+            ];
+            row.extend(latency_cells(&r.latency_ms));
+            row.extend([
+                format!("{} ({:.1}%)", r.errors, r.error_rate * 100.0),
+                "-".into(),
+                match (r.own_slo, r.holds) {
+                    (false, _) => "-".into(),
+                    (true, true) => "yes".into(),
+                    (true, false) => "NO".into(),
                 },
-            ]
-        })
-        .collect();
+            ]);
+            rows.push(row);
+        }
+    }
     table(&header, &rows)
+}
+
+/// p50, p90, p99, p99.9 and max, as the summary table shows them.
+fn latency_cells(p: &crate::model::figures::Percentiles) -> [String; 5] {
+    [p.p50, p.p90, p.p99, p.p999, p.max].map(fmt_ms)
+}
+
+/// A step's row of the summary table.
+fn step_row(s: &StepResult) -> Vec<String> {
+    let mut row = vec![
+        s.name.clone(),
+        s.offered_rps.map_or("-".into(), fmt_rate),
+        s.concurrency.map_or("-".into(), |c| c.to_string()),
+        format!("{:.1}", s.achieved_rps),
+    ];
+    row.extend(latency_cells(&s.latency_ms));
+    row.extend([
+        format!("{} ({:.1}%)", s.errors, s.error_rate * 100.0),
+        format!(
+            "{}{}",
+            fmt_ms(s.generator.send_lag_p99_ms),
+            if s.generator.limited { " LIMITED" } else { "" }
+        ),
+        match (s.holds, s.partial) {
+            (_, true) => "partial".into(),
+            (true, _) => "yes".into(),
+            (false, _) => "NO".into(),
+        },
+    ]);
+    row
 }
 
 /// A plain aligned text table: first column left, the rest right.

@@ -531,6 +531,7 @@ fn request_plans(
             headers: Vec::new(),
             body: Vec::new(),
             weight: 1,
+            slo: None,
         }],
     };
     for spec in &mut specs {
@@ -583,6 +584,7 @@ fn request_plan(spec: &RequestSpec) -> Result<RequestPlan, Error> {
         headers,
         body: Bytes::from(spec.body.clone()),
         weight: spec.weight,
+        slo: spec.slo.clone(),
     })
 }
 

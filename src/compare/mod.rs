@@ -139,6 +139,15 @@ impl Side {
             Some(v) => v.bottleneck.clone(),
             None => "no verdict".to_string(),
         };
+        // Which endpoint broke first, for a mix: the one a fix moved.
+        if let Some(first) = self
+            .run
+            .verdict
+            .as_ref()
+            .and_then(|v| v.broke_first.as_ref())
+        {
+            line.push_str(&format!("; {first}"));
+        }
         if let Some(knee) = self.run.verdict.as_ref().and_then(|v| v.knee_step.as_ref()) {
             let cpu = self
                 .run

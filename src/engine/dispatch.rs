@@ -193,10 +193,8 @@ impl Dispatcher {
             }
             let late = Instant::now().saturating_duration_since(intended);
             lag.saturating_record((late.as_micros() as u64).clamp(1, HIST_MAX_US));
-            let job = Job {
-                intended,
-                request: self.mix.pick(&mut self.rng),
-            };
+            let request = self.mix.pick(&mut self.rng);
+            let job = Job { intended, request };
             if lanes[lane].queue.try_send(Task::Send(job)).is_err() {
                 ctx.recorder.add(&Record {
                     intended,
@@ -204,6 +202,7 @@ impl Dispatcher {
                     connected: None,
                     done: Instant::now(),
                     outcome: Outcome::Failed(ErrorClass::NotSent),
+                    request: request as u32,
                 });
             }
             match self.size_lane(lane, &mut lanes[lane], last_wake) {

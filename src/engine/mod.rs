@@ -4,6 +4,7 @@
 //! the same request loop runs (`worker`), on the engine's lanes (one single-threaded runtime
 //! per core, `lanes`), and records into per-thread shards merged at the end (`record`).
 
+pub mod by_request;
 mod check;
 pub mod client;
 pub mod cpu;
@@ -91,6 +92,8 @@ struct Running {
 pub struct Engine {
     client: Arc<Client>,
     mix: Mix,
+    /// The mix's requests by name, and their own SLOs.
+    named: Arc<by_request::Named>,
     steps_run: AtomicU64,
     /// A shard's phase in its uniform schedule (0 unsharded).
     phase: f64,
@@ -126,6 +129,7 @@ impl Engine {
         Ok(Engine {
             client: Arc::new(Client::new(&plan.target, &plan.requests).await?),
             mix: Mix::new(&plan.requests),
+            named: Arc::new(by_request::Named::of(&plan.requests)),
             steps_run: AtomicU64::new(0),
             phase: plan.shard.map_or(0.0, |s| s.phase()),
             seed_base: plan.shard.map_or(0, |s| u64::from(s.index) << 48),
@@ -231,7 +235,7 @@ impl Engine {
             client: self.client.clone(),
             stop: self.shared.stop.clone(),
             // One shard per lane, one for the dispatcher thread.
-            recorder: Shards::new(self.lanes().len() + 1, timeline, lag_bound),
+            recorder: Shards::new(self.lanes().len() + 1, timeline, lag_bound, &self.named),
             in_flight: AtomicU64::new(0),
             unsent: AtomicU64::new(0),
             drain_deadline: timeline.until + self.client.request_timeout(),

@@ -44,6 +44,8 @@ pub struct Record {
     pub connected: Option<super::client::Connected>,
     pub done: Instant,
     pub outcome: Outcome,
+    /// Which request of the mix it was (its index).
+    pub request: u32,
 }
 
 /// The step's time line: warm-up, the counted part (to `end`), then the profiled tail (to
@@ -198,6 +200,8 @@ pub struct StepRecorder {
     /// Latency of answers on connections the request opened, and on reused ones.
     fresh: Histogram<u64>,
     reused: Histogram<u64>,
+    /// Each request of a mix of several, on its own.
+    by_request: super::by_request::ByRequest,
 }
 
 /// Live figures for the progress bar.
@@ -210,7 +214,11 @@ pub struct Live {
 }
 
 impl StepRecorder {
-    pub fn new(timeline: Timeline, lag_bound: Duration) -> Self {
+    pub fn new(
+        timeline: Timeline,
+        lag_bound: Duration,
+        named: std::sync::Arc<super::by_request::Named>,
+    ) -> Self {
         let total = timeline.end.saturating_duration_since(timeline.start);
         let slice_len = (total / 40).max(Duration::from_millis(50));
         let count = (total.as_secs_f64() / slice_len.as_secs_f64()).ceil() as usize;
@@ -240,6 +248,7 @@ impl StepRecorder {
                 .expect("static histogram bounds are valid"),
             reused: Histogram::new_with_bounds(1, HIST_MAX_US, 2)
                 .expect("static histogram bounds are valid"),
+            by_request: super::by_request::ByRequest::new(named),
         }
     }
 
@@ -341,8 +350,9 @@ impl StepRecorder {
         self.add_to_slices(r);
         // Throughput counts completions inside the counted window, whichever request they
         // answer: past capacity, responses to queued requests arrive after the window.
+        let in_window = r.done >= self.timeline.counted_from && r.done < self.timeline.end;
         if let Outcome::Response(status) = r.outcome {
-            if r.done >= self.timeline.counted_from && r.done < self.timeline.end {
+            if in_window {
                 self.responses_in_window += 1;
                 if ErrorClass::of_status(status).is_none() {
                     self.ok_in_window += 1;
@@ -364,6 +374,7 @@ impl StepRecorder {
             return;
         }
         self.requests += 1;
+        self.by_request.add(r, in_window);
         if let Some(c) = r.connected {
             record_us(&mut self.connect, c.tcp);
             if let Some(tls) = c.tls {
@@ -442,6 +453,7 @@ impl StepRecorder {
         self.tail.merge(&other.tail);
         let _ = self.fresh.add(&other.fresh);
         let _ = self.reused.add(&other.reused);
+        self.by_request.merge(&other.by_request);
     }
 
     fn count_error(&mut self, class: ErrorClass) {
@@ -501,7 +513,14 @@ impl StepRecorder {
                 offered_rps,
             },
         );
-        let slo_failures = crate::slo::failures_of(&slo_checks);
+        let mut slo_failures = crate::slo::failures_of(&slo_checks);
+        // A request's own SLO holds the step to it too.
+        let by_request = self.by_request.results(duration_s);
+        for request in &by_request {
+            for failure in &request.slo_failures {
+                slo_failures.push(format!("{}: {failure}", request.name));
+            }
+        }
         StepResult {
             name: spec.name.clone(),
             phase: spec.phase,
@@ -556,6 +575,7 @@ impl StepRecorder {
             profiled: (!spec.profile.is_zero() && tail_seconds > 0.0)
                 .then(|| self.tail.window(tail_seconds)),
             notes: Vec::new(),
+            by_request,
             observed: None,
         }
     }
@@ -575,10 +595,15 @@ thread_local! {
 }
 
 impl Shards {
-    pub fn new(count: usize, timeline: Timeline, lag_bound: Duration) -> Self {
+    pub fn new(
+        count: usize,
+        timeline: Timeline,
+        lag_bound: Duration,
+        named: &std::sync::Arc<super::by_request::Named>,
+    ) -> Self {
         Shards {
             shards: (0..count.max(1))
-                .map(|_| Mutex::new(StepRecorder::new(timeline, lag_bound)))
+                .map(|_| Mutex::new(StepRecorder::new(timeline, lag_bound, named.clone())))
                 .collect(),
         }
     }

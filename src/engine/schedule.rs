@@ -176,6 +176,7 @@ mod tests {
             headers: Vec::new(),
             body: Bytes::new(),
             weight,
+            slo: None,
         };
         let mix = Mix::new(&[request(1), request(3)]);
         let mut rng = Rng::new(3);

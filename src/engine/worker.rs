@@ -129,6 +129,7 @@ async fn worker(ctx: Arc<StepCtx>, pool: Arc<Pool>, idle: Idle, mut jobs: Jobs) 
                 connected: None,
                 done: sent,
                 outcome: Outcome::Failed(ErrorClass::NotSent),
+                request: job.request as u32,
             }
         } else {
             ctx.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +164,7 @@ async fn worker(ctx: Arc<StepCtx>, pool: Arc<Pool>, idle: Idle, mut jobs: Jobs) 
                     Ok(status) => Outcome::Response(status),
                     Err(class) => Outcome::Failed(class),
                 },
+                request: job.request as u32,
             }
         };
         ctx.recorder.add(&record);

@@ -175,6 +175,7 @@ impl Simulation {
             profiled: None,
             slices: slice_results,
             notes: Vec::new(),
+            by_request: Vec::new(),
             observed: None,
         }
     }

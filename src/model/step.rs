@@ -212,10 +212,33 @@ pub struct StepResult {
     /// Consistency notes (e.g. Little's law did not hold).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Each request of a mix of several, on its own (its histogram merged across shards).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_request: Vec<RequestResult>,
     /// What the observers saw during the step: samples, profiles, threads, processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<Observed>,
 }
+/// One request of the mix over a step's counted window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RequestResult {
+    /// Its name in the profile (`[[requests]] name`, or its method and path).
+    pub name: String,
+    /// Requests whose intended send time fell in the counted window.
+    pub requests: u64,
+    /// Its good answers completed in the window, per second.
+    pub ok_rps: f64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub error_classes: BTreeMap<ErrorClass, u64>,
+    /// From the intended send time, as the step's.
+    pub latency_ms: Percentiles,
+    /// Whether it has an SLO of its own (`[requests.slo]`); its failures fail the step.
+    pub own_slo: bool,
+    pub holds: bool,
+    pub slo_failures: Vec<String>,
+}
+
 impl StepResult {
     /// What a long soak keeps of a window in memory while it runs: no time slices, and of
     /// what was observed only the target's and the generator's sampled series (what the soak
@@ -341,6 +364,7 @@ pub mod testing {
             slices: Vec::new(),
             profiled: None,
             notes: Vec::new(),
+            by_request: Vec::new(),
             observed: None,
         }
     }

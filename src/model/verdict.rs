@@ -23,6 +23,10 @@ pub struct Verdict {
     pub below_step: Option<String>,
     /// One line per hold step: what was at what utilization.
     pub holds: Vec<String>,
+    /// For a mix of several requests, which one broke first and where ("search broke first:
+    /// p99 420ms at 310 req/s total (93 req/s of it), while item held to 600 req/s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broke_first: Option<String>,
 }
 
 /// What saturated at the knee (`verdict.kind`). The order here is the documented order of

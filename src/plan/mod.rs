@@ -295,6 +295,8 @@ pub struct RequestPlan {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     pub weight: u32,
+    /// Its own objectives (`[requests.slo]`): the step holds only if it meets them too.
+    pub slo: Option<crate::slo::Slo>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

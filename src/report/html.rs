@@ -51,6 +51,7 @@ impl Exporter for Html {
         verdict_box(&mut out, run);
         charts(&mut out, run, dir);
         step_table(&mut out, run);
+        super::requests::html(&mut out, run);
         connect_table(&mut out, run);
         flamegraphs(&mut out, run, dir);
         offcpu(&mut out, run, dir);
@@ -101,8 +102,9 @@ fn verdict_box(out: &mut String, run: &RunRecord) {
             ),
         );
         let evidence: String = v
-            .evidence
+            .broke_first
             .iter()
+            .chain(&v.evidence)
             .chain(super::busy_at_knee(run).as_ref())
             .map(|e| format!("<li>{}</li>", escape(e)))
             .collect();

@@ -27,6 +27,7 @@ impl Exporter for Markdown {
         );
         verdict(&mut out, run);
         steps(&mut out, run);
+        super::requests::markdown(&mut out, run);
         connects(&mut out, run);
         flamegraphs(&mut out, run);
         offcpu(&mut out, run);
@@ -93,7 +94,7 @@ fn verdict(out: &mut String, run: &RunRecord) {
         );
     }
     if let Some(v) = &run.verdict {
-        for line in &v.evidence {
+        for line in v.broke_first.iter().chain(&v.evidence) {
             let _ = writeln!(out, "- {}", md_cell(line));
         }
         if let Some(busy) = super::busy_at_knee(run) {

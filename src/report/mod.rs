@@ -9,6 +9,7 @@ pub mod junit;
 pub mod markdown;
 pub mod markup;
 mod replicas;
+mod requests;
 pub mod text_chart;
 pub mod timeline;
 

@@ -302,7 +302,7 @@ fn bottleneck_block(v: &verdict::Verdict) -> String {
     if let Some(site) = &v.site {
         out.push_str(&format!("  site: {site}\n"));
     }
-    for line in &v.evidence {
+    for line in v.broke_first.iter().chain(&v.evidence) {
         out.push_str(&format!("  - {line}\n"));
     }
     out.push_str(&format!("  to confirm: {}\n", v.confirm));

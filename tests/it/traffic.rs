@@ -176,3 +176,129 @@ fn bad_input_is_one_line_naming_the_file_and_line() {
         "{stderr}"
     );
 }
+
+/// The demo with a pool of two slots held 10 ms each (200 req/s), as a process of its own.
+fn pool_demo() -> (std::process::Child, String) {
+    let (child, line) = spawn_reading_first_line(std::process::Command::new(knee_bin()).args([
+        "demo",
+        "--port",
+        "0",
+        "--pool-slots",
+        "2",
+        "--no-metrics",
+    ]));
+    let base = line.rsplit(' ').next().unwrap().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    (child, base)
+}
+
+/// A mix of the pool (200 req/s) and an answer at once, half each, as a profile; `load` is
+/// its [load] table, or none for a hunt.
+fn mix_profile(dir: &TempDir, base: &str, pool_slo: &str, load: &str) -> std::path::PathBuf {
+    let profile = dir.join("mix.toml");
+    let kind = if load.is_empty() { "hunt" } else { "load" };
+    let text = format!(
+        "kind = \"{kind}\"\n[target]\nurl = \"{base}\"\n\
+         [[requests]]\nname = \"pool\"\npath = \"/pool\"\n{pool_slo}\
+         [[requests]]\nname = \"home\"\npath = \"/\"\n{load}"
+    );
+    std::fs::write(&profile, text).unwrap();
+    profile
+}
+
+#[test]
+fn the_endpoint_that_broke_first_is_named_with_its_share_of_the_load() {
+    let _serial = serial();
+    let (mut demo, base) = pool_demo();
+    let dir = TempDir::new("mix-hunt");
+    let profile = mix_profile(&dir, &base, "", "");
+    let out = TempDir::new("mix-hunt-run");
+    let mut args = vec![
+        "hunt",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--slo",
+        "p99=100ms",
+        "--profiler",
+        "none",
+        "--offcpu",
+        "off",
+    ];
+    args.extend(crate::waits::HUNT);
+    let (record, stderr) = knee_child_in(&out, &args);
+    let _ = demo.kill();
+    let _ = demo.wait();
+    // Each step has both requests, their counts adding up to the step's.
+    for step in &record.steps {
+        let names: Vec<&str> = step.by_request.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["pool", "home"], "{}", step.name);
+        let sum: u64 = step.by_request.iter().map(|r| r.requests).sum();
+        assert_eq!(sum, step.requests, "{}", step.name);
+    }
+    let verdict = record.verdict.clone().unwrap();
+    let first = verdict.broke_first.clone().unwrap_or_default();
+    eprintln!("{first}\n{stderr}");
+    // "pool broke first: p99 … at T req/s total (P req/s of it), while home held to …"
+    assert!(first.starts_with("pool broke first: "), "{first}");
+    let at = first.split(" at ").nth(1).unwrap_or_default();
+    let total: f64 = at.split(' ').next().unwrap().parse().unwrap();
+    let own: f64 = at
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The pool's 200 req/s is half the mix: it gives way near 400 req/s in all.
+    assert!((250.0..=700.0).contains(&total), "{first}");
+    assert!((own / total - 0.5).abs() < 0.1, "{first}");
+    assert!(first.contains(", while home held to "), "{first}");
+    // The reports show each request.
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("## Requests") && markdown.contains("| pool |"),
+        "{markdown}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("p99 per request"), "the per-request chart");
+}
+
+#[test]
+fn a_requests_own_slo_holds_the_step_to_it() {
+    let _serial = serial();
+    let (mut demo, base) = pool_demo();
+    let dir = TempDir::new("mix-slo");
+    // The pool holds each request 10 ms: a 5 ms p99 of its own cannot be met.
+    let load = "[load]\nrate = 40\nduration = \"1s\"\n";
+    let profile = mix_profile(&dir, &base, "[requests.slo]\np99 = \"5ms\"\n", load);
+    let out = dir.join("out");
+    let profile_arg = profile.to_str().unwrap();
+    let (outcome, record) = knee_run(&out, &[profile_arg]);
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert!(
+        matches!(outcome, Ok(knee::Outcome::SloFailed)),
+        "{outcome:?}"
+    );
+    let step = &record.unwrap().steps[0];
+    assert!(!step.holds);
+    assert!(
+        step.slo_failures
+            .iter()
+            .any(|f| f.starts_with("pool: p99 ")),
+        "{:?}",
+        step.slo_failures
+    );
+    let (pool, home) = (&step.by_request[0], &step.by_request[1]);
+    assert!(pool.own_slo && !pool.holds, "{pool:?}");
+    assert!(!home.own_slo && home.holds, "{home:?}");
+    assert!(pool.latency_ms.p50 >= 9.0, "{pool:?}");
+    // A bad objective there is an input error pointing at itself.
+    let bad = mix_profile(&dir, &base, "[requests.slo]\np99 = \"soon\"\n", load);
+    let (outcome, _) = knee_run(&dir.join("bad"), &[bad.to_str().unwrap()]);
+    let error = outcome.unwrap_err();
+    assert_eq!(error.exit_code(), 2);
+    assert!(error.to_string().contains("mix.toml:8:"), "{error}");
+}

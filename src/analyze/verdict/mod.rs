@@ -13,6 +13,7 @@
 
 pub use crate::model::verdict::{Confidence, Kind, Verdict};
 
+mod endpoints;
 mod gauge;
 mod kernel;
 mod limits;
@@ -179,8 +180,10 @@ pub fn verdict_on(
         .filter(|s| s.phase == Phase::Hold)
         .map(|s| hold_line(s, capacity))
         .collect();
+    let broke_first = endpoints::broke_first(steps, slo);
     let Some(knee) = knee else {
         return Verdict {
+            broke_first,
             bottleneck: "no knee reached: every step held".into(),
             kind: Kind::Unclear,
             confidence: Confidence::Low,
@@ -200,6 +203,7 @@ pub fn verdict_on(
     };
     let mut v = rank(signals::all(&ctx));
     replicas::across(&ctx, slo, &mut v);
+    v.broke_first = broke_first;
     v.knee_step = Some(knee.name.clone());
     v.below_step = below.map(|b| b.name.clone());
     v.holds = holds;

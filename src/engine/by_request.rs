@@ -1,0 +1,175 @@
+//! Figures per request of the mix: a service's traffic is several endpoints of very different
+//! cost, and which one broke first (and at what share of the load) is what a fix needs. Each
+//! shard keeps, per request name, its own counters and a latency histogram (two significant
+//! digits: per-endpoint percentiles to 1 %, a twelfth of the step histogram's memory), merged
+//! exactly across shards when the step ends. A mix of one name keeps nothing here: the
+//! step's own figures are that request's.
+
+use super::errors::ErrorClass;
+use super::record::{percentiles, Outcome, Record, HIST_MAX_US};
+use crate::model::step::RequestResult;
+use crate::slo::{Slo, StepFigures};
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One request's figures over a step's counted window.
+struct Counts {
+    latency: Histogram<u64>,
+    requests: u64,
+    ok_in_window: u64,
+    errors: u64,
+    error_classes: [u64; ErrorClass::ALL.len()],
+}
+
+impl Counts {
+    fn new() -> Self {
+        Counts {
+            latency: Histogram::new_with_bounds(1, HIST_MAX_US, 2)
+                .expect("static histogram bounds are valid"),
+            requests: 0,
+            ok_in_window: 0,
+            errors: 0,
+            error_classes: [0; ErrorClass::ALL.len()],
+        }
+    }
+
+    fn merge(&mut self, other: &Counts) {
+        let _ = self.latency.add(&other.latency);
+        self.requests += other.requests;
+        self.ok_in_window += other.ok_in_window;
+        self.errors += other.errors;
+        for (mine, theirs) in self.error_classes.iter_mut().zip(other.error_classes) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// The mix's requests by name: an imported endpoint is one name over several real paths, so
+/// its figures are those of every request of that name. Each name's own SLO is the first one
+/// a request of that name was given.
+#[derive(Clone, Debug, Default)]
+pub struct Named {
+    /// Distinct, in the profile's order.
+    pub names: Vec<String>,
+    pub slos: Vec<Option<Slo>>,
+    /// Each request's name, as its index in `names`.
+    pub of_request: Vec<usize>,
+}
+
+impl Named {
+    pub fn of(requests: &[crate::plan::RequestPlan]) -> Named {
+        let mut named = Named::default();
+        for request in requests {
+            let index = match named.names.iter().position(|n| *n == request.name) {
+                Some(index) => index,
+                None => {
+                    named.names.push(request.name.clone());
+                    named.slos.push(None);
+                    named.names.len() - 1
+                }
+            };
+            if named.slos[index].is_none() {
+                named.slos[index] = request.slo.clone();
+            }
+            named.of_request.push(index);
+        }
+        named
+    }
+}
+
+/// Per-request figures of one shard (empty for a mix of one request).
+pub struct ByRequest {
+    named: Arc<Named>,
+    counts: Vec<Counts>,
+}
+
+impl ByRequest {
+    pub fn new(named: Arc<Named>) -> Self {
+        let count = if named.names.len() > 1 {
+            named.names.len()
+        } else {
+            0
+        };
+        ByRequest {
+            named,
+            counts: (0..count).map(|_| Counts::new()).collect(),
+        }
+    }
+
+    /// A request whose intended send time fell in the counted window; `answered_in_window`
+    /// when its good answer completed there (throughput counts completions).
+    pub fn add(&mut self, r: &Record, answered_in_window: bool) {
+        let Some(&name) = self.named.of_request.get(r.request as usize) else {
+            return;
+        };
+        let Some(counts) = self.counts.get_mut(name) else {
+            return;
+        };
+        counts.requests += 1;
+        match r.outcome {
+            Outcome::Response(status) => {
+                let us = r.done.saturating_duration_since(r.intended).as_micros() as u64;
+                counts.latency.saturating_record(us.clamp(1, HIST_MAX_US));
+                match ErrorClass::of_status(status) {
+                    Some(class) => {
+                        counts.errors += 1;
+                        counts.error_classes[class.index()] += 1;
+                    }
+                    None => counts.ok_in_window += u64::from(answered_in_window),
+                }
+            }
+            Outcome::Failed(class) => {
+                counts.errors += 1;
+                counts.error_classes[class.index()] += 1;
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &ByRequest) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// Each request's result over `duration_s`, judged by its own SLO when it has one.
+    pub fn results(&self, duration_s: f64) -> Vec<RequestResult> {
+        self.counts
+            .iter()
+            .zip(&self.named.names)
+            .zip(&self.named.slos)
+            .map(|((c, name), slo)| {
+                let ok_rps = c.ok_in_window as f64 / duration_s.max(1e-9);
+                let slo_failures = slo.as_ref().map_or_else(Vec::new, |slo| {
+                    let checks = slo.judge(
+                        None,
+                        &StepFigures {
+                            latency_us: &c.latency,
+                            requests: c.requests,
+                            errors: c.errors,
+                            achieved_rps: ok_rps,
+                            offered_rps: None,
+                        },
+                    );
+                    crate::slo::failures_of(&checks)
+                });
+                RequestResult {
+                    name: name.clone(),
+                    requests: c.requests,
+                    ok_rps,
+                    errors: c.errors,
+                    error_rate: c.errors as f64 / c.requests.max(1) as f64,
+                    error_classes: ErrorClass::ALL
+                        .iter()
+                        .filter(|k| c.error_classes[k.index()] > 0)
+                        .map(|k| (*k, c.error_classes[k.index()]))
+                        .collect::<BTreeMap<_, _>>(),
+                    latency_ms: percentiles(&c.latency),
+                    own_slo: slo.is_some(),
+                    holds: slo_failures.is_empty(),
+                    slo_failures,
+                }
+            })
+            .collect()
+    }
+}
