@@ -17,6 +17,9 @@ use std::time::Duration;
 
 /// Merges `knee run` flags over the profile (if any) into one `RunPlan`.
 pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
+    if args.replay.is_some() {
+        return super::replay::plan(args, command);
+    }
     let profile: Option<ProfileSpec> = args.profile.as_deref().map(profile::load).transpose()?;
     let flag_loads = flag_loads(&args)?;
     // A hunt profile hunts, unless the flags name the loads to run (its mix at fixed rates).
@@ -240,7 +243,7 @@ fn junit_path(path: Option<&Path>) -> Result<Option<PathBuf>, Error> {
 }
 
 /// The parts of a plan that run and hunt share: target, requests, SLO, output.
-struct Base {
+pub(super) struct Base {
     name: String,
     target: TargetPlan,
     requests: Vec<RequestPlan>,
@@ -254,7 +257,7 @@ struct Base {
 }
 
 impl Base {
-    fn new(
+    pub(super) fn new(
         url: Option<String>,
         args: &TargetArgs,
         common: &CommonArgs,
@@ -441,7 +444,12 @@ impl Base {
         })
     }
 
-    fn into_plan(self, kind: Kind, mode: Mode, command: Vec<String>) -> Result<RunPlan, Error> {
+    pub(super) fn into_plan(
+        self,
+        kind: Kind,
+        mode: Mode,
+        command: Vec<String>,
+    ) -> Result<RunPlan, Error> {
         Ok(RunPlan {
             name: self.name,
             kind,
@@ -458,6 +466,7 @@ impl Base {
             shard: None,
             start_at: None,
             ci: self.ci,
+            replay: None,
         })
     }
 }
@@ -522,7 +531,7 @@ fn request_plans(
     args: &TargetArgs,
     profile: Option<&ProfileSpec>,
 ) -> Result<Vec<RequestPlan>, Error> {
-    let mut specs: Vec<RequestSpec> = match profile {
+    let specs: Vec<RequestSpec> = match profile {
         Some(p) => p.requests.clone(),
         None => vec![RequestSpec {
             name: "default".to_string(),
@@ -534,6 +543,14 @@ fn request_plans(
             slo: None,
         }],
     };
+    with_flags(args, specs)
+}
+
+/// The requests `specs` with the command line's method, body and headers applied.
+pub(super) fn with_flags(
+    args: &TargetArgs,
+    mut specs: Vec<RequestSpec>,
+) -> Result<Vec<RequestPlan>, Error> {
     for spec in &mut specs {
         if let Some(method) = &args.method {
             spec.method = method.clone();

@@ -3,6 +3,7 @@
 
 mod generate;
 mod merge;
+mod replay;
 
 pub use generate::{completions, man_page, man_pages_to};
 
@@ -415,10 +416,28 @@ pub struct RunArgs {
     /// Start the first step at this instant (RFC 3339, UTC), so shards start together.
     #[arg(long, value_name = "TIME")]
     pub start_at: Option<String>,
+    /// Send an access log's (or JSON log's) requests at their recorded times, in one step;
+    /// needs --url. --speed or --rate scales the times.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["profile", "steps", "concurrency", "duration", "step_duration", "shard", "shards"])]
+    pub replay: Option<PathBuf>,
+    /// With --replay: how much faster than recorded (2 or 2x: twice as fast; 0.5: half).
+    #[arg(long, value_name = "X", requires = "replay", conflicts_with = "rate", value_parser = parse_speed)]
+    pub speed: Option<f64>,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// "2", "2x", "0.5x": a replay's speed, above 0 and at most 1000.
+fn parse_speed(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches(['x', 'X']);
+    match number.parse::<f64>() {
+        Ok(speed) if speed > 0.0 && speed <= 1000.0 => Ok(speed),
+        _ => Err(format!(
+            "'{text}' is not a speed: give a number above 0 and at most 1000, e.g. 2 or 2x"
+        )),
+    }
 }
 
 #[derive(Args, Debug, Default)]

@@ -193,7 +193,10 @@ impl Dispatcher {
             }
             let late = Instant::now().saturating_duration_since(intended);
             lag.saturating_record((late.as_micros() as u64).clamp(1, HIST_MAX_US));
-            let request = self.mix.pick(&mut self.rng);
+            let request = match self.schedule.last_request() {
+                Some(recorded) => recorded,
+                None => self.mix.pick(&mut self.rng),
+            };
             let job = Job { intended, request };
             if lanes[lane].queue.try_send(Task::Send(job)).is_err() {
                 ctx.recorder.add(&Record {

@@ -94,6 +94,8 @@ pub struct Engine {
     mix: Mix,
     /// The mix's requests by name, and their own SLOs.
     named: Arc<by_request::Named>,
+    /// A log's recorded sends (`knee run --replay`), the schedule instead of a rate's.
+    replay: Option<Arc<crate::plan::RecordedSends>>,
     steps_run: AtomicU64,
     /// A shard's phase in its uniform schedule (0 unsharded).
     phase: f64,
@@ -130,6 +132,7 @@ impl Engine {
             client: Arc::new(Client::new(&plan.target, &plan.requests).await?),
             mix: Mix::new(&plan.requests),
             named: Arc::new(by_request::Named::of(&plan.requests)),
+            replay: plan.replay.clone(),
             steps_run: AtomicU64::new(0),
             phase: plan.shard.map_or(0.0, |s| s.phase()),
             seed_base: plan.shard.map_or(0, |s| u64::from(s.index) << 48),
@@ -320,8 +323,13 @@ impl Engine {
                 .iter()
                 .map(|l| (l.clone(), Arc::new(AtomicUsize::new(0))))
                 .collect(),
-            schedule: OpenSchedule::new(timeline.start, timeline.until, rps, arrivals, seed)
-                .with_phase(self.phase),
+            schedule: match &self.replay {
+                Some(sends) => {
+                    OpenSchedule::recorded(timeline.start, timeline.until, sends.clone())
+                }
+                None => OpenSchedule::new(timeline.start, timeline.until, rps, arrivals, seed)
+                    .with_phase(self.phase),
+            },
             mix: self.mix.clone(),
             rng: Rng::new(seed),
             initial_workers: self

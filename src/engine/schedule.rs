@@ -4,7 +4,8 @@
 //! The closed model has no schedule: a worker's next request is intended the instant its
 //! last one ended.
 
-use crate::plan::{Arrivals, RequestPlan};
+use crate::plan::{Arrivals, RecordedSends, RequestPlan};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Open-model send times in `[start, end)`.
@@ -18,6 +19,10 @@ pub struct OpenSchedule {
     phase_s: f64,
     index: u64,
     rng: Rng,
+    /// Recorded send times and their requests (`knee run --replay`), and the next one.
+    recorded: Option<(Arc<RecordedSends>, usize)>,
+    /// The request the last recorded send was (the mix picks the others).
+    last_request: Option<usize>,
 }
 
 impl OpenSchedule {
@@ -31,6 +36,8 @@ impl OpenSchedule {
             phase_s: 0.0,
             index: 0,
             rng: Rng::new(seed),
+            recorded: None,
+            last_request: None,
         };
         if arrivals == Arrivals::Poisson {
             schedule.next_offset_s = schedule.gap();
@@ -48,6 +55,31 @@ impl OpenSchedule {
         self
     }
 
+    /// The recorded sends instead of a rate's (a replay is one shard: no phase).
+    pub fn recorded(start: Instant, end: Instant, sends: Arc<RecordedSends>) -> Self {
+        OpenSchedule {
+            recorded: Some((sends, 0)),
+            ..OpenSchedule::new(start, end, 1.0, Arrivals::Uniform, 0)
+        }
+    }
+
+    /// The request of the send just returned, when the schedule is recorded.
+    pub fn last_request(&self) -> Option<usize> {
+        self.last_request
+    }
+
+    fn next_recorded(&mut self) -> Option<Instant> {
+        let (sends, next) = self.recorded.as_mut()?;
+        let &(offset_s, request) = sends.0.get(*next)?;
+        let at = self.start + Duration::from_secs_f64(offset_s.max(0.0));
+        if at >= self.end {
+            return None;
+        }
+        *next += 1;
+        self.last_request = Some(request as usize);
+        Some(at)
+    }
+
     fn gap(&mut self) -> f64 {
         // Exponential inter-arrival time with mean 1/rate.
         -(1.0 - self.rng.next_f64()).ln() * self.interval_s
@@ -58,6 +90,9 @@ impl Iterator for OpenSchedule {
     type Item = Instant;
 
     fn next(&mut self) -> Option<Instant> {
+        if self.recorded.is_some() {
+            return self.next_recorded();
+        }
         let at = self.start + Duration::from_secs_f64(self.next_offset_s);
         if at >= self.end {
             return None;

@@ -12,6 +12,7 @@
 mod har;
 mod logs;
 mod render;
+pub mod replay;
 mod template;
 
 use crate::error::Error;

@@ -125,7 +125,15 @@ pub struct RunPlan {
     pub start_at: Option<std::time::SystemTime>,
     /// What a CI pipeline gets besides the exit code.
     pub ci: CiOutputs,
+    /// A log's requests at their recorded times (`knee run --replay`): the one step's
+    /// schedule, instead of a rate's.
+    pub replay: Option<std::sync::Arc<RecordedSends>>,
 }
+
+/// Requests at recorded times: (offset in seconds from the step's start, index into the
+/// plan's requests), earliest first.
+#[derive(Debug, Default)]
+pub struct RecordedSends(pub Vec<(f64, u32)>);
 
 /// Files a CI pipeline reads: the SLO checks as JUnit XML (`--junit`), and the job summary
 /// report.md is appended to (`GITHUB_STEP_SUMMARY`, read once when the plan is made).

@@ -302,3 +302,80 @@ fn a_requests_own_slo_holds_the_step_to_it() {
     assert_eq!(error.exit_code(), 2);
     assert!(error.to_string().contains("mix.toml:8:"), "{error}");
 }
+
+#[test]
+fn a_log_is_replayed_at_its_recorded_times_and_its_burst_stays_a_burst() {
+    let _serial = serial();
+    let target = http_target(Http::Fast);
+    let dir = TempDir::new("replay");
+    let log = dir.join("access.log");
+    std::fs::write(&log, ACCESS_LOG).unwrap();
+    let out = dir.join("out");
+    // Two minutes (and the last second) at 60x: about 2 s.
+    let (outcome, record) = knee_run(
+        &out,
+        &[
+            "--replay",
+            log.to_str().unwrap(),
+            "--url",
+            &target.url(""),
+            "--speed",
+            "60x",
+        ],
+    );
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let step = &record.unwrap().steps[0];
+    // Seven of nine lines: one is not a log line, one answered 404.
+    assert_eq!(
+        (step.name.as_str(), step.requests, step.errors),
+        ("replay", 7, 0)
+    );
+    assert!(
+        (1.9..=2.2).contains(&step.duration_s),
+        "{}",
+        step.duration_s
+    );
+    let names: Vec<&str> = step.by_request.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["GET /users/{id}", "GET /search", "POST /orders"]);
+    // The busy second (16:00:01: four requests) lands within its 1/60 s, in one slice or two.
+    let busy: Vec<u64> = step
+        .slices
+        .iter()
+        .map(|s| s.requests)
+        .filter(|n| *n > 0)
+        .collect();
+    assert!(busy.iter().any(|n| *n >= 2), "{busy:?}");
+    // --rate scales the log to that mean rate instead.
+    let (outcome, record) = knee_run(
+        &dir.join("rated"),
+        &[
+            "--replay",
+            log.to_str().unwrap(),
+            "--url",
+            &target.url(""),
+            "--rate",
+            "7",
+        ],
+    );
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let step = &record.unwrap().steps[0];
+    assert!(
+        (0.9..=1.2).contains(&step.duration_s),
+        "{}",
+        step.duration_s
+    );
+    // A speed that is not one: one line, exit 2.
+    let (outcome, _) = knee_run(
+        &dir.join("bad"),
+        &[
+            "--replay",
+            log.to_str().unwrap(),
+            "--url",
+            &target.url(""),
+            "--speed",
+            "fast",
+        ],
+    );
+    let error = outcome.unwrap_err();
+    assert_eq!(error.exit_code(), 2, "{error}");
+}
