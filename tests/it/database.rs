@@ -144,7 +144,10 @@ fn hunt(service: &Service, out: &TempDir) -> RunRecord {
         .arg(out.path())
         .args(["--pid", &service.child.id().to_string()])
         .args(["--slo", "p99=100ms", "--step-duration", "600ms"])
-        .args(["--hold-duration", "1s", "--holds", "95,120"])
+        // A 150 % hold as well: when a search step fails on a spike the capacity comes out
+        // low and both 95 and 120 % can hold, which left the knee an unprofiled search step
+        // (seen once in a dozen runs); 150 % of it fails and is the profiled knee.
+        .args(["--hold-duration", "1s", "--holds", "95,120,150"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
