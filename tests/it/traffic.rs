@@ -177,8 +177,18 @@ fn bad_input_is_one_line_naming_the_file_and_line() {
     );
 }
 
+/// A demo process, stopped when dropped (a failing test leaves none behind).
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The demo with a pool of two slots held 10 ms each (200 req/s), as a process of its own.
-fn pool_demo() -> (std::process::Child, String) {
+fn pool_demo() -> (Demo, String) {
     let (child, line) = spawn_reading_first_line(std::process::Command::new(knee_bin()).args([
         "demo",
         "--port",
@@ -189,7 +199,7 @@ fn pool_demo() -> (std::process::Child, String) {
     ]));
     let base = line.rsplit(' ').next().unwrap().to_string();
     assert!(base.starts_with("http://127.0.0.1:"), "{line}");
-    (child, base)
+    (Demo(child), base)
 }
 
 /// A mix of the pool (200 req/s) and an answer at once, half each, as a profile; `load` is
@@ -209,7 +219,7 @@ fn mix_profile(dir: &TempDir, base: &str, pool_slo: &str, load: &str) -> std::pa
 #[test]
 fn the_endpoint_that_broke_first_is_named_with_its_share_of_the_load() {
     let _serial = serial();
-    let (mut demo, base) = pool_demo();
+    let (demo, base) = pool_demo();
     let dir = TempDir::new("mix-hunt");
     let profile = mix_profile(&dir, &base, "", "");
     let out = TempDir::new("mix-hunt-run");
@@ -226,8 +236,7 @@ fn the_endpoint_that_broke_first_is_named_with_its_share_of_the_load() {
     ];
     args.extend(crate::waits::HUNT);
     let (record, stderr) = knee_child_in(&out, &args);
-    let _ = demo.kill();
-    let _ = demo.wait();
+    drop(demo);
     // Each step has both requests, their counts adding up to the step's.
     for step in &record.steps {
         let names: Vec<&str> = step.by_request.iter().map(|r| r.name.as_str()).collect();
@@ -268,7 +277,7 @@ fn the_endpoint_that_broke_first_is_named_with_its_share_of_the_load() {
 #[test]
 fn a_requests_own_slo_holds_the_step_to_it() {
     let _serial = serial();
-    let (mut demo, base) = pool_demo();
+    let (demo, base) = pool_demo();
     let dir = TempDir::new("mix-slo");
     // The pool holds each request 10 ms: a 5 ms p99 of its own cannot be met.
     let load = "[load]\nrate = 40\nduration = \"1s\"\n";
@@ -276,8 +285,7 @@ fn a_requests_own_slo_holds_the_step_to_it() {
     let out = dir.join("out");
     let profile_arg = profile.to_str().unwrap();
     let (outcome, record) = knee_run(&out, &[profile_arg]);
-    let _ = demo.kill();
-    let _ = demo.wait();
+    drop(demo);
     assert!(
         matches!(outcome, Ok(knee::Outcome::SloFailed)),
         "{outcome:?}"
