@@ -234,6 +234,18 @@ fn merged_step(
     // Per-request histograms are not in the hlogs either: the merged step has none (each
     // shard's run keeps its own).
     step.by_request.clear();
+    // Flows add up like requests (each shard started its share of them).
+    step.flows = parts[0].flows.as_ref().map(|_| {
+        let flow = |f: &dyn Fn(&crate::model::step::FlowFigures) -> u64| {
+            sum_u(&|s| s.flows.as_ref().map_or(0, f))
+        };
+        crate::model::step::FlowFigures {
+            started: flow(&|f| f.started),
+            completed: flow(&|f| f.completed),
+            failed: flow(&|f| f.failed),
+            cut: flow(&|f| f.cut),
+        }
+    });
     step.notes = parts
         .iter()
         .enumerate()

@@ -124,8 +124,13 @@ impl LiveSink for StepBar {
 }
 
 fn step_line(step: &StepResult) -> String {
+    let unit = if step.flows.is_some() {
+        " flows/s"
+    } else {
+        "/s"
+    };
     let load = match (step.offered_rps, step.concurrency) {
-        (Some(rps), _) => format!("offered {}/s", fmt_rate(rps)),
+        (Some(rps), _) => format!("offered {}{unit}", fmt_rate(rps)),
         (None, Some(c)) => format!("concurrency {c}"),
         _ => String::new(),
     };
@@ -144,8 +149,14 @@ fn step_line(step: &StepResult) -> String {
                 .map_or(String::new(), |t| format!(", TLS p99 {}", fmt_ms(t.p99)))
         )
     });
+    let flows = step.flows.as_ref().map_or(String::new(), |f| {
+        format!(
+            ", flows {} ({} completed, {} failed, {} cut at the end)",
+            f.started, f.completed, f.failed, f.cut
+        )
+    });
     format!(
-        "{:<14} {load}, achieved {:.1}/s, p50 {} p99 {} max {}, errors {} ({:.2}%){connects}{}  {verdict}",
+        "{:<14} {load}, achieved {:.1}{unit}, p50 {} p99 {} max {}, errors {} ({:.2}%){flows}{connects}{}  {verdict}",
         step.name,
         step.achieved_rps,
         fmt_ms(step.latency_ms.p50),
@@ -266,7 +277,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// The verdict block printed at the end of a hunt or a stress test.
 pub fn verdict_block(a: &crate::model::KneeAnalysis) -> String {
-    let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
+    let unit = a.rate_unit.per_second();
+    let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} {unit}"));
     let mut out = format!(
         "\nknee verdict (SLO {}{})\n",
         a.slo,

@@ -17,9 +17,6 @@ use std::time::Duration;
 
 /// Merges `knee run` flags over the profile (if any) into one `RunPlan`.
 pub fn run_plan(args: RunArgs, command: Vec<String>) -> Result<RunPlan, Error> {
-    if args.replay.is_some() {
-        return super::replay::plan(args, command);
-    }
     let profile: Option<ProfileSpec> = args.profile.as_deref().map(profile::load).transpose()?;
     let flag_loads = flag_loads(&args)?;
     // A hunt profile hunts, unless the flags name the loads to run (its mix at fixed rates).
@@ -247,6 +244,7 @@ pub(super) struct Base {
     name: String,
     target: TargetPlan,
     requests: Vec<RequestPlan>,
+    flows: Option<std::sync::Arc<crate::plan::flow::Flows>>,
     slo: Slo,
     slo_is_default: bool,
     out: OutDir,
@@ -310,6 +308,9 @@ impl Base {
             },
         };
         let requests = request_plans(args, profile)?;
+        let flows = profile.filter(|p| !p.flows.is_empty()).map(|p| {
+            std::sync::Arc::new(crate::plan::flow::Flows::over(p.flows.clone(), &requests))
+        });
         let slo = common
             .slo
             .clone()
@@ -434,6 +435,7 @@ impl Base {
             name: sanitize_name(&name),
             target,
             requests,
+            flows,
             slo,
             slo_is_default,
             out,
@@ -467,6 +469,7 @@ impl Base {
             start_at: None,
             ci: self.ci,
             replay: None,
+            flows: self.flows,
         })
     }
 }

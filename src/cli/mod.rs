@@ -564,6 +564,10 @@ where
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     Ok(Some(match cli.command {
+        // `--replay`: the log's requests at their recorded times, not a profile's mix.
+        Command::Run(run) if run.replay.is_some() => {
+            Job::Run(Box::new(replay::plan(*run, command)?))
+        }
         Command::Run(run) => Job::Run(Box::new(run_plan(*run, command)?)),
         Command::Hunt(hunt) => Job::Run(Box::new(hunt_plan(*hunt, command)?)),
         Command::Demo(demo) => Job::Demo(demo.config()),

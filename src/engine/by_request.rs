@@ -6,7 +6,7 @@
 //! step's own figures are that request's.
 
 use super::errors::ErrorClass;
-use super::record::{percentiles, Outcome, Record, HIST_MAX_US};
+use super::sample::{percentiles, Outcome, Record, HIST_MAX_US};
 use crate::model::step::RequestResult;
 use crate::slo::{Slo, StepFigures};
 use hdrhistogram::Histogram;
@@ -55,6 +55,8 @@ pub struct Named {
     pub slos: Vec<Option<Slo>>,
     /// Each request's name, as its index in `names`.
     pub of_request: Vec<usize>,
+    /// The load is user flows: the step's rates are flows per second (see `flow_tally`).
+    pub flows: bool,
 }
 
 impl Named {

@@ -19,6 +19,9 @@ impl Engine {
         if target.check.skip {
             return Ok(());
         }
+        if let Some(flows) = &self.flows {
+            return self.check_flows(target, flows, requests).await;
+        }
         let timeout = self.client.request_timeout();
         for (index, request) in requests.iter().enumerate() {
             let client = self.client.clone();
@@ -61,6 +64,48 @@ impl Engine {
                     )))
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Runs each flow once, step after step; the first step that fails, or whose value
+    /// cannot be taken, is an input error naming the flow and the step.
+    async fn check_flows(
+        &self,
+        target: &TargetPlan,
+        flows: &std::sync::Arc<crate::plan::flow::Flows>,
+        requests: &[RequestPlan],
+    ) -> Result<(), Error> {
+        let timeout = self.client.request_timeout();
+        for index in 0..flows.list.len() {
+            let (client, flows_, requests_) =
+                (self.client.clone(), flows.clone(), requests.to_vec());
+            let allowed = target.check.allowed.clone();
+            let failure = self.lanes()[0]
+                .handle
+                .spawn(async move {
+                    super::flow::check_once(&client, &flows_, &requests_, index, &allowed).await
+                })
+                .await
+                .unwrap_or(Some((String::new(), Err(ErrorClass::Other))));
+            let Some((step, answer)) = failure else {
+                continue;
+            };
+            let what = format!("target check: flow {}, step {step}", flows.list[index].name);
+            return Err(Error::input(match answer {
+                Ok(status) => format!(
+                    "{what} answered {status} (expected error statuses: --allow-status {status}; skip the check: --no-check)"
+                ),
+                Err(ErrorClass::ExtractFailed) => {
+                    format!("{what} (is the step's extract right? skip the check: --no-check)")
+                }
+                Err(class) => format!(
+                    "{what} failed: {} (skip the check: --no-check)",
+                    explain(class, timeout)
+                ),
+            }));
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! request opens a new one. No pooling logic lives here (see `engine::Pool`).
 
 use super::errors::{Classify, ErrorClass};
-use super::h1::{self, H1Conn};
+use super::h1::{self, H1Conn, Kept};
 use crate::error::Error;
 use crate::plan::{HttpVersion, RequestPlan, TargetPlan};
 use bytes::Bytes;
@@ -109,7 +109,7 @@ async fn drive<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
 }
 
 /// A request prepared once: its bytes for HTTP/1.1, its parts for HTTP/2.
-struct Prepared {
+pub struct Prepared {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -126,6 +126,9 @@ pub struct Client {
     connect_timeout: Duration,
     request_timeout: Duration,
     requests: Vec<Prepared>,
+    /// The target's base URL and Host header, for requests a flow renders as it goes.
+    base: Uri,
+    host: HeaderValue,
 }
 
 impl Client {
@@ -163,7 +166,7 @@ impl Client {
             .map_err(|_| Error::input(format!("'{authority}' is not a valid Host header")))?;
         let prepared = requests
             .iter()
-            .map(|r| prepare(target, r, &host_value))
+            .map(|r| prepare(&target.base, target.http, r, &host_value))
             .collect::<Result<_, _>>()?;
         Ok(Client {
             stats: Arc::default(),
@@ -173,7 +176,19 @@ impl Client {
             connect_timeout: target.connect_timeout,
             request_timeout: target.request_timeout,
             requests: prepared,
+            base: target.base.clone(),
+            host: host_value,
         })
+    }
+
+    /// A request rendered by a flow, prepared like the mix's (its error: why it cannot be).
+    pub fn prepare(&self, request: &RequestPlan) -> Result<Prepared, String> {
+        prepare(&self.base, self.http, request, &self.host).map_err(|e| e.to_string())
+    }
+
+    /// Request `index` of the run, as prepared at the start.
+    pub fn prepared(&self, index: usize) -> &Prepared {
+        &self.requests[index]
     }
 
     /// The whole-request timeout; the caller enforces it (see `engine::worker`).
@@ -190,6 +205,19 @@ impl Client {
         index: usize,
         connected: &mut Option<Connected>,
     ) -> Result<u16, ErrorClass> {
+        self.send_prepared(slot, &self.requests[index], connected, None)
+            .await
+    }
+
+    /// Sends `prepared` as `send` does; with `keep`, its response's headers and body are
+    /// kept there (a flow takes values from them).
+    pub async fn send_prepared(
+        &self,
+        slot: &mut Option<Conn>,
+        prepared: &Prepared,
+        connected: &mut Option<Connected>,
+        keep: Option<&mut Kept>,
+    ) -> Result<u16, ErrorClass> {
         // A keep-alive connection the server closed while idle is not a failed request:
         // open a new one and send there.
         let open = match slot.as_mut() {
@@ -205,10 +233,9 @@ impl Client {
             *slot = Some(fresh);
         }
         let conn = slot.as_mut().expect("connection was just opened");
-        let prepared = &self.requests[index];
         match &mut conn.wire {
             Wire::H1(h1) => {
-                h1.send(&prepared.wire, prepared.method == Method::HEAD)
+                h1.send(&prepared.wire, prepared.method == Method::HEAD, keep)
                     .await
             }
             Wire::H2 { sender, driver } => {
@@ -220,9 +247,27 @@ impl Client {
                     .await
                     .map_err(|e| ErrorClass::of_request(&e))?;
                 let status = response.status().as_u16();
+                let mut keep = keep;
+                if let Some(kept) = keep.as_deref_mut() {
+                    kept.headers = response
+                        .headers()
+                        .iter()
+                        .map(|(n, v)| {
+                            (
+                                n.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect();
+                    kept.body.clear();
+                }
                 let mut body = response.into_body();
                 while let Some(frame) = drive(driver, body.frame()).await {
-                    frame.map_err(|_| ErrorClass::BodyRead)?;
+                    let frame = frame.map_err(|_| ErrorClass::BodyRead)?;
+                    if let (Some(kept), Some(data)) = (keep.as_deref_mut(), frame.data_ref()) {
+                        let room = h1::MAX_KEPT_BODY.saturating_sub(kept.body.len());
+                        kept.body.extend_from_slice(&data[..data.len().min(room)]);
+                    }
                 }
                 Ok(status)
             }
@@ -304,11 +349,11 @@ where
 /// Joins the request path to the target's base URL. HTTP/1.1 sends the origin form
 /// (`/path?q`) with a Host header; HTTP/2 needs the absolute form.
 fn prepare(
-    target: &TargetPlan,
+    base: &Uri,
+    http: HttpVersion,
     request: &RequestPlan,
     host: &HeaderValue,
 ) -> Result<Prepared, Error> {
-    let base = &target.base;
     let base_path = base.path().trim_end_matches('/');
     let path = if request.path.is_empty() {
         match base.query() {
@@ -325,7 +370,7 @@ fn prepare(
     } else {
         path
     };
-    let text = match target.http {
+    let text = match http {
         HttpVersion::Http1 => path,
         HttpVersion::Http2 => format!(
             "{}://{}{path}",
@@ -340,7 +385,7 @@ fn prepare(
         ))
     })?;
     let mut headers = HeaderMap::new();
-    if target.http == HttpVersion::Http1 {
+    if http == HttpVersion::Http1 {
         headers.insert(header::HOST, host.clone());
     }
     headers.insert(

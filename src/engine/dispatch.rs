@@ -11,9 +11,8 @@
 //!   an oversized pool: on a 90 s soak at 5,000 req/s the pool grew from 2 to 152.)
 
 use super::cpu::ThreadCpu;
-use super::errors::ErrorClass;
 use super::lanes::{Lane, IDLE_CLOSE};
-use super::record::{new_histogram, Outcome, Record, HIST_MAX_US};
+use super::record::{new_histogram, Record, HIST_MAX_US};
 use super::schedule::{Mix, OpenSchedule, Rng};
 use super::worker::{self, Idle, Job, Jobs, StepCtx, Task};
 use hdrhistogram::Histogram;
@@ -199,14 +198,17 @@ impl Dispatcher {
             };
             let job = Job { intended, request };
             if lanes[lane].queue.try_send(Task::Send(job)).is_err() {
-                ctx.recorder.add(&Record {
-                    intended,
-                    sent: None,
-                    connected: None,
-                    done: Instant::now(),
-                    outcome: Outcome::Failed(ErrorClass::NotSent),
-                    request: request as u32,
-                });
+                // A flow never started is counted against its first request.
+                let now = Instant::now();
+                let first = match &ctx.flows {
+                    Some(flows) => {
+                        let failed = super::flow_tally::FlowEnd::Failed;
+                        ctx.recorder.add_flow(intended, now, failed);
+                        flows.first_request(request) as usize
+                    }
+                    None => request,
+                };
+                ctx.recorder.add(&Record::not_sent(intended, now, first));
             }
             match self.size_lane(lane, &mut lanes[lane], last_wake) {
                 Sizing::Grow => workers.push(self.spawn_worker(lane, &mut lanes[lane])),

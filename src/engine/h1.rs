@@ -74,6 +74,24 @@ pub fn wire(method: &Method, path: &str, headers: &HeaderMap, body: &Bytes) -> B
     out.freeze()
 }
 
+/// The most of a body kept for a flow's extractions; the rest is read and dropped.
+pub const MAX_KEPT_BODY: usize = 1 << 20;
+
+/// What a flow keeps of a response to take values from: its header fields and its body (up
+/// to `MAX_KEPT_BODY`). The load's plain requests keep nothing.
+#[derive(Debug, Default)]
+pub struct Kept {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Kept {
+    fn body_bytes(&mut self, bytes: &[u8]) {
+        let room = MAX_KEPT_BODY.saturating_sub(self.body.len());
+        self.body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
 /// How the body of a response is delimited (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Body {
@@ -140,14 +158,19 @@ impl H1Conn {
 
     /// Writes one request and reads its whole response; returns the status. After an error
     /// the connection is in an unknown state and must be dropped.
-    pub async fn send(&mut self, wire: &[u8], head_request: bool) -> Result<u16, ErrorClass> {
+    pub async fn send(
+        &mut self,
+        wire: &[u8],
+        head_request: bool,
+        mut keep: Option<&mut Kept>,
+    ) -> Result<u16, ErrorClass> {
         self.io
             .write_all(wire)
             .await
             .map_err(|e| ErrorClass::of_io(&e))?;
         self.io.flush().await.map_err(|e| ErrorClass::of_io(&e))?;
         loop {
-            let head = self.read_head().await?;
+            let head = self.read_head(keep.as_deref_mut()).await?;
             let informational = (100..200).contains(&head.status);
             if informational && head.status != 101 {
                 continue; // 100 Continue, 103 Early Hints: the answer follows
@@ -157,7 +180,7 @@ impl H1Conn {
             } else {
                 head.body
             };
-            self.skip_body(body)
+            self.skip_body(body, keep.as_deref_mut())
                 .await
                 .map_err(|_| ErrorClass::BodyRead)?;
             // 101 switches the connection away from HTTP/1.1.
@@ -166,10 +189,10 @@ impl H1Conn {
         }
     }
 
-    async fn read_head(&mut self) -> Result<Head, ErrorClass> {
+    async fn read_head(&mut self, mut keep: Option<&mut Kept>) -> Result<Head, ErrorClass> {
         loop {
             if self.end > self.start {
-                if let Some(head) = self.parse_head()? {
+                if let Some(head) = self.parse_head(keep.as_deref_mut())? {
                     return Ok(head);
                 }
             }
@@ -184,7 +207,7 @@ impl H1Conn {
     }
 
     /// Parses a whole head out of the buffer and consumes it; None if it is not all there.
-    fn parse_head(&mut self) -> Result<Option<Head>, ErrorClass> {
+    fn parse_head(&mut self, keep: Option<&mut Kept>) -> Result<Option<Head>, ErrorClass> {
         let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -197,6 +220,17 @@ impl H1Conn {
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err(ErrorClass::Protocol),
         };
+        if let Some(kept) = keep {
+            kept.headers = response
+                .headers
+                .iter()
+                .map(|f| {
+                    let value = String::from_utf8_lossy(f.value).into_owned();
+                    (f.name.to_string(), value)
+                })
+                .collect();
+            kept.body.clear();
+        }
         let mut keep_alive = response.version == Some(1);
         let mut length: Option<u64> = None;
         let mut transfer_coded = None;
@@ -238,26 +272,33 @@ impl H1Conn {
         }))
     }
 
-    async fn skip_body(&mut self, body: Body) -> Result<(), Fill> {
+    async fn skip_body(&mut self, body: Body, mut keep: Option<&mut Kept>) -> Result<(), Fill> {
         match body {
             Body::Empty => Ok(()),
-            Body::Length(left) => self.skip_bytes(left).await,
+            Body::Length(left) => self.skip_bytes(left, keep).await,
             Body::UntilClose => {
                 self.reusable = false;
                 loop {
+                    if let Some(kept) = keep.as_deref_mut() {
+                        kept.body_bytes(&self.buf[self.start..self.end]);
+                    }
                     self.start = self.end;
                     if self.fill().await? == 0 {
                         return Ok(());
                     }
                 }
             }
-            Body::Chunked => self.skip_chunks().await,
+            Body::Chunked => self.skip_chunks(keep).await,
         }
     }
 
-    async fn skip_bytes(&mut self, mut left: u64) -> Result<(), Fill> {
+    /// Skips `left` bytes of body (handing them to `keep` first, when a flow keeps them).
+    async fn skip_bytes(&mut self, mut left: u64, mut keep: Option<&mut Kept>) -> Result<(), Fill> {
         loop {
             let take = ((self.end - self.start) as u64).min(left);
+            if let Some(kept) = keep.as_deref_mut() {
+                kept.body_bytes(&self.buf[self.start..self.start + take as usize]);
+            }
             self.start += take as usize;
             left -= take;
             if left == 0 {
@@ -267,7 +308,7 @@ impl H1Conn {
         }
     }
 
-    async fn skip_chunks(&mut self) -> Result<(), Fill> {
+    async fn skip_chunks(&mut self, mut keep: Option<&mut Kept>) -> Result<(), Fill> {
         loop {
             let size = loop {
                 match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
@@ -282,7 +323,7 @@ impl H1Conn {
             if size == 0 {
                 return self.skip_trailers().await;
             }
-            self.skip_bytes(size).await?;
+            self.skip_bytes(size, keep.as_deref_mut()).await?;
             while self.end - self.start < 2 {
                 self.more().await?;
             }

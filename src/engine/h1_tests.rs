@@ -38,7 +38,7 @@ fn scripted(answers: Vec<Vec<u8>>, close: bool) -> H1Conn {
 /// Sends one request to a server that answers `answer` (then hangs up if `close`).
 async fn one(answer: &[u8], close: bool) -> (Result<u16, ErrorClass>, H1Conn) {
     let mut conn = scripted(vec![answer.to_vec()], close);
-    let result = bounded(conn.send(GET, false)).await;
+    let result = bounded(conn.send(GET, false, None)).await;
     (result, conn)
 }
 
@@ -83,9 +83,41 @@ async fn keep_alive_responses_in_pieces_reuse_the_connection() {
     let mut conn = scripted(answers, false);
     for expected in [200, 201, 404] {
         assert!(conn.is_open().await);
-        assert_eq!(bounded(conn.send(GET, false)).await, Ok(expected));
+        assert_eq!(bounded(conn.send(GET, false, None)).await, Ok(expected));
     }
     assert!(conn.is_open().await, "nothing asked to close it");
+}
+
+#[tokio::test]
+async fn a_flow_keeps_the_headers_and_the_body_in_pieces() {
+    let answers = vec![
+        b"HTTP/1.1 200 OK\r\nX-Token: t-1\r\nContent-Length: 12\r\n\r\n{\"id\":\"a-7\"}".to_vec(),
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+          4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 200 OK\r\n\r\nuntil the close".to_vec(),
+    ];
+    let mut conn = scripted(answers, true);
+    let mut kept = Kept::default();
+    assert_eq!(
+        bounded(conn.send(GET, false, Some(&mut kept))).await,
+        Ok(200)
+    );
+    assert_eq!(kept.headers[0], ("X-Token".to_string(), "t-1".to_string()));
+    assert_eq!(kept.body, b"{\"id\":\"a-7\"}");
+    assert_eq!(
+        bounded(conn.send(GET, false, Some(&mut kept))).await,
+        Ok(200)
+    );
+    assert_eq!(
+        kept.body, b"abcdefg",
+        "each response's own body, the chunks joined"
+    );
+    assert_eq!(
+        bounded(conn.send(GET, false, Some(&mut kept))).await,
+        Ok(200)
+    );
+    assert_eq!(kept.body, b"until the close");
 }
 
 #[tokio::test]
@@ -99,10 +131,10 @@ async fn bodiless_answers_and_interim_responses() {
     ];
     let mut conn = scripted(answers, false);
     let head = b"HEAD / HTTP/1.1\r\n\r\n";
-    assert_eq!(bounded(conn.send(head, true)).await, Ok(200));
+    assert_eq!(bounded(conn.send(head, true, None)).await, Ok(200));
     for expected in [204, 304, 200] {
         assert!(conn.is_open().await);
-        assert_eq!(bounded(conn.send(GET, false)).await, Ok(expected));
+        assert_eq!(bounded(conn.send(GET, false, None)).await, Ok(expected));
     }
     assert!(conn.is_open().await);
 }

@@ -10,11 +10,15 @@ pub mod client;
 pub mod cpu;
 pub mod dispatch;
 pub mod errors;
+pub mod flow;
+pub mod flow_tally;
 pub mod h1;
 pub mod health;
 pub mod lanes;
 pub mod record;
+pub mod sample;
 pub mod schedule;
+pub mod send;
 pub mod worker;
 
 /// Returns the heap's free pages to the kernel (glibc's malloc_trim; elsewhere nothing).
@@ -94,6 +98,8 @@ pub struct Engine {
     mix: Mix,
     /// The mix's requests by name, and their own SLOs.
     named: Arc<by_request::Named>,
+    /// User flows: the mix picks one of them per send, and a worker runs it whole.
+    flows: Option<Arc<crate::plan::flow::Flows>>,
     /// A log's recorded sends (`knee run --replay`), the schedule instead of a rate's.
     replay: Option<Arc<crate::plan::RecordedSends>>,
     steps_run: AtomicU64,
@@ -130,8 +136,15 @@ impl Engine {
             .collect::<Result<_, _>>()?;
         Ok(Engine {
             client: Arc::new(Client::new(&plan.target, &plan.requests).await?),
-            mix: Mix::new(&plan.requests),
-            named: Arc::new(by_request::Named::of(&plan.requests)),
+            mix: match &plan.flows {
+                Some(flows) => Mix::of_weights(&flows.weights()),
+                None => Mix::new(&plan.requests),
+            },
+            named: Arc::new(by_request::Named {
+                flows: plan.flows.is_some(),
+                ..by_request::Named::of(&plan.requests)
+            }),
+            flows: plan.flows.clone(),
             replay: plan.replay.clone(),
             steps_run: AtomicU64::new(0),
             phase: plan.shard.map_or(0.0, |s| s.phase()),
@@ -242,6 +255,8 @@ impl Engine {
             in_flight: AtomicU64::new(0),
             unsent: AtomicU64::new(0),
             drain_deadline: timeline.until + self.client.request_timeout(),
+            schedule_end: timeline.until,
+            flows: self.flows.clone(),
         });
         let cpu_before = self.shared.cpu.seconds();
         let wall_before = Instant::now();

@@ -5,8 +5,8 @@
 
 use super::errors::ErrorClass;
 use crate::model::step::{
-    ByConnection, ConnectTimes, ConnectionLatency, GeneratorHealth, Percentiles, ProfiledWindow,
-    Slice, StepResult,
+    ByConnection, ConnectTimes, ConnectionLatency, GeneratorHealth, ProfiledWindow, Slice,
+    StepResult,
 };
 use crate::plan::StepSpec;
 use crate::slo::{Slo, StepFigures};
@@ -16,59 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Histogram range: 1 µs to 60 s, 3 significant digits.
-pub const HIST_MAX_US: u64 = 60_000_000;
-
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("static histogram bounds are valid")
-}
+pub use super::sample::{new_histogram, percentiles, Outcome, Record, Timeline, HIST_MAX_US};
 
 fn record_us(hist: &mut Histogram<u64>, d: Duration) {
     hist.saturating_record((d.as_micros() as u64).clamp(1, HIST_MAX_US));
-}
-
-/// What happened to one request.
-#[derive(Clone, Copy, Debug)]
-pub enum Outcome {
-    /// A whole response arrived, with this status.
-    Response(u16),
-    Failed(ErrorClass),
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Record {
-    pub intended: Instant,
-    /// None when the request was never sent.
-    pub sent: Option<Instant>,
-    /// The connection this request opened, and how long that took.
-    pub connected: Option<super::client::Connected>,
-    pub done: Instant,
-    pub outcome: Outcome,
-    /// Which request of the mix it was (its index).
-    pub request: u32,
-}
-
-/// The step's time line: warm-up, the counted part (to `end`), then the profiled tail (to
-/// `until`; empty when the step is not profiled).
-#[derive(Clone, Copy, Debug)]
-pub struct Timeline {
-    pub start: Instant,
-    pub counted_from: Instant,
-    pub end: Instant,
-    pub until: Instant,
-}
-
-impl Timeline {
-    pub fn new(spec: &StepSpec, start: Instant) -> Self {
-        let counted_from = start + spec.warmup;
-        let end = counted_from + spec.duration;
-        Timeline {
-            start,
-            counted_from,
-            end,
-            until: end + spec.profile,
-        }
-    }
 }
 
 /// What the profiled tail got: requests by intended send time, responses by completion.
@@ -202,6 +153,9 @@ pub struct StepRecorder {
     reused: Histogram<u64>,
     /// Each request of a mix of several, on its own.
     by_request: super::by_request::ByRequest,
+    /// The load is user flows (their tally gives the step's rates).
+    flow_mode: bool,
+    flows: super::flow_tally::FlowTally,
 }
 
 /// Live figures for the progress bar.
@@ -248,7 +202,9 @@ impl StepRecorder {
                 .expect("static histogram bounds are valid"),
             reused: Histogram::new_with_bounds(1, HIST_MAX_US, 2)
                 .expect("static histogram bounds are valid"),
+            flow_mode: named.flows,
             by_request: super::by_request::ByRequest::new(named),
+            flows: Default::default(),
         }
     }
 
@@ -454,6 +410,12 @@ impl StepRecorder {
         let _ = self.fresh.add(&other.fresh);
         let _ = self.reused.add(&other.reused);
         self.by_request.merge(&other.by_request);
+        self.flows.merge(&other.flows);
+    }
+
+    /// A flow that started at `started` ended at `done`, this way.
+    pub fn add_flow(&mut self, started: Instant, done: Instant, end: super::flow_tally::FlowEnd) {
+        self.flows.add(&self.timeline, started, done, end);
     }
 
     fn count_error(&mut self, class: ErrorClass) {
@@ -473,10 +435,10 @@ impl StepRecorder {
         Live {
             requests: self.requests + self.warmup_requests,
             errors: self.errors,
-            achieved_rps: if seconds > 0.0 {
-                self.responses_in_window as f64 / seconds
-            } else {
-                0.0
+            achieved_rps: match (seconds > 0.0, self.flow_mode) {
+                (false, _) => 0.0,
+                (true, false) => self.responses_in_window as f64 / seconds,
+                (true, true) => self.flows.rates(seconds).0,
             },
             p99_ms: percentiles(&self.latency).p99,
         }
@@ -497,7 +459,13 @@ impl StepRecorder {
             .saturating_duration_since(self.timeline.end)
             .as_secs_f64();
         let duration_s = self.counted_seconds(ended).max(1e-9);
-        let achieved_rps = self.responses_in_window as f64 / duration_s;
+        let (achieved_rps, ok_rps) = match self.flow_mode {
+            true => self.flows.rates(duration_s),
+            false => (
+                self.responses_in_window as f64 / duration_s,
+                self.ok_in_window as f64 / duration_s,
+            ),
+        };
         // A partial step's offered rate was offered for a shorter time: judge it by that.
         let offered_rps = spec.offered_rps();
         let limited = generator
@@ -534,7 +502,7 @@ impl StepRecorder {
             warmup_s: spec.warmup.as_secs_f64(),
             requests: self.requests,
             achieved_rps,
-            ok_rps: self.ok_in_window as f64 / duration_s,
+            ok_rps,
             errors: self.errors,
             error_rate: if self.requests > 0 {
                 self.errors as f64 / self.requests as f64
@@ -572,10 +540,16 @@ impl StepRecorder {
                 0.0
             },
             slices: self.slice_results(),
-            profiled: (!spec.profile.is_zero() && tail_seconds > 0.0)
-                .then(|| self.tail.window(tail_seconds)),
+            profiled: (!spec.profile.is_zero() && tail_seconds > 0.0).then(|| {
+                let mut window = self.tail.window(tail_seconds);
+                if self.flow_mode {
+                    (window.achieved_rps, window.ok_rps) = self.flows.tail_rates(tail_seconds);
+                }
+                window
+            }),
             notes: Vec::new(),
             by_request,
+            flows: self.flow_mode.then(|| self.flows.figures()),
             observed: None,
         }
     }
@@ -616,6 +590,10 @@ impl Shards {
 
     pub fn add(&self, record: &Record) {
         SHARD.with(|&i| self.lock(i).add(record));
+    }
+
+    pub fn add_flow(&self, started: Instant, done: Instant, end: super::flow_tally::FlowEnd) {
+        SHARD.with(|&i| self.lock(i).add_flow(started, done, end));
     }
 
     pub fn sample_in_flight(&self, now: Instant, in_flight: u64) {
@@ -681,20 +659,4 @@ fn connect_times(hist: &Histogram<u64>) -> Option<ConnectTimes> {
         p99: p.p99,
         max: p.max,
     })
-}
-
-/// Summary percentiles of a microsecond histogram, in milliseconds.
-pub fn percentiles(hist: &Histogram<u64>) -> Percentiles {
-    if hist.is_empty() {
-        return Percentiles::default();
-    }
-    let ms = |us: u64| us as f64 / 1000.0;
-    Percentiles {
-        mean: hist.mean() / 1000.0,
-        p50: ms(hist.value_at_quantile(0.50)),
-        p90: ms(hist.value_at_quantile(0.90)),
-        p99: ms(hist.value_at_quantile(0.99)),
-        p999: ms(hist.value_at_quantile(0.999)),
-        max: ms(hist.max()),
-    }
 }

@@ -115,11 +115,16 @@ pub struct Mix {
 
 impl Mix {
     pub fn new(requests: &[RequestPlan]) -> Self {
+        Mix::of_weights(&requests.iter().map(|r| r.weight).collect::<Vec<_>>())
+    }
+
+    /// Picks indexes in proportion to `weights` (a user flow's, say).
+    pub fn of_weights(weights: &[u32]) -> Self {
         let mut total = 0;
-        let cumulative = requests
+        let cumulative = weights
             .iter()
-            .map(|r| {
-                total += u64::from(r.weight.max(1));
+            .map(|w| {
+                total += u64::from((*w).max(1));
                 total
             })
             .collect();

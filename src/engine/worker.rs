@@ -2,25 +2,19 @@
 //! or "now" in the closed model), sends it on its connection, and records what happened; the
 //! schedule and the stop condition live in the job source, not in the loop.
 
-use super::client::{Client, Conn};
-use super::errors::ErrorClass;
+use super::client::Conn;
 use super::lanes::Pool;
-use super::record::{new_histogram, Outcome, Record, Shards};
+use super::record::{new_histogram, Record};
 use super::schedule::{Mix, Rng};
+pub use super::send::{send_timed, Job, StepCtx};
 use super::LiveSink;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::model::figures::IN_FLIGHT_EVERY;
 /// How often the watcher refreshes the live figures.
 const LIVE_EVERY: Duration = Duration::from_millis(250);
-
-/// One request to send, and when it was meant to leave.
-pub struct Job {
-    pub intended: Instant,
-    pub request: usize,
-}
 
 /// What the open model's dispatcher puts in a lane's queue.
 pub enum Task {
@@ -74,20 +68,6 @@ impl Jobs {
     }
 }
 
-/// What the workers of one step share, across lanes.
-pub struct StepCtx {
-    pub client: Arc<Client>,
-    /// Becomes true on Ctrl-C / SIGTERM.
-    pub stop: tokio::sync::watch::Receiver<bool>,
-    pub recorder: Shards,
-    /// Requests sent and not yet answered.
-    pub in_flight: AtomicU64,
-    /// Jobs due but never sent because of Ctrl-C.
-    pub unsent: AtomicU64,
-    /// Jobs picked up after this are not sent but counted as `not_sent`.
-    pub drain_deadline: Instant,
-}
-
 /// Workers of one lane waiting for a job (or about to start), so the dispatcher knows when
 /// every worker is busy.
 pub type Idle = Arc<AtomicUsize>;
@@ -106,11 +86,8 @@ pub fn spawn(
 /// The one request loop: take a job, send it, record what happened.
 async fn worker(ctx: Arc<StepCtx>, pool: Arc<Pool>, idle: Idle, mut jobs: Jobs) {
     let mut conn: Option<Conn> = pool.take();
-    let timeout = ctx.client.request_timeout();
-    // One timer per worker. It is not re-armed per request (timer-wheel work per request cost
-    // 15 % of throughput): when it fires, the request in flight is checked against its own
-    // deadline, and the timer re-armed to that deadline if it is not due yet.
-    let mut deadline = std::pin::pin!(tokio::time::sleep(timeout));
+    // One timer per worker (see `send_timed`).
+    let mut deadline = std::pin::pin!(tokio::time::sleep(ctx.client.request_timeout()));
     let mut last_done = None;
     loop {
         let (job, sent) = match jobs.next(last_done).await {
@@ -122,53 +99,39 @@ async fn worker(ctx: Arc<StepCtx>, pool: Arc<Pool>, idle: Idle, mut jobs: Jobs) 
             Next::End => break,
         };
         idle.fetch_sub(1, Ordering::Relaxed);
-        let record = if sent > ctx.drain_deadline {
-            Record {
-                intended: job.intended,
-                sent: None,
-                connected: None,
-                done: sent,
-                outcome: Outcome::Failed(ErrorClass::NotSent),
-                request: job.request as u32,
-            }
-        } else {
-            ctx.in_flight.fetch_add(1, Ordering::Relaxed);
-            let due = sent + timeout;
-            let mut connected = None;
-            let result = {
-                let mut request =
-                    std::pin::pin!(ctx.client.send(&mut conn, job.request, &mut connected));
-                loop {
-                    tokio::select! {
-                        biased;
-                        result = &mut request => break result,
-                        _ = &mut deadline => {
-                            if Instant::now() >= due {
-                                break Err(ErrorClass::RequestTimeout);
-                            }
-                            deadline.as_mut().reset(due.into());
-                        }
-                    }
+        match &ctx.flows {
+            Some(flows) => {
+                let (done, end) =
+                    super::flow::run(&ctx, flows, &mut conn, deadline.as_mut(), job, sent).await;
+                last_done = Some(done);
+                // The step's end cut the flow short: in the closed model a new one would
+                // only be cut again.
+                if end == super::flow_tally::FlowEnd::Cut && matches!(jobs, Jobs::Closed { .. }) {
+                    idle.fetch_add(1, Ordering::Relaxed);
+                    break;
                 }
-            };
-            if result.is_err() {
-                conn = None;
             }
-            ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
-            Record {
-                intended: job.intended,
-                sent: Some(sent),
-                connected,
-                done: Instant::now(),
-                outcome: match result {
-                    Ok(status) => Outcome::Response(status),
-                    Err(class) => Outcome::Failed(class),
-                },
-                request: job.request as u32,
+            None => {
+                let record = if sent > ctx.drain_deadline {
+                    Record::not_sent(job.intended, sent, job.request)
+                } else {
+                    let prepared = ctx.client.prepared(job.request);
+                    let when = (job.intended, sent);
+                    send_timed(
+                        &ctx,
+                        &mut conn,
+                        deadline.as_mut(),
+                        when,
+                        job.request,
+                        prepared,
+                        None,
+                    )
+                    .await
+                };
+                ctx.recorder.add(&record);
+                last_done = Some(record.done);
             }
-        };
-        ctx.recorder.add(&record);
-        last_done = Some(record.done);
+        }
         idle.fetch_add(1, Ordering::Relaxed);
     }
     pool.put(conn);

@@ -45,7 +45,12 @@ pub fn kneedle(points: &[(f64, f64)], min_bend: f64) -> Option<f64> {
 /// (2.8 measured vs 2.2 predicted was seen on a healthy 600 ms step). The tolerance is three
 /// standard errors of that mean, counting the samples as half independent.
 pub fn littles_law_note(step: &StepResult) -> Option<String> {
-    let predicted = step.achieved_rps * step.service_ms.mean / 1000.0;
+    // A flow step's achieved rate counts flows; what is in flight are its requests.
+    let rate = match step.flows {
+        Some(_) => step.requests as f64 / step.duration_s.max(1e-9),
+        None => step.achieved_rps,
+    };
+    let predicted = rate * step.service_ms.mean / 1000.0;
     let measured = step.in_flight_mean;
     if predicted.max(measured) < 0.5 {
         return None; // too few in flight for the ratio to mean anything
@@ -57,7 +62,7 @@ pub fn littles_law_note(step: &StepResult) -> Option<String> {
         format!(
             "Little's law does not hold: {measured:.1} in flight measured vs {predicted:.1} = \
              {:.0}/s x {:.1}ms (timeouts or requests queued outside the histograms?)",
-            step.achieved_rps, step.service_ms.mean
+            rate, step.service_ms.mean
         )
     })
 }

@@ -417,6 +417,9 @@ fn finish(mut analysis: KneeAnalysis, session: &impl StepRunner) -> KneeAnalysis
         }
     }
     analysis.slo = session.slo().describe();
+    if let Some(step) = session.steps().first() {
+        analysis.rate_unit = crate::model::RateUnit::of(step);
+    }
     analysis
 }
 

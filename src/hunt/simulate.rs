@@ -176,6 +176,7 @@ impl Simulation {
             slices: slice_results,
             notes: Vec::new(),
             by_request: Vec::new(),
+            flows: None,
             observed: None,
         }
     }

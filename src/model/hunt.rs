@@ -29,6 +29,40 @@ pub struct KneeAnalysis {
     /// The hold steps: fraction of capacity → what happened.
     pub holds: Vec<HoldLine>,
     pub notes: Vec<String>,
+    /// What its rates count: requests, or user flows started (`[[flows]]`).
+    #[serde(default, skip_serializing_if = "RateUnit::is_requests")]
+    pub rate_unit: RateUnit,
+}
+
+/// What an offered rate counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateUnit {
+    #[default]
+    Requests,
+    /// User flows started per second: each flow is several requests.
+    Flows,
+}
+
+impl RateUnit {
+    pub fn of(step: &crate::model::StepResult) -> RateUnit {
+        match step.flows {
+            Some(_) => RateUnit::Flows,
+            None => RateUnit::Requests,
+        }
+    }
+
+    fn is_requests(&self) -> bool {
+        *self == RateUnit::Requests
+    }
+
+    /// "req/s" or "flows/s".
+    pub fn per_second(self) -> &'static str {
+        match self {
+            RateUnit::Requests => "req/s",
+            RateUnit::Flows => "flows/s",
+        }
+    }
 }
 
 impl KneeAnalysis {

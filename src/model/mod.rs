@@ -16,7 +16,7 @@ pub mod soak;
 pub mod step;
 pub mod verdict;
 
-pub use hunt::{Ending, FailureMode, HoldLine, KneeAnalysis, UslFit};
+pub use hunt::{Ending, FailureMode, HoldLine, KneeAnalysis, RateUnit, UslFit};
 pub use observed::{Observed, Stat};
 pub use run::{Kind, ObserverRecord, RunRecord, Shard, TargetProcess};
 pub use step::{ErrorClass, Phase, StepResult, SCHEMA_VERSION};

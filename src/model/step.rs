@@ -24,6 +24,22 @@ pub enum Phase {
     Recovery,
 }
 
+/// The flows of a step whose load is user flows: those started in the counted window, and
+/// how they ended. `achieved_rps` and `ok_rps` are then flows per second (ended, and ended
+/// with every step answered below 400), `offered_rps` flows started per second; requests,
+/// errors and latency stay per request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowFigures {
+    pub started: u64,
+    /// Every step answered (below 400) and every value taken.
+    pub completed: u64,
+    /// Stopped by an error: a transport failure, a status of 400 or more, a failed
+    /// extraction.
+    pub failed: u64,
+    /// Stopped because the step ended before their next request was due.
+    pub cut: u64,
+}
+
 /// Where a failed request lands: every failure in exactly one class, named the same way in
 /// every output. Ordered (and hashed) by name, as the classes' maps are written, so a map of
 /// them can be looked up by the name too (`error_classes.get("http_5xx")`).
@@ -55,12 +71,15 @@ pub enum ErrorClass {
     /// Due to be sent but never sent: every connection busy and the backlog full, or the
     /// step's drain deadline passed.
     NotSent,
+    /// A flow could not take a value from the answer (json, header or regex found nothing):
+    /// the flow stops there, and the request is counted as this error.
+    ExtractFailed,
     /// Anything else.
     Other,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 12] = [
+    pub const ALL: [ErrorClass; 13] = [
         ErrorClass::ConnectRefused,
         ErrorClass::ConnectTimeout,
         ErrorClass::ConnectOther,
@@ -72,6 +91,7 @@ impl ErrorClass {
         ErrorClass::Http4xx,
         ErrorClass::Http5xx,
         ErrorClass::NotSent,
+        ErrorClass::ExtractFailed,
         ErrorClass::Other,
     ];
 
@@ -88,6 +108,7 @@ impl ErrorClass {
             ErrorClass::Http4xx => "http_4xx",
             ErrorClass::Http5xx => "http_5xx",
             ErrorClass::NotSent => "not_sent",
+            ErrorClass::ExtractFailed => "extract_failed",
             ErrorClass::Other => "other",
         }
     }
@@ -215,6 +236,9 @@ pub struct StepResult {
     /// Each request of a mix of several, on its own (its histogram merged across shards).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by_request: Vec<RequestResult>,
+    /// A load of user flows: their counts (the step's rates are then flows per second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<FlowFigures>,
     /// What the observers saw during the step: samples, profiles, threads, processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<Observed>,
@@ -237,6 +261,17 @@ pub struct RequestResult {
     pub own_slo: bool,
     pub holds: bool,
     pub slo_failures: Vec<String>,
+}
+
+impl StepResult {
+    /// Good answers per second: `ok_rps`, except in a flow step (whose `ok_rps` counts
+    /// flows), where it is the sum of its requests' own (a one-request flow: its flows).
+    pub fn good_requests_per_s(&self) -> f64 {
+        match (&self.flows, self.by_request.is_empty()) {
+            (Some(_), false) => self.by_request.iter().map(|r| r.ok_rps).sum(),
+            _ => self.ok_rps,
+        }
+    }
 }
 
 impl StepResult {
@@ -365,6 +400,7 @@ pub mod testing {
             profiled: None,
             notes: Vec::new(),
             by_request: Vec::new(),
+            flows: None,
             observed: None,
         }
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub use crate::model::{Kind, Phase, Shard};
 
+pub mod flow;
 mod observe;
 pub use observe::{
     ObservePlan, ObserverSpec, ProfilerPlan, ServePlan, ServeTarget, TlsFiles, Token,
@@ -128,6 +129,9 @@ pub struct RunPlan {
     /// A log's requests at their recorded times (`knee run --replay`): the one step's
     /// schedule, instead of a rate's.
     pub replay: Option<std::sync::Arc<RecordedSends>>,
+    /// User flows (`[[flows]]`): a rate is then flows started per second, and `requests`
+    /// are the flows' steps.
+    pub flows: Option<std::sync::Arc<flow::Flows>>,
 }
 
 /// Requests at recorded times: (offset in seconds from the step's start, index into the

@@ -17,11 +17,16 @@ fn open_model(run: &RunRecord) -> bool {
 }
 
 fn load_axis(run: &RunRecord) -> &'static str {
-    if open_model(run) {
-        "offered rate (req/s)"
-    } else {
-        "concurrency"
+    match (open_model(run), flows(run)) {
+        (true, false) => "offered rate (req/s)",
+        (true, true) => "offered rate (flows/s)",
+        (false, _) => "concurrency",
     }
+}
+
+/// A run of user flows: its rates count flows, not requests.
+fn flows(run: &RunRecord) -> bool {
+    run.steps.iter().any(|s| s.flows.is_some())
 }
 
 /// The load a step is plotted at, on its run's axis.
@@ -113,7 +118,11 @@ fn held_and_failed(run: &RunRecord) -> [Vec<(f64, f64)>; 2] {
 pub fn knee_chart(run: &RunRecord) -> Chart<'static> {
     let mut chart = Chart::new(
         "The knee: p99 against good throughput (one point per step, joined by offered load)",
-        "good throughput (ok req/s)",
+        if flows(run) {
+            "good throughput (completed flows/s)"
+        } else {
+            "good throughput (ok req/s)"
+        },
         "p99 ms (log)",
         (WIDE.0, 380),
     );
@@ -173,7 +182,8 @@ fn by_phase<'a>(
 pub fn step_charts(run: &RunRecord) -> Vec<String> {
     let x = load_axis(run);
     let ok = |s: &StepResult| (s.requests > 0).then_some(s.latency_ms.p50);
-    let mut throughput = Chart::new("Throughput per step", x, "req/s", GRID);
+    let unit = if flows(run) { "flows/s" } else { "req/s" };
+    let mut throughput = Chart::new("Throughput per step", x, unit, GRID);
     throughput.series = [
         by_phase(run, "achieved", 0, &|s| Some(s.achieved_rps)),
         by_phase(run, "good (not errors)", 2, &|s| Some(s.ok_rps)),

@@ -72,7 +72,8 @@ fn verdict_box(out: &mut String, run: &RunRecord) {
         let _ = write!(out, "<tr><td><b>{}</b></td><td>{v}</td></tr>", escape(k));
     };
     if let Some(k) = run.hunt.as_ref().or(run.stress.as_ref()) {
-        let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
+        let unit = k.rate_unit.per_second();
+        let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} {unit}"));
         row(
             out,
             "capacity",

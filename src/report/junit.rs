@@ -61,7 +61,11 @@ fn capacity_case(run: &RunRecord, hunt: &crate::model::KneeAnalysis) -> Case {
                 .map_or(String::new(), |v| format!("; bottleneck: {}", v.bottleneck));
             (
                 Outcome::Passed,
-                format!("capacity {rps:.0} req/s ({}){bottleneck}", hunt.slo),
+                format!(
+                    "capacity {rps:.0} {} ({}){bottleneck}",
+                    hunt.rate_unit.per_second(),
+                    hunt.slo
+                ),
             )
         }
         None => {

@@ -58,7 +58,8 @@ fn verdict(out: &mut String, run: &RunRecord) {
         let _ = writeln!(out, "> **Interrupted**: the last step is partial.\n");
     }
     if let Some(k) = run.hunt.as_ref().or(run.stress.as_ref()) {
-        let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} req/s"));
+        let unit = k.rate_unit.per_second();
+        let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.0} {unit}"));
         let _ = writeln!(out, "| | |\n|---|---|");
         let _ = writeln!(
             out,

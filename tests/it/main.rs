@@ -8,6 +8,7 @@ mod database;
 mod engine;
 mod errors;
 mod flame;
+mod flows;
 mod hunt;
 mod kernel;
 mod limits;

@@ -100,7 +100,7 @@ impl Drop for Target {
     }
 }
 
-fn start<F, Fut>(serve: F) -> Target
+pub fn start<F, Fut>(serve: F) -> Target
 where
     F: FnOnce(TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,

@@ -74,6 +74,10 @@ pub fn broke_first(steps: &[StepResult], slo: &Slo) -> Option<String> {
         .filter_map(|(name, c)| Some((*name, c.broke_at()?)))
         .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))?;
     let own_rate = request.requests as f64 / step.duration_s.max(1e-9);
+    let (unit, total) = match crate::model::RateUnit::of(step) {
+        crate::model::RateUnit::Flows => ("flows/s", ""),
+        crate::model::RateUnit::Requests => ("req/s", " total"),
+    };
     let why = match request.error_rate > slo.max_error_rate.unwrap_or(1.0) {
         true => format!("errors {:.1}%", request.error_rate * 100.0),
         false => format!("p99 {}", fmt_ms(request.latency_ms.p99)),
@@ -82,12 +86,12 @@ pub fn broke_first(steps: &[StepResult], slo: &Slo) -> Option<String> {
         .iter()
         .filter(|(other, _)| **other != name)
         .map(|(other, c)| match c.held_to() {
-            Some(rate) => format!("{other} held to {rate:.0} req/s"),
+            Some(rate) => format!("{other} held to {rate:.0} {unit}"),
             None => format!("{other} held at no step"),
         })
         .collect();
     let mut line = format!(
-        "{name} broke first: {why} at {offered:.0} req/s total ({own_rate:.0} req/s of it)"
+        "{name} broke first: {why} at {offered:.0} {unit}{total} ({own_rate:.0} req/s of it)"
     );
     if !others.is_empty() {
         line.push_str(&format!(", while {}", others.join(", ")));

@@ -40,8 +40,9 @@ pub fn cpu_throttled(ctx: &Context) -> Option<Finding> {
         100.0 * cpu / quota
     ))
     .confirm("raise the quota (Kubernetes limits.cpu, docker --cpus) or spend less CPU per request; cpu.stat's nr_throttled counts the periods it ran out");
-    if ctx.knee.ok_rps > 0.0 && cpu > 0.0 {
-        let per_request_ms = cpu / ctx.knee.ok_rps * 1000.0;
+    let good = ctx.knee.good_requests_per_s();
+    if good > 0.0 && cpu > 0.0 {
+        let per_request_ms = cpu / good * 1000.0;
         finding = finding.evidence(format!(
             "the quota is the capacity: {quota:.2} cores / {per_request_ms:.1} ms of CPU per request ≈ {:.0} req/s",
             quota / per_request_ms * 1000.0
@@ -288,7 +289,7 @@ pub fn rate_limited(ctx: &Context) -> Option<Finding> {
     let finding = Finding::new(
         Kind::RateLimited,
         Rank::RateLimited,
-        format!("a rate limiter at about {:.0} req/s", knee.ok_rps),
+        format!("a rate limiter at about {:.0} req/s", knee.good_requests_per_s()),
     )
     .evidence(format!(
         "good throughput flat at {:.0}/s past the knee; the rest ({:.0} %) answered {status} in {} (p50){cpu}: a rate limiter (nginx limit_req, an API gateway, the service's own)",

@@ -389,7 +389,7 @@ fn waits_baseline<'a>(
 fn nothing_held_line(knee: &StepResult) -> String {
     let load = knee.offered_rps.map_or_else(
         || format!("concurrency {}", knee.concurrency.unwrap_or(0)),
-        |r| format!("{r:.0} req/s"),
+        |r| format!("{r:.0} {}", crate::model::RateUnit::of(knee).per_second()),
     );
     let why = if knee.slo_failures.is_empty() {
         "it missed the SLO".to_string()
@@ -402,7 +402,12 @@ fn nothing_held_line(knee: &StepResult) -> String {
 fn latency_line(knee: &StepResult, below: Option<&StepResult>) -> String {
     let rate = knee.offered_rps.map_or(
         format!("concurrency {}", knee.concurrency.unwrap_or(0)),
-        |r| format!("{r:.0} req/s offered"),
+        |r| {
+            format!(
+                "{r:.0} {} offered",
+                crate::model::RateUnit::of(knee).per_second()
+            )
+        },
     );
     match below {
         Some(b) => format!(
@@ -447,9 +452,10 @@ fn hold_line(step: &StepResult, capacity: Option<f64>) -> String {
     .chain(processes::busiest_line(step))
     .collect();
     format!(
-        "{} ({share}{:.0} req/s, p99 {}): {}",
+        "{} ({share}{:.0} {}, p99 {}): {}",
         step.name,
         step.offered_rps.unwrap_or(0.0),
+        crate::model::RateUnit::of(step).per_second(),
         fmt_ms(step.latency_ms.p99),
         if parts.is_empty() {
             "not sampled".to_string()

@@ -79,7 +79,7 @@ pub fn across(ctx: &Context, slo: &Slo, v: &mut Verdict) {
             same += 1;
         }
         // Its share of the good answers at the knee, read from its share of the work.
-        let good = ctx.knee.ok_rps;
+        let good = ctx.knee.good_requests_per_s();
         let share = replica
             .share
             .zip(replica.share_of)

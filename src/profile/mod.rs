@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod flows;
+
 /// A profile once read and checked: what `plan` merges with the command line.
 #[derive(Debug)]
 pub struct ProfileSpec {
@@ -31,6 +33,8 @@ pub struct ProfileSpec {
     /// `[target] allow_status = "404,5xx"`.
     pub allow_status: Vec<crate::plan::StatusPattern>,
     pub requests: Vec<RequestSpec>,
+    /// `[[flows]]`: their steps are `requests`, and a rate is flows started per second.
+    pub flows: Vec<crate::plan::flow::FlowPlan>,
     pub loads: Vec<Load>,
     pub warmup: Option<Duration>,
     pub duration: Duration,
@@ -75,6 +79,8 @@ struct RawProfile {
     target: RawTarget,
     #[serde(default)]
     requests: Vec<Spanned<RawRequest>>,
+    #[serde(default)]
+    flows: Vec<Spanned<flows::RawFlow>>,
     load: Option<Spanned<RawLoad>>,
     #[serde(default)]
     slo: BTreeMap<String, Spanned<SloValue>>,
@@ -307,7 +313,23 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
             target.body_file.as_ref(),
         )?,
     };
-    let requests = if raw.requests.is_empty() {
+    let mut flow_requests = Vec::new();
+    let flows = flows::flows_of(
+        &src,
+        base_dir,
+        &raw.flows,
+        &default_request,
+        &mut flow_requests,
+    )?;
+    if let (Some(flow), false) = (raw.flows.first(), raw.requests.is_empty()) {
+        return Err(src.error_at(
+            Some(flow.span()),
+            "give [[requests]] or [[flows]], not both (a request alone is a flow of one step)",
+        ));
+    }
+    let requests = if !flows.is_empty() {
+        flow_requests
+    } else if raw.requests.is_empty() {
         vec![RequestSpec {
             name: "default".to_string(),
             method: default_request.method.clone(),
@@ -366,6 +388,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
             None => Vec::new(),
         },
         requests,
+        flows,
         loads,
         warmup,
         duration,
@@ -451,6 +474,11 @@ fn expand_headers(
 
 /// `${NAME}` → the variable's value; a missing variable is an error, not an empty string.
 pub fn expand_env(text: &str) -> Result<String, String> {
+    expand_env_except(text, &[])
+}
+
+/// `expand_env`, leaving `${NAME}` as it is for each of `kept` (a flow's own variables).
+fn expand_env_except(text: &str, kept: &[String]) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -460,9 +488,13 @@ pub fn expand_env(text: &str) -> Result<String, String> {
             .find('}')
             .ok_or_else(|| format!("unclosed '${{' in '{text}'"))?;
         let name = &after[..end];
-        let value =
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
-        out.push_str(&value);
+        if kept.iter().any(|k| k == name) {
+            out.push_str(&rest[start..start + 3 + end]);
+        } else {
+            let value = std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
