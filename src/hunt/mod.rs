@@ -123,6 +123,9 @@ pub async fn run(
     // 3. Hold steps, failure mode, recovery.
     if let (Some(capacity), false) = (analysis.capacity_rps, session.interrupted()) {
         hold_steps(session, settings, capacity, &mut analysis).await?;
+        if !session.interrupted() {
+            holds_upward(session, settings, capacity, &mut analysis).await?;
+        }
     }
     Ok(finish(analysis, session))
 }
@@ -275,6 +278,86 @@ async fn hold_steps(
         if Some(i) == overload {
             judge_overload(session, capacity, step, results.get(1), analysis);
         }
+    }
+    Ok(())
+}
+
+/// Hold steps past the last one, when every hold above the search's capacity held.
+const MAX_HOLDS_UPWARD: usize = 4;
+/// Each of them this much above the one before.
+const HOLDS_UPWARD_STEP: f64 = 1.2;
+
+/// When every hold above the search's capacity held, the step that failed the search was a
+/// passing spike (a search step is short and starts from the last one's load, a hold is
+/// longer and starts warm), and the knee lies higher: a capacity too low and a knee that is
+/// an unprofiled search step would say nothing of why the service breaks. Holds then go on
+/// upward, 1.2x each, until one fails (it is the knee, profiled like every hold), the max
+/// rate is reached or `MAX_HOLDS_UPWARD` have run; the capacity becomes the highest rate a
+/// hold held at, and a note says so. The recovery was measured after the last planned hold.
+async fn holds_upward(
+    session: &mut impl StepRunner,
+    settings: &HuntSettings,
+    capacity: f64,
+    analysis: &mut KneeAnalysis,
+) -> Result<(), Error> {
+    // Only a search that converged had a step fail above its capacity (at the max rate, or
+    // capped, nothing above was meant to fail).
+    if !matches!(
+        analysis.ending,
+        Ending::Converged | Ending::ConvergedAtRounding
+    ) {
+        return Ok(());
+    }
+    let above: Vec<&HoldLine> = analysis.holds.iter().filter(|h| h.fraction > 1.0).collect();
+    if above.is_empty() || above.iter().any(|h| !h.holds) {
+        return Ok(());
+    }
+    let mut fraction = above.iter().map(|h| h.fraction).fold(1.0, f64::max);
+    let mut highest_held = above.iter().map(|h| h.offered_rps).fold(capacity, f64::max);
+    let mut failed = None;
+    for _ in 0..MAX_HOLDS_UPWARD {
+        fraction *= HOLDS_UPWARD_STEP;
+        let rate = round_rate(capacity * fraction);
+        if settings.max_rate.is_some_and(|max| rate > max) {
+            break;
+        }
+        let name = format!("hold-{:03.0}", fraction * 100.0);
+        let spec = rate_step(name.clone(), Phase::Hold, rate, settings, true);
+        let Some(step) = session.step(&spec).await? else {
+            break;
+        };
+        analysis.holds.push(HoldLine {
+            fraction,
+            step: name,
+            offered_rps: rate,
+            ok_rps: step.ok_rps,
+            p99_ms: step.latency_ms.p99,
+            error_rate: step.error_rate,
+            holds: step.holds,
+        });
+        if step.generator.limited || session.interrupted() {
+            break;
+        }
+        if !step.holds {
+            failed = Some(step);
+            break;
+        }
+        highest_held = rate;
+    }
+    analysis.notes.push(format!(
+        "every hold above the search's capacity ({}/s) held: holds went on upward; capacity {}/s{} (the holds' percentages are of the search's capacity)",
+        fmt_rate(capacity),
+        fmt_rate(highest_held),
+        match &failed {
+            Some(step) => format!(", the knee {} ({}/s)", step.name, fmt_rate(step.offered_rps.unwrap_or(0.0))),
+            None => ", no hold above it failed".into(),
+        }
+    ));
+    analysis.capacity_rps = Some(highest_held);
+    if let Some(step) = failed {
+        let evidence = overload_evidence(session.steps(), &step);
+        let bound_ms = latency_bound_ms(session);
+        analysis.failure_mode = Some(stress::classify(&step, highest_held, bound_ms, evidence));
     }
     Ok(())
 }

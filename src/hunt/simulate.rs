@@ -32,6 +32,9 @@ pub struct Service {
     pub past_capacity: PastCapacity,
     /// Above this offered rate the generator is the limit (its steps say so).
     pub generator_limit_rps: Option<f64>,
+    /// Search steps at or above this rate fail on a passing spike (a second of waiting),
+    /// whatever the capacity: the hunt's holds, longer and warm, do not meet it.
+    pub search_spike_from_rps: Option<f64>,
 }
 
 /// Runs steps against a `Service` with no load and no time.
@@ -98,6 +101,9 @@ impl Simulation {
                 PastCapacity::Sheds => (excess / offered.max(1e-9) * per_slice as f64) as u64,
                 PastCapacity::Queues => 0,
             };
+            let spike = spec.phase == Phase::Search
+                && s.search_spike_from_rps.is_some_and(|from| offered >= from);
+            let wait_ms = wait_ms + if spike { 1_000.0 } else { 0.0 };
             let p99 = s.service_ms + wait_ms * 2.0;
             for k in 0..per_slice {
                 // Spread over 0.5–1.5× the mean, the same way whatever the slice's count.
@@ -238,6 +244,7 @@ mod tests {
             service_ms: 2.0,
             past_capacity: past,
             generator_limit_rps: None,
+            search_spike_from_rps: None,
         }
     }
 
@@ -303,6 +310,42 @@ mod tests {
             };
             assert_eq!(sim.profiled_before_recovery, expected);
         }
+    }
+
+    #[test]
+    fn when_every_hold_above_a_spiked_search_holds_the_holds_go_on_up_to_the_knee() {
+        // Capacity 480, but every search step from 300 up fails on a spike: the search
+        // settles near 300, and its holds up to 120 % (about 360) all hold.
+        let spiky = Service {
+            search_spike_from_rps: Some(300.0),
+            ..service(480.0, PastCapacity::Queues)
+        };
+        let mut sim = Simulation::new(spiky, slo());
+        let found = hunt(&mut sim, &settings());
+        let names: Vec<&str> = sim.steps.iter().map(|s| s.name.as_str()).collect();
+        let capacity = found.capacity_rps.unwrap();
+        assert!((400.0..=480.0).contains(&capacity), "{capacity} {names:?}");
+        let last = found.holds.last().unwrap();
+        assert!(!last.holds && last.offered_rps > 480.0, "{:?}", found.holds);
+        assert!(last.step.starts_with("hold-1"), "{names:?}");
+        assert!(found
+            .notes
+            .iter()
+            .any(|n| n.contains("holds went on upward")));
+        assert_eq!(found.failure_mode, Some(FailureMode::QueuesWithoutBound));
+        // The verdict's knee is that failing hold, profiled, not the spiked search step.
+        let (knee, below) =
+            crate::analyze::verdict::knee_steps_for_tests(&sim.steps, found.capacity_rps);
+        assert_eq!(knee.unwrap().name, last.step, "{names:?}");
+        assert_eq!(below.unwrap().phase, Phase::Hold);
+        // Without the spike, nothing of this happens.
+        let mut plain = Simulation::new(service(480.0, PastCapacity::Queues), slo());
+        let found = hunt(&mut plain, &settings());
+        assert_eq!(found.holds.len(), 5);
+        assert!(!found
+            .notes
+            .iter()
+            .any(|n| n.contains("holds went on upward")));
     }
 
     #[test]

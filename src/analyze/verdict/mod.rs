@@ -276,6 +276,15 @@ pub fn rank(findings: Vec<Finding>) -> Verdict {
     }
 }
 
+/// `knee_steps`, for the hunt's tests.
+#[cfg(test)]
+pub fn knee_steps_for_tests(
+    steps: &[StepResult],
+    capacity: Option<f64>,
+) -> (Option<&StepResult>, Option<&StepResult>) {
+    knee_steps(steps, capacity)
+}
+
 /// The first step past capacity (open model), and the highest one at or below it.
 fn knee_steps(
     steps: &[StepResult],

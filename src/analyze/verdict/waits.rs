@@ -11,7 +11,9 @@ use super::gauge::growing_queue_gauge;
 use super::table::*;
 use super::{Context, Finding};
 use crate::model::observed::{OffCpu, OffCpuSource, ProfileSource, Threads, WaitKind, WaitSite};
+use crate::model::step::StepResult;
 use crate::model::verdict::Kind;
+use crate::model::Phase;
 
 /// The wait site whose time per request grew most at the knee names the kind and the site.
 pub fn wait_site(ctx: &Context) -> Option<Finding> {
@@ -64,7 +66,7 @@ pub fn wait_site(ctx: &Context) -> Option<Finding> {
             site.kind.words(),
             site.function,
             round(was),
-            baseline_words(ctx),
+            baseline_words(ctx, &site),
             round(now)
         ))
         .evidence(format!(
@@ -114,38 +116,75 @@ pub fn grown_site_of(ctx: &Context, kind: WaitKind) -> Option<(WaitSite, f64, f6
 /// The site with the largest growth in ms per request that qualifies: (site, below, knee).
 fn grown_site(ctx: &Context) -> Option<(WaitSite, f64, f64)> {
     let knee = OffCpu::of(ctx.knee).filter(|o| o.error.is_none())?;
-    let below = ctx.waits_below.and_then(OffCpu::of);
     knee.top
         .iter()
         // The GIL is the interpreter's lock, not the service's (`runtimes::gil`).
         .filter(|s| !matches!(s.kind, WaitKind::Sleep | WaitKind::Gil) && s.percent >= SITE_SHARE)
         .filter_map(|site| {
             let now = site.ms_per_request?;
-            let was = below
-                .as_ref()
-                .and_then(|b| {
-                    b.top
-                        .iter()
-                        .find(|s| s.kind == site.kind && s.function == site.function)
-                })
-                .and_then(|s| s.ms_per_request)
-                .unwrap_or(0.0);
+            let (was, _) = site_baseline(ctx, site);
             (now >= SITE_GROWTH * was && now - was >= SITE_MIN_GROWTH_MS)
                 .then(|| (site.clone(), was, now))
         })
         .max_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1)))
 }
 
-/// "below the knee", or, when the step just below was profiled past it, the step that is
-/// the baseline instead and why.
-fn baseline_words(ctx: &Context) -> String {
-    match (ctx.waits_below, ctx.below) {
-        (Some(base), Some(below)) if base.name != below.name => format!(
+/// A site's time per request where its growth is measured from, and the step that gave it:
+/// the step below the knee (`waits_below`), or the lowest-load hold below that (profiled, and
+/// held) when the site waited less there. A lock already contended below the knee (at 95 %
+/// of capacity its queue is already long) barely grows from there to the knee, though it
+/// grew many times over from where the service was lightly loaded: measured from the step
+/// below alone, it would not be named.
+fn site_baseline<'a>(ctx: &Context<'a>, site: &WaitSite) -> (f64, Option<&'a StepResult>) {
+    let Some(below) = ctx.waits_below else {
+        return (0.0, None);
+    };
+    let rate = |s: &StepResult| s.offered_rps.unwrap_or(0.0);
+    let lowest = ctx
+        .steps
+        .iter()
+        .filter(|s| {
+            s.phase == Phase::Hold
+                && s.holds
+                && rate(s) < rate(below)
+                && OffCpu::of(s).is_some_and(|o| o.error.is_none())
+        })
+        .min_by(|a, b| rate(a).total_cmp(&rate(b)));
+    match lowest {
+        Some(low) if ms_at(low, site) < ms_at(below, site) => (ms_at(low, site), Some(low)),
+        _ => (ms_at(below, site), Some(below)),
+    }
+}
+
+/// "below the knee", or the step that is the baseline instead and why: the lowest hold
+/// (the site was already contended below the knee), or the step under the one just below
+/// (that one was profiled past the knee).
+fn baseline_words(ctx: &Context, site: &WaitSite) -> String {
+    match (site_baseline(ctx, site).1, ctx.waits_below, ctx.below) {
+        (Some(base), Some(waits_below), _) if base.name != waits_below.name => format!(
+            "at {} (the lowest hold; {} at {})",
+            base.name,
+            round(ms_at(waits_below, site)),
+            waits_below.name
+        ),
+        (_, Some(base), Some(below)) if base.name != below.name => format!(
             "at {} ({} missed the SLO while profiled)",
             base.name, below.name
         ),
         _ => "below the knee".into(),
     }
+}
+
+/// A site's time per request at `step` (0 when it is not among the step's top sites).
+fn ms_at(step: &StepResult, site: &WaitSite) -> f64 {
+    OffCpu::of(step)
+        .and_then(|o| {
+            o.top
+                .iter()
+                .find(|s| s.kind == site.kind && s.function == site.function)
+                .and_then(|s| s.ms_per_request)
+        })
+        .unwrap_or(0.0)
 }
 
 /// Latency climbed, but the target's threads only idled: an async runtime parks tasks, not

@@ -153,3 +153,33 @@ fn waits_recorded_past_the_knee_are_no_baseline() {
     let v = verdict_on(&[below_only, steps[2].clone()], Some(475.0), &slo, 2);
     assert_ne!(v.kind, "lock", "{v:#?}");
 }
+
+#[test]
+fn a_lock_contended_below_the_knee_grows_from_the_lowest_hold() {
+    let lock = |ms: f64| offcpu(&[("app.reserve (app.py:36)", "lock", ms)], 0.0);
+    // At 95 % the lock's queue is already long (8 ms per request), at the knee 12 ms: not
+    // twice the step below, but twelve times the 50 % hold's.
+    let lowest =
+        step("hold-050", Phase::Hold, 250.0, 250.0, 6.0).with_observed("offcpu", lock(1.0));
+    let (below, knee) = pair();
+    let below = below.with_observed("offcpu", lock(8.0));
+    let knee = knee
+        .with("target.cpu_cores", 0.3)
+        .with_observed("offcpu", lock(12.0));
+    let steps = [lowest.clone(), below.clone(), knee.clone()];
+    let v = verdict(&steps, Some(475.0), 0.01);
+    assert_eq!(v.kind, "lock", "{v:#?}");
+    assert_eq!(v.site.as_deref(), Some("app.reserve (app.py:36)"));
+    assert!(
+        v.evidence.iter().any(|e| e.contains(
+            "1.0 ms per request at hold-050 (the lowest hold; 8.0 at hold-095), 12 at it"
+        )),
+        "{v:#?}"
+    );
+    // Without the lowest hold it is not named: 8 → 12 ms is no doubling.
+    let v = verdict(&[below.clone(), knee.clone()], Some(475.0), 0.01);
+    assert_ne!(v.kind, "lock", "{v:#?}");
+    // A lowest hold that failed is no baseline either.
+    let v = verdict(&[lowest.failing(), below, knee], Some(475.0), 0.01);
+    assert_ne!(v.kind, "lock", "{v:#?}");
+}
