@@ -43,8 +43,8 @@ impl RunFolder {
     pub fn append_step(
         &mut self,
         step: &StepResult,
-        latency: &Histogram<u64>,
-        service: &Histogram<u64>,
+        (latency, service): (&Histogram<u64>, &Histogram<u64>),
+        by_request: &[Histogram<u64>],
         started: SystemTime,
     ) -> Result<(), Error> {
         let mut line = serde_json::to_string(step).context("cannot encode step")?;
@@ -60,7 +60,10 @@ impl RunFolder {
             &hist_path.with_extension("hlog"),
             started,
             std::time::Duration::try_from_secs_f64(step.duration_s).unwrap_or_default(),
-            &[("latency", latency), ("service", service)],
+            &histogram_tags(latency, service, by_request)
+                .iter()
+                .map(|(tag, h)| (tag.as_str(), *h))
+                .collect::<Vec<_>>(),
         )
         .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
         Ok(())
@@ -201,6 +204,31 @@ pub fn percentile_distribution(hist: &Histogram<u64>) -> String {
     );
     out
 }
+
+/// The tag each histogram of a step's hlog goes under: `latency`, `service`, and for a mix of
+/// several request names `request-I` (the I-th of `by_request`; tags cannot hold a name's
+/// spaces).
+pub fn histogram_tags<'a>(
+    latency: &'a Histogram<u64>,
+    service: &'a Histogram<u64>,
+    by_request: &'a [Histogram<u64>],
+) -> Vec<(String, &'a Histogram<u64>)> {
+    [
+        ("latency".to_string(), latency),
+        ("service".to_string(), service),
+    ]
+    .into_iter()
+    .chain(
+        by_request
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (format!("{REQUEST_TAG}{i}"), h)),
+    )
+    .collect()
+}
+
+/// The prefix of a request name's histogram tag in a step's hlog.
+pub const REQUEST_TAG: &str = "request-";
 
 #[cfg(test)]
 mod float_tests {

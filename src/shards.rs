@@ -29,14 +29,32 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, Error> {
     let mut histograms = Vec::with_capacity(first.steps.len());
     for (i, step) in first.steps.iter().enumerate() {
         let parts: Vec<&StepResult> = shards.iter().map(|s| &s.record.steps[i]).collect();
-        let (latency, service) = added_histograms(&shards, &step.name)?;
-        steps.push(merged_step(&parts, &latency, &service, first));
-        histograms.push((latency, service));
+        let added = added_histograms(&shards, &step.name)?;
+        let mut merged = merged_step(&parts, &added.latency, &added.service, first);
+        merged.by_request = merged_requests(&parts, &added.requests);
+        if merged.by_request.len() != added.requests.len() {
+            // Not every shard logged every name's histogram (a folder older than them).
+            merged.by_request.clear();
+        }
+        for request in &merged.by_request {
+            for failure in &request.slo_failures {
+                merged
+                    .slo_failures
+                    .push(format!("{}: {failure}", request.name));
+            }
+        }
+        merged.holds &= merged.by_request.iter().all(|r| r.holds);
+        steps.push(merged);
+        histograms.push(added);
     }
     let started = humantime::parse_rfc3339_weak(&first.started_at).unwrap_or(SystemTime::now());
     let mut folder = RunFolder::create(&OutDir::Exact(out.to_path_buf()), &first.name, started)?;
-    for (step, (latency, service)) in steps.iter().zip(&histograms) {
-        folder.append_step(step, latency, service, started)?;
+    for (step, added) in steps.iter().zip(&histograms) {
+        let requests = match step.by_request.is_empty() {
+            true => &[][..],
+            false => &added.requests[..],
+        };
+        folder.append_step(step, (&added.latency, &added.service), requests, started)?;
     }
     let interrupted = shards.iter().any(|s| s.record.interrupted);
     // The first shard's record, taken rather than read again, becomes the merged one.
@@ -132,21 +150,44 @@ fn read_shards(dirs: &[PathBuf]) -> Result<Vec<ShardRun>, Error> {
     Ok(shards)
 }
 
-/// The sum of the shards' latency and service histograms of one step.
-fn added_histograms(
-    shards: &[ShardRun],
-    step: &str,
-) -> Result<(Histogram<u64>, Histogram<u64>), Error> {
+/// The sum of the shards' histograms of one step: latency, service, and each request name's
+/// (empty when some shard did not log them all).
+struct Added {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    requests: Vec<Histogram<u64>>,
+}
+
+fn added_histograms(shards: &[ShardRun], step: &str) -> Result<Added, Error> {
     let mut latency: Option<Histogram<u64>> = None;
     let mut service: Option<Histogram<u64>> = None;
+    let mut requests: Vec<Option<Histogram<u64>>> = Vec::new();
+    let mut logged_by_all = true;
     for shard in shards {
         let path = shard.dir.join("hist").join(format!("{step}.hlog"));
         let logged = crate::hlog::read(&path).map_err(Error::input)?;
+        let names = shard
+            .record
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .map_or(0, |s| s.by_request.len());
+        let mut found = 0;
         for (tag, histogram) in logged {
             let sum = match tag.as_str() {
                 "latency" => &mut latency,
                 "service" => &mut service,
-                _ => continue,
+                other => match other
+                    .strip_prefix(crate::output::REQUEST_TAG)
+                    .and_then(|i| i.parse::<usize>().ok())
+                {
+                    Some(i) if i < names => {
+                        requests.resize_with(requests.len().max(names), || None);
+                        found += 1;
+                        &mut requests[i]
+                    }
+                    _ => continue,
+                },
             };
             match sum {
                 Some(sum) => sum
@@ -155,13 +196,68 @@ fn added_histograms(
                 None => *sum = Some(histogram),
             }
         }
+        logged_by_all &= found == names;
     }
     let missing = || {
         Error::input(format!(
             "no shard's hist/{step}.hlog holds a latency and a service histogram (damaged folders: re-run the shards)"
         ))
     };
-    Ok((latency.ok_or_else(missing)?, service.ok_or_else(missing)?))
+    Ok(Added {
+        latency: latency.ok_or_else(missing)?,
+        service: service.ok_or_else(missing)?,
+        requests: match logged_by_all {
+            true => requests.into_iter().flatten().collect(),
+            false => Vec::new(),
+        },
+    })
+}
+
+/// Each request name of the step over every shard: counts summed, percentiles from the sum
+/// of its histograms, its own SLO judged again on the whole. Empty when the shards' names
+/// differ or a histogram is missing.
+fn merged_requests(
+    parts: &[&StepResult],
+    histograms: &[Histogram<u64>],
+) -> Vec<crate::model::step::RequestResult> {
+    let first = &parts[0].by_request;
+    let same_names = parts.iter().all(|p| {
+        p.by_request.len() == first.len()
+            && p.by_request
+                .iter()
+                .zip(first)
+                .all(|(a, b)| a.name == b.name)
+    });
+    if !same_names || histograms.len() != first.len() {
+        return Vec::new();
+    }
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, request)| {
+            fn of<'a>(p: &&'a StepResult, i: usize) -> &'a crate::model::step::RequestResult {
+                &p.by_request[i]
+            }
+            let mut error_classes = std::collections::BTreeMap::new();
+            for part in parts {
+                for (class, n) in &of(part, i).error_classes {
+                    *error_classes.entry(*class).or_default() += n;
+                }
+            }
+            let figures = crate::engine::by_request::Figures {
+                requests: parts.iter().map(|p| of(p, i).requests).sum(),
+                ok_rps: parts.iter().map(|p| of(p, i).ok_rps).sum(),
+                errors: parts.iter().map(|p| of(p, i).errors).sum(),
+                error_classes,
+            };
+            crate::engine::by_request::judged(
+                &request.name,
+                figures,
+                &histograms[i],
+                request.slo.as_ref(),
+            )
+        })
+        .collect()
 }
 
 /// One step of the whole run from the shards' parts of it.
@@ -231,8 +327,7 @@ fn merged_step(
     step.slices.clear();
     step.connect_ms = None;
     step.tls_ms = None;
-    // Per-request histograms are not in the hlogs either: the merged step has none (each
-    // shard's run keeps its own).
+    // Each request name's figures are merged from its own histograms (`merged_requests`).
     step.by_request.clear();
     // Flows add up like requests (each shard started its share of them).
     step.flows = parts[0].flows.as_ref().map(|_| {

@@ -141,37 +141,67 @@ impl ByRequest {
             .zip(&self.named.names)
             .zip(&self.named.slos)
             .map(|((c, name), slo)| {
-                let ok_rps = c.ok_in_window as f64 / duration_s.max(1e-9);
-                let slo_failures = slo.as_ref().map_or_else(Vec::new, |slo| {
-                    let checks = slo.judge(
-                        None,
-                        &StepFigures {
-                            latency_us: &c.latency,
-                            requests: c.requests,
-                            errors: c.errors,
-                            achieved_rps: ok_rps,
-                            offered_rps: None,
-                        },
-                    );
-                    crate::slo::failures_of(&checks)
-                });
-                RequestResult {
-                    name: name.clone(),
+                let figures = Figures {
                     requests: c.requests,
-                    ok_rps,
+                    ok_rps: c.ok_in_window as f64 / duration_s.max(1e-9),
                     errors: c.errors,
-                    error_rate: c.errors as f64 / c.requests.max(1) as f64,
                     error_classes: ErrorClass::ALL
                         .iter()
                         .filter(|k| c.error_classes[k.index()] > 0)
                         .map(|k| (*k, c.error_classes[k.index()]))
-                        .collect::<BTreeMap<_, _>>(),
-                    latency_ms: percentiles(&c.latency),
-                    own_slo: slo.is_some(),
-                    holds: slo_failures.is_empty(),
-                    slo_failures,
-                }
+                        .collect(),
+                };
+                judged(name, figures, &c.latency, slo.as_ref())
             })
             .collect()
+    }
+
+    /// Each name's latency histogram, in `results`' order (for the run folder's hlogs, so
+    /// `knee merge` adds them exactly).
+    pub fn histograms(&self) -> Vec<Histogram<u64>> {
+        self.counts.iter().map(|c| c.latency.clone()).collect()
+    }
+}
+
+/// A request name's counts over a step.
+pub struct Figures {
+    pub requests: u64,
+    pub ok_rps: f64,
+    pub errors: u64,
+    pub error_classes: BTreeMap<ErrorClass, u64>,
+}
+
+/// A name's result: its figures, percentiles of `latency`, and its own SLO judged on them.
+pub fn judged(
+    name: &str,
+    figures: Figures,
+    latency: &Histogram<u64>,
+    slo: Option<&Slo>,
+) -> RequestResult {
+    let slo_failures = slo.map_or_else(Vec::new, |slo| {
+        let checks = slo.judge(
+            None,
+            &StepFigures {
+                latency_us: latency,
+                requests: figures.requests,
+                errors: figures.errors,
+                achieved_rps: figures.ok_rps,
+                offered_rps: None,
+            },
+        );
+        crate::slo::failures_of(&checks)
+    });
+    RequestResult {
+        name: name.to_string(),
+        requests: figures.requests,
+        ok_rps: figures.ok_rps,
+        errors: figures.errors,
+        error_rate: figures.errors as f64 / figures.requests.max(1) as f64,
+        error_classes: figures.error_classes,
+        latency_ms: percentiles(latency),
+        own_slo: slo.is_some(),
+        slo: slo.cloned(),
+        holds: slo_failures.is_empty(),
+        slo_failures,
     }
 }

@@ -67,6 +67,8 @@ pub struct StepOutcome {
     pub result: StepResult,
     pub latency: Histogram<u64>,
     pub service: Histogram<u64>,
+    /// Each request name's latency histogram, in `result.by_request`'s order.
+    pub by_request: Vec<Histogram<u64>>,
     /// The step was cut short by Ctrl-C.
     pub interrupted: bool,
     /// The counted part of the step: from the end of the warm-up to the end of the schedule.
@@ -426,6 +428,7 @@ impl Shared {
         let result = recorder.finish(spec, slo, ended, generator, interrupted, unfinished);
         StepOutcome {
             result,
+            by_request: recorder.request_histograms(),
             latency: recorder.latency,
             service: recorder.service,
             interrupted,

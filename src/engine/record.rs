@@ -413,6 +413,11 @@ impl StepRecorder {
         self.flows.merge(&other.flows);
     }
 
+    /// Each request name's latency histogram (a mix of several names), for the hlogs.
+    pub fn request_histograms(&self) -> Vec<Histogram<u64>> {
+        self.by_request.histograms()
+    }
+
     /// A flow that started at `started` ended at `done`, this way.
     pub fn add_flow(&mut self, started: Instant, done: Instant, end: super::flow_tally::FlowEnd) {
         self.flows.add(&self.timeline, started, done, end);

@@ -259,6 +259,9 @@ pub struct RequestResult {
     pub latency_ms: Percentiles,
     /// Whether it has an SLO of its own (`[requests.slo]`); its failures fail the step.
     pub own_slo: bool,
+    /// That SLO (so `knee merge` judges the shards' sum by it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<crate::slo::Slo>,
     pub holds: bool,
     pub slo_failures: Vec<String>,
 }

@@ -305,11 +305,12 @@ impl Finisher {
             let started = SystemTime::now()
                 .checked_sub(outcome.window.0.elapsed())
                 .unwrap_or_else(SystemTime::now);
-            if let Err(error) =
-                keeper
-                    .folder
-                    .append_step(&result, &outcome.latency, &outcome.service, started)
-            {
+            if let Err(error) = keeper.folder.append_step(
+                &result,
+                (&outcome.latency, &outcome.service),
+                &outcome.by_request,
+                started,
+            ) {
                 self.failed.store(true, Ordering::Relaxed);
                 progress.error = Some(error);
             }

@@ -118,6 +118,78 @@ fn two_shards_merge_into_the_whole_rate_with_exact_percentiles() {
 }
 
 #[test]
+fn each_request_of_a_mix_is_merged_from_its_own_histograms() {
+    let _serial = serial();
+    let target = http_target(Http::Fast);
+    let dir = TempDir::new("shard-mix");
+    let profile = dir.join("mix.toml");
+    let text = format!(
+        "[target]\nurl = \"{}\"\n[[requests]]\nname = \"a\"\npath = \"/a\"\n\
+         [[requests]]\nname = \"b\"\npath = \"/b\"\nweight = 3\n[requests.slo]\np99 = \"5s\"\n\
+         [load]\nrate = 300\nduration = \"1s\"\n",
+        target.url("")
+    );
+    std::fs::write(&profile, text).unwrap();
+    let (a, b, merged) = (
+        TempDir::new("mix-shard-1"),
+        TempDir::new("mix-shard-2"),
+        TempDir::new("mix-merged"),
+    );
+    let start = start_in(2);
+    let shard = |which: &str, out: &TempDir| {
+        Command::new(knee_bin())
+            .arg("run")
+            .arg(&profile)
+            .args(["-q", "--no-sample", "--shard", which, "--start-at", &start])
+            .arg("--out")
+            .arg(out.path())
+            .spawn()
+            .unwrap()
+    };
+    let (mut first, mut second) = (shard("1/2", &a), shard("2/2", &b));
+    assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
+    merge(&a, &b, &merged).unwrap();
+    let record = knee::output::RunRecord::read(&merged.join("run.json")).unwrap();
+    let step = &record.steps[0];
+    let names: Vec<&str> = step.by_request.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let parts: Vec<knee::output::RunRecord> = [&a, &b]
+        .iter()
+        .map(|d| knee::output::RunRecord::read(&d.join("run.json")).unwrap())
+        .collect();
+    for (i, request) in step.by_request.iter().enumerate() {
+        // Counts add up; percentiles are those of the shards' histograms of that name added.
+        let sum: u64 = parts
+            .iter()
+            .map(|p| p.steps[0].by_request[i].requests)
+            .sum();
+        assert_eq!(request.requests, sum, "{request:?}");
+        let mut union: Option<hdrhistogram::Histogram<u64>> = None;
+        for dir in [&a, &b] {
+            let logged = knee::hlog::read(&dir.join("hist/rate-300.hlog")).unwrap();
+            let tag = format!("request-{i}");
+            let own = &logged.iter().find(|(t, _)| *t == tag).unwrap().1;
+            match &mut union {
+                Some(u) => u.add(own).unwrap(),
+                None => union = Some(own.clone()),
+            }
+        }
+        let union = union.unwrap();
+        assert_eq!(union.len(), request.requests);
+        assert_eq!(
+            request.latency_ms,
+            knee::engine::record::percentiles(&union)
+        );
+    }
+    let own = &step.by_request[1];
+    assert!(own.own_slo && own.slo.is_some() && own.holds, "{own:?}");
+    assert!((200..=250).contains(&own.requests), "b is 3 of 4: {own:?}");
+    // The merged folder logs them too, so a merge of merges stays exact.
+    let logged = knee::hlog::read(&merged.join("hist/rate-300.hlog")).unwrap();
+    assert!(logged.iter().any(|(t, _)| t == "request-1"));
+}
+
+#[test]
 fn merging_folders_that_are_not_one_runs_shards_fails_clearly() {
     let _serial = serial();
     let target = http_target(Http::Fast);

@@ -121,6 +121,7 @@ mod tests {
                 ..Percentiles::default()
             },
             own_slo: false,
+            slo: None,
             holds: true,
             slo_failures: Vec::new(),
         }
