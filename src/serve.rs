@@ -138,11 +138,7 @@ pub fn start(plan: &ServePlan) -> Result<Observer, Error> {
             runtime: Some(runtime),
             replicas: replicas
                 .iter()
-                .map(|&pid| crate::model::run::Replica {
-                    pid,
-                    name: crate::observe::replicas::name_of(pid),
-                    observer: None,
-                })
+                .map(|&pid| crate::observe::replicas::local(pid))
                 .collect(),
         },
         origin_unix_s,
@@ -197,8 +193,10 @@ fn find_target(target: &ServeTarget) -> Result<FoundTarget, Error> {
                     "knee observe: no process {pid} on this host"
                 )));
             }
+            // Each pid once, in the order given (`--pid 5 --pid 6 --pid 5` is 5 and 6).
             let mut pids = pids.clone();
-            pids.dedup();
+            let mut seen = std::collections::HashSet::new();
+            pids.retain(|pid| seen.insert(*pid));
             Ok(FoundTarget {
                 pids,
                 port: None,

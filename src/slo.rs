@@ -4,7 +4,7 @@
 //! pre-computed summary figures.
 
 use crate::model::figures::ProfiledWindow;
-use crate::model::step::SloCheck;
+use crate::model::figures::SloCheck;
 use crate::units::{fmt_ms, parse_duration, parse_fraction};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};

@@ -281,7 +281,18 @@ impl Base {
             (false, Some(v)) => v,
             (false, None) => HttpVersion::Http1,
         };
+        let h2_streams = args
+            .h2_streams
+            .map(|n| n as usize)
+            .or(profile.and_then(|p| p.h2_streams))
+            .unwrap_or(1);
+        if h2_streams > 1 && http != HttpVersion::Http2 {
+            return Err(Error::input(
+                "--h2-streams multiplexes HTTP/2 streams: give --http2 too (or http = \"2\" in [target])",
+            ));
+        }
         let target = TargetPlan {
+            h2_streams,
             base,
             http,
             insecure: args.insecure || profile.is_some_and(|p| p.insecure),

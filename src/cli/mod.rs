@@ -272,6 +272,11 @@ pub struct TargetArgs {
     /// Speak HTTP/2 (h2 over TLS via ALPN, h2c prior knowledge over plain TCP).
     #[arg(long)]
     pub http2: bool,
+    /// With --http2: HTTP/2 streams in flight per connection (default 1). Up to N requests
+    /// share one connection, as gRPC clients and browsers load a service; the server's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS is honoured.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub h2_streams: Option<u32>,
     /// Accept any TLS certificate (self-signed staging boxes).
     #[arg(long, short = 'k')]
     pub insecure: bool,

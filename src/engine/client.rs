@@ -6,6 +6,7 @@
 
 use super::errors::{Classify, ErrorClass};
 use super::h1::{self, H1Conn, Kept};
+use super::h2_shared;
 use crate::error::Error;
 use crate::plan::{HttpVersion, RequestPlan, TargetPlan};
 use bytes::Bytes;
@@ -28,10 +29,11 @@ use tokio_rustls::TlsConnector;
 /// The half of a hyper HTTP/2 connection that does the I/O; polled by whoever waits on it.
 type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// One open connection: HTTP/1.1 by hand (`h1`), HTTP/2 by hyper; counted open until dropped.
+/// One open connection: HTTP/1.1 by hand (`h1`), HTTP/2 by hyper; counted open until dropped
+/// (a stream on a shared connection: the connection is counted while it is shared).
 pub struct Conn {
     wire: Wire,
-    _open: OpenGuard,
+    _open: Option<OpenGuard>,
 }
 
 enum Wire {
@@ -41,6 +43,8 @@ enum Wire {
         /// None once the connection has ended.
         driver: Option<Driver>,
     },
+    /// A stream of an HTTP/2 connection several workers share (`--h2-streams`).
+    H2Stream(h2_shared::Lease),
 }
 
 /// How long opening a connection took: the TCP handshake (SYN to established, SYN
@@ -129,6 +133,11 @@ pub struct Client {
     /// The target's base URL and Host header, for requests a flow renders as it goes.
     base: Uri,
     host: HeaderValue,
+    /// HTTP/2 streams in flight per connection (1: a connection per worker).
+    h2_streams: usize,
+    /// Held while a shared HTTP/2 connection opens, so workers starting together wait for
+    /// it instead of each opening one.
+    h2_opening: tokio::sync::Mutex<()>,
 }
 
 impl Client {
@@ -178,6 +187,11 @@ impl Client {
             requests: prepared,
             base: target.base.clone(),
             host: host_value,
+            h2_streams: match target.http {
+                HttpVersion::Http2 => target.h2_streams.max(1),
+                HttpVersion::Http1 => 1,
+            },
+            h2_opening: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -216,6 +230,33 @@ impl Client {
         slot: &mut Option<Conn>,
         prepared: &Prepared,
         connected: &mut Option<Connected>,
+        mut keep: Option<&mut Kept>,
+    ) -> Result<u16, ErrorClass> {
+        let first = self
+            .send_once(slot, prepared, connected, keep.as_deref_mut())
+            .await;
+        match first {
+            // Refused by a GOAWAY, so not processed: once more, on another connection.
+            Err(ErrorClass::H2GoAway) => {
+                if let Some(Conn {
+                    wire: Wire::H2Stream(lease),
+                    ..
+                }) = slot.as_ref()
+                {
+                    lease.going_away();
+                }
+                *slot = None;
+                self.send_once(slot, prepared, connected, keep).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(
+        &self,
+        slot: &mut Option<Conn>,
+        prepared: &Prepared,
+        connected: &mut Option<Connected>,
         keep: Option<&mut Kept>,
     ) -> Result<u16, ErrorClass> {
         // A keep-alive connection the server closed while idle is not a failed request:
@@ -225,11 +266,12 @@ impl Client {
             None => false,
         };
         if !open {
-            let (mut fresh, timing) = self.connect().await?;
-            *connected = Some(timing);
-            if !is_open(&mut fresh).await {
-                return Err(ErrorClass::ConnectionReset);
-            }
+            let (mut fresh, timing) = match self.h2_streams > 1 {
+                true => self.shared_stream().await?,
+                false => self.connect().await.map(|(c, t)| (c, Some(t)))?,
+            };
+            *connected = timing;
+            ready(&mut fresh).await?;
             *slot = Some(fresh);
         }
         let conn = slot.as_mut().expect("connection was just opened");
@@ -238,42 +280,104 @@ impl Client {
                 h1.send(&prepared.wire, prepared.method == Method::HEAD, keep)
                     .await
             }
-            Wire::H2 { sender, driver } => {
-                let mut request = Request::new(Full::new(prepared.body.clone()));
-                *request.method_mut() = prepared.method.clone();
-                *request.uri_mut() = prepared.uri.clone();
-                *request.headers_mut() = prepared.headers.clone();
-                let response = drive(driver, sender.send_request(request))
-                    .await
-                    .map_err(|e| ErrorClass::of_request(&e))?;
-                let status = response.status().as_u16();
-                let mut keep = keep;
-                if let Some(kept) = keep.as_deref_mut() {
-                    kept.headers = response
-                        .headers()
-                        .iter()
-                        .map(|(n, v)| {
-                            (
-                                n.to_string(),
-                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                            )
-                        })
-                        .collect();
-                    kept.body.clear();
-                }
-                let mut body = response.into_body();
-                while let Some(frame) = drive(driver, body.frame()).await {
-                    let frame = frame.map_err(|_| ErrorClass::BodyRead)?;
-                    if let (Some(kept), Some(data)) = (keep.as_deref_mut(), frame.data_ref()) {
-                        let room = h1::MAX_KEPT_BODY.saturating_sub(kept.body.len());
-                        kept.body.extend_from_slice(&data[..data.len().min(room)]);
-                    }
-                }
-                Ok(status)
-            }
+            Wire::H2 { sender, driver } => send_h2(sender, driver, prepared, keep).await,
+            Wire::H2Stream(lease) => send_h2(&mut lease.sender, &mut None, prepared, keep).await,
         }
     }
 
+    /// A stream on a shared HTTP/2 connection of this lane with room for one more, opening a
+    /// connection when none has (then also how long that took).
+    async fn shared_stream(&self) -> Result<(Conn, Option<Connected>), ErrorClass> {
+        let id = self as *const Client as usize;
+        let stream = |lease| Conn {
+            wire: Wire::H2Stream(lease),
+            _open: None,
+        };
+        if let Some(lease) = h2_shared::lease(id, self.h2_streams) {
+            return Ok((stream(lease), None));
+        }
+        let _opening = self.h2_opening.lock().await;
+        if let Some(lease) = h2_shared::lease(id, self.h2_streams) {
+            return Ok((stream(lease), None)); // opened while this worker waited
+        }
+        let started = std::time::Instant::now();
+        let tcp = self.connect_tcp().await?;
+        let mut timing = Connected {
+            tcp: started.elapsed(),
+            tls: None,
+        };
+        let open: Box<dyn Send> = Box::new(OpenGuard::new(&self.stats));
+        let lease = match &self.tls {
+            None => h2_shared::open(id, tcp, open).await?,
+            Some((connector, name)) => {
+                let tls = self
+                    .tls_handshake(connector, name, tcp, &mut timing)
+                    .await?;
+                h2_shared::open(id, tls, open).await?
+            }
+        };
+        Ok((stream(lease), Some(timing)))
+    }
+
+    async fn tls_handshake(
+        &self,
+        connector: &TlsConnector,
+        name: &ServerName<'static>,
+        tcp: TcpStream,
+        timing: &mut Connected,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ErrorClass> {
+        let handshake = std::time::Instant::now();
+        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| ErrorClass::ConnectTimeout)?
+            .map_err(|_| ErrorClass::Tls)?;
+        timing.tls = Some(handshake.elapsed());
+        Ok(tls)
+    }
+}
+
+/// Sends `prepared` on an HTTP/2 connection (polling its I/O in `driver` when this worker
+/// owns it) and reads the whole answer, keeping it in `keep` when asked.
+async fn send_h2(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    driver: &mut Option<Driver>,
+    prepared: &Prepared,
+    keep: Option<&mut Kept>,
+) -> Result<u16, ErrorClass> {
+    let mut request = Request::new(Full::new(prepared.body.clone()));
+    *request.method_mut() = prepared.method.clone();
+    *request.uri_mut() = prepared.uri.clone();
+    *request.headers_mut() = prepared.headers.clone();
+    let response = drive(driver, sender.send_request(request))
+        .await
+        .map_err(|e| ErrorClass::of_request(&e))?;
+    let status = response.status().as_u16();
+    let mut keep = keep;
+    if let Some(kept) = keep.as_deref_mut() {
+        kept.headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        kept.body.clear();
+    }
+    let mut body = response.into_body();
+    while let Some(frame) = drive(driver, body.frame()).await {
+        let frame = frame.map_err(|e| ErrorClass::of_body(&e))?;
+        if let (Some(kept), Some(data)) = (keep.as_deref_mut(), frame.data_ref()) {
+            let room = h1::MAX_KEPT_BODY.saturating_sub(kept.body.len());
+            kept.body.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(status)
+}
+
+impl Client {
     async fn connect(&self) -> Result<(Conn, Connected), ErrorClass> {
         let started = std::time::Instant::now();
         let tcp = self.connect_tcp().await?;
@@ -288,22 +392,22 @@ impl Client {
                 HttpVersion::Http2 => handshake_h2(tcp).await?,
             },
             Some((connector, name)) => {
-                let handshake = std::time::Instant::now();
-                let tls = tokio::time::timeout(
-                    self.connect_timeout,
-                    connector.connect(name.clone(), tcp),
-                )
-                .await
-                .map_err(|_| ErrorClass::ConnectTimeout)?
-                .map_err(|_| ErrorClass::Tls)?;
-                timing.tls = Some(handshake.elapsed());
+                let tls = self
+                    .tls_handshake(connector, name, tcp, &mut timing)
+                    .await?;
                 match self.http {
                     HttpVersion::Http1 => Wire::H1(H1Conn::new(Box::new(tls))),
                     HttpVersion::Http2 => handshake_h2(tls).await?,
                 }
             }
         };
-        Ok((Conn { wire, _open: open }, timing))
+        Ok((
+            Conn {
+                wire,
+                _open: Some(open),
+            },
+            timing,
+        ))
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, ErrorClass> {
@@ -325,9 +429,20 @@ impl Client {
 /// Whether `conn` can take a request now: see `H1Conn::is_open`; an HTTP/2 connection is
 /// polled until it is ready for another stream (or found ended, e.g. by a GOAWAY).
 async fn is_open(conn: &mut Conn) -> bool {
+    ready(conn).await.is_ok()
+}
+
+/// `is_open`, with why not: a closed HTTP/1.1 connection is `connection_reset`, an HTTP/2
+/// one says why (a GOAWAY, say).
+async fn ready(conn: &mut Conn) -> Result<(), ErrorClass> {
+    let h2 = |r: Result<(), hyper::Error>| r.map_err(|e| ErrorClass::of_request(&e));
     match &mut conn.wire {
-        Wire::H1(h1) => h1.is_open().await,
-        Wire::H2 { sender, driver } => drive(driver, sender.ready()).await.is_ok(),
+        Wire::H1(h1) => match h1.is_open().await {
+            true => Ok(()),
+            false => Err(ErrorClass::ConnectionReset),
+        },
+        Wire::H2 { sender, driver } => h2(drive(driver, sender.ready()).await),
+        Wire::H2Stream(lease) => h2(lease.sender.ready().await),
     }
 }
 

@@ -12,6 +12,7 @@ pub trait Classify {
     fn of_connect(err: &io::Error) -> ErrorClass;
     fn of_io(err: &io::Error) -> ErrorClass;
     fn of_request(err: &hyper::Error) -> ErrorClass;
+    fn of_body(err: &hyper::Error) -> ErrorClass;
 }
 
 impl Classify for ErrorClass {
@@ -34,16 +35,44 @@ impl Classify for ErrorClass {
         if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
             return ErrorClass::Protocol;
         }
+        if let Some(class) = of_h2(err) {
+            return class;
+        }
         if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
             return ErrorClass::ConnectionReset;
         }
         match io_kind(err) {
             Some(kind) => of_io_kind(kind),
-            // HTTP/2 stream and connection errors (GOAWAY, RST_STREAM) end up here.
+            // Other HTTP/2 errors (a protocol error of the connection) end up here.
             None if has_source_named(err, "h2") => ErrorClass::ConnectionReset,
             None => ErrorClass::Other,
         }
     }
+
+    /// Classifies a failure while reading a body: an HTTP/2 reset or GOAWAY as such, any
+    /// other as `body_read`.
+    fn of_body(err: &hyper::Error) -> ErrorClass {
+        of_h2(err).unwrap_or(ErrorClass::BodyRead)
+    }
+}
+
+/// An HTTP/2 stream the server reset (RST_STREAM) or a connection it ended (GOAWAY) under
+/// the request, from h2's own error in the source chain.
+fn of_h2(err: &(dyn StdError + 'static)) -> Option<ErrorClass> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if h2.is_go_away() && h2.is_remote() {
+                return Some(ErrorClass::H2GoAway);
+            }
+            if h2.is_reset() && h2.is_remote() {
+                return Some(ErrorClass::H2Reset);
+            }
+            return None;
+        }
+        current = e.source();
+    }
+    None
 }
 
 fn of_io_kind(kind: io::ErrorKind) -> ErrorClass {

@@ -106,6 +106,8 @@ pub fn health(i: &Inputs) -> GeneratorHealth {
             .connections
             .mean()
             .map(|m| (m * 10.0).round() / 10.0),
+        // Set by the engine when streams share connections (`--h2-streams`).
+        streams_per_connection: None,
         connections_opened: i.recorder.connections.churn().0,
         connections_closed: i.recorder.connections.churn().1,
         limited: limited_reason.is_some(),

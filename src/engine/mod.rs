@@ -13,6 +13,7 @@ pub mod errors;
 pub mod flow;
 pub mod flow_tally;
 pub mod h1;
+pub mod h2_shared;
 pub mod health;
 pub mod lanes;
 pub mod record;
@@ -119,6 +120,8 @@ pub struct Engine {
 struct Shared {
     lanes: Vec<Arc<Lane>>,
     max_connections: usize,
+    /// HTTP/2 streams per shared connection (1: none shared).
+    h2_streams: usize,
     cpu: ThreadCpu,
     stop: watch::Receiver<bool>,
     /// See `service_floor`.
@@ -154,7 +157,9 @@ impl Engine {
             history: std::sync::Mutex::new(Vec::new()),
             shared: Arc::new(Shared {
                 lanes,
-                max_connections: plan.target.max_connections,
+                // With shared HTTP/2 connections a worker is a stream: N per connection.
+                max_connections: plan.target.max_connections * plan.target.h2_streams.max(1),
+                h2_streams: plan.target.h2_streams.max(1),
                 cpu,
                 stop,
                 service_floor: std::sync::Mutex::new(None),
@@ -425,7 +430,15 @@ impl Shared {
         let mut generator = generator;
         generator.started_late_ms =
             started_late.map(|late| (late.as_secs_f64() * 1e4).round() / 10.0);
-        let result = recorder.finish(spec, slo, ended, generator, interrupted, unfinished);
+        let mut result = recorder.finish(spec, slo, ended, generator, interrupted, unfinished);
+        if self.h2_streams > 1 {
+            let per = |c: f64| (result.in_flight_mean / c * 10.0).round() / 10.0;
+            result.generator.streams_per_connection = result
+                .generator
+                .connections_mean
+                .filter(|c| *c > 0.0)
+                .map(per);
+        }
         StepOutcome {
             result,
             by_request: recorder.request_histograms(),

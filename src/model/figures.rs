@@ -151,6 +151,10 @@ pub struct GeneratorHealth {
     /// ...their mean over the window (sampled every 10 ms)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections_mean: Option<f64>,
+    /// HTTP/2 streams in flight per connection (`--h2-streams`): requests in flight over
+    /// connections open, both means over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams_per_connection: Option<f64>,
     /// ...and how many were opened and closed during it.
     #[serde(default)]
     pub connections_opened: u64,

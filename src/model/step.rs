@@ -71,6 +71,12 @@ pub enum ErrorClass {
     /// Due to be sent but never sent: every connection busy and the backlog full, or the
     /// step's drain deadline passed.
     NotSent,
+    /// The server reset the request's HTTP/2 stream (RST_STREAM: refused, cancelled, ...).
+    #[serde(rename = "h2_reset")]
+    H2Reset,
+    /// The server ended the HTTP/2 connection (GOAWAY) before the request was answered.
+    #[serde(rename = "h2_goaway")]
+    H2GoAway,
     /// A flow could not take a value from the answer (json, header or regex found nothing):
     /// the flow stops there, and the request is counted as this error.
     ExtractFailed,
@@ -79,7 +85,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 13] = [
+    pub const ALL: [ErrorClass; 15] = [
         ErrorClass::ConnectRefused,
         ErrorClass::ConnectTimeout,
         ErrorClass::ConnectOther,
@@ -91,6 +97,8 @@ impl ErrorClass {
         ErrorClass::Http4xx,
         ErrorClass::Http5xx,
         ErrorClass::NotSent,
+        ErrorClass::H2Reset,
+        ErrorClass::H2GoAway,
         ErrorClass::ExtractFailed,
         ErrorClass::Other,
     ];
@@ -108,6 +116,8 @@ impl ErrorClass {
             ErrorClass::Http4xx => "http_4xx",
             ErrorClass::Http5xx => "http_5xx",
             ErrorClass::NotSent => "not_sent",
+            ErrorClass::H2Reset => "h2_reset",
+            ErrorClass::H2GoAway => "h2_goaway",
             ErrorClass::ExtractFailed => "extract_failed",
             ErrorClass::Other => "other",
         }

@@ -14,6 +14,15 @@ pub fn name_of(pid: u32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Process `pid` of this host as a replica of the target (named by its command name).
+pub fn local(pid: u32) -> crate::model::run::Replica {
+    crate::model::run::Replica {
+        pid,
+        name: name_of(pid),
+        observer: None,
+    }
+}
+
 /// The processes named `name` (their command name, or the file name of their executable or
 /// of their argv[0]), without a master whose descendants include others of that name: the
 /// workers are the replicas, not the process that forked them. knee itself never is one.

@@ -246,6 +246,9 @@ pub struct TargetPlan {
     pub request_timeout: Duration,
     /// Upper bound of the connection pool in the open model.
     pub max_connections: usize,
+    /// HTTP/2 streams in flight per connection (`--h2-streams`): up to this many workers
+    /// share one connection (1: each worker its own).
+    pub h2_streams: usize,
     /// Send each request of the mix once before any load, and stop on what cannot be right.
     pub check: TargetCheck,
 }

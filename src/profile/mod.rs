@@ -28,6 +28,8 @@ pub struct ProfileSpec {
     pub timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
+    /// `[target] h2_streams`: HTTP/2 streams in flight per connection.
+    pub h2_streams: Option<usize>,
     /// `[target] check` (default true): send each request once before the load.
     pub check: bool,
     /// `[target] allow_status = "404,5xx"`.
@@ -146,6 +148,7 @@ struct RawTarget {
     #[serde(default)]
     insecure: bool,
     max_connections: Option<Bounded<1, MAX_CONNECTIONS>>,
+    h2_streams: Option<Bounded<1, 1000>>,
     check: Option<bool>,
     allow_status: Option<Spanned<String>>,
 }
@@ -381,6 +384,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
         timeout: target.timeout.as_ref().map(|d| d.0),
         connect_timeout: target.connect_timeout.as_ref().map(|d| d.0),
         max_connections: target.max_connections.as_ref().map(|m| m.0),
+        h2_streams: target.h2_streams.as_ref().map(|m| m.0),
         check: target.check.unwrap_or(true),
         allow_status: match &target.allow_status {
             Some(text) => crate::plan::StatusPattern::parse_list(text.get_ref())

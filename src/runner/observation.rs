@@ -153,11 +153,7 @@ fn local_replicas(pids: &[u32]) -> Vec<ToWatch> {
 fn several(pids: &[u32], by: &str) -> TargetProcess {
     let replicas = if pids.len() > 1 {
         pids.iter()
-            .map(|&pid| crate::model::run::Replica {
-                pid,
-                name: crate::observe::replicas::name_of(pid),
-                observer: None,
-            })
+            .map(|&pid| crate::observe::replicas::local(pid))
             .collect()
     } else {
         Vec::new()
@@ -197,11 +193,7 @@ fn follow_balancer(plan: &RunPlan, pid: u32, host: &str, port: u16) -> Option<Ta
         followed.requests
     ));
     let mut target = several(&followed.upstreams, "balancer");
-    target.balancer = Some(crate::model::run::Replica {
-        pid,
-        name,
-        observer: None,
-    });
+    target.balancer = Some(crate::observe::replicas::local(pid));
     Some(target)
 }
 

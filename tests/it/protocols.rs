@@ -83,3 +83,119 @@ fn chunked_answers_in_pieces_and_connections_the_server_closes() {
         );
     }
 }
+
+/// An h2c target whose handler takes 20 ms and which allows `max_streams` streams per
+/// connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+fn h2c_target(max_streams: u32) -> Target {
+    use hyper::server::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    start(move |listener| async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::task::spawn_local(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(max_streams)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+/// An h2c target that answers every request by resetting its stream (RST_STREAM
+/// REFUSED_STREAM), or, with `goaway`, by ending the connection (GOAWAY).
+fn refusing_h2c_target(goaway: bool) -> Target {
+    start(move |listener| async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::task::spawn_local(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                if goaway {
+                    // GOAWAY naming no stream as processed: whatever the client sent is
+                    // refused by it.
+                    conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                }
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    })
+}
+
+#[test]
+fn many_streams_share_few_http2_connections() {
+    let target = h2c_target(4);
+    let url = format!("http://{}/", target.addr);
+    let out = TempDir::new("h2-streams");
+    let args = [
+        "--url",
+        &url,
+        "--http2",
+        "--h2-streams",
+        "8",
+        "--concurrency",
+        "16",
+        "--duration",
+        "600ms",
+        "--warmup",
+        "200ms",
+    ];
+    let (outcome, record) = knee_run(out.path(), &args);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let step = &record.unwrap().steps[0];
+    assert_eq!(step.errors, 0, "{:?}", step.error_classes);
+    // 16 workers, 8 streams a connection: two connections (one per lane), not sixteen.
+    let g = &step.generator;
+    assert!(g.connections <= 4, "{g:?}");
+    let per = g.streams_per_connection.expect("streams per connection");
+    assert!(per >= 2.0, "{g:?} in flight {}", step.in_flight_mean);
+    // The server allows 4 streams at once per connection, each 20 ms: with 2 connections
+    // at most 400 answers/s; the rest wait for a stream, counted in latency.
+    assert!(step.achieved_rps <= 480.0, "{}", step.achieved_rps);
+    // Without --http2 it is refused in one line.
+    let (outcome, _) = knee_run(
+        out.path(),
+        &[
+            "--url",
+            &url,
+            "--h2-streams",
+            "8",
+            "--rate",
+            "10",
+            "--duration",
+            "1s",
+        ],
+    );
+    let err = outcome.unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("give --http2 too"), "{err}");
+}
+
+#[test]
+fn http2_resets_and_goaways_are_error_classes_of_their_own() {
+    for (goaway, class) in [(false, "h2_reset"), (true, "h2_goaway")] {
+        let target = refusing_h2c_target(goaway);
+        let step = run_ok(
+            &format!("http://{}/", target.addr),
+            &["--http2", "--no-check", "--h2-streams", "4"],
+        );
+        let counted = step.error_classes.get(class).copied().unwrap_or(0);
+        assert!(counted > 0, "{class}: {:?}", step.error_classes);
+        if !goaway {
+            assert_eq!(counted, step.requests, "{:?}", step.error_classes);
+        }
+    }
+}

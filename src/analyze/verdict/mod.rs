@@ -13,6 +13,7 @@
 
 pub use crate::model::verdict::{Confidence, Kind, Verdict};
 
+mod disks;
 mod endpoints;
 mod gauge;
 mod kernel;

@@ -87,8 +87,8 @@ pub fn wait_site(ctx: &Context) -> Option<Finding> {
         .confirm(confirm);
     finding.site = Some(site.function.clone());
     if site.kind == WaitKind::Disk {
-        if let Some((device, util)) = super::limits::busiest_disk(ctx) {
-            finding = finding.evidence(super::limits::disk_line(ctx, &device, util));
+        if let Some((device, util)) = super::disks::busiest_disk(ctx) {
+            finding = finding.evidence(super::disks::disk_line(ctx, &device, util));
         }
     }
     if site.kind == WaitKind::Socket {
