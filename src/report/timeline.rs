@@ -29,6 +29,8 @@ pub struct Span {
 pub struct Timeline {
     pub spans: Vec<Span>,
     pub offered: Vec<(f64, f64)>,
+    /// The run's load is user flows: `offered` counts flows started, not requests.
+    pub flows: bool,
     pub achieved: Vec<(f64, f64)>,
     pub errors: Vec<(f64, f64)>,
     pub p50: Vec<(f64, f64)>,
@@ -57,7 +59,10 @@ impl Timeline {
     /// The run's time line; samples are read from `dir/samples.jsonl` when it is there.
     /// Steps recorded before `started_s` existed are laid end to end from 0.
     pub fn read(run: &RunRecord, dir: &Path) -> Timeline {
-        let mut t = Timeline::default();
+        let mut t = Timeline {
+            flows: run.steps.iter().any(|s| s.flows.is_some()),
+            ..Timeline::default()
+        };
         let mut next = 0.0;
         for step in &run.steps {
             let from = step.started_s.unwrap_or(next);
@@ -172,7 +177,15 @@ impl Timeline {
         let x = "time (s)";
         let mut requests = Chart::new("Requests over time", x, "req/s", WIDE);
         requests.series = vec![
-            Series::new("offered", self.offered.clone(), 5, Style::Line),
+            Series::new(
+                match self.flows {
+                    true => "flows offered/s",
+                    false => "offered",
+                },
+                self.offered.clone(),
+                5,
+                Style::Line,
+            ),
             Series::new("achieved", self.achieved.clone(), 0, Style::Line),
             Series::new("errors", self.errors.clone(), 3, Style::Line),
         ];
