@@ -236,8 +236,9 @@ impl Client {
             .send_once(slot, prepared, connected, keep.as_deref_mut())
             .await;
         match first {
-            // Refused by a GOAWAY, so not processed: once more, on another connection.
-            Err(ErrorClass::H2GoAway) => {
+            // Never reached the server (refused by a GOAWAY, or cancelled before it was
+            // written on a connection that closed): once more, on another connection.
+            Err(failed) if failed.unsent => {
                 if let Some(Conn {
                     wire: Wire::H2Stream(lease),
                     ..
@@ -246,9 +247,11 @@ impl Client {
                     lease.going_away();
                 }
                 *slot = None;
-                self.send_once(slot, prepared, connected, keep).await
+                self.send_once(slot, prepared, connected, keep)
+                    .await
+                    .map_err(|f| f.class)
             }
-            other => other,
+            other => other.map_err(|f| f.class),
         }
     }
 
@@ -258,7 +261,7 @@ impl Client {
         prepared: &Prepared,
         connected: &mut Option<Connected>,
         keep: Option<&mut Kept>,
-    ) -> Result<u16, ErrorClass> {
+    ) -> Result<u16, Failed> {
         // A keep-alive connection the server closed while idle is not a failed request:
         // open a new one and send there.
         let open = match slot.as_mut() {
@@ -276,10 +279,10 @@ impl Client {
         }
         let conn = slot.as_mut().expect("connection was just opened");
         match &mut conn.wire {
-            Wire::H1(h1) => {
-                h1.send(&prepared.wire, prepared.method == Method::HEAD, keep)
-                    .await
-            }
+            Wire::H1(h1) => h1
+                .send(&prepared.wire, prepared.method == Method::HEAD, keep)
+                .await
+                .map_err(Failed::from),
             Wire::H2 { sender, driver } => send_h2(sender, driver, prepared, keep).await,
             Wire::H2Stream(lease) => send_h2(&mut lease.sender, &mut None, prepared, keep).await,
         }
@@ -336,6 +339,23 @@ impl Client {
     }
 }
 
+/// Why a send failed, and whether the request surely never reached the server: refused by
+/// a GOAWAY (RFC 9113: streams above its last stream id were not processed), or cancelled by
+/// hyper before it was written, its connection having closed.
+struct Failed {
+    class: ErrorClass,
+    unsent: bool,
+}
+
+impl From<ErrorClass> for Failed {
+    fn from(class: ErrorClass) -> Failed {
+        Failed {
+            class,
+            unsent: false,
+        }
+    }
+}
+
 /// Sends `prepared` on an HTTP/2 connection (polling its I/O in `driver` when this worker
 /// owns it) and reads the whole answer, keeping it in `keep` when asked.
 async fn send_h2(
@@ -343,14 +363,20 @@ async fn send_h2(
     driver: &mut Option<Driver>,
     prepared: &Prepared,
     keep: Option<&mut Kept>,
-) -> Result<u16, ErrorClass> {
+) -> Result<u16, Failed> {
     let mut request = Request::new(Full::new(prepared.body.clone()));
     *request.method_mut() = prepared.method.clone();
     *request.uri_mut() = prepared.uri.clone();
     *request.headers_mut() = prepared.headers.clone();
     let response = drive(driver, sender.send_request(request))
         .await
-        .map_err(|e| ErrorClass::of_request(&e))?;
+        .map_err(|e| {
+            let class = ErrorClass::of_request(&e);
+            Failed {
+                class,
+                unsent: e.is_canceled() || class == ErrorClass::H2GoAway,
+            }
+        })?;
     let status = response.status().as_u16();
     let mut keep = keep;
     if let Some(kept) = keep.as_deref_mut() {

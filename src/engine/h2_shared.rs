@@ -7,8 +7,8 @@
 //!
 //! A server's GOAWAY (nginx sends one after `keepalive_requests`, 1000 by default) refuses
 //! the streams above the last one it processed: they were not processed, so each is sent
-//! again once, on another connection (as gRPC clients do), its latency counted from its
-//! first intended send time; only a second refusal is an `h2_goaway` error.
+//! again once, on another connection (as gRPC clients do; see `client::Failed`), its latency
+//! counted from its first intended send time; only a second refusal is an error.
 //!
 //! The connections live per lane thread (each lane is one single-threaded runtime), so a
 //! stream's wake-ups never cross threads and finding a connection takes no lock.
