@@ -266,20 +266,25 @@ async fn hold_steps(
             return Ok(());
         };
         failed_above |= *fraction > 1.0 && !step.holds;
-        analysis.holds.push(HoldLine {
-            fraction: *fraction,
-            step: spec.name.clone(),
-            offered_rps: step.offered_rps.unwrap_or(0.0),
-            ok_rps: step.ok_rps,
-            p99_ms: step.latency_ms.p99,
-            error_rate: step.error_rate,
-            holds: step.holds,
-        });
+        analysis.holds.push(hold_line(*fraction, step));
         if Some(i) == overload {
             judge_overload(session, capacity, step, results.get(1), analysis);
         }
     }
     Ok(())
+}
+
+/// What a hold step at `fraction` of capacity gave, for the hold table.
+fn hold_line(fraction: f64, step: &StepResult) -> HoldLine {
+    HoldLine {
+        fraction,
+        step: step.name.clone(),
+        offered_rps: step.offered_rps.unwrap_or(0.0),
+        ok_rps: step.ok_rps,
+        p99_ms: step.latency_ms.p99,
+        error_rate: step.error_rate,
+        holds: step.holds,
+    }
 }
 
 /// Hold steps past the last one, when every hold above the search's capacity held.
@@ -326,15 +331,7 @@ async fn holds_upward(
         let Some(step) = session.step(&spec).await? else {
             break;
         };
-        analysis.holds.push(HoldLine {
-            fraction,
-            step: name,
-            offered_rps: rate,
-            ok_rps: step.ok_rps,
-            p99_ms: step.latency_ms.p99,
-            error_rate: step.error_rate,
-            holds: step.holds,
-        });
+        analysis.holds.push(hold_line(fraction, &step));
         if step.generator.limited || session.interrupted() {
             break;
         }
