@@ -276,7 +276,15 @@ impl Base {
                 Error::input("no target: give a URL (or a profile with [target] url, or --demo)")
             })?;
         let base = parse_target_url(&url)?;
-        let http = match (args.http2, profile.and_then(|p| p.http)) {
+        if args.grpc.is_some() && profile.is_some_and(|p| !p.flows.is_empty()) {
+            return Err(Error::input(
+                "--grpc calls one method, not the profile's [[flows]]: give one or the other",
+            ));
+        }
+        let http = match (
+            args.http2 || args.grpc.is_some(),
+            profile.and_then(|p| p.http),
+        ) {
             (true, _) => HttpVersion::Http2,
             (false, Some(v)) => v,
             (false, None) => HttpVersion::Http1,
@@ -318,7 +326,10 @@ impl Base {
                 },
             },
         };
-        let requests = request_plans(args, profile)?;
+        let requests = match &args.grpc {
+            Some(method) => vec![super::grpc::request(args, &target, method)?],
+            None => request_plans(args, profile)?,
+        };
         let flows = profile.filter(|p| !p.flows.is_empty()).map(|p| {
             std::sync::Arc::new(crate::plan::flow::Flows::over(p.flows.clone(), &requests))
         });

@@ -2,6 +2,7 @@
 //! `plan::Job`; flags given on the command line override the profile.
 
 mod generate;
+mod grpc;
 mod merge;
 mod replay;
 
@@ -277,6 +278,15 @@ pub struct TargetArgs {
     /// SETTINGS_MAX_CONCURRENT_STREAMS is honoured.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub h2_streams: Option<u32>,
+    /// Call a gRPC unary method (package.Service/Method) instead of sending an HTTP request:
+    /// --body is the request message as JSON (default {}), encoded from --proto or from the
+    /// server's reflection; -H adds metadata. Implies --http2.
+    #[arg(long, value_name = "METHOD")]
+    pub grpc: Option<String>,
+    /// With --grpc: the .proto file defining the service (its imports looked up beside it);
+    /// without it, the server's reflection service is asked.
+    #[arg(long, value_name = "FILE", requires = "grpc")]
+    pub proto: Option<PathBuf>,
     /// Accept any TLS certificate (self-signed staging boxes).
     #[arg(long, short = 'k')]
     pub insecure: bool,
@@ -559,7 +569,9 @@ where
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
-            print!("{err}");
+            // `knee run --help | head` closes the pipe early: not an error, and no panic.
+            use std::io::Write;
+            let _ = write!(std::io::stdout(), "{err}");
             return Ok(None);
         }
         Err(err) => return Err(Error::input(usage_error(&err.to_string()))),

@@ -110,10 +110,10 @@ impl ByRequest {
         };
         counts.requests += 1;
         match r.outcome {
-            Outcome::Response(status) => {
+            Outcome::Response(answer) => {
                 let us = r.done.saturating_duration_since(r.intended).as_micros() as u64;
                 counts.latency.saturating_record(us.clamp(1, HIST_MAX_US));
-                match ErrorClass::of_status(status) {
+                match answer.error() {
                     Some(class) => {
                         counts.errors += 1;
                         counts.error_classes[class.index()] += 1;

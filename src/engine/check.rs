@@ -3,6 +3,7 @@
 //! be). A wrong URL used to run a probe of failures and end with "no knee reached: every step
 //! held"; now it ends here, in one line that names the URL and what came back (exit 2).
 
+use super::errors::Answer;
 use super::errors::ErrorClass;
 use super::Engine;
 use crate::error::Error;
@@ -46,9 +47,18 @@ impl Engine {
             ));
             let what = format!("target check: {} {url}", request.method);
             match answer {
-                Ok(status) if status < 400 => {}
-                Ok(status) if target.check.allowed.iter().any(|p| p.matches(status)) => {}
-                Ok(status) => {
+                Ok(answer) if answer.error().is_none() => {}
+                Ok(answer) if target.check.allowed.iter().any(|p| p.matches(answer.status)) => {}
+                Ok(Answer {
+                    status: 200,
+                    grpc: Some(code),
+                }) => {
+                    return Err(Error::input(format!(
+                        "{what} answered gRPC status {code} ({}): is the method right, and its request? (skip the check: --no-check)",
+                        grpc_name(code)
+                    )))
+                }
+                Ok(Answer { status, .. }) => {
                     return Err(Error::input(format!(
                         "{what} answered {status}{}: is the URL right? (expected error statuses: --allow-status {status}; skip the check: --no-check)",
                         http::StatusCode::from_u16(status)
@@ -95,7 +105,7 @@ impl Engine {
             };
             let what = format!("target check: flow {}, step {step}", flows.list[index].name);
             return Err(Error::input(match answer {
-                Ok(status) => format!(
+                Ok(Answer { status, .. }) => format!(
                     "{what} answered {status} (expected error statuses: --allow-status {status}; skip the check: --no-check)"
                 ),
                 Err(ErrorClass::ExtractFailed) => {
@@ -109,6 +119,13 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A gRPC status code's name (RESOURCE_EXHAUSTED).
+fn grpc_name(code: u32) -> String {
+    ErrorClass::of_grpc(code)
+        .and_then(ErrorClass::grpc_code_name)
+        .unwrap_or_else(|| "OK".into())
 }
 
 /// What an error class means for a target that has not answered yet.

@@ -4,6 +4,7 @@
 //! saves two cross-task wake-ups per request. A failed connection is dropped and the next
 //! request opens a new one. No pooling logic lives here (see `engine::Pool`).
 
+use super::errors::Answer;
 use super::errors::{Classify, ErrorClass};
 use super::h1::{self, H1Conn, Kept};
 use super::h2_shared;
@@ -118,6 +119,8 @@ pub struct Prepared {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    /// A gRPC call (content type application/grpc): its answer's `grpc-status` is read.
+    grpc: bool,
     /// The whole HTTP/1.1 request as written.
     wire: Bytes,
 }
@@ -218,7 +221,7 @@ impl Client {
         slot: &mut Option<Conn>,
         index: usize,
         connected: &mut Option<Connected>,
-    ) -> Result<u16, ErrorClass> {
+    ) -> Result<Answer, ErrorClass> {
         self.send_prepared(slot, &self.requests[index], connected, None)
             .await
     }
@@ -231,7 +234,7 @@ impl Client {
         prepared: &Prepared,
         connected: &mut Option<Connected>,
         mut keep: Option<&mut Kept>,
-    ) -> Result<u16, ErrorClass> {
+    ) -> Result<Answer, ErrorClass> {
         let first = self
             .send_once(slot, prepared, connected, keep.as_deref_mut())
             .await;
@@ -261,7 +264,7 @@ impl Client {
         prepared: &Prepared,
         connected: &mut Option<Connected>,
         keep: Option<&mut Kept>,
-    ) -> Result<u16, Failed> {
+    ) -> Result<Answer, Failed> {
         // A keep-alive connection the server closed while idle is not a failed request:
         // open a new one and send there.
         let open = match slot.as_mut() {
@@ -282,6 +285,7 @@ impl Client {
             Wire::H1(h1) => h1
                 .send(&prepared.wire, prepared.method == Method::HEAD, keep)
                 .await
+                .map(Answer::http)
                 .map_err(Failed::from),
             Wire::H2 { sender, driver } => send_h2(sender, driver, prepared, keep).await,
             Wire::H2Stream(lease) => send_h2(&mut lease.sender, &mut None, prepared, keep).await,
@@ -363,7 +367,7 @@ async fn send_h2(
     driver: &mut Option<Driver>,
     prepared: &Prepared,
     keep: Option<&mut Kept>,
-) -> Result<u16, Failed> {
+) -> Result<Answer, Failed> {
     let mut request = Request::new(Full::new(prepared.body.clone()));
     *request.method_mut() = prepared.method.clone();
     *request.uri_mut() = prepared.uri.clone();
@@ -378,6 +382,9 @@ async fn send_h2(
             }
         })?;
     let status = response.status().as_u16();
+    // A gRPC answer's status is in its trailers, or in its headers when it has no body
+    // (Trailers-Only); none at all is INTERNAL, as gRPC's own clients read it.
+    let mut grpc = prepared.grpc.then(|| grpc_status(response.headers()));
     let mut keep = keep;
     if let Some(kept) = keep.as_deref_mut() {
         kept.headers = response
@@ -399,8 +406,21 @@ async fn send_h2(
             let room = h1::MAX_KEPT_BODY.saturating_sub(kept.body.len());
             kept.body.extend_from_slice(&data[..data.len().min(room)]);
         }
+        if let (Some(code), Some(trailers)) = (grpc.as_mut(), frame.trailers_ref()) {
+            *code = grpc_status(trailers);
+        }
     }
-    Ok(status)
+    Ok(Answer { status, grpc })
+}
+
+/// The `grpc-status` of a header block; INTERNAL (13) when it has none or it is not a number.
+fn grpc_status(headers: &HeaderMap) -> u32 {
+    const INTERNAL: u32 = 13;
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(INTERNAL)
 }
 
 impl Client {
@@ -536,7 +556,12 @@ fn prepare(
     for (name, value) in &request.headers {
         headers.insert(name.clone(), value.clone());
     }
+    // A gRPC call is told by its content type, as a gRPC server tells it.
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     Ok(Prepared {
+        grpc,
         wire: h1::wire(&request.method, &text, &headers, &request.body),
         method: request.method.clone(),
         uri,

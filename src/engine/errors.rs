@@ -6,6 +6,26 @@ use std::io;
 
 pub use crate::model::ErrorClass;
 
+/// A whole answer: its HTTP status and, for a gRPC call, the `grpc-status` it ended with
+/// (a call fails with status 200 and a non-zero code in its trailers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub grpc: Option<u32>,
+}
+
+impl Answer {
+    pub fn http(status: u16) -> Answer {
+        Answer { status, grpc: None }
+    }
+
+    /// Its error class, if it is an error: an HTTP error status first (a proxy's 503 in front
+    /// of a gRPC service), else a gRPC code other than OK.
+    pub fn error(self) -> Option<ErrorClass> {
+        ErrorClass::of_status(self.status).or_else(|| self.grpc.and_then(ErrorClass::of_grpc))
+    }
+}
+
 /// Mapping io, HTTP/1.1 and hyper errors onto the classes (the classes themselves are part
 /// of the model: every output names them).
 pub trait Classify {

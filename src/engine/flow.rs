@@ -11,6 +11,7 @@
 //! due after the step's schedule has ended.
 
 use super::client::{Client, Conn, Prepared};
+use super::errors::Answer;
 use super::errors::ErrorClass;
 use super::flow_tally::FlowEnd;
 use super::h1::Kept;
@@ -62,7 +63,7 @@ pub async fn run(
         ctx.recorder.add(&record);
         last_done = record.done;
         let failed = match record.outcome {
-            Outcome::Response(status) => status >= 400,
+            Outcome::Response(answer) => answer.error().is_some(),
             Outcome::Failed(_) => true,
         };
         if failed {
@@ -117,8 +118,8 @@ async fn send_step(
         kept.as_mut(),
     )
     .await;
-    if let (Outcome::Response(status), Some(kept)) = (record.outcome, &kept) {
-        if status < 400 && take_values(step, kept, vars).is_err() {
+    if let (Outcome::Response(answer), Some(kept)) = (record.outcome, &kept) {
+        if answer.error().is_none() && take_values(step, kept, vars).is_err() {
             record.outcome = Outcome::Failed(ErrorClass::ExtractFailed);
         }
     }
@@ -156,7 +157,7 @@ pub async fn check_once(
     requests: &[crate::plan::RequestPlan],
     index: usize,
     allowed: &[crate::plan::StatusPattern],
-) -> Option<(String, Result<u16, ErrorClass>)> {
+) -> Option<(String, Result<Answer, ErrorClass>)> {
     let flow = &flows.list[index];
     let mut vars = first_vars(flow);
     let mut conn = None;
@@ -177,7 +178,9 @@ pub async fn check_once(
         .await
         .unwrap_or(Err(ErrorClass::RequestTimeout));
         match answer {
-            Ok(status) if status < 400 || allowed.iter().any(|p| p.matches(status)) => {}
+            Ok(answer)
+                if answer.error().is_none() || allowed.iter().any(|p| p.matches(answer.status)) => {
+            }
             other => return Some((name.clone(), other)),
         }
         if let Err(extract) = take_values(step, &kept, &mut vars) {

@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod errors;
 pub mod flow;
 pub mod flow_tally;
+pub mod grpc_reflection;
 pub mod h1;
 pub mod h2_shared;
 pub mod health;

@@ -252,7 +252,7 @@ impl StepRecorder {
 
     fn add_to_slices(&mut self, r: &Record) {
         let is_error = match r.outcome {
-            Outcome::Response(status) => ErrorClass::of_status(status).is_some(),
+            Outcome::Response(answer) => answer.error().is_some(),
             Outcome::Failed(_) => true,
         };
         if let Some(slice) = self.slice_of(r.intended) {
@@ -293,10 +293,10 @@ impl StepRecorder {
 
     pub fn add(&mut self, r: &Record) {
         // The tail's throughput, like the counted window's, is what completed in it.
-        if let Outcome::Response(status) = r.outcome {
+        if let Outcome::Response(answer) = r.outcome {
             if r.done >= self.timeline.end && r.done < self.timeline.until {
                 self.tail.responses += 1;
-                self.tail.ok += u64::from(ErrorClass::of_status(status).is_none());
+                self.tail.ok += u64::from(answer.error().is_none());
             }
         }
         if r.intended >= self.timeline.end {
@@ -307,10 +307,10 @@ impl StepRecorder {
         // Throughput counts completions inside the counted window, whichever request they
         // answer: past capacity, responses to queued requests arrive after the window.
         let in_window = r.done >= self.timeline.counted_from && r.done < self.timeline.end;
-        if let Outcome::Response(status) = r.outcome {
+        if let Outcome::Response(answer) = r.outcome {
             if in_window {
                 self.responses_in_window += 1;
-                if ErrorClass::of_status(status).is_none() {
+                if answer.error().is_none() {
                     self.ok_in_window += 1;
                 }
             }
@@ -345,8 +345,8 @@ impl StepRecorder {
             }
         }
         match r.outcome {
-            Outcome::Response(status) => {
-                *self.status_codes.entry(status).or_insert(0) += 1;
+            Outcome::Response(answer) => {
+                *self.status_codes.entry(answer.status).or_insert(0) += 1;
                 // Every response counts in latency, errors included: a fast 503 is still a
                 // response the user waited for.
                 record_us(
@@ -356,7 +356,7 @@ impl StepRecorder {
                 if let Some(sent) = r.sent {
                     record_us(&mut self.service, r.done.saturating_duration_since(sent));
                 }
-                if let Some(class) = ErrorClass::of_status(status) {
+                if let Some(class) = answer.error() {
                     self.count_error(class);
                 }
             }
@@ -370,12 +370,12 @@ impl StepRecorder {
         let tail = &mut self.tail;
         tail.requests += 1;
         match r.outcome {
-            Outcome::Response(status) => {
+            Outcome::Response(answer) => {
                 record_us(
                     &mut tail.latency,
                     r.done.saturating_duration_since(r.intended),
                 );
-                tail.errors += u64::from(ErrorClass::of_status(status).is_some());
+                tail.errors += u64::from(answer.error().is_some());
             }
             Outcome::Failed(_) => tail.errors += 1,
         }

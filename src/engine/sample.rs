@@ -2,6 +2,7 @@
 //! and the histogram bounds every recorder shares: the bottom of the engine's recording,
 //! which the recorders (`record`, `by_request`, `flow_tally`) read and nothing here imports.
 
+pub use super::errors::Answer;
 use super::errors::ErrorClass;
 use crate::model::step::Percentiles;
 use crate::plan::StepSpec;
@@ -18,8 +19,8 @@ pub fn new_histogram() -> Histogram<u64> {
 /// What happened to one request.
 #[derive(Clone, Copy, Debug)]
 pub enum Outcome {
-    /// A whole response arrived, with this status.
-    Response(u16),
+    /// A whole response arrived.
+    Response(Answer),
     Failed(ErrorClass),
 }
 

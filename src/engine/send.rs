@@ -70,6 +70,8 @@ pub async fn send_timed(
             }
         }
     };
+    // A failed request leaves its connection in doubt: the next one opens another. (A gRPC
+    // call that failed with a status is an answer, not a failed request.)
     if result.is_err() {
         *conn = None;
     }
@@ -80,7 +82,7 @@ pub async fn send_timed(
         connected,
         done: Instant::now(),
         outcome: match result {
-            Ok(status) => Outcome::Response(status),
+            Ok(answer) => Outcome::Response(answer),
             Err(class) => Outcome::Failed(class),
         },
         request: request as u32,

@@ -80,12 +80,46 @@ pub enum ErrorClass {
     /// A flow could not take a value from the answer (json, header or regex found nothing):
     /// the flow stops there, and the request is counted as this error.
     ExtractFailed,
+    /// A gRPC call answered with a status other than OK (the `grpc-status` of its trailers):
+    /// one class per code, named `grpc_` and the code (`grpc_resource_exhausted`).
+    /// gRPC status 1 (CANCELLED) in a whole answer.
+    GrpcCancelled,
+    /// gRPC UNKNOWN (2).
+    GrpcUnknown,
+    /// gRPC INVALID_ARGUMENT (3).
+    GrpcInvalidArgument,
+    /// gRPC DEADLINE_EXCEEDED (4).
+    GrpcDeadlineExceeded,
+    /// gRPC NOT_FOUND (5).
+    GrpcNotFound,
+    /// gRPC ALREADY_EXISTS (6).
+    GrpcAlreadyExists,
+    /// gRPC PERMISSION_DENIED (7).
+    GrpcPermissionDenied,
+    /// gRPC RESOURCE_EXHAUSTED (8).
+    GrpcResourceExhausted,
+    /// gRPC FAILED_PRECONDITION (9).
+    GrpcFailedPrecondition,
+    /// gRPC ABORTED (10).
+    GrpcAborted,
+    /// gRPC OUT_OF_RANGE (11).
+    GrpcOutOfRange,
+    /// gRPC UNIMPLEMENTED (12).
+    GrpcUnimplemented,
+    /// gRPC INTERNAL (13).
+    GrpcInternal,
+    /// gRPC UNAVAILABLE (14).
+    GrpcUnavailable,
+    /// gRPC DATA_LOSS (15).
+    GrpcDataLoss,
+    /// gRPC UNAUTHENTICATED (16).
+    GrpcUnauthenticated,
     /// Anything else.
     Other,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 15] = [
+    pub const ALL: [ErrorClass; 31] = [
         ErrorClass::ConnectRefused,
         ErrorClass::ConnectTimeout,
         ErrorClass::ConnectOther,
@@ -100,6 +134,22 @@ impl ErrorClass {
         ErrorClass::H2Reset,
         ErrorClass::H2GoAway,
         ErrorClass::ExtractFailed,
+        ErrorClass::GrpcCancelled,
+        ErrorClass::GrpcUnknown,
+        ErrorClass::GrpcInvalidArgument,
+        ErrorClass::GrpcDeadlineExceeded,
+        ErrorClass::GrpcNotFound,
+        ErrorClass::GrpcAlreadyExists,
+        ErrorClass::GrpcPermissionDenied,
+        ErrorClass::GrpcResourceExhausted,
+        ErrorClass::GrpcFailedPrecondition,
+        ErrorClass::GrpcAborted,
+        ErrorClass::GrpcOutOfRange,
+        ErrorClass::GrpcUnimplemented,
+        ErrorClass::GrpcInternal,
+        ErrorClass::GrpcUnavailable,
+        ErrorClass::GrpcDataLoss,
+        ErrorClass::GrpcUnauthenticated,
         ErrorClass::Other,
     ];
 
@@ -119,12 +169,46 @@ impl ErrorClass {
             ErrorClass::H2Reset => "h2_reset",
             ErrorClass::H2GoAway => "h2_goaway",
             ErrorClass::ExtractFailed => "extract_failed",
+            ErrorClass::GrpcCancelled => "grpc_cancelled",
+            ErrorClass::GrpcUnknown => "grpc_unknown",
+            ErrorClass::GrpcInvalidArgument => "grpc_invalid_argument",
+            ErrorClass::GrpcDeadlineExceeded => "grpc_deadline_exceeded",
+            ErrorClass::GrpcNotFound => "grpc_not_found",
+            ErrorClass::GrpcAlreadyExists => "grpc_already_exists",
+            ErrorClass::GrpcPermissionDenied => "grpc_permission_denied",
+            ErrorClass::GrpcResourceExhausted => "grpc_resource_exhausted",
+            ErrorClass::GrpcFailedPrecondition => "grpc_failed_precondition",
+            ErrorClass::GrpcAborted => "grpc_aborted",
+            ErrorClass::GrpcOutOfRange => "grpc_out_of_range",
+            ErrorClass::GrpcUnimplemented => "grpc_unimplemented",
+            ErrorClass::GrpcInternal => "grpc_internal",
+            ErrorClass::GrpcUnavailable => "grpc_unavailable",
+            ErrorClass::GrpcDataLoss => "grpc_data_loss",
+            ErrorClass::GrpcUnauthenticated => "grpc_unauthenticated",
             ErrorClass::Other => "other",
         }
     }
 
     pub fn index(self) -> usize {
         ErrorClass::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+
+    /// The class of a gRPC status code, if it is an error (a code past 16 is UNKNOWN, as
+    /// gRPC's own clients read it).
+    pub fn of_grpc(code: u32) -> Option<ErrorClass> {
+        match code {
+            0 => None,
+            // ALL lists the gRPC classes in the order of their codes.
+            1..=16 => Some(ErrorClass::ALL[ErrorClass::GrpcCancelled.index() + code as usize - 1]),
+            _ => Some(ErrorClass::GrpcUnknown),
+        }
+    }
+
+    /// A gRPC status code's name as gRPC spells it (RESOURCE_EXHAUSTED), for a gRPC class.
+    pub fn grpc_code_name(self) -> Option<String> {
+        self.as_str()
+            .strip_prefix("grpc_")
+            .map(str::to_ascii_uppercase)
     }
 
     /// The class of an HTTP status, if it is an error.

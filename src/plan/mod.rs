@@ -12,6 +12,7 @@ use std::time::Duration;
 pub use crate::model::{Kind, Phase, Shard};
 
 pub mod flow;
+pub mod grpc;
 mod observe;
 pub use observe::{
     ObservePlan, ObserverSpec, ProfilerPlan, ServePlan, ServeTarget, TlsFiles, Token,

@@ -9,6 +9,7 @@ mod engine;
 mod errors;
 mod flame;
 mod flows;
+mod grpc;
 mod hunt;
 mod kernel;
 mod limits;
