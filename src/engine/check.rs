@@ -3,8 +3,7 @@
 //! be). A wrong URL used to run a probe of failures and end with "no knee reached: every step
 //! held"; now it ends here, in one line that names the URL and what came back (exit 2).
 
-use super::errors::Answer;
-use super::errors::ErrorClass;
+use super::errors::{Answer, ErrorClass};
 use super::Engine;
 use crate::error::Error;
 use crate::plan::{RequestPlan, TargetPlan};

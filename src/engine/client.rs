@@ -4,8 +4,7 @@
 //! saves two cross-task wake-ups per request. A failed connection is dropped and the next
 //! request opens a new one. No pooling logic lives here (see `engine::Pool`).
 
-use super::errors::Answer;
-use super::errors::{Classify, ErrorClass};
+use super::errors::{Answer, Classify, ErrorClass};
 use super::h1::{self, H1Conn, Kept};
 use super::h2_shared;
 use crate::error::Error;

@@ -11,8 +11,7 @@
 //! due after the step's schedule has ended.
 
 use super::client::{Client, Conn, Prepared};
-use super::errors::Answer;
-use super::errors::ErrorClass;
+use super::errors::{Answer, ErrorClass};
 use super::flow_tally::FlowEnd;
 use super::h1::Kept;
 use super::record::{Outcome, Record};
