@@ -276,15 +276,13 @@ impl Base {
                 Error::input("no target: give a URL (or a profile with [target] url, or --demo)")
             })?;
         let base = parse_target_url(&url)?;
+        let grpc = args.grpc.is_some() || profile.is_some_and(|p| p.grpc.is_some());
         if args.grpc.is_some() && profile.is_some_and(|p| !p.flows.is_empty()) {
             return Err(Error::input(
                 "--grpc calls one method, not the profile's [[flows]]: give one or the other",
             ));
         }
-        let http = match (
-            args.http2 || args.grpc.is_some(),
-            profile.and_then(|p| p.http),
-        ) {
+        let http = match (args.http2 || grpc, profile.and_then(|p| p.http)) {
             (true, _) => HttpVersion::Http2,
             (false, Some(v)) => v,
             (false, None) => HttpVersion::Http1,
@@ -326,8 +324,8 @@ impl Base {
                 },
             },
         };
-        let requests = match &args.grpc {
-            Some(method) => vec![super::grpc::request(args, &target, method)?],
+        let requests = match super::grpc::request(args, profile, &target)? {
+            Some(call) => vec![call],
             None => request_plans(args, profile)?,
         };
         let flows = profile.filter(|p| !p.flows.is_empty()).map(|p| {

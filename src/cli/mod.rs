@@ -285,7 +285,7 @@ pub struct TargetArgs {
     pub grpc: Option<String>,
     /// With --grpc: the .proto file defining the service (its imports looked up beside it);
     /// without it, the server's reflection service is asked.
-    #[arg(long, value_name = "FILE", requires = "grpc")]
+    #[arg(long, value_name = "FILE")]
     pub proto: Option<PathBuf>,
     /// Accept any TLS certificate (self-signed staging boxes).
     #[arg(long, short = 'k')]

@@ -16,6 +16,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod flows;
+pub mod grpc;
 
 /// A profile once read and checked: what `plan` merges with the command line.
 #[derive(Debug)]
@@ -30,6 +31,9 @@ pub struct ProfileSpec {
     pub max_connections: Option<usize>,
     /// `[target] h2_streams`: HTTP/2 streams in flight per connection.
     pub h2_streams: Option<usize>,
+    /// `[target] grpc` (and `proto`, beside the profile): the one gRPC method to call; its
+    /// JSON is the target's `body`, its metadata the target's `headers`.
+    pub grpc: Option<grpc::GrpcSpec>,
     /// `[target] check` (default true): send each request once before the load.
     pub check: bool,
     /// `[target] allow_status = "404,5xx"`.
@@ -149,6 +153,8 @@ struct RawTarget {
     insecure: bool,
     max_connections: Option<Bounded<1, MAX_CONNECTIONS>>,
     h2_streams: Option<Bounded<1, 1000>>,
+    grpc: Option<Spanned<String>>,
+    proto: Option<String>,
     check: Option<bool>,
     allow_status: Option<Spanned<String>>,
 }
@@ -324,6 +330,12 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
         &default_request,
         &mut flow_requests,
     )?;
+    let grpc = grpc::grpc_of(
+        &src,
+        base_dir,
+        target,
+        !raw.requests.is_empty() || !flows.is_empty(),
+    )?;
     if let (Some(flow), false) = (raw.flows.first(), raw.requests.is_empty()) {
         return Err(src.error_at(
             Some(flow.span()),
@@ -385,6 +397,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
         connect_timeout: target.connect_timeout.as_ref().map(|d| d.0),
         max_connections: target.max_connections.as_ref().map(|m| m.0),
         h2_streams: target.h2_streams.as_ref().map(|m| m.0),
+        grpc,
         check: target.check.unwrap_or(true),
         allow_status: match &target.allow_status {
             Some(text) => crate::plan::StatusPattern::parse_list(text.get_ref())

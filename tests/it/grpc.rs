@@ -71,6 +71,51 @@ fn a_call_is_encoded_from_reflection_or_a_proto_and_answered() {
 }
 
 #[test]
+fn a_profile_names_the_method_its_proto_its_json_and_metadata() {
+    let shop = Shop::start();
+    let dir = TempDir::new("grpc-profile");
+    std::fs::copy(proto(), dir.join("shop.proto")).unwrap();
+    let profile = dir.join("grpc.toml");
+    let text = format!(
+        "[target]\nurl = \"{}\"\ngrpc = \"shop.Shop/Reserve\"\nproto = \"shop.proto\"\n\
+         body = '{{\"item\": \"pear\", \"count\": 3}}'\n\
+         headers = {{ \"X-Tenant\" = \"a\" }}\n\
+         [load]\nrate = 40\nduration = \"1s\"\nwarmup = \"0s\"\n",
+        shop.url
+    );
+    std::fs::write(&profile, text).unwrap();
+    let out = dir.join("out");
+    let output = Command::new(knee_bin())
+        .args(["run", "-q", "--no-sample", "--out"])
+        .arg(&out)
+        .arg(&profile)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let record = RunRecord::read(&out.join("run.json")).unwrap();
+    let step = &record.steps[0];
+    assert!((36..=44).contains(&step.requests), "{}", step.requests);
+    assert_eq!(step.errors, 0, "{:?}", step.error_classes);
+    // The profile's JSON was checked against the .proto beside it: a field it lacks is an
+    // error before any load.
+    std::fs::write(
+        &profile,
+        std::fs::read_to_string(&profile).unwrap().replace("\"count\"", "\"cuont\""),
+    )
+    .unwrap();
+    let output = Command::new(knee_bin())
+        .args(["run", "-q", "--no-sample", "--out"])
+        .arg(dir.join("out2"))
+        .arg(&profile)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unrecognized field name 'cuont'"), "{stderr}");
+}
+
+#[test]
 fn grpc_status_codes_are_error_classes_of_their_own() {
     let shop = Shop::start();
     for (code, class) in [

@@ -23,6 +23,8 @@ fn broken_profiles() -> Vec<(&'static str, String, &'static str, &'static str)> 
         ("missing env var", format!("{GOOD_HEAD}[target.headers]\nAuthorization = \"Bearer ${{KNEE_TEST_UNSET_TOKEN}}\"\n[load]\nrate = 5\nduration = \"1s\"\n"), "4:17", "KNEE_TEST_UNSET_TOKEN is not set"),
         ("missing body file", "[target]\nurl = \"http://127.0.0.1:9/\"\nbody_file = \"nope.json\"\n[load]\nrate = 5\nduration = \"1s\"\n".to_string(), "3:13", "cannot read body_file"),
         ("two loads for a load test", format!("kind = \"load\"\n{GOOD_HEAD}[load]\nrates = [5, 10]\nduration = \"1s\"\n"), "4:1", "holds one load"),
+        ("bad gRPC method", "[target]\nurl = \"http://127.0.0.1:9/\"\ngrpc = \"shop.Shop\"\n[load]\nrate = 5\nduration = \"1s\"\n".to_string(), "3:8", "grpc 'shop.Shop' is not package.Service/Method"),
+        ("gRPC beside requests", "[target]\nurl = \"http://127.0.0.1:9/\"\ngrpc = \"shop.Shop/Reserve\"\n[[requests]]\npath = \"/\"\n[load]\nrate = 5\nduration = \"1s\"\n".to_string(), "3:8", "not both"),
         ("zero connections", "[target]\nurl = \"http://127.0.0.1:9/\"\nmax_connections = 0\n[load]\nrate = 5\nduration = \"1s\"\n".to_string(), "3:19", "out of range"),
     ]
 }
