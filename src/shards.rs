@@ -172,6 +172,7 @@ fn added_histograms(shards: &[ShardRun], step: &str) -> Result<Added, Error> {
             .iter()
             .find(|s| s.name == step)
             .map_or(0, |s| s.by_request.len());
+        requests.resize_with(requests.len().max(names), || None);
         let mut found = 0;
         for (tag, histogram) in logged {
             let sum = match tag.as_str() {
@@ -182,7 +183,6 @@ fn added_histograms(shards: &[ShardRun], step: &str) -> Result<Added, Error> {
                     .and_then(|i| i.parse::<usize>().ok())
                 {
                     Some(i) if i < names => {
-                        requests.resize_with(requests.len().max(names), || None);
                         found += 1;
                         &mut requests[i]
                     }

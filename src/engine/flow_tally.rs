@@ -69,21 +69,19 @@ impl FlowTally {
 
     /// Flows per second that ended in the counted window, and those that completed.
     pub fn rates(&self, seconds: f64) -> (f64, f64) {
-        let seconds = seconds.max(1e-9);
-        (
-            self.ended_in_window as f64 / seconds,
-            self.completed_in_window as f64 / seconds,
-        )
+        per_second((self.ended_in_window, self.completed_in_window), seconds)
     }
 
     /// The same over the profiled tail, `seconds` long.
     pub fn tail_rates(&self, seconds: f64) -> (f64, f64) {
-        let seconds = seconds.max(1e-9);
-        (
-            self.ended_in_tail as f64 / seconds,
-            self.completed_in_tail as f64 / seconds,
-        )
+        per_second((self.ended_in_tail, self.completed_in_tail), seconds)
     }
+}
+
+/// (ended, completed) flows over `seconds`, per second.
+fn per_second((ended, completed): (u64, u64), seconds: f64) -> (f64, f64) {
+    let seconds = seconds.max(1e-9);
+    (ended as f64 / seconds, completed as f64 / seconds)
 }
 
 #[cfg(test)]

@@ -52,6 +52,22 @@ impl RateUnit {
         }
     }
 
+    /// A run's unit: flows/s when any of its steps ran user flows.
+    pub fn of_steps<'a>(steps: impl IntoIterator<Item = &'a crate::model::StepResult>) -> RateUnit {
+        match steps.into_iter().any(|s| s.flows.is_some()) {
+            true => RateUnit::Flows,
+            false => RateUnit::Requests,
+        }
+    }
+
+    /// A chart's load axis in this unit.
+    pub fn offered_axis(self) -> &'static str {
+        match self {
+            RateUnit::Requests => "offered rate (req/s)",
+            RateUnit::Flows => "offered rate (flows/s)",
+        }
+    }
+
     fn is_requests(&self) -> bool {
         *self == RateUnit::Requests
     }

@@ -7,8 +7,8 @@
 use super::charts::{Chart, Legend, Mark, Series, Style, GRID, WIDE};
 use crate::analyze::mean;
 use crate::model::step::StepResult;
-use crate::model::Phase;
 use crate::model::RunRecord;
+use crate::model::{Phase, RateUnit};
 
 /// Open-model runs are plotted against offered rate (their closed-model probe steps left
 /// out: concurrency is not on that axis), closed-model runs against concurrency.
@@ -17,16 +17,15 @@ fn open_model(run: &RunRecord) -> bool {
 }
 
 fn load_axis(run: &RunRecord) -> &'static str {
-    match (open_model(run), flows(run)) {
-        (true, false) => "offered rate (req/s)",
-        (true, true) => "offered rate (flows/s)",
-        (false, _) => "concurrency",
+    match open_model(run) {
+        true => RateUnit::of_steps(&run.steps).offered_axis(),
+        false => "concurrency",
     }
 }
 
 /// A run of user flows: its rates count flows, not requests.
 fn flows(run: &RunRecord) -> bool {
-    run.steps.iter().any(|s| s.flows.is_some())
+    RateUnit::of_steps(&run.steps) == RateUnit::Flows
 }
 
 /// The load a step is plotted at, on its run's axis.
@@ -182,7 +181,7 @@ fn by_phase<'a>(
 pub fn step_charts(run: &RunRecord) -> Vec<String> {
     let x = load_axis(run);
     let ok = |s: &StepResult| (s.requests > 0).then_some(s.latency_ms.p50);
-    let unit = if flows(run) { "flows/s" } else { "req/s" };
+    let unit = RateUnit::of_steps(&run.steps).per_second();
     let mut throughput = Chart::new("Throughput per step", x, unit, GRID);
     throughput.series = [
         by_phase(run, "achieved", 0, &|s| Some(s.achieved_rps)),

@@ -74,10 +74,7 @@ fn chart(run: &RunRecord) -> Option<String> {
             .unwrap_or(0.0)
             .total_cmp(&b.offered_rps.unwrap_or(0.0))
     });
-    let x = match steps.iter().any(|s| s.flows.is_some()) {
-        true => "offered rate (flows/s)",
-        false => "offered rate (req/s)",
-    };
+    let x = crate::model::RateUnit::of_steps(steps.iter().copied()).offered_axis();
     let mut chart = Chart::new("p99 per request", x, "ms (log)", GRID);
     chart.log_y = true;
     chart.series = names

@@ -35,10 +35,7 @@ pub fn knee_curve(run: &RunRecord) -> Option<String> {
     let ok: Vec<(f32, f32)> = steps.iter().map(|s| (s.0 as f32, s.2 as f32)).collect();
     let mut out = String::new();
     let marked = capacity.map_or(String::new(), |c| format!(" (| capacity {c:.0}/s)"));
-    let unit = match run.steps.iter().any(|s| s.flows.is_some()) {
-        true => "flows/s",
-        false => "req/s",
-    };
+    let unit = crate::model::RateUnit::of_steps(&run.steps).per_second();
     out.push_str(&format!("p99 (ms) against offered rate ({unit}){marked}\n"));
     out.push_str(&chart(&p99, x0, x1, capacity));
     out.push_str(&format!(

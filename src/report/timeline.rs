@@ -60,7 +60,7 @@ impl Timeline {
     /// Steps recorded before `started_s` existed are laid end to end from 0.
     pub fn read(run: &RunRecord, dir: &Path) -> Timeline {
         let mut t = Timeline {
-            flows: run.steps.iter().any(|s| s.flows.is_some()),
+            flows: crate::model::RateUnit::of_steps(&run.steps) == crate::model::RateUnit::Flows,
             ..Timeline::default()
         };
         let mut next = 0.0;

@@ -101,7 +101,9 @@ fn a_profile_names_the_method_its_proto_its_json_and_metadata() {
     // error before any load.
     std::fs::write(
         &profile,
-        std::fs::read_to_string(&profile).unwrap().replace("\"count\"", "\"cuont\""),
+        std::fs::read_to_string(&profile)
+            .unwrap()
+            .replace("\"count\"", "\"cuont\""),
     )
     .unwrap();
     let output = Command::new(knee_bin())
@@ -112,7 +114,10 @@ fn a_profile_names_the_method_its_proto_its_json_and_metadata() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("unrecognized field name 'cuont'"), "{stderr}");
+    assert!(
+        stderr.contains("unrecognized field name 'cuont'"),
+        "{stderr}"
+    );
 }
 
 #[test]
