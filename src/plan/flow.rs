@@ -229,21 +229,53 @@ fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
     Ok(records)
 }
 
+/// A piece of a text with `${name}` variables in it: the one reading of that syntax, for
+/// the profile's environment expansion, a flow's variable check and its rendering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Text(&'a str),
+    /// `${name}`: the name.
+    Var(&'a str),
+    /// A `${` with no `}` after it, and the rest of the text.
+    Unclosed(&'a str),
+}
+
+/// `text` as text and variables, in order.
+pub fn pieces(text: &str) -> impl Iterator<Item = Piece<'_>> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let piece = match rest.find("${") {
+            Some(0) => match rest[2..].find('}') {
+                Some(end) => {
+                    let name = &rest[2..2 + end];
+                    rest = &rest[3 + end..];
+                    return Some(Piece::Var(name));
+                }
+                None => Piece::Unclosed(rest),
+            },
+            Some(start) => {
+                let text = &rest[..start];
+                rest = &rest[start..];
+                return Some(Piece::Text(text));
+            }
+            None => Piece::Text(rest),
+        };
+        rest = "";
+        Some(piece)
+    })
+}
+
 /// The `${name}` variables in `text`, in order.
 pub fn variables(text: &str) -> Vec<&str> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) => {
-                names.push(&after[..end]);
-                rest = &after[end + 1..];
-            }
-            None => break,
-        }
-    }
-    names
+    pieces(text)
+        .filter_map(|p| match p {
+            Piece::Var(name) => Some(name),
+            _ => None,
+        })
+        .collect()
 }
 
 /// One virtual user's values: feeder columns, then what its steps took.
@@ -269,21 +301,19 @@ impl Vars {
     /// are: the plan checked there are none).
     pub fn render(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len() + 32);
-        let mut rest = text;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find('}') else {
-                out.push_str(&rest[start..]);
-                return out;
-            };
-            match self.get(&after[..end]) {
-                Some(value) => out.push_str(value),
-                None => out.push_str(&rest[start..start + 3 + end]),
+        for piece in pieces(text) {
+            match piece {
+                Piece::Text(text) | Piece::Unclosed(text) => out.push_str(text),
+                Piece::Var(name) => match self.get(name) {
+                    Some(value) => out.push_str(value),
+                    None => {
+                        out.push_str("${");
+                        out.push_str(name);
+                        out.push('}');
+                    }
+                },
             }
-            rest = &after[end + 1..];
         }
-        out.push_str(rest);
         out
     }
 
@@ -350,6 +380,27 @@ mod tests {
         assert_eq!(re(r"id=(\d+)").as_deref(), Some("991"));
         assert_eq!(re(r"id=\d+").as_deref(), Some("id=991"));
         assert_eq!(re(r"nothing(\d)"), None);
+    }
+
+    #[test]
+    fn a_text_reads_as_text_variables_and_an_unclosed_rest() {
+        use Piece::*;
+        let read = |t| pieces(t).collect::<Vec<_>>();
+        assert_eq!(read(""), []);
+        assert_eq!(read("plain $x {y}"), [Text("plain $x {y}")]);
+        assert_eq!(read("${a}"), [Var("a")]);
+        assert_eq!(
+            read("/u/${id}?t=${tok}&${rest"),
+            [
+                Text("/u/"),
+                Var("id"),
+                Text("?t="),
+                Var("tok"),
+                Text("&"),
+                Unclosed("${rest")
+            ]
+        );
+        assert_eq!(read("${}x"), [Var(""), Text("x")]);
     }
 
     #[test]

@@ -496,25 +496,24 @@ pub fn expand_env(text: &str) -> Result<String, String> {
 
 /// `expand_env`, leaving `${NAME}` as it is for each of `kept` (a flow's own variables).
 fn expand_env_except(text: &str, kept: &[String]) -> Result<String, String> {
+    use crate::plan::flow::{pieces, Piece};
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed '${{' in '{text}'"))?;
-        let name = &after[..end];
-        if kept.iter().any(|k| k == name) {
-            out.push_str(&rest[start..start + 3 + end]);
-        } else {
-            let value = std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set"))?;
-            out.push_str(&value);
+    for piece in pieces(text) {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Unclosed(_) => return Err(format!("unclosed '${{' in '{text}'")),
+            Piece::Var(name) if kept.iter().any(|k| k == name) => {
+                out.push_str("${");
+                out.push_str(name);
+                out.push('}');
+            }
+            Piece::Var(name) => {
+                let value = std::env::var(name)
+                    .map_err(|_| format!("environment variable {name} is not set"))?;
+                out.push_str(&value);
+            }
         }
-        rest = &after[end + 1..];
     }
-    out.push_str(rest);
     Ok(out)
 }
 
