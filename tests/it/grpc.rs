@@ -61,7 +61,10 @@ fn a_call_is_encoded_from_reflection_or_a_proto_and_answered() {
         let (output, record, _dir) = run(&shop.url, &args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
-        let step = &record.unwrap().steps[0];
+        let record = record.unwrap();
+        // The run (its folder, its reports' title) is named for the method.
+        assert_eq!(record.name, "shop.Shop-Reserve");
+        let step = &record.steps[0];
         assert!((45..=55).contains(&step.requests), "{}", step.requests);
         assert_eq!(step.errors, 0, "{:?}", step.error_classes);
         assert_eq!(step.status_codes.get("200"), Some(&step.requests));
