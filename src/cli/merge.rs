@@ -354,7 +354,10 @@ impl Base {
                     .map(|s| s.to_string_lossy().into_owned())
             })
             // A gRPC run is named for its method (shop.Shop-Reserve).
-            .or_else(|| grpc.then(|| requests.first().map(|r| r.name.clone())).flatten())
+            .or_else(|| {
+                grpc.then(|| requests.first().map(|r| r.name.clone()))
+                    .flatten()
+            })
             .unwrap_or_else(|| kind.as_str().to_string());
         let out = OutDir::from_flag(common.out.clone());
         let demo = common.demo.then(|| DemoConfig {

@@ -204,7 +204,7 @@ pub fn request_plan(
 mod tests {
     use super::*;
 
-    fn shop_proto() -> (crate::plan::grpc::tests::Dir, std::path::PathBuf) {
+    fn shop_proto() -> (Dir, std::path::PathBuf) {
         let dir = Dir::new();
         let path = dir.0.join("shop.proto");
         std::fs::write(
@@ -222,12 +222,12 @@ mod tests {
     struct Dir(std::path::PathBuf);
     impl Dir {
         fn new() -> Dir {
-            let n = std::sync::atomic::AtomicU32::new(0);
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let path = std::env::temp_dir().join(format!(
                 "knee-grpc-{}-{:?}-{}",
                 std::process::id(),
                 std::thread::current().id(),
-                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ));
             std::fs::create_dir_all(&path).unwrap();
             Dir(path)
