@@ -57,14 +57,10 @@ pub(super) fn request(
         headers.push(metadata(name, value)?);
     }
     for header in &args.headers {
-        let (name, value) = header
-            .split_once(':')
-            .ok_or_else(|| Error::input(format!("header '{header}' is not 'Name: value'")))?;
-        let value = crate::profile::expand_env(value.trim()).map_err(Error::input)?;
-        headers.retain(|(n, _): &(HeaderName, HeaderValue)| {
-            !n.as_str().eq_ignore_ascii_case(name.trim())
-        });
-        headers.push(metadata(name, &value)?);
+        let (name, value) = super::merge::header_flag(header)?;
+        headers
+            .retain(|(n, _): &(HeaderName, HeaderValue)| !n.as_str().eq_ignore_ascii_case(&name));
+        headers.push(metadata(&name, &value)?);
     }
     Ok(Some(grpc::request_plan(&method, body, headers)))
 }

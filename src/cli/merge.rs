@@ -587,16 +587,21 @@ pub(super) fn with_flags(
             spec.body = body.as_bytes().to_vec();
         }
         for header in &args.headers {
-            let (name, value) = header
-                .split_once(':')
-                .ok_or_else(|| Error::input(format!("header '{header}' is not 'Name: value'")))?;
-            let value = profile::expand_env(value.trim()).map_err(Error::input)?;
-            spec.headers
-                .retain(|(n, _)| !n.eq_ignore_ascii_case(name.trim()));
-            spec.headers.push((name.trim().to_string(), value));
+            let (name, value) = header_flag(header)?;
+            spec.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+            spec.headers.push((name, value));
         }
     }
     specs.iter().map(request_plan).collect()
+}
+
+/// `-H "Name: value"` → (name, value), `${ENV}` expanded.
+pub(super) fn header_flag(header: &str) -> Result<(String, String), Error> {
+    let (name, value) = header
+        .split_once(':')
+        .ok_or_else(|| Error::input(format!("header '{header}' is not 'Name: value'")))?;
+    let value = profile::expand_env(value.trim()).map_err(Error::input)?;
+    Ok((name.trim().to_string(), value))
 }
 
 fn request_plan(spec: &RequestSpec) -> Result<RequestPlan, Error> {
