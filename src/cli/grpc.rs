@@ -8,15 +8,15 @@ use crate::error::Error;
 use crate::plan::grpc::{self, GrpcMethod};
 use crate::plan::{RequestPlan, TargetPlan};
 use crate::profile::ProfileSpec;
-use http::{HeaderName, HeaderValue};
 
-/// The call `--grpc` (else the profile's `[target] grpc`) names, as the mix's one request:
-/// `--body` (else the target's `body`) its JSON, the target's headers and `-H` its metadata.
-/// None when neither names a method.
+/// The call `--grpc` (else the profile's `[target] grpc`) names, as the mix's one request,
+/// made from `plain`, the request the target and flags describe: its body is the call's
+/// JSON, its headers the call's metadata. None when neither names a method.
 pub(super) fn request(
     args: &TargetArgs,
     profile: Option<&ProfileSpec>,
     target: &TargetPlan,
+    plain: &RequestPlan,
 ) -> Result<Option<RequestPlan>, Error> {
     let from_profile = profile.and_then(|p| p.grpc.as_ref());
     let method =
@@ -44,35 +44,16 @@ pub(super) fn request(
         }
     };
     let descriptor = grpc::find_method(&pool, &method).map_err(Error::input)?;
-    // The profile's target (no [[requests]] beside a gRPC method) is its one default request.
-    let defaults = profile.and_then(|p| p.requests.first());
-    let json = match (&args.body, defaults) {
-        (Some(body), _) => body.clone(),
-        (None, Some(d)) if !d.body.is_empty() => String::from_utf8_lossy(&d.body).into_owned(),
-        _ => "{}".to_string(),
+    // The JSON and the metadata are the body and headers the plain request would send
+    // (`--body`, else the target's; the target's headers with `-H` over them).
+    let json = match plain.body.is_empty() {
+        true => "{}".into(),
+        false => String::from_utf8_lossy(&plain.body).into_owned(),
     };
     let body = grpc::encode_request(&descriptor, &json).map_err(Error::input)?;
-    let mut headers = Vec::new();
-    for (name, value) in defaults.map(|d| d.headers.as_slice()).unwrap_or_default() {
-        headers.push(metadata(name, value)?);
-    }
-    for header in &args.headers {
-        let (name, value) = super::merge::header_flag(header)?;
-        headers
-            .retain(|(n, _): &(HeaderName, HeaderValue)| !n.as_str().eq_ignore_ascii_case(&name));
-        headers.push(metadata(&name, &value)?);
-    }
-    Ok(Some(grpc::request_plan(&method, body, headers)))
-}
-
-/// A header as gRPC metadata (lower case, as HTTP/2 needs).
-fn metadata(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Error> {
-    let name = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
-        .map_err(|_| Error::input(format!("'{}' is not a valid header name", name.trim())))?;
-    let value = HeaderValue::from_str(value).map_err(|_| {
-        Error::input(format!(
-            "header {name} has a value that is not valid in HTTP"
-        ))
-    })?;
-    Ok((name, value))
+    Ok(Some(grpc::request_plan(
+        &method,
+        body,
+        plain.headers.clone(),
+    )))
 }

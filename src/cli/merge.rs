@@ -324,10 +324,10 @@ impl Base {
                 },
             },
         };
-        let requests = match super::grpc::request(args, profile, &target)? {
-            Some(call) => vec![call],
-            None => request_plans(args, profile)?,
-        };
+        let mut requests = request_plans(args, profile)?;
+        if let Some(call) = super::grpc::request(args, profile, &target, &requests[0])? {
+            requests = vec![call];
+        }
         let flows = profile.filter(|p| !p.flows.is_empty()).map(|p| {
             std::sync::Arc::new(crate::plan::flow::Flows::over(p.flows.clone(), &requests))
         });
@@ -596,7 +596,7 @@ pub(super) fn with_flags(
 }
 
 /// `-H "Name: value"` → (name, value), `${ENV}` expanded.
-pub(super) fn header_flag(header: &str) -> Result<(String, String), Error> {
+fn header_flag(header: &str) -> Result<(String, String), Error> {
     let (name, value) = header
         .split_once(':')
         .ok_or_else(|| Error::input(format!("header '{header}' is not 'Name: value'")))?;

@@ -54,7 +54,7 @@ impl Engine {
                 }) => {
                     return Err(Error::input(format!(
                         "{what} answered gRPC status {code} ({}): is the method right, and its request? (skip the check: --no-check)",
-                        grpc_name(code)
+                        ErrorClass::grpc_status_name(code)
                     )))
                 }
                 Ok(Answer { status, .. }) => {
@@ -118,13 +118,6 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// A gRPC status code's name (RESOURCE_EXHAUSTED).
-fn grpc_name(code: u32) -> String {
-    ErrorClass::of_grpc(code)
-        .and_then(ErrorClass::grpc_code_name)
-        .unwrap_or_else(|| "OK".into())
 }
 
 /// What an error class means for a target that has not answered yet.

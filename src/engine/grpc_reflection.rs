@@ -6,7 +6,7 @@
 //! one answer from every server that implements it.
 
 use super::client::Client;
-use super::errors::ErrorClass;
+use super::errors::{Answer, ErrorClass};
 use super::h1::Kept;
 use crate::error::Error;
 use crate::plan::grpc::{frame, unframe, GrpcMethod};
@@ -87,32 +87,20 @@ impl Version {
 async fn call(
     client: &Client,
     ask: &Ask,
-    version: Version,
+    mut version: Version,
 ) -> Result<(Vec<Vec<u8>>, Version), String> {
     const UNIMPLEMENTED: u32 = 12;
-    let request = ReflectionRequest {
-        host: String::new(),
-        ask: Some(ask.clone()),
-    };
-    let body = frame(&request.encode_to_vec());
-    let method = GrpcMethod::parse(version.path()).expect("a valid method path");
-    let plan: RequestPlan = crate::plan::grpc::request_plan(&method, body, Vec::new());
-    let prepared = client.prepare(&plan)?;
-    let mut kept = Kept::default();
-    let answer = tokio::time::timeout(
-        client.request_timeout(),
-        client.send_prepared(&mut None, &prepared, &mut None, Some(&mut kept)),
-    )
-    .await
-    .unwrap_or(Err(ErrorClass::RequestTimeout));
     let no_reflection = "give the service's .proto file: --proto FILE";
-    let answer = answer.map_err(|class| {
-        format!("cannot ask the server for its descriptors ({class}): {no_reflection}")
-    })?;
-    match (answer.grpc, version) {
-        (Some(UNIMPLEMENTED), Version::V1) => {
-            return Box::pin(call(client, ask, Version::V1Alpha)).await
+    let (answer, kept) = loop {
+        let (answer, kept) = send(client, ask, version).await.map_err(|class| {
+            format!("cannot ask the server for its descriptors ({class}): {no_reflection}")
+        })?;
+        match (answer.grpc, version) {
+            (Some(UNIMPLEMENTED), Version::V1) => version = Version::V1Alpha,
+            _ => break (answer, kept),
         }
+    };
+    match (answer.grpc, version) {
         (Some(0), _) => {}
         (Some(UNIMPLEMENTED), Version::V1Alpha) => {
             return Err(format!(
@@ -120,10 +108,9 @@ async fn call(
             ))
         }
         (Some(code), _) => {
-            let name = ErrorClass::of_grpc(code).and_then(ErrorClass::grpc_code_name);
             return Err(format!(
                 "the server's reflection answered {} for {} (gRPC status {code}): {no_reflection}",
-                name.unwrap_or_default(),
+                ErrorClass::grpc_status_name(code),
                 ask.what()
             ));
         }
@@ -152,6 +139,26 @@ async fn call(
         }
     }
     Ok((files, version))
+}
+
+/// `ask` sent once to `version`'s reflection method: its answer and the body it kept.
+async fn send(client: &Client, ask: &Ask, version: Version) -> Result<(Answer, Kept), ErrorClass> {
+    let request = ReflectionRequest {
+        host: String::new(),
+        ask: Some(ask.clone()),
+    };
+    let body = frame(&request.encode_to_vec());
+    let method = GrpcMethod::parse(version.path()).expect("a valid method path");
+    let plan: RequestPlan = crate::plan::grpc::request_plan(&method, body, Vec::new());
+    let prepared = client.prepare(&plan).map_err(|_| ErrorClass::Other)?;
+    let mut kept = Kept::default();
+    let answer = tokio::time::timeout(
+        client.request_timeout(),
+        client.send_prepared(&mut None, &prepared, &mut None, Some(&mut kept)),
+    )
+    .await
+    .unwrap_or(Err(ErrorClass::RequestTimeout))?;
+    Ok((answer, kept))
 }
 
 // grpc/reflection/v1/reflection.proto, the parts knee sends and reads.

@@ -204,6 +204,13 @@ impl ErrorClass {
         }
     }
 
+    /// A gRPC status code's name as gRPC spells it: OK, RESOURCE_EXHAUSTED, ...
+    pub fn grpc_status_name(code: u32) -> String {
+        ErrorClass::of_grpc(code)
+            .and_then(ErrorClass::grpc_code_name)
+            .unwrap_or_else(|| "OK".into())
+    }
+
     /// A gRPC status code's name as gRPC spells it (RESOURCE_EXHAUSTED), for a gRPC class.
     pub fn grpc_code_name(self) -> Option<String> {
         self.as_str()

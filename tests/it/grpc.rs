@@ -50,6 +50,24 @@ fn run(url: &str, args: &[&str]) -> (Output, Option<RunRecord>, TempDir) {
     (output, record, out)
 }
 
+/// `knee run -q --no-sample PROFILE`, its run folder in `out`.
+fn run_profile(profile: &std::path::Path, out: &std::path::Path) -> Output {
+    Command::new(knee_bin())
+        .args(["run", "-q", "--no-sample", "--out"])
+        .arg(out)
+        .arg(profile)
+        .output()
+        .unwrap()
+}
+
+/// Asserts a bad-input exit (2) whose stderr says `expected`; the stderr.
+fn input_error(output: &Output, expected: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_call_is_encoded_from_reflection_or_a_proto_and_answered() {
     let shop = Shop::start();
@@ -88,12 +106,7 @@ fn a_profile_names_the_method_its_proto_its_json_and_metadata() {
     );
     std::fs::write(&profile, text).unwrap();
     let out = dir.join("out");
-    let output = Command::new(knee_bin())
-        .args(["run", "-q", "--no-sample", "--out"])
-        .arg(&out)
-        .arg(&profile)
-        .output()
-        .unwrap();
+    let output = run_profile(&profile, &out);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let record = RunRecord::read(&out.join("run.json")).unwrap();
@@ -109,18 +122,8 @@ fn a_profile_names_the_method_its_proto_its_json_and_metadata() {
             .replace("\"count\"", "\"cuont\""),
     )
     .unwrap();
-    let output = Command::new(knee_bin())
-        .args(["run", "-q", "--no-sample", "--out"])
-        .arg(dir.join("out2"))
-        .arg(&profile)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("unrecognized field name 'cuont'"),
-        "{stderr}"
-    );
+    let output = run_profile(&profile, &dir.join("out2"));
+    input_error(&output, "unrecognized field name 'cuont'");
 }
 
 #[test]
@@ -162,12 +165,7 @@ fn grpc_status_codes_are_error_classes_of_their_own() {
         &shop.url,
         &["--grpc", "shop.Shop/Fail", "--body", r#"{"code": 14}"#],
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("answered gRPC status 14 (UNAVAILABLE)"),
-        "{stderr}"
-    );
+    input_error(&output, "answered gRPC status 14 (UNAVAILABLE)");
 }
 
 #[test]
@@ -191,10 +189,8 @@ fn what_cannot_be_called_is_one_line_and_exit_2() {
     ];
     for (args, expected) in cases {
         let (output, _, _dir) = run(&shop.url, args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        let stderr = input_error(&output, expected);
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
     // A .proto with a syntax error names file:line:col.
     let dir = TempDir::new("grpc-proto");
@@ -206,18 +202,12 @@ fn what_cannot_be_called_is_one_line_and_exit_2() {
     .unwrap();
     let bad = bad.to_string_lossy().into_owned();
     let (output, _, _dir) = run(&shop.url, &["--grpc", "shop.Shop/Reserve", "--proto", &bad]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("{bad}:4:1: ")), "{stderr}");
+    input_error(&output, &format!("{bad}:4:1: "));
     // Nothing listening: reflection cannot be asked, and the line says what to give instead.
     let closed = format!("http://127.0.0.1:{}", crate::util::free_port());
     let (output, _, _dir) = run(&closed, &["--grpc", "shop.Shop/Reserve"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("connect_refused") && stderr.contains("--proto FILE"),
-        "{stderr}"
-    );
+    let stderr = input_error(&output, "connect_refused");
+    assert!(stderr.contains("--proto FILE"), "{stderr}");
 }
 
 /// The issue's "done when": a hunt of the gRPC service names its lock, from its stacks.
