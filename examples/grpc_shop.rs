@@ -11,7 +11,9 @@
 //! - `Fail`: answers with the gRPC status code asked for.
 //! - `Watch`: a server stream (knee refuses it: unary calls only); never called.
 
-use std::io::Read;
+#[path = "shared/exit_after.rs"]
+mod exit_after;
+use exit_after::exit_after;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -174,23 +176,6 @@ where
                 _ => Box::pin(async { Status::unimplemented("no such method").into_http() }),
             };
         Box::pin(async move { Ok(answer.await) })
-    }
-}
-
-fn exit_after(limit: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        std::process::exit(0);
-    });
-    // Only a pipe is watched (a test holds its other end); /dev/null would end us at once.
-    use std::os::unix::fs::FileTypeExt;
-    let piped = std::fs::metadata("/proc/self/fd/0").is_ok_and(|m| m.file_type().is_fifo());
-    if piped {
-        std::thread::spawn(|| {
-            let mut sink = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-            std::process::exit(0);
-        });
     }
 }
 

@@ -20,7 +20,10 @@
 //!   Python's http.server does: on a reused connection the body waits for the client's
 //!   delayed ACK (40 ms on Linux).
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "shared/exit_after.rs"]
+mod exit_after;
+use exit_after::exit_after;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -96,23 +99,6 @@ fn main() {
             // Out of file descriptors (EMFILE): the connection stays in the backlog.
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
-    }
-}
-
-/// Exits after `limit`, or as soon as stdin (a pipe) closes.
-fn exit_after(limit: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        std::process::exit(0);
-    });
-    use std::os::unix::fs::FileTypeExt;
-    let piped = std::fs::metadata("/proc/self/fd/0").is_ok_and(|m| m.file_type().is_fifo());
-    if piped {
-        std::thread::spawn(|| {
-            let mut sink = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-            std::process::exit(0);
-        });
     }
 }
 

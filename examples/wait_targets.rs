@@ -19,7 +19,10 @@
 //! spreads the connections), prints the port and then the workers' pids on one line, and
 //! serves nothing itself. N replicas of a 200 req/s lock serve 200 × N.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "shared/exit_after.rs"]
+mod exit_after;
+use exit_after::exit_after;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -148,25 +151,6 @@ fn prefork(mode: &str, seconds: u64, listener: TcpListener, workers: usize) {
     for child in &mut children {
         let _ = child.wait();
     }
-}
-
-/// Exits after `limit`, or as soon as stdin closes.
-fn exit_after(limit: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        std::process::exit(0);
-    });
-    // Only a pipe is watched (a test holds its other end); /dev/null would end us at once.
-    use std::os::unix::fs::FileTypeExt;
-    let piped = std::fs::metadata("/proc/self/fd/0").is_ok_and(|m| m.file_type().is_fifo());
-    if !piped {
-        return;
-    }
-    std::thread::spawn(|| {
-        let mut sink = [0u8; 64];
-        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-        std::process::exit(0);
-    });
 }
 
 fn serve(listener: TcpListener, handler: fn(TcpStream)) {

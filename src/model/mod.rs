@@ -7,6 +7,7 @@
 //! names are stable, enums are written in snake_case, and `schema/run.schema.json` says
 //! the same as these types (the schema test checks it).
 
+pub mod error_class;
 pub mod figures;
 pub mod hunt;
 pub mod observed;

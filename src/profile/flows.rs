@@ -6,7 +6,7 @@
 //! at it.
 
 use super::{
-    expand_env_except, read_body, slo_of, Bounded, DurationValue, RawRequestDefaults, RequestSpec,
+    expand_headers, read_body, slo_of, Bounded, DurationValue, RawRequestDefaults, RequestSpec,
     SloValue, Source,
 };
 use crate::error::Error;
@@ -183,13 +183,7 @@ fn request_of(
     if let Some(p) = &raw.path {
         check(p.get_ref(), p.span())?;
     }
-    let mut headers = defaults.headers.clone();
-    for (header, value) in &raw.headers {
-        let expanded = expand_env_except(value.get_ref(), known)
-            .map_err(|e| src.error_at(Some(value.span()), &e))?;
-        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(header));
-        headers.push((header.clone(), expanded));
-    }
+    let headers = defaults.headers_with(expand_headers(src, &raw.headers, known)?);
     let body = if raw.body.is_some() || raw.body_file.is_some() {
         let body = read_body(
             src,

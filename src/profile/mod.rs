@@ -314,7 +314,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfileSpec, Error> {
     let target = &raw.target;
     let default_request = RawRequestDefaults {
         method: target.method.clone().unwrap_or_else(|| "GET".to_string()),
-        headers: expand_headers(&src, &target.headers)?,
+        headers: expand_headers(&src, &target.headers, &[])?,
         body: read_body(
             &src,
             base_dir,
@@ -436,6 +436,18 @@ struct RawRequestDefaults {
     body: Vec<u8>,
 }
 
+impl RawRequestDefaults {
+    /// The target's headers, extended (and overridden, by name in any case) by a request's.
+    fn headers_with(&self, own: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut headers = self.headers.clone();
+        for (name, value) in own {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+            headers.push((name, value));
+        }
+        headers
+    }
+}
+
 fn request_spec(
     src: &Source,
     base_dir: &Path,
@@ -443,12 +455,7 @@ fn request_spec(
     raw: &RawRequest,
     defaults: &RawRequestDefaults,
 ) -> Result<RequestSpec, Error> {
-    // Request headers extend (and override) the target's.
-    let mut headers = defaults.headers.clone();
-    for (name, value) in expand_headers(src, &raw.headers)? {
-        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-        headers.push((name, value));
-    }
+    let headers = defaults.headers_with(expand_headers(src, &raw.headers, &[])?);
     let body = if raw.body.is_some() || raw.body_file.is_some() {
         read_body(src, base_dir, raw.body.as_deref(), raw.body_file.as_ref())?
     } else {
@@ -474,16 +481,18 @@ fn request_spec(
     })
 }
 
-/// Expands `${VAR}` in header values from the environment (tokens stay out of profiles).
+/// Expands `${VAR}` in header values from the environment (tokens stay out of profiles),
+/// but for each of `kept` (a flow's own variables, filled in per request).
 fn expand_headers(
     src: &Source,
     headers: &BTreeMap<String, Spanned<String>>,
+    kept: &[String],
 ) -> Result<Vec<(String, String)>, Error> {
     headers
         .iter()
         .map(|(name, value)| {
-            let expanded =
-                expand_env(value.get_ref()).map_err(|e| src.error_at(Some(value.span()), &e))?;
+            let expanded = expand_env_except(value.get_ref(), kept)
+                .map_err(|e| src.error_at(Some(value.span()), &e))?;
             Ok((name.clone(), expanded))
         })
         .collect()
@@ -659,7 +668,7 @@ fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePla
         spawn: raw.spawn,
         metrics: raw.metrics,
         metric_names: raw.metric_names,
-        metrics_headers: expand_headers(src, &raw.metrics_headers)?
+        metrics_headers: expand_headers(src, &raw.metrics_headers, &[])?
             .into_iter()
             .map(|(name, value)| (name, crate::plan::Token(value)))
             .collect(),
