@@ -14,5 +14,5 @@ for part in throughput http2 agent_memory; do
   bash "bench/$part.sh" 2>&1 | grep -v "^knee: \|^rate-\|^conc-\|^  profiled" | tee "$out/$part.txt"
 done
 echo "=== summary"
-grep -h "^mean:\|^CPU per request:\|^knee/oha\|^knee/h2load\|^ratio" "$out/throughput.txt" "$out/http2.txt" || true
+grep -h "^mean:\|^CPU per request:\|^knee/oha\|^knee/wrk\|^knee/h2load\|^ratio" "$out/throughput.txt" "$out/http2.txt" || true
 grep -h "MB" "$out/agent_memory.txt" || true

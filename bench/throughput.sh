@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # knee vs wrk vs oha against one nginx on loopback, in the same run (by hand, not in CI).
-#   1. closed model, 50 connections, DUR seconds each, alternating, ROUNDS times (2):
-#      requests/s, CPU per request, and ratios
+#   1. closed model, 50 connections, DUR seconds each, alternating, ROUNDS times (4):
+#      requests/s, CPU per request, and ratios (the mean's, and each round's: on a shared
+#      2-core VM one round's knee/wrk swings 0.9-1.3x, so one round says little)
 #   2. a fixed 10,000 req/s for DUR seconds, knee vs `oha -q 10000 --latency-correction`:
 #      CPU seconds (user+sys, /usr/bin/time) per 100k requests, and the ratio
 # knee runs with --no-sample (the peers sample nothing either).
-# Usage: bash bench/throughput.sh        (env: PORT=18080 DUR=5 RATE=10000 ROUNDS=2)
+# Usage: bash bench/throughput.sh        (env: PORT=18080 DUR=5 RATE=10000 ROUNDS=4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-18080}
@@ -55,7 +56,7 @@ oha_closed() {
     "$(json "$tmp/oha.json" "sum(d['statusCodeDistribution'].values())")" "$(cpu_of "$tmp/t")"
 }
 
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-4}
 echo "== closed model, 50 connections, ${DUR}s each, against nginx on $URL, $ROUNDS rounds"
 rows=()
 for round in $(seq "$ROUNDS"); do
@@ -71,6 +72,8 @@ mean = lambda i: sum(r[i] for r in rows) / len(rows)
 k, kc, w, wc, o, oc = (mean(i) for i in range(6))
 print(f"mean: knee {k:.0f}  wrk {w:.0f}  oha {o:.0f} req/s   knee/wrk {k/w:.2f}x   knee/oha {k/o:.2f}x")
 print(f"CPU per request: knee {kc:.2f} us  wrk {wc:.2f} us  oha {oc:.2f} us   knee/wrk {kc/wc:.2f}x   knee/oha {kc/oc:.2f}x")
+per_round = sorted(r[0] / r[2] for r in rows)
+print(f"knee/wrk requests/s by round: {', '.join(f'{x:.2f}' for x in per_round)}")
 '
 
 echo "== fixed rate $RATE req/s for ${DUR}s, alternating, 3 rounds: CPU seconds per 100k requests"
