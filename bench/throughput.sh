@@ -72,8 +72,8 @@ mean = lambda i: sum(r[i] for r in rows) / len(rows)
 k, kc, w, wc, o, oc = (mean(i) for i in range(6))
 print(f"mean: knee {k:.0f}  wrk {w:.0f}  oha {o:.0f} req/s   knee/wrk {k/w:.2f}x   knee/oha {k/o:.2f}x")
 print(f"CPU per request: knee {kc:.2f} us  wrk {wc:.2f} us  oha {oc:.2f} us   knee/wrk {kc/wc:.2f}x   knee/oha {kc/oc:.2f}x")
-per_round = sorted(r[0] / r[2] for r in rows)
-print(f"knee/wrk requests/s by round: {', '.join(f'{x:.2f}' for x in per_round)}")
+per_round = ", ".join("%.2f" % x for x in sorted(r[0] / r[2] for r in rows))
+print(f"knee/wrk requests/s by round: {per_round}")
 '
 
 echo "== fixed rate $RATE req/s for ${DUR}s, alternating, 3 rounds: CPU seconds per 100k requests"

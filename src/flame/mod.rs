@@ -22,6 +22,7 @@ pub mod pyspy;
 pub mod remote;
 pub mod replicas;
 pub mod sched;
+pub mod take;
 pub mod waits;
 
 use crate::model::step::StepResult;

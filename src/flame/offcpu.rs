@@ -14,6 +14,7 @@ pub use crate::model::observed::{OffCpu, OffCpuSource, WaitSite};
 
 use super::choose::WaitSource;
 use super::sched::{self, Recording};
+use super::take::{runtime_waits, Taken};
 use super::waits::{self, Frame, WaitKind};
 use crate::model::step::StepResult;
 use crate::observe::Observer;
@@ -153,44 +154,6 @@ struct Captures {
     threads: Option<Result<Taken, String>>,
     go_block: Option<Result<Folded, String>>,
     go_mutex: Option<Result<Folded, String>>,
-}
-
-/// A recording, what made it, and what its source notes (JFR: the GC pauses it saw).
-pub struct Taken {
-    pub source: OffCpuSource,
-    pub recording: Recording,
-    pub note: Option<String>,
-}
-
-impl Taken {
-    fn perf(recording: Recording) -> Taken {
-        Taken {
-            source: OffCpuSource::PerfSchedSwitch,
-            recording,
-            note: None,
-        }
-    }
-}
-
-/// The runtime's own recording of `pid`'s waits.
-pub fn runtime_waits(
-    source: WaitSource,
-    pid: u32,
-    window: f64,
-    scratch: &std::path::Path,
-) -> Result<Taken, String> {
-    match source {
-        WaitSource::PySpy => super::pyspy::waits(pid, window, scratch).map(|recording| Taken {
-            source: OffCpuSource::PySpyIdle,
-            recording,
-            note: None,
-        }),
-        WaitSource::Jfr => super::jfr::waits(pid, window, scratch).map(|(recording, note)| Taken {
-            source: OffCpuSource::JfrEvents,
-            recording,
-            note,
-        }),
-    }
 }
 
 pub struct OffCpuObserver {

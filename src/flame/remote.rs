@@ -9,9 +9,10 @@
 
 use super::capture::{self, Captured};
 use super::choose::CpuSource;
-use super::offcpu::{OffCpuSource, Taken};
 use super::sched::Recording;
+use super::take::{runtime_waits, Taken};
 use super::waits::WaitKind;
+use crate::model::observed::OffCpuSource;
 use crate::model::run::Runtime;
 use crate::stacks::folded::Folded;
 use serde::{Deserialize, Serialize};
@@ -188,12 +189,8 @@ pub fn serve_offcpu(target: &ProfileTarget, query: &str) -> Result<RemoteOffCpu,
     let seconds = seconds_asked(query)?;
     let _turn = Turn::take(&OFFCPU_BUSY, target.pid)?;
     let taken = match super::choose::waits_of(target.runtime) {
-        Some(source) => super::offcpu::runtime_waits(source, target.pid, seconds, target.scratch),
-        None => super::sched::record(target.pid, seconds, target.scratch).map(|recording| Taken {
-            source: OffCpuSource::PerfSchedSwitch,
-            recording,
-            note: None,
-        }),
+        Some(source) => runtime_waits(source, target.pid, seconds, target.scratch),
+        None => super::sched::record(target.pid, seconds, target.scratch).map(Taken::perf),
     };
     let Taken {
         source,
