@@ -5,10 +5,8 @@
 //! environment (as in `[[requests]]`); in a path or body anything else is an error pointing
 //! at it.
 
-use super::{
-    expand_headers, read_body, slo_of, Bounded, DurationValue, RawRequestDefaults, RequestSpec,
-    SloValue, Source,
-};
+use super::requests::{expand_headers, read_body, RawRequestDefaults, RequestSpec};
+use super::{slo_of, Bounded, DurationValue, SloValue, Source};
 use crate::error::Error;
 use crate::plan::flow::{variables, Extract, ExtractFrom, Feeder, FlowPlan, FlowStep};
 use serde::Deserialize;

@@ -11,12 +11,18 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
 
 mod flows;
 pub mod grpc;
+mod observe;
+mod requests;
+
+use observe::{observe_plan, RawObserve};
+pub use requests::{expand_env, RequestSpec};
+use requests::{expand_headers, read_body, request_spec, RawRequest, RawRequestDefaults};
 
 /// A profile once read and checked: what `plan` merges with the command line.
 #[derive(Debug)]
@@ -62,19 +68,6 @@ pub struct HuntSpec {
     pub arrivals: Option<Arrivals>,
 }
 
-/// One entry of the request mix, before it is joined to the target.
-#[derive(Debug, Clone)]
-pub struct RequestSpec {
-    pub name: String,
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub weight: u32,
-    /// Its own objectives (`[requests.slo]`), judged on its own figures.
-    pub slo: Option<Slo>,
-}
-
 // ---- the file as written -------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -92,37 +85,6 @@ struct RawProfile {
     slo: BTreeMap<String, Spanned<SloValue>>,
     hunt: Option<RawHunt>,
     observe: Option<RawObserve>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawObserve {
-    interval: Option<DurationValue>,
-    pid: Option<u32>,
-    #[serde(default)]
-    pids: Vec<u32>,
-    process_name: Option<String>,
-    spawn: Option<String>,
-    #[serde(default)]
-    metrics: Vec<String>,
-    #[serde(default)]
-    metric_names: Vec<String>,
-    /// Headers sent with every scrape ("Authorization" = "Bearer ${TOKEN}").
-    #[serde(default)]
-    metrics_headers: BTreeMap<String, Spanned<String>>,
-    /// A pprof endpoint to profile hold steps from.
-    pprof: Option<String>,
-    /// "perf", "pprof" or "none".
-    profiler: Option<Spanned<String>>,
-    profile_frequency: Option<Spanned<u32>>,
-    /// Off-CPU profiles (default true).
-    offcpu: Option<bool>,
-    /// The target is on another host (see `ObservePlan::remote_target`).
-    #[serde(default)]
-    remote_target: bool,
-    /// `knee observe` servers, "[NAME=]http://host:port" (token: KNEE_OBSERVER_TOKEN).
-    #[serde(default)]
-    observers: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -157,22 +119,6 @@ struct RawTarget {
     proto: Option<String>,
     check: Option<bool>,
     allow_status: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRequest {
-    name: Option<String>,
-    method: Option<String>,
-    path: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, Spanned<String>>,
-    body: Option<String>,
-    body_file: Option<Spanned<String>>,
-    weight: Option<Bounded<1, 1_000_000>>,
-    /// Its own objectives (`[requests.slo]`), on top of the run's.
-    #[serde(default)]
-    slo: BTreeMap<String, Spanned<SloValue>>,
 }
 
 #[derive(Deserialize)]
@@ -430,126 +376,6 @@ fn slo_of(src: &Source, terms: &BTreeMap<String, Spanned<SloValue>>) -> Result<S
     Ok(slo)
 }
 
-struct RawRequestDefaults {
-    method: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawRequestDefaults {
-    /// The target's headers, extended (and overridden, by name in any case) by a request's.
-    fn headers_with(&self, own: Vec<(String, String)>) -> Vec<(String, String)> {
-        let mut headers = self.headers.clone();
-        for (name, value) in own {
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-            headers.push((name, value));
-        }
-        headers
-    }
-}
-
-fn request_spec(
-    src: &Source,
-    base_dir: &Path,
-    index: usize,
-    raw: &RawRequest,
-    defaults: &RawRequestDefaults,
-) -> Result<RequestSpec, Error> {
-    let headers = defaults.headers_with(expand_headers(src, &raw.headers, &[])?);
-    let body = if raw.body.is_some() || raw.body_file.is_some() {
-        read_body(src, base_dir, raw.body.as_deref(), raw.body_file.as_ref())?
-    } else {
-        defaults.body.clone()
-    };
-    Ok(RequestSpec {
-        name: raw
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("request-{}", index + 1)),
-        method: raw
-            .method
-            .clone()
-            .unwrap_or_else(|| defaults.method.clone()),
-        path: raw.path.clone().unwrap_or_default(),
-        headers,
-        body,
-        weight: raw.weight.as_ref().map_or(1, |w| w.0 as u32),
-        slo: match raw.slo.is_empty() {
-            true => None,
-            false => Some(slo_of(src, &raw.slo)?),
-        },
-    })
-}
-
-/// Expands `${VAR}` in header values from the environment (tokens stay out of profiles),
-/// but for each of `kept` (a flow's own variables, filled in per request).
-fn expand_headers(
-    src: &Source,
-    headers: &BTreeMap<String, Spanned<String>>,
-    kept: &[String],
-) -> Result<Vec<(String, String)>, Error> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let expanded = expand_env_except(value.get_ref(), kept)
-                .map_err(|e| src.error_at(Some(value.span()), &e))?;
-            Ok((name.clone(), expanded))
-        })
-        .collect()
-}
-
-/// `${NAME}` → the variable's value; a missing variable is an error, not an empty string.
-pub fn expand_env(text: &str) -> Result<String, String> {
-    expand_env_except(text, &[])
-}
-
-/// `expand_env`, leaving `${NAME}` as it is for each of `kept` (a flow's own variables).
-fn expand_env_except(text: &str, kept: &[String]) -> Result<String, String> {
-    use crate::plan::flow::{pieces, Piece};
-    let mut out = String::with_capacity(text.len());
-    for piece in pieces(text) {
-        match piece {
-            Piece::Text(text) => out.push_str(text),
-            Piece::Unclosed(_) => return Err(format!("unclosed '${{' in '{text}'")),
-            Piece::Var(name) if kept.iter().any(|k| k == name) => {
-                out.push_str("${");
-                out.push_str(name);
-                out.push('}');
-            }
-            Piece::Var(name) => {
-                let value = std::env::var(name)
-                    .map_err(|_| format!("environment variable {name} is not set"))?;
-                out.push_str(&value);
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn read_body(
-    src: &Source,
-    base_dir: &Path,
-    body: Option<&str>,
-    body_file: Option<&Spanned<String>>,
-) -> Result<Vec<u8>, Error> {
-    match (body, body_file) {
-        (Some(_), Some(file)) => {
-            Err(src.error_at(Some(file.span()), "give either body or body_file, not both"))
-        }
-        (Some(text), None) => Ok(text.as_bytes().to_vec()),
-        (None, Some(file)) => {
-            let path: PathBuf = base_dir.join(file.get_ref());
-            std::fs::read(&path).map_err(|e| {
-                src.error_at(
-                    Some(file.span()),
-                    &format!("cannot read body_file {}: {e}", path.display()),
-                )
-            })
-        }
-        (None, None) => Ok(Vec::new()),
-    }
-}
-
 fn check_load(
     src: &Source,
     kind: Kind,
@@ -617,76 +443,6 @@ fn check_load(
         return Err(at("duration must be above 0"));
     }
     Ok((loads, duration))
-}
-
-fn observe_plan(src: &Source, raw: RawObserve) -> Result<crate::plan::ObservePlan, Error> {
-    use crate::plan::ProfilerPlan;
-    let defaults = crate::plan::ObservePlan::default();
-    let profiler =
-        match (&raw.profiler, raw.pprof) {
-            (None, None) => ProfilerPlan::Auto,
-            (Some(name), url) => match (name.get_ref().as_str(), url) {
-                ("none", _) => ProfilerPlan::Off,
-                ("auto", _) => ProfilerPlan::Auto,
-                ("perf", _) => ProfilerPlan::Perf,
-                ("py-spy", _) => ProfilerPlan::PySpy,
-                ("jfr", _) => ProfilerPlan::Jfr,
-                ("node", _) => ProfilerPlan::Node,
-                ("pprof", Some(url)) => ProfilerPlan::Pprof(url),
-                ("pprof", None) => return Err(src.error_at(
-                    Some(name.span()),
-                    "profiler = \"pprof\" needs pprof = \"http://host:port/debug/pprof/profile\"",
-                )),
-                (other, _) => {
-                    return Err(src.error_at(
-                        Some(name.span()),
-                        &format!(
-                    "unknown profiler '{other}' (use auto, pprof, perf, py-spy, jfr, node or none)"
-                ),
-                    ))
-                }
-            },
-            (None, Some(url)) => ProfilerPlan::Pprof(url),
-        };
-    let profile_frequency = match raw.profile_frequency {
-        Some(f) if !(1..=crate::agent::MAX_FREQUENCY).contains(f.get_ref()) => {
-            return Err(src.error_at(
-                Some(f.span()),
-                &format!(
-                    "profile_frequency must be 1..={} Hz",
-                    crate::agent::MAX_FREQUENCY
-                ),
-            ))
-        }
-        Some(f) => *f.get_ref(),
-        None => defaults.profile_frequency,
-    };
-    Ok(crate::plan::ObservePlan {
-        interval: raw.interval.map_or(defaults.interval, |d| d.0),
-        pids: raw.pid.into_iter().chain(raw.pids).collect(),
-        process_name: raw.process_name,
-        spawn: raw.spawn,
-        metrics: raw.metrics,
-        metric_names: raw.metric_names,
-        metrics_headers: expand_headers(src, &raw.metrics_headers, &[])?
-            .into_iter()
-            .map(|(name, value)| (name, crate::plan::Token(value)))
-            .collect(),
-        insecure: false,
-        sample: true,
-        profiler,
-        profile_frequency,
-        offcpu: raw.offcpu.unwrap_or(defaults.offcpu),
-        remote_target: raw.remote_target || !raw.observers.is_empty(),
-        observers: raw
-            .observers
-            .iter()
-            .map(|o| {
-                crate::plan::ObserverSpec::parse(o.get_ref(), crate::observe::token::from_env())
-                    .map_err(|e| src.error_at(Some(o.span()), &e))
-            })
-            .collect::<Result<_, _>>()?,
-    })
 }
 
 fn check_hunt(
