@@ -4,6 +4,7 @@
 mod generate;
 mod grpc;
 mod merge;
+mod observe_flags;
 mod replay;
 
 pub use generate::{completions, man_page, man_pages_to};
