@@ -111,7 +111,7 @@ impl ByRequest {
         counts.requests += 1;
         match r.outcome {
             Outcome::Response(answer) => {
-                let us = r.done.saturating_duration_since(r.intended).as_micros() as u64;
+                let us = r.latency().as_micros() as u64;
                 counts.latency.saturating_record(us.clamp(1, HIST_MAX_US));
                 match answer.error() {
                     Some(class) => {

@@ -259,10 +259,9 @@ impl StepRecorder {
             slice.requests += 1;
             slice.errors += u64::from(is_error);
             if let Outcome::Response(_) = r.outcome {
-                slice.latency.saturating_record(
-                    (r.done.saturating_duration_since(r.intended).as_micros() as u64)
-                        .clamp(1, HIST_MAX_US),
-                );
+                slice
+                    .latency
+                    .saturating_record((r.latency().as_micros() as u64).clamp(1, HIST_MAX_US));
             }
         }
         if let Outcome::Response(_) = r.outcome {
@@ -323,7 +322,7 @@ impl StepRecorder {
             } else {
                 &mut self.reused
             };
-            record_us(by, r.done.saturating_duration_since(r.intended));
+            record_us(by, r.latency());
         }
         if r.intended < self.timeline.counted_from {
             self.warmup_requests += 1;
@@ -349,10 +348,7 @@ impl StepRecorder {
                 *self.status_codes.entry(answer.status).or_insert(0) += 1;
                 // Every response counts in latency, errors included: a fast 503 is still a
                 // response the user waited for.
-                record_us(
-                    &mut self.latency,
-                    r.done.saturating_duration_since(r.intended),
-                );
+                record_us(&mut self.latency, r.latency());
                 if let Some(sent) = r.sent {
                     record_us(&mut self.service, r.done.saturating_duration_since(sent));
                 }
@@ -371,10 +367,7 @@ impl StepRecorder {
         tail.requests += 1;
         match r.outcome {
             Outcome::Response(answer) => {
-                record_us(
-                    &mut tail.latency,
-                    r.done.saturating_duration_since(r.intended),
-                );
+                record_us(&mut tail.latency, r.latency());
                 tail.errors += u64::from(answer.error().is_some());
             }
             Outcome::Failed(_) => tail.errors += 1,

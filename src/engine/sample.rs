@@ -38,6 +38,18 @@ pub struct Record {
 }
 
 impl Record {
+    /// What the request took, as latency: from its intended send time, or from when it was
+    /// sent if that was earlier (the dispatcher's batches are centred on their wake-up, so a
+    /// request may go up to half a gap ahead of its time: it is never counted as taking less
+    /// than it did). Which step and slice it belongs to stays its intended time.
+    pub fn latency(&self) -> std::time::Duration {
+        let start = match self.sent {
+            Some(sent) => sent.min(self.intended),
+            None => self.intended,
+        };
+        self.done.saturating_duration_since(start)
+    }
+
     /// Request `request`, due at `intended` and never sent (found at `at`).
     pub fn not_sent(intended: Instant, at: Instant, request: usize) -> Record {
         Record {
@@ -87,5 +99,35 @@ pub fn percentiles(hist: &Histogram<u64>) -> Percentiles {
         p99: ms(hist.value_at_quantile(0.99)),
         p999: ms(hist.value_at_quantile(0.999)),
         max: ms(hist.max()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn answered(intended: Instant, sent: Instant, done: Instant) -> Record {
+        Record {
+            intended,
+            sent: Some(sent),
+            connected: None,
+            done,
+            outcome: Outcome::Response(super::super::errors::Answer::http(200)),
+            request: 0,
+        }
+    }
+
+    #[test]
+    fn latency_runs_from_the_earlier_of_intended_and_sent() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        // Sent 3 ms late: the wait counts (no coordinated omission).
+        assert_eq!(answered(t, t + ms(3), t + ms(5)).latency(), ms(5));
+        // Sent 0.4 ms early, answered before its intended time: what it took, not zero.
+        let early = answered(t + ms(1), t, t + Duration::from_micros(900));
+        assert_eq!(early.latency(), Duration::from_micros(900));
+        // Never sent: from its intended time to when that was found.
+        assert_eq!(Record::not_sent(t, t + ms(2), 0).latency(), ms(2));
     }
 }

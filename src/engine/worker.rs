@@ -48,13 +48,8 @@ impl Jobs {
     async fn next(&mut self, last_done: Option<Instant>) -> Next {
         match self {
             Jobs::Open(queue) => match queue.recv().await {
-                Ok(Task::Send(mut job)) => {
-                    // Sent ahead of its time (a batch is centred on the dispatcher's
-                    // wake-up): measured from when it went, never less than what it took.
-                    let now = Instant::now();
-                    job.intended = job.intended.min(now);
-                    Next::Send(job, now)
-                }
+                // Possibly a little ahead of its time (`dispatch_gap`): see `Record::latency`.
+                Ok(Task::Send(job)) => Next::Send(job, Instant::now()),
                 Ok(Task::Retire) => Next::Retire,
                 Err(_) => Next::End,
             },
