@@ -3,7 +3,7 @@
 //! requests, and a login that gives no token ends the flow cleanly (`extract_failed`, the
 //! later steps never sent).
 
-use crate::util::{knee_run, serial, start, Target, TempDir};
+use crate::util::{knee_run, serial, serve_each, Target, TempDir};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -22,18 +22,13 @@ type Seen = Arc<Mutex<BTreeMap<String, u64>>>;
 /// P is "pw-U" (200 without a token for the user "ghost"), else 401. GET /me wants
 /// `Authorization: Bearer tok-U`; GET /orders wants `?session=s-U`; anything else is 401.
 fn login_target(seen: Seen) -> Target {
-    start(move |listener| async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let seen = seen.clone();
-            tokio::task::spawn_local(async move {
-                let service = service_fn(move |req| answer(seen.clone(), req));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    serve_each(move |stream| {
+        let seen = seen.clone();
+        async move {
+            let service = service_fn(move |req| answer(seen.clone(), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
     })
 }

@@ -89,48 +89,36 @@ fn chunked_answers_in_pieces_and_connections_the_server_closes() {
 fn h2c_target(max_streams: u32) -> Target {
     use hyper::server::conn::http2;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    start(move |listener| async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::task::spawn_local(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                    ))
-                });
-                let _ = http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(max_streams)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    serve_each(move |stream| async move {
+        let service = hyper::service::service_fn(|_req| async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"ok"),
+            )))
+        });
+        let _ = http2::Builder::new(TokioExecutor::new())
+            .max_concurrent_streams(max_streams)
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     })
 }
 
 /// An h2c target that answers every request by resetting its stream (RST_STREAM
 /// REFUSED_STREAM), or, with `goaway`, by ending the connection (GOAWAY).
 fn refusing_h2c_target(goaway: bool) -> Target {
-    start(move |listener| async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    serve_each(move |stream| {
+        async move {
+            let Ok(mut conn) = h2::server::handshake(stream).await else {
+                return;
             };
-            tokio::task::spawn_local(async move {
-                let Ok(mut conn) = h2::server::handshake(stream).await else {
-                    return;
-                };
-                if goaway {
-                    // GOAWAY naming no stream as processed: whatever the client sent is
-                    // refused by it.
-                    conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
-                }
-                while let Some(Ok((_request, mut respond))) = conn.accept().await {
-                    respond.send_reset(h2::Reason::REFUSED_STREAM);
-                }
-            });
+            if goaway {
+                // GOAWAY naming no stream as processed: whatever the client sent is
+                // refused by it.
+                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            }
+            while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            }
         }
     })
 }

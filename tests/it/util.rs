@@ -108,6 +108,21 @@ where
     start_counted(Arc::default(), serve)
 }
 
+/// `start`, serving each accepted connection with `per_connection` on a task of its own.
+pub fn serve_each<F, Fut>(per_connection: F) -> Target
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    start(move |listener| async move {
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::task::spawn_local(per_connection(stream));
+            }
+        }
+    })
+}
+
 /// `start`, with a counter `serve` updates as it accepts.
 fn start_counted<F, Fut>(accepted: Arc<std::sync::atomic::AtomicUsize>, serve: F) -> Target
 where
@@ -536,41 +551,36 @@ pub fn wire_target(wire: Wire) -> Target {
     use hyper::server::conn::http2;
     use hyper_util::rt::TokioExecutor;
     let acceptor = (wire == Wire::Tls).then(self_signed_acceptor);
-    start(move |listener| async move {
-        let first = Arc::new(Shared {
-            first: OnceLock::new(),
-            slots: tokio::sync::Semaphore::new(1),
-            lock: Mutex::new(0),
-        });
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let first = first.clone();
-            let acceptor = acceptor.clone();
-            tokio::task::spawn_local(async move {
-                let service = service_fn(move |req| answer(Http::Fast, first.clone(), req));
+    let first = Arc::new(Shared {
+        first: OnceLock::new(),
+        slots: tokio::sync::Semaphore::new(1),
+        lock: Mutex::new(0),
+    });
+    serve_each(move |stream| {
+        let first = first.clone();
+        let acceptor = acceptor.clone();
+        async move {
+            let service = service_fn(move |req| answer(Http::Fast, first.clone(), req));
 
-                let Some(acceptor) = acceptor else {
-                    let io = TokioIo::new(stream);
-                    let _ = http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, service)
-                        .await;
-                    return;
-                };
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let io = TokioIo::new(tls);
-                if h2 {
-                    let _ = http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, service)
-                        .await;
-                } else {
-                    let _ = http1::Builder::new().serve_connection(io, service).await;
-                }
-            });
+            let Some(acceptor) = acceptor else {
+                let io = TokioIo::new(stream);
+                let _ = http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
+                return;
+            };
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(tls);
+            if h2 {
+                let _ = http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
+            } else {
+                let _ = http1::Builder::new().serve_connection(io, service).await;
+            }
         }
     })
 }
@@ -654,61 +664,56 @@ pub fn text_target(
 ) -> Target {
     let body: Arc<str> = body.into();
     let acceptor = tls.then(self_signed_acceptor);
-    start(move |listener| async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let body = body.clone();
-            let acceptor = acceptor.clone();
-            tokio::task::spawn_local(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let body = body.clone();
-                    let given = req.headers().get(http::header::AUTHORIZATION).cloned();
-                    async move {
-                        if let Some(wanted) = authorization {
-                            if given.as_ref().and_then(|v| v.to_str().ok()) != Some(wanted) {
-                                let mut denied = Response::new(Frames([].into()));
-                                *denied.status_mut() = hyper::StatusCode::UNAUTHORIZED;
-                                return Ok::<_, Infallible>(denied);
-                            }
+    serve_each(move |stream| {
+        let body = body.clone();
+        let acceptor = acceptor.clone();
+        async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let body = body.clone();
+                let given = req.headers().get(http::header::AUTHORIZATION).cloned();
+                async move {
+                    if let Some(wanted) = authorization {
+                        if given.as_ref().and_then(|v| v.to_str().ok()) != Some(wanted) {
+                            let mut denied = Response::new(Frames([].into()));
+                            *denied.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                            return Ok::<_, Infallible>(denied);
                         }
-                        let frames: std::collections::VecDeque<Bytes> = if chunked {
-                            body.split_inclusive('\n')
-                                .map(|line| Bytes::from(line.to_string()))
-                                .collect()
-                        } else {
-                            [Bytes::from(body.to_string())].into()
-                        };
-                        let mut response = Response::new(Frames(frames));
-                        if !chunked {
-                            response.headers_mut().insert(
-                                http::header::CONTENT_LENGTH,
-                                body.len().to_string().parse().unwrap(),
-                            );
-                        }
+                    }
+                    let frames: std::collections::VecDeque<Bytes> = if chunked {
+                        body.split_inclusive('\n')
+                            .map(|line| Bytes::from(line.to_string()))
+                            .collect()
+                    } else {
+                        [Bytes::from(body.to_string())].into()
+                    };
+                    let mut response = Response::new(Frames(frames));
+                    if !chunked {
                         response.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4".parse().unwrap(),
+                            http::header::CONTENT_LENGTH,
+                            body.len().to_string().parse().unwrap(),
                         );
-                        Ok::<_, Infallible>(response)
                     }
-                });
-                match acceptor {
-                    Some(acceptor) => {
-                        if let Ok(tls) = acceptor.accept(stream).await {
-                            let _ = http1::Builder::new()
-                                .serve_connection(TokioIo::new(tls), service)
-                                .await;
-                        }
-                    }
-                    None => {
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4".parse().unwrap(),
+                    );
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            match acceptor {
+                Some(acceptor) => {
+                    if let Ok(tls) = acceptor.accept(stream).await {
                         let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
+                            .serve_connection(TokioIo::new(tls), service)
                             .await;
                     }
                 }
-            });
+                None => {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         }
     })
 }
