@@ -12,6 +12,7 @@ pub mod limits;
 pub mod processes;
 pub mod procfs;
 pub mod prometheus;
+mod reading;
 pub mod relabel;
 pub mod remote;
 pub mod remote_replicas;
