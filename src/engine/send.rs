@@ -5,7 +5,8 @@
 use super::client::{Client, Conn, Prepared};
 use super::errors::ErrorClass;
 use super::h1::Kept;
-use super::record::{Outcome, Record, Shards};
+use super::record::{Outcome, Record};
+use super::recorders::Shards;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
