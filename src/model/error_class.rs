@@ -179,3 +179,21 @@ impl std::fmt::Display for ErrorClass {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_has_one_name_everywhere() {
+        for (i, class) in ErrorClass::ALL.into_iter().enumerate() {
+            assert_eq!(class.index(), i);
+            let wire = serde_json::to_string(&class).unwrap();
+            assert_eq!(wire, format!("\"{}\"", class.as_str()));
+            assert_eq!(class.as_str().parse::<ErrorClass>(), Ok(class));
+            assert_eq!(class.to_string(), class.as_str());
+        }
+        assert_eq!(ErrorClass::ALL.len(), 31);
+        assert!("http_6xx".parse::<ErrorClass>().is_err());
+    }
+}
