@@ -320,12 +320,19 @@ fn the_connection_pool_fits_the_load_over_a_soak() {
     outcome.unwrap();
     let windows = record.unwrap().steps;
     assert_eq!(windows.len(), 6);
-    for w in &windows {
+    // 2,000 req/s x well under a millisecond is one or two in flight; a lane keeps a few more
+    // for headroom, and a box busy with other tests (the scheduler 20 ms late at p99 in one CI
+    // run: 40 requests due at once) makes it open some more, kept for 5 s. The pool that only
+    // grew held 133 to 203. A window knee itself marks as disturbed by another process (the
+    // dispatcher late while idle: 16.8 ms at p99 in one CI run, 48 connections for the burst)
+    // is not judged on its pool; most windows of a run are not, and at least three are judged.
+    let calm: Vec<_> = windows
+        .iter()
+        .filter(|w| w.generator.host_contention.is_none())
+        .collect();
+    assert!(calm.len() >= 3, "{windows:#?}");
+    for w in calm {
         let g = &w.generator;
-        // 2,000 req/s x well under a millisecond is one or two in flight; a lane keeps a few
-        // more for headroom, and a box busy with other tests (the scheduler 20 ms late at p99
-        // in one CI run: 40 requests due at once) makes it open some more, kept for 5 s. The
-        // pool that only grew held 133 to 203.
         assert!(g.connections <= 24, "{}: {g:?}", w.name);
         assert!(g.connections_mean.unwrap() <= 20.0, "{}: {g:?}", w.name);
     }
