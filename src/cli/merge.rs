@@ -365,8 +365,7 @@ impl Base {
             metrics: !common.demo_no_metrics,
             ..DemoConfig::default()
         });
-        let observe =
-            super::observe_flags::observe_plan(common, profile, target.insecure, demo.is_some())?;
+        let observe = super::observe_flags::observe_plan(common, profile, target.insecure)?;
         Ok(Base {
             name: sanitize_name(&name),
             target,

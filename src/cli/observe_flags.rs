@@ -8,12 +8,11 @@ use crate::plan::{ObservePlan, ProfilerPlan};
 use crate::profile::{self, ProfileSpec};
 
 /// The observe plan; `insecure` is the target's `-k`, which covers the control plane's https
-/// endpoints too, and `demo` whether knee starts the target itself.
+/// endpoints too.
 pub(super) fn observe_plan(
     common: &CommonArgs,
     profile: Option<&ProfileSpec>,
     insecure: bool,
-    demo: bool,
 ) -> Result<ObservePlan, Error> {
     let mut observe = profile.map(|p| p.observe.clone()).unwrap_or_default();
     if !common.pid.is_empty() {
@@ -26,7 +25,7 @@ pub(super) fn observe_plan(
         && (!observe.pids.is_empty()
             || observe.process_name.is_some()
             || observe.spawn.is_some()
-            || demo)
+            || common.demo)
     {
         return Err(Error::input(
             "remote_target: the target runs on another host, so --pid, --process-name, --spawn and --demo cannot name it here",
